@@ -1,0 +1,77 @@
+"""Command line for datasets: `python -m raylm.data check SPEC... [--sheet out.png] [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+import cv2
+import numpy as np
+
+from raylm.data.check import check, contact_sheet, format_report
+from raylm.data.record import DataError
+from raylm.data.spec import known_forms, open_dataset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m raylm.data",
+        description="Check datasets before training on them.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    check_parser = commands.add_parser(
+        "check",
+        help="read every sample; print counts, skips by reason, landmark statistics",
+        description="Read every sample of each dataset; print counts, skips by reason and the first problems.",
+        epilog="dataset specs:\n" + known_forms(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check_parser.add_argument("specs", nargs="+", metavar="SPEC", help="dataset spec, e.g. pts:/data/300W")
+    check_parser.add_argument("--sheet", metavar="PNG", help="write a contact sheet of faces with landmarks drawn")
+    check_parser.add_argument("--sheet-faces", type=int, default=24, help="faces on the contact sheet (default 24)")
+    check_parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    check_parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
+    args = parser.parse_args(argv)
+
+    try:
+        reports, shown = [], []
+        for spec in args.specs:
+            report, faces = check(open_dataset(spec), args.workers, args.sheet_faces if args.sheet else 0)
+            reports.append(report)
+            shown.extend(faces)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.sheet:
+        sheet = contact_sheet(shown[: args.sheet_faces])
+        cv2.imwrite(args.sheet, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if args.json:
+        print(json.dumps(_summary(reports)))
+    else:
+        print("\n".join(format_report(report) for report in reports))
+        if args.sheet:
+            print(f"contact sheet: {args.sheet}")
+    return 1 if any(report.skipped == report.total for report in reports) else 0
+
+
+def _summary(reports: list) -> dict:
+    """Totals over all specs, the keys `total`, `skipped`, `by_reason`, `subsets`, plus each spec's report."""
+    by_reason = Counter()
+    subsets = {}
+    for report in reports:
+        by_reason.update(report.by_reason)
+        subsets.update({f"{report.spec}/{name}" if len(reports) > 1 else name: c for name, c in report.subsets.items()})
+    return {
+        "total": int(np.sum([r.total for r in reports])),
+        "skipped": int(np.sum([r.skipped for r in reports])),
+        "by_reason": dict(by_reason),
+        "subsets": subsets,
+        "datasets": [report.as_dict() for report in reports],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Keypoint-aware augmentation with albumentations, plus the iBUG flip relabelling.
+
+The default is the original study's recipe: colour jitter (brightness 0.24,
+contrast 0.15, saturation 0.3, hue 0.14), rotation +-14 degrees, a random 128 px
+crop from the 144 px prepared face, and the random gamma it meant to add.
+Horizontal flip, scale/shift, blur and noise are off unless configured.
+
+albumentations moves the points through every geometric transform but cannot
+relabel them on a flip (after a mirror, point 36 sits on the other eye). We let it
+flip, read from the applied-transform record whether it did, and apply the iBUG
+left/right permutation ourselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import numpy as np
+
+
+def _mirror_pairs() -> list[tuple[int, int]]:
+    jaw = [(i, 16 - i) for i in range(8)]
+    brows = [(17 + i, 26 - i) for i in range(5)]
+    nose = [(31, 35), (32, 34)]
+    eyes = [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+    mouth = [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)]
+    pupils = [(68, 69)]
+    return jaw + brows + nose + eyes + mouth + pupils
+
+
+def flip_permutation(n_points: int = 68) -> np.ndarray:
+    """Index array p such that points[p] relabels a mirrored face (68 iBUG points, or 70 with pupils)."""
+    order = np.arange(n_points)
+    for left, right in _mirror_pairs():
+        if right < n_points:
+            order[left], order[right] = right, left
+    return order
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    input_size: int = 128  # the network's input; random crop of this size from the prepared face
+    brightness: float = 0.24
+    contrast: float = 0.15
+    saturation: float = 0.3
+    hue: float = 0.14
+    rotate: float = 14.0  # max degrees either way; 0 switches rotation off
+    gamma: bool = True
+    flip: float = 0.0  # probability of a horizontal flip
+    scale: float = 0.0  # max relative zoom either way (0.1: 0.9x..1.1x)
+    shift: float = 0.0  # max shift, as a fraction of the image size
+    blur: float = 0.0  # probability of a Gaussian blur
+    noise: float = 0.0  # probability of Gaussian noise
+
+
+def build_transform(config: AugmentConfig, train: bool, seed: int | None = None) -> A.Compose:
+    """Training: the configured random recipe. Evaluation: the centre `input_size` crop only."""
+    size = config.input_size
+    steps: list[A.BasicTransform] = []
+    if train:
+        if config.flip:
+            steps.append(A.HorizontalFlip(p=config.flip))
+        if config.scale or config.shift:
+            steps.append(
+                A.Affine(scale=(1 - config.scale, 1 + config.scale), translate_percent=(-config.shift, config.shift), p=1)
+            )
+        if config.rotate:
+            steps.append(A.Rotate(limit=config.rotate, border_mode=0, fill=0, p=1))
+        steps.append(A.RandomCrop(size, size))
+        if any((config.brightness, config.contrast, config.saturation, config.hue)):
+            steps.append(A.ColorJitter(config.brightness, config.contrast, config.saturation, config.hue, p=1))
+        if config.gamma:
+            steps.append(A.RandomGamma(p=0.5))
+        if config.blur:
+            steps.append(A.GaussianBlur(blur_limit=(3, 5), p=config.blur))
+        if config.noise:
+            steps.append(A.GaussNoise(p=config.noise))
+    else:
+        steps.append(A.CenterCrop(size, size))
+    keypoints = A.KeypointParams(format="xy", remove_invisible=False)
+    return A.Compose(steps, keypoint_params=keypoints, save_applied_params=True, seed=seed)
+
+
+def augment(transform: A.Compose, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apply `transform` to one prepared face; the landmarks keep their iBUG meaning after a flip."""
+    result = transform(image=image, keypoints=landmarks)
+    points = np.asarray(result["keypoints"], dtype=np.float32)[:, :2]
+    if any(name == "HorizontalFlip" for name, _ in result["applied_transforms"]):
+        points = points[flip_permutation(len(points))]
+    image = result["image"]
+    return (image if image.ndim == 3 else image[:, :, None]), points

@@ -1,0 +1,62 @@
+"""The one face-crop rule, used for training, validation, test and inference alike.
+
+The crop is a square around the landmarks' bounding box, widened by `margin` (a
+fraction of the box's longer side) on every side, resized to `size` pixels. The
+original study cut the landmark box +-32 px from 512 px renders (about 0.1 of a
+face box) and resized to 144 so that a random 128 px crop fits; it then tested on
+face-detector boxes, a train/test mismatch this module exists to prevent: real
+test faces are cropped by exactly this rule too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    margin: float = 0.1  # added on each side, as a fraction of the landmark box's longer side
+    size: int = 144  # prepared (stored) crop; augmentation takes `input_size` crops from it
+    channels: int = 1  # 1: grayscale (the study's), 3: RGB
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin <= 2:
+            raise ValueError(f"crop.margin must be between 0 and 2 (a fraction of the face box), got {self.margin}")
+        if self.size < 16:
+            raise ValueError(f"crop.size must be at least 16 px, got {self.size}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"crop.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+
+
+def crop_box(landmarks: np.ndarray, margin: float) -> tuple[int, int, int]:
+    """Square crop (x0, y0, side) in integer pixels around the landmarks' bounding box."""
+    low, high = landmarks.min(axis=0), landmarks.max(axis=0)
+    centre = (low + high) / 2
+    side = max(int(round(float((high - low).max()) * (1 + 2 * margin))), 2)
+    x0, y0 = (np.floor(centre - side / 2)).astype(int)
+    return int(x0), int(y0), side
+
+
+def crop_face(image: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the face out of an RGB image: (size, size, channels) uint8 and landmarks in crop pixels.
+
+    Pixel coordinates put pixel (i, j)'s centre at x=i, y=j. Parts of the square
+    that fall outside the image are filled with black.
+    """
+    x0, y0, side = crop_box(landmarks[:68], crop.margin)
+    height, width = image.shape[:2]
+    pad = max(0, -x0, -y0, x0 + side - width, y0 + side - height)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    window = image[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side]
+    interpolation = cv2.INTER_AREA if side > crop.size else cv2.INTER_LINEAR
+    resized = cv2.resize(window, (crop.size, crop.size), interpolation=interpolation)
+    if crop.channels == 1:
+        resized = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[:, :, None]
+    scale = crop.size / side
+    # cv2.resize aligns pixel centres, so a point on a pixel's centre stays on it.
+    points = (landmarks - np.array([x0, y0], dtype=np.float32) + 0.5) * scale - 0.5
+    return resized, points.astype(np.float32)

@@ -1,0 +1,126 @@
+"""The one record every reader produces, and the error a bad sample raises.
+
+Every dataset raylm reads (FaceSynthetics, iBUG/300W `.pts`, FFHQ, the built-in
+generator) becomes a `FaceSet`: a cheap index of sample ids plus a loader that
+decodes one sample into a `Face` on demand. Landmarks are always 68 iBUG points,
+0-based order, as (x, y) pixel coordinates in the image they came with.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+N_POINTS = 68
+
+# Why a sample can be skipped; `check` and the prepared cache count skips by these names.
+REASONS = (
+    "missing_image",
+    "corrupt_image",
+    "missing_landmarks",
+    "bad_landmark_file",
+    "wrong_point_count",
+    "nan_points",
+    "out_of_image",
+)
+
+# A point may sit a little outside its image (FaceSynthetics' "x-ray" jaw, faces cut
+# by the border), but one further out than this fraction of the image size is an error.
+OUT_OF_IMAGE_TOLERANCE = 0.25
+
+
+class BadSample(Exception):
+    """One sample cannot be used; `reason` is one of REASONS, `where` names the file."""
+
+    def __init__(self, reason: str, where: str | Path, detail: str):
+        assert reason in REASONS, reason
+        self.reason = reason
+        self.where = str(where)
+        self.detail = detail
+        super().__init__(f"{where}: {detail}")
+
+
+class DataError(Exception):
+    """A user mistake about a whole dataset (bad spec, empty folder, unreadable index)."""
+
+
+@dataclass(frozen=True)
+class Face:
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    landmarks: np.ndarray  # (68, 2) float32 pixel (x, y); (70, 2) when pupils are kept
+    source_id: str  # unique across datasets, e.g. "pts:/data/300W/afw/134212_1"
+    subset: str  # subfolder or part, for per-subset counts
+
+
+@dataclass(frozen=True)
+class FaceSet:
+    """A dataset's index: ids are known up front, images are decoded by `load(i)`."""
+
+    spec: str
+    ids: tuple[str, ...]
+    subsets: tuple[str, ...]
+    load: Callable[[int], Face]  # raises BadSample
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB, or raise BadSample saying why not."""
+    if not path.is_file():
+        raise BadSample("missing_image", path, "image file not found")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadSample("corrupt_image", path, "cannot decode image (corrupt or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_landmarks(
+    points: np.ndarray, image_shape: tuple[int, ...], where: str | Path, n_points: int = N_POINTS
+) -> np.ndarray:
+    """Return `points` as float32 (n, 2) if they are usable in an image of `image_shape`."""
+    points = np.asarray(points, dtype=np.float32)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != n_points:
+        count = len(points) if points.ndim >= 1 else 0
+        raise BadSample("wrong_point_count", where, f"expected {n_points} points, found {count}")
+    if not np.isfinite(points).all():
+        bad = int(np.flatnonzero(~np.isfinite(points).all(axis=1))[0])
+        raise BadSample("nan_points", where, f"point {bad} (0-based) is not a finite number")
+    height, width = image_shape[:2]
+    slack = OUT_OF_IMAGE_TOLERANCE * np.array([width, height], dtype=np.float32)
+    outside = (points < -slack) | (points > np.array([width, height]) + slack)
+    if outside.any():
+        bad = int(np.flatnonzero(outside.any(axis=1))[0])
+        x, y = points[bad]
+        raise BadSample(
+            "out_of_image",
+            where,
+            f"point {bad} (0-based) at ({x:.1f}, {y:.1f}) is far outside the {width}x{height} image",
+        )
+    return points
+
+
+def load_each(
+    faces: FaceSet, use: Callable[[Face], object], workers: int | None = None, progress: str | None = None
+) -> Iterator[tuple[int, object]]:
+    """Yield (i, use(face)) for every sample in order, or (i, BadSample) for one that cannot be read.
+
+    Decoding in OpenCV releases the GIL, so a thread pool uses every core.
+    """
+
+    def one(i: int) -> object:
+        try:
+            return use(faces.load(i))
+        except BadSample as bad:
+            return bad
+
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        results = pool.map(one, range(len(faces)))
+        yield from enumerate(tqdm(results, total=len(faces), desc=progress, disable=progress is None))

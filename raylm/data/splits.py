@@ -1,0 +1,104 @@
+"""Training, validation and test splits, and the synthetic/real mix of a training set.
+
+A training set is a total size N and a real fraction r: round(N(1-r)) synthetic
+faces plus round(N r) real ones. Every choice is a seeded permutation of a
+dataset's (sorted) samples, so every node and every run with the same seed and
+data gets the same split. Held-out parts are taken from the front of each
+permutation before any training samples, so validation and test sets do not move
+when N or r change, and smaller training sets are subsets of larger ones.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from raylm.data.cache import PreparedSet
+from raylm.data.record import DataError
+
+
+@dataclass(frozen=True)
+class Part:
+    """Some samples of one prepared dataset, by index (the images stay memory-mapped)."""
+
+    source: PreparedSet
+    indices: np.ndarray
+    kind: str  # "synthetic" or "real"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def ids(self) -> list[str]:
+        return [self.source.ids[i] for i in self.indices]
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[Part, ...]  # synthetic part, then real part (when r > 0)
+    val: Part  # held-out synthetic faces: the selection set
+    val_real: Part | None  # held-out real faces from the mixing pool, when asked for
+    tests: dict[str, Part]  # name -> held-out real test faces; never used for training or selection
+
+
+def permutation(n: int, seed: int, name: str) -> np.ndarray:
+    """The seeded order in which samples of the dataset `name` are drawn."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(n)
+
+
+def mix_counts(train_size: int, real_fraction: float) -> tuple[int, int]:
+    """(synthetic, real) sample counts of a training set of size N with real fraction r."""
+    return round(train_size * (1 - real_fraction)), round(train_size * real_fraction)
+
+
+def make_split(
+    synthetic: PreparedSet,
+    real: PreparedSet | None,
+    tests: dict[str, PreparedSet],
+    train_size: int,
+    real_fraction: float,
+    val_size: int,
+    test_size: int,
+    seed: int,
+    val_real_size: int = 0,
+) -> Split:
+    """Split the data; real faces of any test set are never used for training or validation.
+
+    A test set is `test_size` faces drawn from its dataset (all of it when smaller).
+    When a test set is the real mixing dataset itself, its test faces are carved out
+    of that dataset first and the mix is drawn from the rest.
+    """
+    if not 0 <= real_fraction <= 1:
+        raise DataError(f"data.real_fraction must be within [0, 1], got {real_fraction}")
+    n_synthetic, n_real = mix_counts(train_size, real_fraction)
+    order = permutation(len(synthetic), seed, "synthetic")
+    _require(len(order), val_size + n_synthetic, "synthetic faces", synthetic.spec, train_size, real_fraction)
+    val = Part(synthetic, order[:val_size], "synthetic")
+    train = [Part(synthetic, order[val_size : val_size + n_synthetic], "synthetic")]
+
+    test_parts = {
+        name: Part(faces, permutation(len(faces), seed, "real")[:test_size], "real") for name, faces in tests.items()
+    }
+    test_ids = {source_id for part in test_parts.values() for source_id in part.ids}
+
+    val_real = None
+    if real is not None:
+        pool = np.array([i for i in permutation(len(real), seed, "real") if real.ids[i] not in test_ids], dtype=np.int64)
+        _require(len(pool), val_real_size + n_real, "real faces outside the test sets", real.spec, train_size, real_fraction)
+        if val_real_size:
+            val_real = Part(real, pool[:val_real_size], "real")
+        if n_real:
+            train.append(Part(real, pool[val_real_size : val_real_size + n_real], "real"))
+    elif n_real or val_real_size:
+        raise DataError("data.real_fraction > 0 or data.val_real_size > 0 needs real faces: set data.real")
+    return Split(tuple(train), val, val_real, test_parts)
+
+
+def _require(available: int, needed: int, what: str, spec: str, train_size: int, real_fraction: float) -> None:
+    if available < needed:
+        raise DataError(
+            f"data.train_size={train_size} with data.real_fraction={real_fraction} and the held-out sets needs "
+            f"{needed} {what}, but {spec} has {available}: lower data.train_size or the held-out sizes, or add data"
+        )

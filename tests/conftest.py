@@ -1,0 +1,30 @@
+"""Shared fixtures: the real sample data (skipped when absent) and a private cache per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RAYLM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real sample data beside the checkout (see its README); tests using it skip without it."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"real sample data not found at {SHARED_DATA} (set RAYLM_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test prepares data into its own cache, never the user's."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("RAYLM_CACHE", str(cache))
+    return cache

@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raylm.data.facesynthetics import open_facesynthetics, read_ldmks
+from raylm.data.record import BadSample, DataError
+from tests.data.fakes import write_facesynthetics
+
+
+def test_keeps_the_68_ibug_points_by_default_and_pupils_on_request(tmp_path: Path):
+    written = write_facesynthetics(tmp_path, 3)
+    faces = open_facesynthetics(str(tmp_path))
+    assert len(faces) == 3 and faces.subsets == ("facesynthetics",) * 3
+    face = faces.load(1)
+    assert face.landmarks.shape == (68, 2)
+    np.testing.assert_allclose(face.landmarks, written["000001"][:68], atol=1e-3)
+    assert face.source_id == f"facesynthetics:{tmp_path.resolve()}/000001"
+    with_pupils = open_facesynthetics(str(tmp_path), pupils=True).load(1)
+    np.testing.assert_allclose(with_pupils.landmarks, written["000001"], atol=1e-3)
+
+
+def test_wrong_line_count_and_nan(tmp_path: Path):
+    write_facesynthetics(tmp_path, 2)
+    lines = (tmp_path / "000000_ldmks.txt").read_text().splitlines()
+    (tmp_path / "000000_ldmks.txt").write_text("\n".join(lines[:69]) + "\n")
+    with pytest.raises(BadSample) as caught:
+        read_ldmks(tmp_path / "000000_ldmks.txt")
+    assert caught.value.reason == "wrong_point_count" and "found 69" in str(caught.value)
+    lines[3] = "nan 12.0"
+    (tmp_path / "000001_ldmks.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadSample) as caught:
+        open_facesynthetics(str(tmp_path)).load(1)
+    assert caught.value.reason == "nan_points" and "point 3" in str(caught.value)
+
+
+def test_garbage_landmark_file(tmp_path: Path):
+    write_facesynthetics(tmp_path, 1)
+    (tmp_path / "000000_ldmks.txt").write_text("hello world\n" * 70)
+    with pytest.raises(BadSample) as caught:
+        open_facesynthetics(str(tmp_path)).load(0)
+    assert caught.value.reason == "bad_landmark_file" and "000000_ldmks.txt" in str(caught.value)
+
+
+def test_empty_folder(tmp_path: Path):
+    with pytest.raises(DataError, match="no NNNNNN_ldmks.txt files"):
+        open_facesynthetics(str(tmp_path))
+
+
+def test_reads_the_shared_renders(shared_data: Path):
+    faces = open_facesynthetics(str(shared_data / "facesynthetics"), pupils=True)
+    assert len(faces) == 100
+    for i in range(0, 100, 9):
+        face = faces.load(i)
+        assert face.image.shape == (512, 512, 3)
+        assert face.landmarks.shape == (70, 2)
+        # Pupil 68 belongs to the eye of points 36-41, pupil 69 to the eye of 42-47.
+        right_eye, left_eye = face.landmarks[36:42].mean(axis=0), face.landmarks[42:48].mean(axis=0)
+        pupils = face.landmarks[68:]
+        assert np.linalg.norm(pupils[0] - right_eye) < np.linalg.norm(pupils[0] - left_eye)
+        assert np.linalg.norm(pupils[1] - left_eye) < np.linalg.norm(pupils[1] - right_eye)
