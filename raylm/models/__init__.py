@@ -1,0 +1,72 @@
+"""Model registry: every landmark regressor raylm can train, looked up by name.
+
+A model maps a (B, C, H, W) float image batch to (B, 2 * num_points) outputs,
+the (x, y) pairs flattened as x0, y0, x1, y1, ... Every constructor takes
+`in_channels` (default 1, grey) and `num_points` (default 68).
+
+Two kinds of name resolve:
+- a registered name (`list_models()`), filled by `@register_model` in the
+  family modules below;
+- `<family>:<name>` for a registered family, e.g. `timm:resnet18`, which passes
+  `<name>` on to that family's constructor (any model the library knows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn as nn
+
+ModelConstructor = Callable[..., nn.Module]
+
+_MODELS: dict[str, ModelConstructor] = {}
+_FAMILIES: dict[str, ModelConstructor] = {}
+
+
+class UnknownModel(ValueError):
+    """A model name that is neither registered nor `<family>:<name>` with a known model."""
+
+
+def register_model(name: str) -> Callable[[ModelConstructor], ModelConstructor]:
+    """Decorator registering `constructor(**kwargs) -> nn.Module` under `name`."""
+
+    def register(constructor: ModelConstructor) -> ModelConstructor:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is already registered")
+        _MODELS[name] = constructor
+        return constructor
+
+    return register
+
+
+def register_family(prefix: str) -> Callable[[ModelConstructor], ModelConstructor]:
+    """Decorator registering `constructor(name, **kwargs)` for names `prefix:<name>`."""
+
+    def register(constructor: ModelConstructor) -> ModelConstructor:
+        _FAMILIES[prefix] = constructor
+        return constructor
+
+    return register
+
+
+def list_models() -> list[str]:
+    """The registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the model registered as `name` (or `family:<name>`) with `kwargs`."""
+    if name in _MODELS:
+        return _MODELS[name](**kwargs)
+    prefix, _, family_name = name.partition(":")
+    if family_name and prefix in _FAMILIES:
+        return _FAMILIES[prefix](family_name, **kwargs)
+    families = ", ".join(f"'{prefix}:<name>'" for prefix in sorted(_FAMILIES))
+    raise UnknownModel(
+        f"unknown model {name!r}; known: {list_models()}; "
+        f"{families} gives any model of that library (e.g. 'timm:resnet18')"
+    )
+
+
+# Imported last: these modules register their models with the functions above.
+from raylm.models import timm_models, xception  # noqa: E402, F401

@@ -1,0 +1,66 @@
+"""timm backbones as landmark regressors, by a few registered names or `timm:<name>`.
+
+timm replaces the classifier with a linear layer of `2 * num_points` outputs and
+adapts the stem to `in_channels`. Weights are never downloaded: a model starts
+random unless `pretrained_path` names a local checkpoint, which timm then loads
+with `torch.load(weights_only=True)`, dropping the classifier when its size
+differs and folding the stem for a different channel count.
+
+Renames: the original Xception is `legacy_xception` in timm >= 0.9 (`xception`
+before); `xception41/65/71` are timm's aligned Xceptions (DeepLab-style).
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch.nn as nn
+
+from raylm.models import UnknownModel, register_family, register_model
+
+REGISTERED = (
+    "legacy_xception",
+    "xception41",
+    "xception65",
+    "xception71",
+    "resnet50",
+    "mobilenetv2_100",
+)
+
+
+@register_family("timm")
+def create_timm_model(
+    name: str,
+    in_channels: int = 1,
+    num_points: int = 68,
+    pretrained_path: str | Path | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build timm model `name` with a `2 * num_points` regression head.
+
+    Extra `kwargs` (e.g. `drop_rate`) go to `timm.create_model`.
+    """
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise UnknownModel(f"timm has no model {name!r}; close names: {close}")
+    overlay = None
+    if pretrained_path is not None:
+        if not Path(pretrained_path).is_file():
+            raise FileNotFoundError(f"pretrained weights not found: {pretrained_path}")
+        # `file` outranks every download source in timm; source="" rules out the hub.
+        overlay = dict(file=str(pretrained_path), source="")
+    return timm.create_model(
+        name,
+        pretrained=overlay is not None,
+        pretrained_cfg_overlay=overlay,
+        num_classes=2 * num_points,
+        in_chans=in_channels,
+        **kwargs,
+    )
+
+
+for _name in REGISTERED:
+    register_model(_name)(partial(create_timm_model, _name))
