@@ -11,10 +11,13 @@ import dataclasses
 import types
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+
+from raylm.data.pipeline import DataConfig
 
 T = TypeVar("T")
 
@@ -127,6 +130,51 @@ def _convert(kind: Any, value: Any, path: str) -> Any:
         return value
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):
+        # PyYAML reads `3e-4` (no dot) as a string; accept what Python reads as a number.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind in (int, str, bool) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{path}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ours"  # a registered model (raylm.models.list_models()) or timm:<name>
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor arguments, e.g. width, dropout
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # SGD only
+    schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = 0.0  # linear warm-up for "cosine"
+    loss: Literal["mse", "l1", "wing"] = "mse"
+    wing_width: float = 10.0  # Wing loss w and epsilon, in input pixels (Feng et al., CVPR 2018)
+    wing_curvature: float = 2.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    seed: int = 0
+    device: str = "auto"  # auto: CUDA when available, else CPU
+    amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a scaler
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile the model
+    workers: int = -1  # data-loading processes; -1: 0 on CPU, up to 4 on CUDA
+    threads: int = 0  # CPU threads for torch; 0: the CPUs this process may use
+    image_every: int = 5  # write a grid of validation faces to TensorBoard every N epochs; 0 = never
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: what `python -m raylm.train` reads and every search trial resolves to."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("RAYLM_SHARED_DATA", REPO.parent / "shared" / "data"))
+from tests.shared_data import shared_data_dir
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -17,9 +16,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real sample data beside the checkout (see its README); tests using it skip without it."""
-    if not (SHARED_DATA / "README.md").is_file():
-        pytest.skip(f"real sample data not found at {SHARED_DATA} (set RAYLM_SHARED_DATA)")
-    return SHARED_DATA
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real sample data not found beside the checkout (../shared/data; or set RAYLM_SHARED_DATA)")
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -63,7 +63,9 @@ def build_transform(config: AugmentConfig, train: bool, seed: int | None = None)
             steps.append(A.HorizontalFlip(p=config.flip))
         if config.scale or config.shift:
             steps.append(
-                A.Affine(scale=(1 - config.scale, 1 + config.scale), translate_percent=(-config.shift, config.shift), p=1)
+                A.Affine(
+                    scale=(1 - config.scale, 1 + config.scale), translate_percent=(-config.shift, config.shift), p=1
+                )
             )
         if config.rotate:
             steps.append(A.Rotate(limit=config.rotate, border_mode=0, fill=0, p=1))

@@ -10,22 +10,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from raylm.data.crop import CropConfig, crop_face
 from raylm.data.record import BadSample, Face, FaceSet, load_each
+from raylm.draw import draw_landmarks, grid
 
 MAX_PROBLEMS = 10
-# Colours (RGB) of the iBUG regions on the contact sheet: jaw, brows, nose, eyes, mouth, pupils.
-REGION_COLOURS = [
-    (range(0, 17), (255, 210, 0)),
-    (range(17, 27), (255, 120, 0)),
-    (range(27, 36), (0, 200, 255)),
-    (range(36, 48), (0, 255, 90)),
-    (range(48, 68), (255, 40, 120)),
-    (range(68, 70), (255, 255, 255)),
-]
 
 
 @dataclass
@@ -55,7 +46,9 @@ class Report:
         }
 
 
-def check(faces: FaceSet, workers: int | None = None, sheet_faces: int = 0, progress: bool = False) -> tuple[Report, list[Face]]:
+def check(
+    faces: FaceSet, workers: int | None = None, sheet_faces: int = 0, progress: bool = False
+) -> tuple[Report, list[Face]]:
     """Read every sample of `faces`; return the report and the first `sheet_faces` good faces."""
     report = Report(faces.spec, total=len(faces))
     shown: list[Face] = []
@@ -91,7 +84,10 @@ def _statistics(report: Report) -> dict:
 
 
 def format_report(report: Report) -> str:
-    lines = [f"{report.spec}", f"  samples: {report.total}, usable: {report.total - report.skipped}, skipped: {report.skipped}"]
+    lines = [
+        f"{report.spec}",
+        f"  samples: {report.total}, usable: {report.total - report.skipped}, skipped: {report.skipped}",
+    ]
     for reason, count in sorted(report.by_reason.items()):
         lines.append(f"    skipped {reason}: {count}")
     for name, counts in sorted(report.subsets.items()):
@@ -111,16 +107,5 @@ def format_report(report: Report) -> str:
 
 def contact_sheet(faces: list[Face], tile: int = 128, columns: int = 6) -> np.ndarray:
     """RGB grid of face crops with their landmarks drawn, coloured by region."""
-    rows = max(1, -(-len(faces) // columns))
-    sheet = np.zeros((rows * tile, columns * tile, 3), np.uint8)
     crop = CropConfig(margin=0.15, size=tile, channels=3)
-    for k, face in enumerate(faces):
-        image, points = crop_face(face.image, face.landmarks, crop)
-        image = np.ascontiguousarray(image)
-        for region, colour in REGION_COLOURS:
-            for j in region:
-                if j < len(points):
-                    cv2.circle(image, (int(round(points[j][0])), int(round(points[j][1]))), 1, colour, -1, cv2.LINE_AA)
-        row, column = divmod(k, columns)
-        sheet[row * tile : (row + 1) * tile, column * tile : (column + 1) * tile] = image
-    return sheet
+    return grid([draw_landmarks(*crop_face(face.image, face.landmarks, crop)) for face in faces], columns)

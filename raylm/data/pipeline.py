@@ -52,8 +52,10 @@ def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
 
     synthetic = prepared(config.synthetic)
     real = prepared(config.real) if config.real else None
-    tests = {name: (real if real is not None and spec == config.real else prepared(spec))
-             for name, spec in config.tests.items()}
+    tests = {
+        name: (real if real is not None and spec == config.real else prepared(spec))
+        for name, spec in config.tests.items()
+    }
     split = make_split(
         synthetic,
         real,

@@ -31,7 +31,9 @@ def read_pts(path: Path) -> np.ndarray:
             try:
                 declared = int(value)
             except ValueError:
-                raise BadSample("bad_landmark_file", path, f"n_points header {value.strip()!r} is not a number") from None
+                raise BadSample(
+                    "bad_landmark_file", path, f"n_points header {value.strip()!r} is not a number"
+                ) from None
         elif sep or line in ("{", "}"):
             continue
         else:

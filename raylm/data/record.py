@@ -9,10 +9,10 @@ decodes one sample into a `Face` on demand. Landmarks are always 68 iBUG points,
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np

@@ -13,7 +13,7 @@ Any spec takes options after `?`, e.g. `builtin:synthetic?n=500&seed=3` or
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from raylm.data.record import DataError, FaceSet
@@ -53,7 +53,7 @@ def open_dataset(spec: str) -> FaceSet:
 def _convert_options(opener: Opener, options: dict[str, str], spec: str, usage: str) -> dict:
     """Turn `?key=value` strings into the types the opener's signature declares."""
     parameters = inspect.signature(opener).parameters
-    allowed = [name for name in parameters if name != "location"]
+    allowed = list(parameters)[1:]  # the first parameter takes the location
     converted = {}
     for key, text in options.items():
         if key not in allowed:

@@ -85,8 +85,12 @@ def make_split(
 
     val_real = None
     if real is not None:
-        pool = np.array([i for i in permutation(len(real), seed, "real") if real.ids[i] not in test_ids], dtype=np.int64)
-        _require(len(pool), val_real_size + n_real, "real faces outside the test sets", real.spec, train_size, real_fraction)
+        pool = np.array(
+            [i for i in permutation(len(real), seed, "real") if real.ids[i] not in test_ids], dtype=np.int64
+        )
+        _require(
+            len(pool), val_real_size + n_real, "real faces outside the test sets", real.spec, train_size, real_fraction
+        )
         if val_real_size:
             val_real = Part(real, pool[:val_real_size], "real")
         if n_real:

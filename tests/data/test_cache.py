@@ -85,4 +85,6 @@ def test_all_bad_is_an_error(tmp_path: Path):
     for jpg in (tmp_path / "data").rglob("*.jpg"):
         jpg.unlink()
     with pytest.raises(DataError, match="all 2 samples are bad"):
-        prepare(open_pts(str(tmp_path / "data")), CropConfig(size=32), tmp_path / "cache", skip_bad=True, progress=False)
+        prepare(
+            open_pts(str(tmp_path / "data")), CropConfig(size=32), tmp_path / "cache", skip_bad=True, progress=False
+        )

@@ -15,12 +15,29 @@ def dataset(name: str, n: int) -> PreparedSet:
 def split(train_size=100, real_fraction=0.2, seed=0, synthetic_n=300, real_n=200, **kwargs):
     real = dataset("real", real_n)
     tests = kwargs.pop("tests", {"real": real})
-    return make_split(dataset("synthetic", synthetic_n), real, tests, train_size, real_fraction,
-                      val_size=kwargs.pop("val_size", 50), test_size=kwargs.pop("test_size", 60), seed=seed, **kwargs)
+    return make_split(
+        dataset("synthetic", synthetic_n),
+        real,
+        tests,
+        train_size,
+        real_fraction,
+        val_size=kwargs.pop("val_size", 50),
+        test_size=kwargs.pop("test_size", 60),
+        seed=seed,
+        **kwargs,
+    )
 
 
-@pytest.mark.parametrize("n, r, expected", [(2000, 0.0, (2000, 0)), (2000, 0.05, (1900, 100)), (5000, 0.2, (4000, 1000)),
-                                            (10, 0.25, (8, 2)), (7, 1.0, (0, 7))])
+@pytest.mark.parametrize(
+    "n, r, expected",
+    [
+        (2000, 0.0, (2000, 0)),
+        (2000, 0.05, (1900, 100)),
+        (5000, 0.2, (4000, 1000)),
+        (10, 0.25, (8, 2)),
+        (7, 1.0, (0, 7)),
+    ],
+)
 def test_mix_counts(n, r, expected):
     assert mix_counts(n, r) == expected
 
@@ -53,7 +70,11 @@ def test_same_seed_same_split_and_other_seed_another():
 
 
 def test_held_out_sets_do_not_move_with_size_or_fraction_and_small_sets_nest():
-    small, large, mixed = split(train_size=50, real_fraction=0.0), split(train_size=200, real_fraction=0.0), split(train_size=200, real_fraction=0.5)
+    small, large, mixed = (
+        split(train_size=50, real_fraction=0.0),
+        split(train_size=200, real_fraction=0.0),
+        split(train_size=200, real_fraction=0.5),
+    )
     np.testing.assert_array_equal(small.val.indices, large.val.indices)
     np.testing.assert_array_equal(small.tests["real"].indices, mixed.tests["real"].indices)
     assert set(small.train[0].ids) <= set(large.train[0].ids)

@@ -1,0 +1,48 @@
+"""TensorBoard for a run: scalars under raylm's metric names, and faces with landmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from raylm.coords import to_pixels
+from raylm.draw import draw_landmarks, grid
+from raylm.train.hardware import Hardware, autocast, to_device
+
+TRUE_COLOUR = (0, 255, 0)
+PREDICTED_COLOUR = (255, 0, 0)
+
+
+class Board:
+    """One TensorBoard event stream for a run (or trial) directory."""
+
+    def __init__(self, log_dir: Path):
+        self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, metrics: dict[str, float], step: int) -> None:
+        for tag, value in metrics.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    @torch.no_grad()
+    def faces(self, tag: str, model: torch.nn.Module, dataset, hardware: Hardware, step: int, count: int = 12) -> None:
+        """A grid of faces: true landmarks green, predicted red."""
+        model.eval()
+        samples = [dataset[i] for i in range(min(count, len(dataset)))]
+        images = torch.stack([image for image, _ in samples])
+        with autocast(hardware):
+            predicted = model(to_device(images, hardware)).float().cpu().numpy().reshape(-1, 68, 2)
+        size = images.shape[-1]
+        tiles = []
+        for (image, target), points in zip(samples, predicted, strict=True):
+            pixels = ((image.numpy().transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+            tile = draw_landmarks(pixels, to_pixels(target.numpy().reshape(68, 2), size), TRUE_COLOUR)
+            tiles.append(draw_landmarks(tile, to_pixels(points, size), PREDICTED_COLOUR))
+        self.writer.add_image(tag, grid(tiles, columns=6), step, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,73 @@
+"""Checkpoints: state dicts, the resolved config and the RNG state, loaded with weights_only=True.
+
+A checkpoint is a directory holding `checkpoint.pt` (the layout Tune's
+`Checkpoint.from_directory` expects) and `config.yaml`, the run's resolved config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from raylm.config import RunConfig, from_dict, save_config, to_dict
+from raylm.models import create_model
+
+FILE = "checkpoint.pt"
+
+
+@dataclass
+class TrainingState:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+
+
+def save_checkpoint(
+    directory: Path, config: RunConfig, state: TrainingState, epoch: int, mean_shape: np.ndarray, metrics: dict
+) -> Path:
+    """Write everything needed to resume after `epoch` (0-based) or to evaluate the model."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = getattr(state.model, "_orig_mod", state.model)  # torch.compile wraps the module
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "schedule": state.schedule.state_dict(),
+            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "epoch": epoch,
+            "torch_rng": torch.get_rng_state(),
+            "config": to_dict(config),
+            "mean_shape": torch.from_numpy(mean_shape),
+            "metrics": {key: float(value) for key, value in metrics.items()},
+        },
+        directory / FILE,
+    )
+    save_config(config, directory / "config.yaml")
+    return directory
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint file or directory (from `train` or `search`) safely (weights_only)."""
+    path = Path(path)
+    file = path / FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{path}: no raylm checkpoint here (expected {FILE} in a run's checkpoint folder)")
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def checkpoint_config(checkpoint: dict) -> RunConfig:
+    return from_dict(RunConfig, checkpoint["config"])
+
+
+def model_from_checkpoint(checkpoint: dict) -> nn.Module:
+    """The trained model of a checkpoint, in eval mode on the CPU."""
+    config = checkpoint_config(checkpoint)
+    model = create_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()

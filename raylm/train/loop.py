@@ -1,0 +1,177 @@
+"""The shared trainer: one training run, reporting after every epoch.
+
+`fit(config, report)` is all a caller needs: `python -m raylm.train` passes a
+report that prints, a Tune trial passes one that calls `tune.report`. No Ray here.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from raylm.config import RunConfig
+from raylm.coords import to_pixels
+from raylm.data.pipeline import PreparedData, prepare_data
+from raylm.data.splits import Part
+from raylm.metrics import landmark_metrics
+from raylm.models import create_model
+from raylm.train.board import Board
+from raylm.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from raylm.train.hardware import Hardware, autocast, choose_hardware, to_device
+from raylm.train.loaders import LandmarkDataset, make_loader, mean_shape, set_epoch
+from raylm.train.losses import build_loss
+from raylm.train.optim import build_optimizer, build_schedule
+
+# report(epoch, metrics, checkpoint_dir): called once per epoch (epoch counts from 1).
+Report = Callable[[int, dict[str, float], Path], None]
+
+
+def train_one_epoch(
+    state: TrainingState, loader: DataLoader, loss_fn: Callable, hardware: Hardware, grad_clip: float = 0.0
+) -> dict[str, float]:
+    """One pass over the training loader; returns `train/loss` (mean over samples)."""
+    state.model.train()
+    total, count = 0.0, 0
+    for images, targets in loader:
+        images, targets = to_device(images, hardware), targets.to(hardware.device, non_blocking=True)
+        with autocast(hardware):
+            loss = loss_fn(state.model(images).float(), targets)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()}; lower train.lr or set train.grad_clip")
+        state.optimizer.zero_grad(set_to_none=True)
+        if state.scaler is not None:
+            state.scaler.scale(loss).backward()
+            state.scaler.unscale_(state.optimizer)
+        else:
+            loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
+        if state.scaler is not None:
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
+        else:
+            state.optimizer.step()
+        state.schedule.step()
+        total += loss.item() * len(images)
+        count += len(images)
+    return {"train/loss": total / max(count, 1)}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: DataLoader, hardware: Hardware) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true landmarks (N, 68, 2), normalised, for every sample of `loader`."""
+    model.eval()
+    predictions, targets = [], []
+    for images, batch_targets in loader:
+        with autocast(hardware):
+            output = model(to_device(images, hardware))
+        predictions.append(output.float().cpu().numpy())
+        targets.append(batch_targets.numpy())
+    return np.concatenate(predictions).reshape(-1, 68, 2), np.concatenate(targets).reshape(-1, 68, 2)
+
+
+def evaluate(
+    model: nn.Module, loader: DataLoader, hardware: Hardware, input_size: int, baseline: np.ndarray | None = None
+) -> dict[str, float]:
+    """All landmark metrics over every sample (not averaged per batch); `mean_shape_nme` with a baseline."""
+    predictions, targets = predict(model, loader, hardware)
+    metrics = landmark_metrics(to_pixels(predictions, input_size), to_pixels(targets, input_size), input_size)
+    if baseline is not None:
+        constant = np.broadcast_to(baseline, targets.shape)
+        metrics["mean_shape_nme"] = landmark_metrics(
+            to_pixels(constant, input_size), to_pixels(targets, input_size), input_size
+        )["nme"]
+    return metrics
+
+
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}/{key}": value for key, value in metrics.items()}
+
+
+def fit(
+    config: RunConfig,
+    report: Report,
+    log_dir: Path | None = None,
+    resume_from: Path | None = None,
+    data: PreparedData | None = None,
+) -> dict[str, float]:
+    """Train `config` to the end, calling `report` after each epoch; returns the last epoch's metrics.
+
+    With `resume_from` (a checkpoint directory) training continues after that
+    checkpoint's epoch exactly as if it had never stopped. TensorBoard events go
+    to `log_dir` when given.
+    """
+    train_config = config.train
+    hardware = choose_hardware(train_config)
+    data = data or prepare_data(config.data)
+    augment = config.data.augment
+    train_set = LandmarkDataset(data.split.train, augment, train=True, seed=train_config.seed)
+    val_set = LandmarkDataset([data.split.val], augment, train=False)
+    pin = hardware.device.type == "cuda"
+    train_loader = make_loader(train_set, train_config.batch_size, True, hardware.workers, pin)
+    val_loader = make_loader(val_set, max(64, train_config.batch_size), False, hardware.workers, pin)
+    baseline = mean_shape(train_set)
+
+    torch.manual_seed(train_config.seed)
+    model = create_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
+    model = model.to(hardware.device, memory_format=torch.channels_last if hardware.channels_last else None)
+    optimizer = build_optimizer(model.parameters(), train_config)
+    scaler = torch.amp.GradScaler("cuda") if hardware.amp_dtype == torch.float16 else None
+    state = TrainingState(model, optimizer, build_schedule(optimizer, train_config, len(train_loader)), scaler)
+    start_epoch = 0
+    if resume_from is not None:
+        start_epoch = restore(state, load_checkpoint(resume_from))
+    if train_config.compile:
+        state.model = torch.compile(model)
+    loss_fn = build_loss(train_config.loss, augment.input_size, train_config.wing_width, train_config.wing_curvature)
+
+    board = Board(log_dir) if log_dir is not None else None
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, train_config.epochs):
+        started = time.perf_counter()
+        set_epoch(train_loader, epoch)
+        metrics = train_one_epoch(state, train_loader, loss_fn, hardware, train_config.grad_clip)
+        metrics.update(prefixed("val", evaluate(state.model, val_loader, hardware, augment.input_size, baseline)))
+        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        metrics["epoch_s"] = time.perf_counter() - started
+        if board is not None:
+            board.scalars(metrics, epoch + 1)
+            if train_config.image_every and (
+                (epoch + 1) % train_config.image_every == 0 or epoch + 1 == train_config.epochs
+            ):
+                board.faces("val/faces", state.model, val_set, hardware, epoch + 1)
+        with tempfile.TemporaryDirectory(prefix="raylm-checkpoint-") as directory:
+            save_checkpoint(Path(directory), config, state, epoch, baseline, metrics)
+            report(epoch + 1, metrics, Path(directory))
+    if board is not None:
+        board.close()
+    return metrics
+
+
+def restore(state: TrainingState, checkpoint: dict) -> int:
+    """Load a checkpoint's states into `state`; returns the epoch to continue from (0-based)."""
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.schedule.load_state_dict(checkpoint["schedule"])
+    if state.scaler is not None and checkpoint["scaler"] is not None:
+        state.scaler.load_state_dict(checkpoint["scaler"])
+    torch.set_rng_state(checkpoint["torch_rng"])
+    return int(checkpoint["epoch"]) + 1
+
+
+def evaluate_parts(
+    model: nn.Module, parts: dict[str, Part], config: RunConfig, hardware: Hardware, baseline: np.ndarray
+) -> dict[str, float]:
+    """Metrics of `model` on each named held-out part (e.g. `test_real/nme`), centre-cropped as in validation."""
+    metrics = {}
+    for name, part in parts.items():
+        loader = make_loader(LandmarkDataset([part], config.data.augment, train=False), 64, False, hardware.workers)
+        metrics.update(prefixed(name, evaluate(model, loader, hardware, config.data.augment.input_size, baseline)))
+    return metrics
