@@ -82,12 +82,16 @@ def _apply_override(data: dict, override: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
+    _set(data, key, value, f"--set {override!r}")
+
+
+def _set(data: dict, key: str, value: Any, source: str) -> None:
     *parents, leaf = key.split(".")
     node = data
     for i, part in enumerate(parents):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {'.'.join(parents[: i + 1])} is not a section")
+            raise ConfigError(f"{source}: {'.'.join(parents[: i + 1])} is not a section")
         node = child
     node[leaf] = value
 
@@ -178,3 +182,73 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class Axes:
+    """The study's comparison: every combination of these is a cell."""
+
+    arch: tuple[str, ...] = ("ours-tiny",)
+    train_size: tuple[int, ...] = (1000,)
+    real_fraction: tuple[float, ...] = (0.0,)
+
+    def __post_init__(self) -> None:
+        for name in ("arch", "train_size", "real_fraction"):
+            if not getattr(self, name):
+                raise ValueError(f"search.axes.{name} is empty; list at least one value")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0  # per trial
+    gpu: float = 0.0  # per trial; fractions share a GPU, e.g. 0.25 runs four trials on one
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    mode: Literal["compare", "optimize"] = "compare"  # compare: a search per cell; optimize: one search, axes folded in
+    axes: Axes = dataclasses.field(default_factory=Axes)
+    # dotted config key -> one distribution, e.g. {"train.lr": {"loguniform": [1e-4, 1e-2]}}
+    space: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    trials: int = 4  # per cell in compare mode, in all in optimize mode
+    max_epochs: int = 10
+    grace_period: int = 2  # ASHA: epochs before a trial can be stopped
+    reduction_factor: float = 3.0  # ASHA: keep the best 1/reduction_factor at each rung
+    metric: str = "val/nme"  # selection metric (never a test set)
+    metric_mode: Literal["min", "max"] = "min"
+    seed: int = 0  # seeds Optuna's TPE sampler
+    resources: Resources = dataclasses.field(default_factory=Resources)
+    concurrency: int = 0  # most trials at once; 0: as many as the resources allow
+    storage_path: str = "results"  # local folder, NFS path or s3:// URI
+    name: str = "study"
+    max_failures: int = 2  # restarts of a crashed trial, from its last checkpoint
+    keep_checkpoints: int = 2  # per trial, best by the metric
+
+    def __post_init__(self) -> None:
+        if self.trials < 1 or self.max_epochs < 1:
+            raise ValueError("search.trials and search.max_epochs must be at least 1")
+        if not 1 <= self.grace_period <= self.max_epochs:
+            raise ValueError(f"search.grace_period must be between 1 and search.max_epochs ({self.max_epochs})")
+        if self.metric.startswith("test"):
+            raise ValueError(f"search.metric {self.metric!r} selects on a test set; use a val/ metric")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A search study: the base run (data, model, train) every trial starts from, and the search."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+
+    def base(self) -> RunConfig:
+        return RunConfig(self.data, self.model, self.train)
+
+
+def with_values(config: T, values: dict[str, Any]) -> T:
+    """A copy of `config` with dotted keys set to `values` (checked like a config file)."""
+    data = to_dict(config)
+    for key, value in values.items():
+        _set(data, key, value, f"{key}={value!r}")
+    return from_dict(type(config), data)

@@ -40,13 +40,12 @@ def crop_box(landmarks: np.ndarray, margin: float) -> tuple[int, int, int]:
     return int(x0), int(y0), side
 
 
-def crop_face(image: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the face out of an RGB image: (size, size, channels) uint8 and landmarks in crop pixels.
+def cut_square(image: np.ndarray, box: tuple[int, int, int], crop: CropConfig) -> np.ndarray:
+    """The square box (x0, y0, side) of an RGB image as a prepared crop: (size, size, channels) uint8.
 
-    Pixel coordinates put pixel (i, j)'s centre at x=i, y=j. Parts of the square
-    that fall outside the image are filled with black.
+    Parts of the square that fall outside the image are filled with black.
     """
-    x0, y0, side = crop_box(landmarks[:68], crop.margin)
+    x0, y0, side = box
     height, width = image.shape[:2]
     pad = max(0, -x0, -y0, x0 + side - width, y0 + side - height)
     if pad:
@@ -55,8 +54,17 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> tup
     interpolation = cv2.INTER_AREA if side > crop.size else cv2.INTER_LINEAR
     resized = cv2.resize(window, (crop.size, crop.size), interpolation=interpolation)
     if crop.channels == 1:
-        resized = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[:, :, None]
+        return cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY)[:, :, None]
+    return resized
+
+
+def crop_face(image: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the face out of an RGB image: (size, size, channels) uint8 and landmarks in crop pixels.
+
+    Pixel coordinates put pixel (i, j)'s centre at x=i, y=j.
+    """
+    x0, y0, side = crop_box(landmarks[:68], crop.margin)
     scale = crop.size / side
     # cv2.resize aligns pixel centres, so a point on a pixel's centre stays on it.
     points = (landmarks - np.array([x0, y0], dtype=np.float32) + 0.5) * scale - 0.5
-    return resized, points.astype(np.float32)
+    return cut_square(image, (x0, y0, side), crop), points.astype(np.float32)

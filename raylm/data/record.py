@@ -112,7 +112,8 @@ def load_each(
 ) -> Iterator[tuple[int, object]]:
     """Yield (i, use(face)) for every sample in order, or (i, BadSample) for one that cannot be read.
 
-    Decoding in OpenCV releases the GIL, so a thread pool uses every core.
+    Decoding in OpenCV releases the GIL, so a thread pool uses every core. With a
+    `progress` label, a progress bar is shown when stderr is a terminal.
     """
 
     def one(i: int) -> object:
@@ -123,4 +124,4 @@ def load_each(
 
     with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         results = pool.map(one, range(len(faces)))
-        yield from enumerate(tqdm(results, total=len(faces), desc=progress, disable=progress is None))
+        yield from enumerate(tqdm(results, total=len(faces), desc=progress, disable=None if progress else True))

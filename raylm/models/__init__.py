@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 
 ModelConstructor = Callable[..., nn.Module]
@@ -66,6 +67,15 @@ def create_model(name: str, **kwargs) -> nn.Module:
         f"unknown model {name!r}; known: {list_models()}; "
         f"{families} gives any model of that library (e.g. 'timm:resnet18')"
     )
+
+
+def check_model(name: str, **kwargs) -> None:
+    """Fail fast on an unknown name or bad constructor arguments, without allocating any weights."""
+    with torch.device("meta"):
+        try:
+            create_model(name, **kwargs)
+        except TypeError as error:
+            raise UnknownModel(f"model {name!r} does not take these options ({error}); check model.options") from None
 
 
 # Imported last: these modules register their models with the functions above.

@@ -12,7 +12,7 @@ from pathlib import Path
 from raylm.config import ConfigError, RunConfig, load_config, save_config
 from raylm.data.pipeline import prepare_data
 from raylm.data.record import DataError
-from raylm.models import UnknownModel
+from raylm.models import UnknownModel, check_model
 from raylm.train.checkpoint import load_checkpoint, model_from_checkpoint
 from raylm.train.hardware import choose_hardware
 from raylm.train.loop import evaluate_parts, fit
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(config: RunConfig, output: Path, resume: Path | None) -> dict[str, float]:
     """Train, keep the last and the best (by val/nme) checkpoints, then test the best on the real test sets."""
+    check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
     data = prepare_data(config.data)
     for spec, reasons in data.skipped.items():
         print(f"skipped samples in {spec}: {reasons}")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from raylm.coords import to_pixels
 from raylm.draw import draw_landmarks, grid
@@ -21,6 +23,20 @@ class Board:
 
     def __init__(self, log_dir: Path):
         self.writer = SummaryWriter(str(log_dir))
+
+    def hparams(self, values: dict[str, Any], metric_tags: tuple[str, ...]) -> None:
+        """Declare this run's hyperparameters for TensorBoard's HParams dashboard.
+
+        Written at the start, so runs stopped early or killed still appear; the
+        dashboard reads the metrics' values from the scalars logged under `metric_tags`.
+        """
+        plain = {
+            key: value if isinstance(value, int | float | str | bool) else str(value) for key, value in values.items()
+        }
+        experiment, session_start, _ = hparams(plain, {tag: float("nan") for tag in metric_tags})
+        for summary in (experiment, session_start):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
 
     def scalars(self, metrics: dict[str, float], step: int) -> None:
         for tag, value in metrics.items():

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from raylm.config import RunConfig
 from raylm.coords import to_pixels
 from raylm.data.pipeline import PreparedData, prepare_data
 from raylm.data.splits import Part
-from raylm.metrics import landmark_metrics
+from raylm.metrics import landmark_metrics, nme
 from raylm.models import create_model
 from raylm.train.board import Board
 from raylm.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
@@ -28,6 +29,8 @@ from raylm.train.hardware import Hardware, autocast, choose_hardware, to_device
 from raylm.train.loaders import LandmarkDataset, make_loader, mean_shape, set_epoch
 from raylm.train.losses import build_loss
 from raylm.train.optim import build_optimizer, build_schedule
+
+HPARAM_METRICS = ("val/nme", "val/mse", "val/fr@0.10", "val/auc@0.08", "train/loss")
 
 # report(epoch, metrics, checkpoint_dir): called once per epoch (epoch counts from 1).
 Report = Callable[[int, dict[str, float], Path], None]
@@ -80,14 +83,19 @@ def predict(model: nn.Module, loader: DataLoader, hardware: Hardware) -> tuple[n
 def evaluate(
     model: nn.Module, loader: DataLoader, hardware: Hardware, input_size: int, baseline: np.ndarray | None = None
 ) -> dict[str, float]:
-    """All landmark metrics over every sample (not averaged per batch); `mean_shape_nme` with a baseline."""
+    """All landmark metrics over every sample of `loader` (not averaged per batch)."""
     predictions, targets = predict(model, loader, hardware)
+    return score(predictions, targets, input_size, baseline)
+
+
+def score(
+    predictions: np.ndarray, targets: np.ndarray, input_size: int, baseline: np.ndarray | None = None
+) -> dict[str, float]:
+    """Metrics of normalised predictions; with a mean-shape `baseline`, also `mean_shape_nme`."""
     metrics = landmark_metrics(to_pixels(predictions, input_size), to_pixels(targets, input_size), input_size)
     if baseline is not None:
         constant = np.broadcast_to(baseline, targets.shape)
-        metrics["mean_shape_nme"] = landmark_metrics(
-            to_pixels(constant, input_size), to_pixels(targets, input_size), input_size
-        )["nme"]
+        metrics["mean_shape_nme"] = nme(constant, targets)  # NME is unit-free: normalised coordinates do
     return metrics
 
 
@@ -101,12 +109,13 @@ def fit(
     log_dir: Path | None = None,
     resume_from: Path | None = None,
     data: PreparedData | None = None,
+    hparams: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Train `config` to the end, calling `report` after each epoch; returns the last epoch's metrics.
 
     With `resume_from` (a checkpoint directory) training continues after that
     checkpoint's epoch exactly as if it had never stopped. TensorBoard events go
-    to `log_dir` when given.
+    to `log_dir` when given, with `hparams` declared for TensorBoard's HParams dashboard.
     """
     train_config = config.train
     hardware = choose_hardware(train_config)
@@ -133,6 +142,8 @@ def fit(
     loss_fn = build_loss(train_config.loss, augment.input_size, train_config.wing_width, train_config.wing_curvature)
 
     board = Board(log_dir) if log_dir is not None else None
+    if board is not None and hparams:
+        board.hparams(hparams, HPARAM_METRICS)
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, train_config.epochs):
         started = time.perf_counter()

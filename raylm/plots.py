@@ -1,0 +1,148 @@
+"""The search's plots: test NME against training size and real fraction, CED curves, search progress.
+
+Each function returns a matplotlib Figure (no pyplot, no backend needed) or None
+when it has nothing to show; callers decide where to save it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from raylm.metrics import auc, ced
+from raylm.sizefit import SizeEstimate
+
+CED_MAX = 0.10
+
+
+def finite_number(value: object) -> float | None:
+    """`value` as a finite float, or None when missing, NaN, infinite or not a number."""
+    if value is None or isinstance(value, str | bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def size_label(n: float) -> str:
+    """A training-set size for prose: thousands separators, or scientific when absurdly large."""
+    if math.isinf(n):
+        return "∞"
+    return f"{n:.2e}" if n >= 1e7 else f"{n:,.0f}"
+
+
+def size_figure(
+    points: dict[str, tuple[np.ndarray, np.ndarray]], estimates: dict[str, SizeEstimate], test_set: str, fraction: float
+) -> Figure | None:
+    """Test NME against training size per arch, with the fitted curve dashed and n* starred; None without 2 sizes."""
+    if not any(len(np.unique(sizes)) >= 2 for sizes, _ in points.values()):
+        return None
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.subplots()
+    for i, (arch, (sizes, nmes)) in enumerate(points.items()):
+        if len(sizes) == 0:
+            continue
+        colour = f"C{i}"
+        ax.plot(sizes, nmes, "o-", color=colour, label=arch)
+        fit, n_star = estimates[arch].fit, estimates[arch].n_star
+        if fit is None:
+            continue
+        # n* far outside the sizes trained would squash the data into a corner, so it is then left off.
+        shown = n_star is not None and sizes.min() / 100 <= n_star <= sizes.max() * 100
+        ends = [sizes.min(), sizes.max(), *([n_star] if shown else [])]
+        grid = np.geomspace(min(ends), max(ends), 200)
+        ax.plot(grid, fit.predict(grid), "--", color=colour, label=f"{arch} fit")
+        if shown:
+            label = f"{arch} n* ≈ {size_label(n_star)}"
+            ax.plot([n_star], fit.predict([n_star]), "*", markersize=14, color=colour, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("training-set size (faces)")
+    ax.set_ylabel(f"{test_set} NME (inter-ocular)")
+    ax.set_title(f"Test NME against training size (real fraction {fraction:g})")
+    ax.legend(fontsize="small")
+    return figure
+
+
+def fraction_figure(cells: list[dict], test_set: str) -> Figure | None:
+    """Test NME against real fraction, a line per (arch, size); None without 2 fractions for some line."""
+    groups: dict[tuple[str, float], list[tuple[float, float]]] = {}
+    for cell in cells:
+        value = finite_number(cell.get(f"{test_set}/nme"))
+        if value is not None:
+            group = groups.setdefault((str(cell["arch"]), float(cell["train_size"])), [])
+            group.append((float(cell["real_fraction"]), value))
+    if not any(len({fraction for fraction, _ in group}) >= 2 for group in groups.values()):
+        return None
+    archs = sorted({arch for arch, _ in groups})
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.subplots()
+    markers = "osD^v<>ph"
+    for (arch, size), group in groups.items():
+        fractions, nmes = zip(*group, strict=True)
+        sizes = sorted({s for a, s in groups if a == arch})
+        marker = markers[sizes.index(size) % len(markers)]
+        colour = f"C{archs.index(arch)}"
+        ax.plot(fractions, nmes, marker=marker, color=colour, label=f"{arch}, n={size:,.0f}")
+    ax.set_xlabel("real fraction of the training set")
+    ax.set_ylabel(f"{test_set} NME (inter-ocular)")
+    ax.set_title("Test NME against the real-data fraction")
+    ax.legend(fontsize="small")
+    return figure
+
+
+def ced_figure(per_image_nme: dict[str, np.ndarray]) -> Figure | None:
+    """CED of each cell's best model up to NME 0.10, legend best AUC first; None without any errors."""
+    curves = []
+    for cell, errors in per_image_nme.items():
+        errors = np.asarray(errors, dtype=np.float64).reshape(-1)
+        errors = errors[np.isfinite(errors)]
+        if errors.size:
+            curves.append((-auc(errors, CED_MAX), cell, errors))
+    if not curves:
+        return None
+    figure = Figure(figsize=(8, 5))
+    ax = figure.subplots()
+    for i, (negative_area, cell, errors) in enumerate(sorted(curves, key=lambda curve: curve[:2])):
+        thresholds, fractions = ced(errors, CED_MAX)
+        style = ("-", "--", ":", "-.")[i // 10 % 4]  # the colour cycle repeats after 10 curves
+        ax.plot(thresholds, fractions, style, label=f"{cell} (AUC@{CED_MAX:.2f} {-negative_area:.3f})")
+    ax.set_xlim(0, CED_MAX)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("NME (inter-ocular)")
+    ax.set_ylabel("fraction of test images")
+    ax.set_title("Cumulative error distribution")
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return figure
+
+
+def progress_figure(trials: list[dict]) -> Figure | None:
+    """Best-so-far validation NME against trials completed and compute spent; None without any val/nme."""
+
+    def finished(trial: dict) -> tuple[bool, float]:
+        at = finite_number(trial.get("finished_at"))
+        return (at is None, at or 0.0)  # trials without a time go last
+
+    ordered = sorted(trials, key=finished)
+    values = np.array([finite_number(trial.get("val/nme")) for trial in ordered], dtype=np.float64)
+    if not np.isfinite(values).any():
+        return None
+    best = np.fmin.accumulate(values)  # fmin skips NaN, so errored trials carry the best forward
+    count = np.arange(1, len(ordered) + 1)
+    hours = np.cumsum([finite_number(trial.get("compute_s")) or 0.0 for trial in ordered]) / 3600
+    figure = Figure(figsize=(11, 4.5))
+    axes = figure.subplots(1, 2, sharey=True)
+    labels = ("trials completed", "cumulative trial compute (hours)")
+    for ax, x, label in zip(axes, (count, hours), labels, strict=True):
+        ax.scatter(x, values, s=12, color="0.7", label="each trial")
+        ax.step(x, best, where="post", color="C0", label="best so far")
+        ax.set_xlabel(label)
+        if np.nanmin(values) > 0:
+            ax.set_yscale("log")
+    axes[0].set_ylabel("validation NME")
+    axes[0].legend()
+    figure.suptitle("Search progress")
+    return figure

@@ -1,0 +1,233 @@
+"""A whole study: connect to Ray, search every cell, test each cell's best model, write the report.
+
+The run directory (`<storage_path>/<name>`) holds `study.yaml` (the resolved study),
+`cells/<cell>/` (Tune's experiments: per-trial TensorBoard, progress, checkpoints),
+`best/` (the overall best checkpoint, and `best/<cell>/` for each cell), the tables
+and plots. The real test sets are used once, after the search, on each cell's best
+trial: they play no part in selection.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import tune
+
+from raylm.config import StudyConfig, save_config
+from raylm.coords import to_pixels
+from raylm.data.pipeline import prepare_data
+from raylm.metrics import nme
+from raylm.report import write_report
+from raylm.search.space import CELL_KEYS, Cell, cells, check_space, param_space
+from raylm.search.trainable import train_trial
+from raylm.search.tuning import Trainable, run_experiment
+from raylm.train.board import Board
+from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
+from raylm.train.hardware import choose_hardware
+from raylm.train.loaders import LandmarkDataset, make_loader
+from raylm.train.loop import predict, score
+
+WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+
+
+class SearchError(Exception):
+    """A study that cannot run as configured; the message names the field or option."""
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    run_dir: Path
+    files: dict[str, Path]  # report name -> path
+    best_cell: str
+
+
+def check_storage(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise SearchError(f"search.storage_path: cannot write to {run_dir} ({error.strerror})") from None
+
+
+def connect(address: str | None, study: StudyConfig) -> None:
+    """Start a local Ray (dashboard on 127.0.0.1) or join `address`; check the trial resources fit."""
+    os.environ.update(WORKER_ENV)
+    runtime_env = {"env_vars": WORKER_ENV}
+    try:
+        if address is None:
+            ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env, configure_logging=False)
+        else:
+            ray.init(address=address, runtime_env=runtime_env)
+    except (ConnectionError, ValueError, RuntimeError) as error:
+        raise SearchError(f"--address {address}: cannot reach a Ray cluster ({error})") from None
+    available = ray.cluster_resources()
+    wanted = study.search.resources
+    for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
+        need, have = getattr(wanted, field), available.get(key, 0)
+        if need > have:
+            ray.shutdown()
+            raise SearchError(
+                f"search.resources.{field}={need} per trial, but the cluster has {have:g} {key} in all: "
+                f"no trial could ever start; lower search.resources.{field} or add nodes with {key}s"
+            )
+
+
+def run_study(
+    study: StudyConfig, run_dir: Path, address: str | None = None, trainable: Trainable = train_trial
+) -> StudyResult:
+    """Run (or, when `run_dir` holds an interrupted study, continue) `study` and write its report."""
+    check_space(study)
+    check_storage(run_dir)
+    save_config(study, run_dir / "study.yaml")
+    connect(address, study)
+    try:
+        grids = search_all(study, run_dir, trainable)
+    finally:
+        ray.shutdown()
+    return summarise(study, run_dir, grids)
+
+
+def search_all(study: StudyConfig, run_dir: Path, trainable: Trainable) -> list[tune.ResultGrid]:
+    storage = str((run_dir / "cells").resolve())
+    search = study.search
+    if search.mode == "optimize":
+        return [run_experiment(study, trainable, param_space(study, None), storage, "all", search.trials)]
+    return [
+        run_experiment(study, trainable, param_space(study, cell), storage, cell.slug, search.trials)
+        for cell in cells(study)
+    ]
+
+
+def trial_rows(study: StudyConfig, grids: list[tune.ResultGrid]) -> list[dict[str, Any]]:
+    """One row per trial: its cell, hyperparameters, epochs, whether ASHA stopped it, its best val metric."""
+    search = study.search
+    rows = []
+    for grid in grids:
+        for result in grid:
+            metrics, history = result.metrics or {}, result.metrics_dataframe
+            values = history[search.metric] if history is not None and search.metric in history else []
+            best = (min(values) if search.metric_mode == "min" else max(values)) if len(values) else float("nan")
+            cell = cell_of(result.config)
+            epochs = int(metrics.get("epoch", 0))
+            rows.append(
+                {
+                    "trial_id": metrics.get("trial_id", Path(result.path).name),
+                    "cell": cell.name,
+                    "arch": cell.arch,
+                    "train_size": cell.train_size,
+                    "real_fraction": cell.real_fraction,
+                    **{key: value for key, value in result.config.items() if key not in CELL_KEYS.values()},
+                    "epochs": epochs,
+                    "stopped_early": result.error is None and epochs < search.max_epochs,
+                    "status": "ERROR" if result.error is not None else "TERMINATED",
+                    search.metric: best,
+                    "node": metrics.get("node_ip", ""),
+                    "compute_s": float(metrics.get("time_total_s", 0.0)),
+                    "finished_at": float(metrics.get("timestamp", 0.0)),
+                    "_result": result,
+                }
+            )
+    start = min((row["finished_at"] - row["compute_s"] for row in rows), default=0.0)
+    for row in rows:
+        row["finished_at"] -= start
+    return rows
+
+
+def cell_of(config: dict[str, Any]) -> Cell:
+    return Cell(config["model.name"], int(config["data.train_size"]), float(config["data.real_fraction"]))
+
+
+def cell_of_row(row: dict[str, Any]) -> Cell:
+    return Cell(row["arch"], row["train_size"], row["real_fraction"])
+
+
+def best_rows(study: StudyConfig, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each cell's best trial by the selection metric, among trials that ran the whole epoch budget.
+
+    (ASHA always lets the first trials at a rung go on, so every cell has one, unless all crashed.)
+    """
+    search = study.search
+    sign = 1 if search.metric_mode == "min" else -1
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["status"] != "TERMINATED" or not np.isfinite(row[search.metric]):
+            continue
+        key = (row["epochs"] < search.max_epochs, sign * row[search.metric])
+        current = best.get(row["cell"])
+        if current is None or key < (current["epochs"] < search.max_epochs, sign * current[search.metric]):
+            best[row["cell"]] = row
+    return best
+
+
+def test_best(study: StudyConfig, row: dict[str, Any], directory: Path) -> tuple[dict[str, Any], np.ndarray]:
+    """Copy a cell's best checkpoint to `directory` and evaluate it once on the real test sets."""
+    checkpoint = row["_result"].get_best_checkpoint(study.search.metric, study.search.metric_mode)
+    with checkpoint.as_directory() as source:
+        shutil.copytree(source, directory, dirs_exist_ok=True)
+    saved = load_checkpoint(directory)
+    config = checkpoint_config(saved)
+    hardware = choose_hardware(config.train)
+    model = model_from_checkpoint(saved).to(hardware.device)
+    data = prepare_data(config.data, progress=False)
+    size = config.data.augment.input_size
+    metrics: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
+    per_image = np.array([])
+    board = Board(directory)
+    for k, (name, part) in enumerate(data.split.tests.items()):
+        dataset = LandmarkDataset([part], config.data.augment, train=False)
+        predictions, targets = predict(model, make_loader(dataset, 64, False, hardware.workers), hardware)
+        result = score(predictions, targets, size, saved["mean_shape"].numpy())
+        metrics.update({f"test_{name}/{key}": value for key, value in result.items()})
+        if k == 0:
+            metrics["mean_shape_nme"] = result["mean_shape_nme"]
+            per_image = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
+        board.faces(f"test_{name}/faces", model, dataset, hardware, step=int(saved["epoch"]) + 1)
+    board.close()
+    return metrics, per_image
+
+
+def summarise(study: StudyConfig, run_dir: Path, grids: list[tune.ResultGrid]) -> StudyResult:
+    rows = trial_rows(study, grids)
+    best = best_rows(study, rows)
+    if not best:
+        raise SearchError(f"no trial of the study finished; see the trial errors under {run_dir / 'cells'}")
+    metric = study.search.metric
+    test_set = f"test_{next(iter(study.data.tests))}" if study.data.tests else "test_real"
+    cell_rows, per_image = [], {}
+    for cell_name, row in sorted(best.items()):
+        metrics, errors = test_best(study, row, run_dir / "best" / cell_of_row(row).slug)
+        per_image[cell_name] = errors
+        cell_trials = [r for r in rows if r["cell"] == cell_name]
+        compute_s = sum(r["compute_s"] for r in cell_trials)
+        cell_rows.append(
+            {
+                "cell": cell_name,
+                "arch": row["arch"],
+                "train_size": row["train_size"],
+                "real_fraction": row["real_fraction"],
+                "trials": len(cell_trials),
+                "best_trial": row["trial_id"],
+                "epochs": row["epochs"],
+                metric: row[metric],
+                **metrics,
+                "compute_s": compute_s,
+                "gpu_hours": compute_s * study.search.resources.gpu / 3600,
+                "config": {k: v for k, v in row["_result"].config.items() if k not in CELL_KEYS.values()},
+            }
+        )
+    sign = 1 if study.search.metric_mode == "min" else -1
+    overall = min(cell_rows, key=lambda r: sign * r[metric])
+    overall_dir = run_dir / "best" / cell_of_row(overall).slug
+    for item in ("checkpoint.pt", "config.yaml"):
+        shutil.copy2(overall_dir / item, run_dir / "best" / item)
+    trials = [{k: v for k, v in row.items() if k != "_result"} for row in rows]
+    files = write_report(run_dir, trials, cell_rows, per_image, test_set=test_set)
+    return StudyResult(run_dir, files, overall["cell"])

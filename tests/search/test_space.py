@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from raylm.config import ConfigError, StudyConfig, load_config
+from raylm.search.space import cells, check_space, distribution, param_space, trial_config
+from raylm.search.tuning import searcher
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def study(*overrides: str) -> StudyConfig:
+    return load_config(StudyConfig, REPO / "experiments" / "smoke.yaml", overrides)
+
+
+def test_every_combination_of_the_axes_is_a_cell():
+    config = study(
+        "search.axes.arch=[ours-tiny, ours]", "search.axes.train_size=[48, 96]", "search.axes.real_fraction=[0.0, 0.25]"
+    )
+    names = [cell.name for cell in cells(config)]
+    assert len(names) == 8 and names[0] == "ours-tiny/n=48/r=0" and names[-1] == "ours/n=96/r=0.25"
+    assert cells(config)[-1].slug == "ours_n=96_r=0.25"
+
+
+def test_compare_mode_fixes_the_cell_and_optimize_mode_searches_it():
+    config = study()
+    cell = cells(config)[1]
+    space = param_space(config, cell)
+    assert space["data.real_fraction"] == 0.25 and space["model.name"] == "ours-tiny"
+    assert isinstance(space["train.lr"], tune.search.sample.Float)
+    folded = param_space(config, None)
+    assert folded["data.real_fraction"].categories == [0.0, 0.25]
+
+
+def test_trial_config_applies_parameters_and_the_epoch_budget():
+    config = trial_config(study(), {"train.lr": 0.005, "train.loss": "l1", "data.real_fraction": 0.25})
+    assert (config.train.lr, config.train.loss, config.train.epochs, config.data.real_fraction) == (
+        0.005,
+        "l1",
+        4,
+        0.25,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["search.space={train.lrr: {uniform: [0, 1]}}"], "search.space.train.lrr: train.lrr: unknown key"),
+        (["search.space={train.lr: {gaussian: [0, 1]}}"], "unknown distribution 'gaussian'"),
+        (["search.space={train.lr: {uniform: [0]}}"], "uniform takes a list of 2 numbers"),
+        (["search.space={train.loss: {choice: [mse, huber]}}"], "train.loss: 'huber' is not one of"),
+        (["search.axes.arch=[resnet5]"], "unknown model 'resnet5'"),
+    ],
+)
+def test_space_mistakes_fail_before_any_trial_naming_the_field(overrides, message):
+    with pytest.raises(Exception) as caught:
+        check_space(study(*overrides))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("search.axes.train_size=[]", "search.axes.train_size is empty"),
+        ("search.grace_period=9", "search.grace_period must be between 1 and search.max_epochs"),
+        ("search.metric=test_real/nme", "selects on a test set"),
+        ("search.mode=fast", "search.mode: 'fast' is not one of"),
+        ("search.trails=3", "search.trails: unknown key"),
+    ],
+)
+def test_study_file_mistakes_name_the_field(override, message):
+    with pytest.raises(ConfigError) as caught:
+        study(override)
+    assert message in str(caught.value)
+
+
+def test_same_seed_same_trial_configurations_proposed():
+    def proposals(seed: int) -> list[dict]:
+        config = study(f"search.seed={seed}")
+        search_alg = searcher(config.search)
+        search_alg.set_search_properties(
+            config.search.metric, config.search.metric_mode, param_space(config, cells(config)[0])
+        )
+        return [search_alg.suggest(f"trial{i}") for i in range(4)]
+
+    first, again, other = proposals(0), proposals(0), proposals(1)
+    assert first == again
+    assert first != other
+    assert all(1e-3 <= p["train.lr"] <= 1e-2 and p["train.loss"] in ("mse", "l1") for p in first)
+
+
+def test_distribution_parses_yaml_style_numbers():
+    assert isinstance(distribution("train.lr", {"loguniform": ["1e-4", "1e-2"]}), tune.search.sample.Float)

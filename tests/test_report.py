@@ -1,0 +1,258 @@
+"""Tests for raylm.report (and the size fit in raylm.sizefit) on hand-made search results."""
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raylm.report import PowerLaw, fit_power_law, minimum_viable_size, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SIZES = [500, 1000, 2000, 5000, 10000]
+TRUE = PowerLaw(floor=0.05, scale=2.0, exponent=0.5)
+TRUE_N_STAR = 160_000.0  # (2.0 / (0.1 * 0.05)) ** (1 / 0.5) = 400 ** 2
+
+
+def true_nme(size: float) -> float:
+    return 0.05 + 2.0 * size**-0.5
+
+
+def test_viable_size_by_hand():
+    assert TRUE.viable_size(0.10) == pytest.approx(TRUE_N_STAR, rel=1e-12)
+    assert PowerLaw(0.05, 0.0, 0.5).viable_size(0.10) == 0.0  # flat: every size is within 10%
+    assert PowerLaw(0.0, 2.0, 0.5).viable_size(0.10) == math.inf  # no floor to approach
+
+
+def test_fit_power_law_recovers_exact_parameters():
+    fit = fit_power_law(SIZES, [true_nme(n) for n in SIZES])
+    assert fit.floor == pytest.approx(0.05, rel=1e-3)
+    assert fit.scale == pytest.approx(2.0, rel=1e-3)
+    assert fit.exponent == pytest.approx(0.5, rel=1e-3)
+    assert fit.viable_size(0.10) == pytest.approx(TRUE_N_STAR, rel=1e-3)
+
+
+def test_fit_power_law_needs_three_sizes():
+    with pytest.raises(ValueError, match="at least 3 distinct"):
+        fit_power_law([1000, 2000, 2000], [0.1, 0.09, 0.091])
+
+
+def test_minimum_viable_size_of_exact_data():
+    estimate = minimum_viable_size(SIZES, [true_nme(n) for n in SIZES], bootstrap=50)
+    assert estimate.n_star == pytest.approx(TRUE_N_STAR, rel=1e-3)
+    assert estimate.problem is None
+
+
+def test_minimum_viable_size_interval_contains_true_value_under_small_noise():
+    noise = 1 + 0.002 * np.random.default_rng(0).standard_normal(len(SIZES))  # 0.2% relative
+    estimate = minimum_viable_size(SIZES, [true_nme(n) for n in SIZES] * noise, bootstrap=300, seed=0)
+    assert estimate.bootstrap_successes >= 150
+    lo, hi = estimate.interval
+    assert lo < TRUE_N_STAR < hi
+    assert lo < estimate.n_star < hi
+
+
+def test_minimum_viable_size_with_two_sizes_is_not_fittable():
+    estimate = minimum_viable_size([1000, 2000], [0.1, 0.09])
+    assert (estimate.fit, estimate.n_star, estimate.interval, estimate.bootstrap_successes) == (None, None, None, 0)
+    assert estimate.problem.startswith("Not fittable")
+    assert "got 2" in estimate.problem
+
+
+def test_minimum_viable_size_of_flat_curve_is_degenerate():
+    estimate = minimum_viable_size([1000, 2000, 4000, 8000], [0.1, 0.1, 0.1, 0.1])
+    assert estimate.n_star is None
+    assert "flat" in estimate.problem
+
+
+def test_minimum_viable_size_with_three_sizes_has_no_interval():
+    sizes = [1000, 2000, 4000]
+    estimate = minimum_viable_size(sizes, [true_nme(n) for n in sizes])
+    assert estimate.n_star == pytest.approx(TRUE_N_STAR, rel=1e-3)
+    assert (estimate.interval, estimate.bootstrap_successes) == (None, 0)
+
+
+# A small search: 2 archs x 3 sizes x 2 real fractions, 2 trials per cell.
+ARCHS = ("ours", "resnet18")
+CELL_SIZES = (1000, 2000, 4000)
+FRACTIONS = (0.0, 0.5)
+BEST_BY_VAL = "resnet18/n=4000/r=0.5"  # lowest val/nme, but not the lowest test NME
+BEST_BY_TEST = "ours/n=4000/r=0.5"
+MISSING_TEST = "resnet18/n=2000/r=0"  # its evaluation failed
+
+
+def make_search() -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+    trials, cells, per_image = [], [], {}
+    rng = np.random.default_rng(0)
+    for arch_index, arch in enumerate(ARCHS):
+        for size in CELL_SIZES:
+            for fraction in FRACTIONS:
+                name = f"{arch}/n={size}/r={fraction:g}"
+                test = true_nme(size) + 0.01 * arch_index - 0.02 * fraction
+                val = 0.02 if name == BEST_BY_VAL else test - 0.005
+                config = {"lr": 1e-3, "batch_size": 64, "loss": "wing", "weight_decay": 1e-4}
+                cell = {"cell": name, "arch": arch, "train_size": size, "real_fraction": fraction}
+                for k, stopped in enumerate((False, True)):
+                    trials.append(
+                        {
+                            **cell,
+                            "trial_id": f"{len(trials):05d}",
+                            **config,
+                            "epochs": 4 if stopped else 30,
+                            "stopped_early": stopped,
+                            "status": "TERMINATED",
+                            "val/nme": val + 0.03 * k,
+                            "node": "node-a",
+                            "compute_s": 360.0,
+                            "finished_at": 1000.0 - len(trials),  # finish in reverse order
+                        }
+                    )
+                metrics = {
+                    "test_real/nme": test,
+                    "test_real/fr@0.10": 0.25,
+                    "test_real/auc@0.08": 0.3,
+                    "test_real/mse": 1.2345e-4,
+                }
+                if name == MISSING_TEST:
+                    metrics = {"test_real/nme": float("nan")}
+                else:
+                    per_image[name] = np.abs(rng.normal(test, 0.01, size=50))
+                cells.append(
+                    {
+                        **cell,
+                        "trials": 2,
+                        "best_trial": trials[-2]["trial_id"],
+                        "epochs": 30,
+                        "params": 2_630_888,
+                        "val/nme": val,
+                        **metrics,
+                        "mean_shape_nme": 0.2,
+                        "compute_s": 720.0,
+                        "gpu_hours": 0.2,
+                        "config": config,
+                    }
+                )
+    trials.append({**trials[0], "trial_id": "error", "status": "ERROR", "val/nme": float("nan"), "epochs": 0})
+    return trials, cells, per_image
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(newline="") as file:
+        return list(csv.reader(file))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    trials, cells, per_image = make_search()
+    return write_report(tmp_path_factory.mktemp("run"), trials, cells[::-1], per_image)
+
+
+def test_report_writes_every_file(report):
+    plots = ["nme_vs_size.png", "nme_vs_real_fraction.png", "ced.png", "search_progress.png"]
+    assert sorted(report) == sorted(["trials.csv", "summary.csv", "summary.md", *plots])
+    for name in plots:
+        data = report[name].read_bytes()
+        assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+
+
+def test_trials_csv_has_one_row_per_trial(report):
+    header, *rows = read_csv(report["trials.csv"])
+    assert header == [
+        "trial_id", "cell", "arch", "train_size", "real_fraction",
+        "batch_size", "loss", "lr", "weight_decay",
+        "epochs", "stopped_early", "status", "val/nme", "node", "compute_s", "finished_at",
+    ]  # fmt: skip
+    assert len(rows) == 2 * 12 + 1
+    stopped = [row[header.index("stopped_early")] for row in rows]
+    assert stopped[:4] == ["False", "True", "False", "True"]
+    assert stopped.count("True") == 12
+    error = rows[-1]
+    assert (error[0], error[header.index("status")], error[header.index("val/nme")]) == ("error", "ERROR", "")
+
+
+def test_summary_csv_columns_and_values(report):
+    header, *rows = read_csv(report["summary.csv"])
+    assert header == [
+        "cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val/nme",
+        "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "mean_shape_nme", "compute_s",
+        "gpu_hours", "config.batch_size", "config.loss", "config.lr", "config.weight_decay",
+    ]  # fmt: skip
+    assert len(rows) == 12
+    by_cell = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert rows[0][0] == "ours/n=1000/r=0"  # sorted by arch, size, fraction whatever the input order
+    first = by_cell["ours/n=1000/r=0"]
+    assert float(first["test_real/nme"]) == pytest.approx(0.05 + 2.0 / math.sqrt(1000))
+    assert (first["params"], first["config.loss"], float(first["config.lr"])) == ("2630888", "wing", 1e-3)
+    assert by_cell[MISSING_TEST]["test_real/nme"] == ""
+    assert by_cell[MISSING_TEST]["test_real/mse"] == ""
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under `## heading`, up to the next heading."""
+    return markdown.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def markdown_row(text: str, start: str) -> str:
+    """The one line of `text` that starts with `start`."""
+    (row,) = [line for line in text.splitlines() if line.startswith(start)]
+    return row
+
+
+def test_summary_md_tables(report):
+    markdown = report["summary.md"].read_text()
+    # Arch x size at r=0: NME to 4 decimals, MSE in 3 significant figures, params with separators.
+    sizes = section(markdown, "Architectures × training size")
+    assert markdown_row(sizes, "| ours | 1,000 |") == (
+        "| ours | 1,000 | 0.1132 | 1.23e-04 | 0.2500 | 0.3000 | 2,630,888 | 30 | 0.20 |"
+    )
+    assert len(markdown_row(sizes, "| :---").split("|")) == 9 + 2  # 9 columns
+    assert sizes.count("| resnet18 |") == 3  # only the r=0 cells
+    # Mixing: test NME at r=0 and r=0.5 for each (arch, size).
+    mixing = section(markdown, "Mixing synthetic and real faces")
+    assert "| Arch | Train size | r=0 | r=0.5 |" in mixing
+    assert markdown_row(mixing, "| ours | 4,000 |") == "| ours | 4,000 | 0.0816 | 0.0716 |"
+    best = section(markdown, "Best configuration per cell")
+    assert markdown_row(best, "| Cell |") == (
+        "| Cell | Val NME | Test NME | Trials | Best trial | Epochs | batch_size | loss | lr | weight_decay |"
+    )
+    expected = "| ours/n=1000/r=0 | 0.1082 | 0.1132 | 2 | 00000 | 30 | 64 | wing | 0.001 | 0.0001 |"
+    assert markdown_row(best, "| ours/n=1000/r=0 |") == expected
+
+
+def test_summary_md_shows_missing_metrics_as_dash(report):
+    markdown = report["summary.md"].read_text()
+    sizes = section(markdown, "Architectures × training size")
+    assert markdown_row(sizes, "| resnet18 | 2,000 |") == "| resnet18 | 2,000 | — | — | — | — | 2,630,888 | 30 | 0.20 |"
+    mixing = section(markdown, "Mixing synthetic and real faces")
+    assert markdown_row(mixing, "| resnet18 | 2,000 |") == "| resnet18 | 2,000 | — | 0.0947 |"
+    best = section(markdown, "Best configuration per cell")
+    assert markdown_row(best, f"| {MISSING_TEST} |").startswith(f"| {MISSING_TEST} | 0.0997 | — |")
+
+
+def test_summary_md_minimum_viable_size(report):
+    markdown = section(report["summary.md"].read_text(), "Minimum viable dataset size")
+    # ours at r=0 lies exactly on 0.05 + 2 n^-0.5; resnet18 lost its n=2000 cell, leaving 2 sizes.
+    ours = markdown_row(markdown, "- **ours**:")
+    assert "NME(n) = 0.0500 + 2 · n^-0.500; n* = 160,000" in ours
+    assert "no residuals" in ours and "extrapolation" in ours
+    assert markdown_row(markdown, "- **resnet18**:").startswith("- **resnet18**: Not fittable")
+
+
+def test_summary_md_names_best_cell_by_validation_nme(report):
+    markdown = report["summary.md"].read_text()
+    best = markdown_row(markdown, "**Overall best cell:")
+    assert best.startswith(f"**Overall best cell: {BEST_BY_VAL}**, validation NME 0.0200, test NME 0.0816")
+    assert BEST_BY_TEST not in best
+    assert "plays no part in selection" in markdown
+
+
+def test_report_skips_plots_without_data(tmp_path):
+    trials, cells, _ = make_search()
+    one_size = [cell for cell in cells if cell["train_size"] == 1000 and cell["real_fraction"] == 0.0]
+    written = write_report(tmp_path, trials, one_size, per_image_nme={})
+    assert sorted(written) == ["search_progress.png", "summary.csv", "summary.md", "trials.csv"]
+    assert not (tmp_path / "nme_vs_size.png").exists()
+    markdown = written["summary.md"].read_text()
+    assert "Only one real fraction (0) was searched." in markdown
+    assert "![ced.png]" not in markdown and "![search_progress.png](search_progress.png)" in markdown

@@ -1,0 +1,83 @@
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from raylm.evaluate import main as evaluate_main
+from raylm.train.__main__ import main as train_main
+
+TINY = [
+    "data.synthetic=builtin:synthetic?n=80",
+    "data.real=builtin:realistic?n=40",
+    "data.tests={real: 'builtin:realistic?n=40'}",
+    "data.train_size=48",
+    "data.val_size=16",
+    "data.test_size=16",
+    "data.crop.size=40",
+    "data.augment.input_size=32",
+    "model.name=ours-tiny",
+    "train.batch_size=16",
+    "train.epochs=2",
+    "train.image_every=1",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("run")
+    args = [item for override in TINY for item in ("--set", override)]
+    assert train_main([*args, "--output", str(output)]) == 0
+    return output
+
+
+def test_train_writes_config_checkpoints_metrics_and_tensorboard(run_dir: Path, capsys):
+    assert (run_dir / "config.yaml").read_text().startswith("data:")
+    assert (run_dir / "checkpoints" / "best" / "checkpoint.pt").is_file()
+    assert (run_dir / "checkpoints" / "last" / "checkpoint.pt").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_real/n"] == 16 and 0 < metrics["test_real/nme"] < 2
+    assert metrics["val/n"] == 16
+    events = EventAccumulator(str(run_dir)).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/nme", "val/mse", "val/fr@0.10", "val/auc@0.08", "lr"} <= scalars
+    assert [event.step for event in events.Scalars("val/nme")] == [1, 2]
+    assert "val/faces" in events.Tags()["images"]
+
+
+def test_evaluate_json_on_any_dataset(run_dir: Path, capsys):
+    capsys.readouterr()
+    assert (
+        evaluate_main([str(run_dir / "checkpoints" / "best"), "--data", "builtin:realistic?n=20&seed=9", "--json"]) == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("nme", "nme_inter_pupil", "nme_bbox", "fr@0.10", "auc@0.08", "mse", "n", "mean_shape_nme"):
+        assert key in metrics
+    assert metrics["n"] == 20 and metrics["skipped"] == 0
+
+
+def test_evaluate_plots_the_ced_curve(run_dir: Path, tmp_path: Path):
+    plot = tmp_path / "ced.png"
+    assert (
+        evaluate_main(
+            [
+                str(run_dir / "checkpoints" / "best" / "checkpoint.pt"),
+                "--data",
+                "builtin:realistic?n=8",
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mistakes_fail_with_the_key_or_path(tmp_path: Path, capsys):
+    assert train_main(["--set", "train.lrr=0.1", "--output", str(tmp_path / "x")]) == 2
+    assert "train.lrr: unknown key" in capsys.readouterr().err
+    args = [item for override in [*TINY, "model.name=resnet5"] for item in ("--set", override)]
+    assert train_main([*args, "--output", str(tmp_path / "y")]) == 2
+    assert "unknown model 'resnet5'" in capsys.readouterr().err
+    assert evaluate_main([str(tmp_path / "nowhere"), "--data", "builtin:synthetic"]) == 2
+    assert "no raylm checkpoint here" in capsys.readouterr().err
