@@ -17,13 +17,18 @@ from raylm.search.space import trial_config
 from raylm.train import fit
 
 
-def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
+def train_trial(params: dict[str, Any], study: StudyConfig, experiment_dir: str) -> None:
+    """Train one trial; its TensorBoard events go straight to `experiment_dir/<trial_id>` (the trial's folder).
+
+    Writing there directly, rather than to Tune's local staging folder, keeps them
+    when Tune reuses a trial's process for the next trial.
+    """
     config = trial_config(study, params)
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         tune.report({**metrics, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
-    log_dir = Path(tune.get_context().get_trial_dir())
+    log_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         fit(config, report, log_dir=log_dir, hparams=params)

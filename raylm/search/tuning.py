@@ -9,7 +9,6 @@ rest from their checkpoints, and restores the searcher's state.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,14 +19,13 @@ from ray.tune.search.optuna import OptunaSearch
 
 from raylm.config import SearchConfig, StudyConfig
 
-Trainable = Callable[[dict[str, Any], StudyConfig], None]
+Trainable = Callable[[dict[str, Any], StudyConfig, str], None]
 
 
-def wrap(trainable: Trainable, study: StudyConfig):
+def wrap(trainable: Trainable, study: StudyConfig, experiment_dir: str):
     resources = study.search.resources
-    return tune.with_resources(
-        tune.with_parameters(trainable, study=study), {"cpu": resources.cpu, "gpu": resources.gpu}
-    )
+    with_data = tune.with_parameters(trainable, study=study, experiment_dir=experiment_dir)
+    return tune.with_resources(with_data, {"cpu": resources.cpu, "gpu": resources.gpu})
 
 
 def searcher(search: SearchConfig) -> OptunaSearch:
@@ -48,7 +46,7 @@ def make_tuner(
         reduction_factor=search.reduction_factor,
     )
     return tune.Tuner(
-        wrap(trainable, study),
+        wrap(trainable, study, f"{storage}/{name}"),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=search.metric,
@@ -83,15 +81,7 @@ def run_experiment(
     """Run one experiment, or continue it when `storage/name` holds an interrupted one."""
     path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study, path), resume_errored=True)
     else:
         tuner = make_tuner(study, trainable, space, storage, name, trials)
     return tuner.fit()
-
-
-def experiment_exists(storage: str, name: str) -> bool:
-    return tune.Tuner.can_restore(f"{storage.rstrip('/')}/{name}")
-
-
-def local_path(uri: str) -> Path | None:
-    return None if "://" in uri else Path(uri)
