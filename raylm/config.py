@@ -201,7 +201,8 @@ class Axes:
 @dataclass(frozen=True)
 class Resources:
     cpu: float = 1.0  # per trial
-    gpu: float = 0.0  # per trial; fractions share a GPU, e.g. 0.25 runs four trials on one
+    # per trial; fractions share a GPU (0.25 runs four trials on one); None: 1 where the cluster has GPUs, else 0
+    gpu: float | None = None
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,7 @@ def _size_table(cells: list[dict], test_set: str, fraction: float) -> list[str]:
         ("Arch", "arch", None),
         ("Train size", "train_size", ",.0f"),
         ("Test NME", f"{test_set}/nme", ".4f"),
+        ("Mean-shape NME", "mean_shape_nme", ".4f"),
         ("MSE", f"{test_set}/mse", ".2e"),  # 3 significant figures
         ("FR@0.10", f"{test_set}/fr@0.10", ".4f"),
         ("AUC@0.08", f"{test_set}/auc@0.08", ".4f"),
@@ -215,7 +216,8 @@ def _best_section(cells: list[dict], test_set: str) -> list[str]:
     return [
         *lines,
         f"**Overall best cell: {best['cell']}**, validation NME {_fmt(best['val/nme'], '.4f')},"
-        f" test NME {_fmt(best.get(f'{test_set}/nme'), '.4f')}; config: {config or MISSING}.",
+        f" test NME {_fmt(best.get(f'{test_set}/nme'), '.4f')} (mean-shape baseline"
+        f" {_fmt(best.get('mean_shape_nme'), '.4f')}); config: {config or MISSING}.",
         f"It is chosen by the lowest validation NME; the test set (`{test_set}`) plays no part in selection.",
     ]
 

@@ -204,9 +204,9 @@ def test_summary_md_tables(report):
     # Arch x size at r=0: NME to 4 decimals, MSE in 3 significant figures, params with separators.
     sizes = section(markdown, "Architectures × training size")
     assert markdown_row(sizes, "| ours | 1,000 |") == (
-        "| ours | 1,000 | 0.1132 | 1.23e-04 | 0.2500 | 0.3000 | 2,630,888 | 30 | 0.20 |"
+        "| ours | 1,000 | 0.1132 | 0.2000 | 1.23e-04 | 0.2500 | 0.3000 | 2,630,888 | 30 | 0.20 |"
     )
-    assert len(markdown_row(sizes, "| :---").split("|")) == 9 + 2  # 9 columns
+    assert len(markdown_row(sizes, "| :---").split("|")) == 10 + 2  # 10 columns
     assert sizes.count("| resnet18 |") == 3  # only the r=0 cells
     # Mixing: test NME at r=0 and r=0.5 for each (arch, size).
     mixing = section(markdown, "Mixing synthetic and real faces")
@@ -223,7 +223,7 @@ def test_summary_md_tables(report):
 def test_summary_md_shows_missing_metrics_as_dash(report):
     markdown = report["summary.md"].read_text()
     sizes = section(markdown, "Architectures × training size")
-    assert markdown_row(sizes, "| resnet18 | 2,000 |") == "| resnet18 | 2,000 | — | — | — | — | 2,630,888 | 30 | 0.20 |"
+    assert markdown_row(sizes, "| resnet18 | 2,000 |") == "| resnet18 | 2,000 | — | 0.2000 | — | — | — | 2,630,888 | 30 | 0.20 |"
     mixing = section(markdown, "Mixing synthetic and real faces")
     assert markdown_row(mixing, "| resnet18 | 2,000 |") == "| resnet18 | 2,000 | — | 0.0947 |"
     best = section(markdown, "Best configuration per cell")

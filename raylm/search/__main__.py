@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
             study = load_config(StudyConfig, run_dir / "study.yaml", args.set)
         else:
             study = load_config(StudyConfig, args.config or DEFAULT_STUDY, args.set)
-            storage = Path(args.storage_path or study.search.storage_path)
+            storage_text = args.storage_path or study.search.storage_path
+            if "://" in storage_text:
+                raise SearchError(
+                    f"search.storage_path {storage_text!r}: give a local folder or an NFS path; URIs are not supported"
+                )
+            storage = Path(storage_text)
             run_dir = storage / (args.name or f"{study.search.name}-{datetime.now():%Y%m%d-%H%M%S}")
             if (run_dir / "study.yaml").exists():
                 raise SearchError(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,15 @@ def check_storage(run_dir: Path) -> None:
         raise SearchError(f"search.storage_path: cannot write to {run_dir} ({error.strerror})") from None
 
 
-def connect(address: str | None, study: StudyConfig) -> None:
-    """Start a local Ray (dashboard on 127.0.0.1) or join `address`; check the trial resources fit."""
+def connect(address: str | None, study: StudyConfig) -> StudyConfig:
+    """Start a local Ray (dashboard on 127.0.0.1) or join `address`; return the study with its GPUs resolved.
+
+    Fails when a trial's resources exceed the whole cluster, before any trial starts.
+    """
     os.environ.update(WORKER_ENV)
     runtime_env = {"env_vars": WORKER_ENV}
+    if address not in (None, "auto"):
+        check_reachable(address)
     try:
         if address is None:
             ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env, configure_logging=False)
@@ -69,6 +75,7 @@ def connect(address: str | None, study: StudyConfig) -> None:
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise SearchError(f"--address {address}: cannot reach a Ray cluster ({error})") from None
     available = ray.cluster_resources()
+    study = resolve_gpus(study, available.get("GPU", 0))
     wanted = study.search.resources
     for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
         need, have = getattr(wanted, field), available.get(key, 0)
@@ -78,6 +85,29 @@ def connect(address: str | None, study: StudyConfig) -> None:
                 f"search.resources.{field}={need} per trial, but the cluster has {have:g} {key} in all: "
                 f"no trial could ever start; lower search.resources.{field} or add nodes with {key}s"
             )
+    return study
+
+
+def resolve_gpus(study: StudyConfig, cluster_gpus: float) -> StudyConfig:
+    """`search.resources.gpu: null` means a GPU per trial where the cluster has GPUs, the CPU otherwise."""
+    resources = study.search.resources
+    if resources.gpu is not None:
+        return study
+    gpu = 1.0 if cluster_gpus >= 1 else 0.0
+    search = replace(study.search, resources=replace(resources, gpu=gpu))
+    return replace(study, search=search)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds on an address nothing listens at (ray.init would retry for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as error:
+        raise SearchError(
+            f"--address {address}: no Ray cluster answers there ({error}); give the head node's host:port "
+            "(`ray start --head` prints it), or 'auto' on a cluster node"
+        ) from None
 
 
 def run_study(
@@ -86,8 +116,8 @@ def run_study(
     """Run (or, when `run_dir` holds an interrupted study, continue) `study` and write its report."""
     check_space(study)
     check_storage(run_dir)
+    study = connect(address, study)
     save_config(study, run_dir / "study.yaml")
-    connect(address, study)
     try:
         grids = search_all(study, run_dir, trainable)
     finally:
@@ -178,7 +208,10 @@ def test_best(study: StudyConfig, row: dict[str, Any], directory: Path) -> tuple
     model = model_from_checkpoint(saved).to(hardware.device)
     data = prepare_data(config.data, progress=False)
     size = config.data.augment.input_size
-    metrics: dict[str, Any] = {"params": sum(p.numel() for p in model.parameters())}
+    metrics: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "skipped": sum(sum(reasons.values()) for reasons in data.skipped.values()),  # bad samples left out
+    }
     per_image = np.array([])
     board = Board(directory)
     for k, (name, part) in enumerate(data.split.tests.items()):

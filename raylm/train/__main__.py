@@ -71,7 +71,7 @@ def run(config: RunConfig, output: Path, resume: Path | None) -> dict[str, float
     model = model_from_checkpoint(checkpoint).to(hardware.device)
     tests = {f"test_{name}": part for name, part in data.split.tests.items()}
     metrics = {**best, **evaluate_parts(model, tests, config, hardware, checkpoint["mean_shape"].numpy())}
-    (output / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (output / "metrics.json").write_text(json.dumps({**metrics, "skipped": data.skipped}, indent=2))
     return metrics
 
 

@@ -92,3 +92,12 @@ def test_same_seed_same_trial_configurations_proposed():
 
 def test_distribution_parses_yaml_style_numbers():
     assert isinstance(distribution("train.lr", {"loguniform": ["1e-4", "1e-2"]}), tune.search.sample.Float)
+
+
+def test_trials_get_a_gpu_where_the_cluster_has_them_unless_set():
+    from raylm.search.study import resolve_gpus
+
+    assert study().search.resources.gpu is None
+    assert resolve_gpus(study(), cluster_gpus=4).search.resources.gpu == 1.0
+    assert resolve_gpus(study(), cluster_gpus=0).search.resources.gpu == 0.0
+    assert resolve_gpus(study("search.resources.gpu=0.25"), cluster_gpus=4).search.resources.gpu == 0.25

@@ -195,3 +195,27 @@ def test_unwritable_storage_path_is_named(tmp_path: Path):
     blocker.write_text("not a folder")
     with pytest.raises(SearchError, match="search.storage_path: cannot write to"):
         run_study(smoke(), blocker / "run")
+
+
+def test_unreachable_address_fails_in_seconds_naming_the_option(tmp_path: Path):
+    with pytest.raises(SearchError, match=r"--address 127.0.0.1:1: no Ray cluster answers there"):
+        run_study(smoke(), tmp_path / "run", address="127.0.0.1:1")
+
+
+def test_cli_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys):
+    from raylm.search.__main__ import main
+
+    assert main(["--config", str(SMOKE), "--storage-path", "s3://bucket/x"]) == 2
+    assert "URIs are not supported" in capsys.readouterr().err
+    assert main(["--config", str(SMOKE), "--set", "search.axes.arch=[]"]) == 2
+    assert "search.axes.arch is empty" in capsys.readouterr().err
+
+
+def test_optimize_mode_folds_the_axes_into_one_search(tmp_path: Path):
+    study = smoke("search.mode=optimize", "search.trials=4", "search.max_epochs=2", f"data.cache_dir={tmp_path}")
+    run_study(study, tmp_path / "run")
+    trials = read_csv(tmp_path / "run" / "trials.csv")
+    assert len(trials) == 4 and {t["real_fraction"] for t in trials} <= {"0.0", "0.25"}
+    assert [p.name for p in (tmp_path / "run" / "cells").iterdir() if p.is_dir()] == ["all"]
+    summary = read_csv(tmp_path / "run" / "summary.csv")
+    assert {row["cell"] for row in summary} == {t["cell"] for t in trials}
