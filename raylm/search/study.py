@@ -136,10 +136,11 @@ def search_all(study: StudyConfig, run_dir: Path, trainable: Trainable) -> list[
     ]
 
 
-def trial_rows(study: StudyConfig, grids: list[tune.ResultGrid]) -> list[dict[str, Any]]:
-    """One row per trial: its cell, hyperparameters, epochs, whether ASHA stopped it, its best val metric."""
+def trial_rows(study: StudyConfig, grids: list[tune.ResultGrid]) -> tuple[list[dict[str, Any]], dict[str, tune.Result]]:
+    """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, its best val metric),
+    and Tune's result of each trial by id."""
     search = study.search
-    rows = []
+    rows, results = [], {}
     for grid in grids:
         for result in grid:
             metrics, history = result.metrics or {}, result.metrics_dataframe
@@ -147,9 +148,11 @@ def trial_rows(study: StudyConfig, grids: list[tune.ResultGrid]) -> list[dict[st
             best = (min(values) if search.metric_mode == "min" else max(values)) if len(values) else float("nan")
             cell = cell_of(result.config)
             epochs = int(metrics.get("epoch", 0))
+            trial_id = metrics.get("trial_id", Path(result.path).name)
+            results[trial_id] = result
             rows.append(
                 {
-                    "trial_id": metrics.get("trial_id", Path(result.path).name),
+                    "trial_id": trial_id,
                     "cell": cell.name,
                     "arch": cell.arch,
                     "train_size": cell.train_size,
@@ -162,13 +165,12 @@ def trial_rows(study: StudyConfig, grids: list[tune.ResultGrid]) -> list[dict[st
                     "node": metrics.get("node_ip", ""),
                     "compute_s": float(metrics.get("time_total_s", 0.0)),
                     "finished_at": float(metrics.get("timestamp", 0.0)),
-                    "_result": result,
                 }
             )
     start = min((row["finished_at"] - row["compute_s"] for row in rows), default=0.0)
     for row in rows:
         row["finished_at"] -= start
-    return rows
+    return rows, results
 
 
 def cell_of(config: dict[str, Any]) -> Cell:
@@ -197,9 +199,9 @@ def best_rows(study: StudyConfig, rows: list[dict[str, Any]]) -> dict[str, dict[
     return best
 
 
-def test_best(study: StudyConfig, row: dict[str, Any], directory: Path) -> tuple[dict[str, Any], np.ndarray]:
+def test_best(study: StudyConfig, result: tune.Result, directory: Path) -> tuple[dict[str, Any], np.ndarray]:
     """Copy a cell's best checkpoint to `directory` and evaluate it once on the real test sets."""
-    checkpoint = row["_result"].get_best_checkpoint(study.search.metric, study.search.metric_mode)
+    checkpoint = result.get_best_checkpoint(study.search.metric, study.search.metric_mode)
     with checkpoint.as_directory() as source:
         shutil.copytree(source, directory, dirs_exist_ok=True)
     saved = load_checkpoint(directory)
@@ -228,7 +230,7 @@ def test_best(study: StudyConfig, row: dict[str, Any], directory: Path) -> tuple
 
 
 def summarise(study: StudyConfig, run_dir: Path, grids: list[tune.ResultGrid]) -> StudyResult:
-    rows = trial_rows(study, grids)
+    rows, results = trial_rows(study, grids)
     best = best_rows(study, rows)
     if not best:
         raise SearchError(f"no trial of the study finished; see the trial errors under {run_dir / 'cells'}")
@@ -236,7 +238,8 @@ def summarise(study: StudyConfig, run_dir: Path, grids: list[tune.ResultGrid]) -
     test_set = f"test_{next(iter(study.data.tests))}" if study.data.tests else "test_real"
     cell_rows, per_image = [], {}
     for cell_name, row in sorted(best.items()):
-        metrics, errors = test_best(study, row, run_dir / "best" / cell_of_row(row).slug)
+        result = results[row["trial_id"]]
+        metrics, errors = test_best(study, result, run_dir / "best" / cell_of_row(row).slug)
         per_image[cell_name] = errors
         cell_trials = [r for r in rows if r["cell"] == cell_name]
         compute_s = sum(r["compute_s"] for r in cell_trials)
@@ -253,7 +256,7 @@ def summarise(study: StudyConfig, run_dir: Path, grids: list[tune.ResultGrid]) -
                 **metrics,
                 "compute_s": compute_s,
                 "gpu_hours": compute_s * study.search.resources.gpu / 3600,
-                "config": {k: v for k, v in row["_result"].config.items() if k not in CELL_KEYS.values()},
+                "config": {k: v for k, v in result.config.items() if k not in CELL_KEYS.values()},
             }
         )
     sign = 1 if study.search.metric_mode == "min" else -1
@@ -261,6 +264,5 @@ def summarise(study: StudyConfig, run_dir: Path, grids: list[tune.ResultGrid]) -
     overall_dir = run_dir / "best" / cell_of_row(overall).slug
     for item in ("checkpoint.pt", "config.yaml"):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
-    trials = [{k: v for k, v in row.items() if k != "_result"} for row in rows]
-    files = write_report(run_dir, trials, cell_rows, per_image, test_set=test_set)
+    files = write_report(run_dir, rows, cell_rows, per_image, test_set=test_set)
     return StudyResult(run_dir, files, overall["cell"])
