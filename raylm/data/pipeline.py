@@ -7,6 +7,7 @@ and indices, so it knows nothing of training or Ray.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from raylm.data.augment import AugmentConfig
 from raylm.data.cache import PreparedSet, prepare
 from raylm.data.crop import CropConfig
 from raylm.data.spec import open_dataset
-from raylm.data.splits import Split, make_split
+from raylm.data.splits import Indexed, Split, make_split
 
 
 def default_cache_dir() -> str:
@@ -50,11 +51,24 @@ def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
     def prepared(spec: str) -> PreparedSet:
         return prepare(open_dataset(spec), config.crop, Path(config.cache_dir), config.skip_bad, progress=progress)
 
-    synthetic = prepared(config.synthetic)
-    real = prepared(config.real) if config.real else None
+    split, sources = _split(config, prepared)
+    return PreparedData(split, {source.spec: source.skipped for source in sources if source.skipped})
+
+
+def check_data(config: DataConfig) -> None:
+    """Fail fast (DataError) on a bad spec, a missing or empty dataset, or a split that cannot fit.
+
+    Only indexes the datasets (no image is decoded), so a study can check every
+    cell before any trial starts; skipped bad samples can still shrink a dataset later.
+    """
+    _split(config, open_dataset)
+
+
+def _split(config: DataConfig, load: Callable[[str], Indexed]) -> tuple[Split, list[Indexed]]:
+    synthetic = load(config.synthetic)
+    real = load(config.real) if config.real else None
     tests = {
-        name: (real if real is not None and spec == config.real else prepared(spec))
-        for name, spec in config.tests.items()
+        name: (real if real is not None and spec == config.real else load(spec)) for name, spec in config.tests.items()
     }
     split = make_split(
         synthetic,
@@ -67,5 +81,4 @@ def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
         seed=config.seed,
         val_real_size=config.val_real_size,
     )
-    sources = [synthetic, *([real] if real is not None else []), *tests.values()]
-    return PreparedData(split, {source.spec: source.skipped for source in sources if source.skipped})
+    return split, [synthetic, *([real] if real is not None else []), *tests.values()]

@@ -12,18 +12,27 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from raylm.data.cache import PreparedSet
 from raylm.data.record import DataError
+
+
+class Indexed(Protocol):
+    """What splitting needs of a dataset: its spec and sample ids (a PreparedSet, or a FaceSet to check early)."""
+
+    spec: str
+    ids: tuple[str, ...]
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
 class Part:
     """Some samples of one prepared dataset, by index (the images stay memory-mapped)."""
 
-    source: PreparedSet
+    source: Indexed  # a PreparedSet when training
     indices: np.ndarray
     kind: str  # "synthetic" or "real"
 
@@ -54,9 +63,9 @@ def mix_counts(train_size: int, real_fraction: float) -> tuple[int, int]:
 
 
 def make_split(
-    synthetic: PreparedSet,
-    real: PreparedSet | None,
-    tests: dict[str, PreparedSet],
+    synthetic: Indexed,
+    real: Indexed | None,
+    tests: dict[str, Indexed],
     train_size: int,
     real_fraction: float,
     val_size: int,

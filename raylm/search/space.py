@@ -87,13 +87,15 @@ def trial_config(study: StudyConfig, params: dict[str, Any]) -> RunConfig:
 
 
 def check_space(study: StudyConfig) -> None:
-    """Fail before any trial starts if a space key or value does not fit the run config."""
+    """Fail before any trial starts if a space key, or any value it can take, does not fit the run config."""
     for key, spec in study.search.space.items():
-        sample = distribution(key, spec).sample()
-        try:
-            with_values(study.base(), {key: sample})
-        except ConfigError as error:
-            raise ConfigError(f"search.space.{key}: {error}") from None
+        domain = distribution(key, spec)
+        values = domain.categories if hasattr(domain, "categories") else [domain.lower, domain.upper]
+        for value in values:
+            try:
+                with_values(study.base(), {key: value})
+            except ConfigError as error:
+                raise ConfigError(f"search.space.{key}: {error}") from None
     for cell in cells(study):
         config = with_values(study.base(), cell.values())
         check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)

@@ -22,10 +22,10 @@ from ray import tune
 
 from raylm.config import StudyConfig, save_config
 from raylm.coords import to_pixels
-from raylm.data.pipeline import prepare_data
+from raylm.data.pipeline import check_data, prepare_data
 from raylm.metrics import nme
 from raylm.report import write_report
-from raylm.search.space import CELL_KEYS, Cell, cells, check_space, param_space
+from raylm.search.space import CELL_KEYS, Cell, cells, check_space, param_space, trial_config
 from raylm.search.trainable import train_trial
 from raylm.search.tuning import Trainable, run_experiment
 from raylm.train.board import Board
@@ -115,6 +115,8 @@ def run_study(
 ) -> StudyResult:
     """Run (or, when `run_dir` holds an interrupted study, continue) `study` and write its report."""
     check_space(study)
+    for cell in cells(study):
+        check_data(trial_config(study, cell.values()).data)
     check_storage(run_dir)
     study = connect(address, study)
     save_config(study, run_dir / "study.yaml")

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from raylm.config import ConfigError, RunConfig, load_config, save_config
-from raylm.data.pipeline import prepare_data
+from raylm.data.pipeline import check_data, prepare_data
 from raylm.data.record import DataError
 from raylm.models import UnknownModel, check_model
 from raylm.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(config: RunConfig, output: Path, resume: Path | None) -> dict[str, float]:
     """Train, keep the last and the best (by val/nme) checkpoints, then test the best on the real test sets."""
     check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
+    check_data(config.data)
     data = prepare_data(config.data)
     for spec, reasons in data.skipped.items():
         print(f"skipped samples in {spec}: {reasons}")

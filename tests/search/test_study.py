@@ -1,4 +1,5 @@
-"""End-to-end studies on Ray with experiments/smoke.yaml (tens of seconds each, so marked slow)."""
+"""End-to-end studies on Ray with experiments/smoke.yaml (tens of seconds each: marked slow), and the
+mistakes a study must reject before Ray starts."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from raylm.search.trainable import train_trial
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "experiments" / "smoke.yaml"
-pytestmark = pytest.mark.slow
 
 
 def smoke(*overrides: str) -> StudyConfig:
@@ -42,6 +42,7 @@ def study_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: Path):
     trials = read_csv(study_run / "trials.csv")
     assert len(trials) == 8 and {t["cell"] for t in trials} == {"ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"}
@@ -64,6 +65,7 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_tensorboard_has_our_metric_names_and_hparams(study_run: Path):
     trial_dirs = [p.parent for p in (study_run / "cells").rglob("events.out.tfevents.*")]
     assert len({d for d in trial_dirs if d.parent.name.startswith("ours-tiny")}) == 8
@@ -76,6 +78,7 @@ def test_tensorboard_has_our_metric_names_and_hparams(study_run: Path):
     assert "test_real/faces" in best.Tags()["images"]
 
 
+@pytest.mark.slow
 def test_report_files_and_best_checkpoint(study_run: Path, capsys):
     markdown = (study_run / "summary.md").read_text()
     assert "Mixing synthetic and real faces" in markdown and "Overall best cell" in markdown
@@ -109,6 +112,7 @@ def flaky_trial(marker: Path):
     return trial
 
 
+@pytest.mark.slow
 def test_a_trial_that_raises_once_recovers_from_its_checkpoint(tmp_path: Path):
     marker = tmp_path / "crashed"
     study = smoke(
@@ -157,6 +161,7 @@ def finished_trials(run_dir: Path) -> dict[Path, int]:
     return done
 
 
+@pytest.mark.slow
 def test_resume_after_killing_the_driver_keeps_finished_trials(tmp_path: Path):
     run_dir = tmp_path / "runs" / "killed"
     command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", str(tmp_path / "runs"),
@@ -184,6 +189,7 @@ def test_resume_after_killing_the_driver_keeps_finished_trials(tmp_path: Path):
         assert path.parent.name in {t["trial_id"] for t in trials}
 
 
+@pytest.mark.slow
 def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path: Path):
     with pytest.raises(SearchError, match=r"search.resources.gpu=1.0 per trial, but the cluster has 0 GPU"):
         run_study(smoke("search.resources.gpu=1"), tmp_path / "run")
@@ -211,6 +217,7 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys):
     assert "search.axes.arch is empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_optimize_mode_folds_the_axes_into_one_search(tmp_path: Path):
     study = smoke("search.mode=optimize", "search.trials=4", "search.max_epochs=2", f"data.cache_dir={tmp_path}")
     run_study(study, tmp_path / "run")
@@ -219,3 +226,13 @@ def test_optimize_mode_folds_the_axes_into_one_search(tmp_path: Path):
     assert [p.name for p in (tmp_path / "run" / "cells").iterdir() if p.is_dir()] == ["all"]
     summary = read_csv(tmp_path / "run" / "summary.csv")
     assert {row["cell"] for row in summary} == {t["cell"] for t in trials}
+
+
+def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Path):
+    from raylm.data.record import DataError
+
+    with pytest.raises(DataError, match="facesynthetics:/nonexistent: folder not found"):
+        run_study(smoke("data.synthetic=facesynthetics:/nonexistent"), tmp_path / "run")
+    with pytest.raises(DataError, match=r"data.train_size=500 .* needs 524 synthetic faces"):
+        run_study(smoke("search.axes.train_size=[48, 500]"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
