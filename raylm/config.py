@@ -8,6 +8,8 @@ the wrong type is an error naming the key's dotted path (`data.crop.margin`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import subprocess
 import types
 import typing
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from raylm import __version__
 from raylm.data.pipeline import DataConfig
 
 T = TypeVar("T")
@@ -70,8 +73,26 @@ def to_dict(config: Any) -> dict:
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    """Write the fully resolved config beside a run's results, loadable by `load_config`."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the fully resolved config beside a run's results, loadable by `load_config`.
+
+    A comment line records the raylm version and, in a git checkout, the commit.
+    """
+    stamp = f"# raylm {__version__}" + (f", git {commit}" if (commit := git_commit()) else "") + "\n"
+    Path(path).write_text(stamp + yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The checkout's commit (with `+dirty` for uncommitted changes), or None outside a git checkout."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=source, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _apply_override(data: dict, override: str) -> None:

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from raylm.config import RunConfig, load_config
 from raylm.evaluate import main as evaluate_main
 from raylm.train.__main__ import main as train_main
 
@@ -32,7 +33,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_train_writes_config_checkpoints_metrics_and_tensorboard(run_dir: Path, capsys):
-    assert (run_dir / "config.yaml").read_text().startswith("data:")
+    resolved = (run_dir / "config.yaml").read_text()
+    assert resolved.startswith("# raylm ") and "\ndata:\n" in resolved
+    assert load_config(RunConfig, run_dir / "config.yaml").model.name == "ours-tiny"
     assert (run_dir / "checkpoints" / "best" / "checkpoint.pt").is_file()
     assert (run_dir / "checkpoints" / "last" / "checkpoint.pt").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
