@@ -61,6 +61,7 @@ def check_storage(run_dir: Path) -> None:
 def connect(address: str | None, study: StudyConfig) -> StudyConfig:
     """Start a local Ray (dashboard on 127.0.0.1) or join `address`; return the study with its GPUs resolved.
 
+    A process already connected to Ray (a notebook, a test) keeps its connection.
     Fails when a trial's resources exceed the whole cluster, before any trial starts.
     """
     os.environ.update(WORKER_ENV)
@@ -68,7 +69,9 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
     if address not in (None, "auto"):
         check_reachable(address)
     try:
-        if address is None:
+        if ray.is_initialized():
+            pass
+        elif address is None:
             ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env, configure_logging=False)
         else:
             ray.init(address=address, runtime_env=runtime_env)
@@ -80,7 +83,6 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
     for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
         need, have = getattr(wanted, field), available.get(key, 0)
         if need > have:
-            ray.shutdown()
             raise SearchError(
                 f"search.resources.{field}={need} per trial, but the cluster has {have:g} {key} in all: "
                 f"no trial could ever start; lower search.resources.{field} or add nodes with {key}s"
@@ -118,12 +120,14 @@ def run_study(
     for cell in cells(study):
         check_data(trial_config(study, cell.values()).data)
     check_storage(run_dir)
-    study = connect(address, study)
-    save_config(study, run_dir / "study.yaml")
+    owns_ray = not ray.is_initialized()
     try:
+        study = connect(address, study)
+        save_config(study, run_dir / "study.yaml")
         grids = search_all(study, run_dir, trainable)
     finally:
-        ray.shutdown()
+        if owns_ray:
+            ray.shutdown()
     return summarise(study, run_dir, grids)
 
 

@@ -236,3 +236,25 @@ def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Pat
     with pytest.raises(DataError, match=r"data.train_size=500 .* needs 524 synthetic faces"):
         run_study(smoke("search.axes.train_size=[48, 500]"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_fractional_gpus_share_one_device(tmp_path: Path):
+    """Two trials of 0.5 GPU run on a one-(fake-)GPU Ray; without CUDA in torch they train on the CPU."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        study = smoke(
+            "search.axes.real_fraction=[0.0]", "search.trials=2", "search.max_epochs=2", "search.resources.gpu=0.5",
+            f"data.cache_dir={tmp_path}",
+        )  # fmt: skip
+        run_study(study, tmp_path / "run")
+        assert ray.is_initialized()  # the caller's Ray is left running
+    finally:
+        ray.shutdown()
+    trials = read_csv(tmp_path / "run" / "trials.csv")
+    assert len(trials) == 2 and all(t["status"] == "TERMINATED" for t in trials)
+    (cell,) = read_csv(tmp_path / "run" / "summary.csv")
+    assert float(cell["gpu_hours"]) == pytest.approx(float(cell["compute_s"]) * 0.5 / 3600)
+    assert load_config(StudyConfig, tmp_path / "run" / "study.yaml").search.resources.gpu == 0.5
