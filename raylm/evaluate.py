@@ -14,17 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from raylm.config import ConfigError
-from raylm.coords import to_pixels
 from raylm.data.cache import prepare
 from raylm.data.record import DataError
 from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part
-from raylm.metrics import nme
 from raylm.plots import ced_figure
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
 from raylm.train.hardware import choose_hardware
-from raylm.train.loaders import LandmarkDataset, make_loader
-from raylm.train.loop import predict, score
+from raylm.train.loop import evaluate_part
 
 HEADLINE = ("nme", "nme_inter_pupil", "nme_bbox", "fr@0.08", "fr@0.10", "auc@0.08", "auc@0.10", "mse", "mean_shape_nme")
 
@@ -35,14 +32,10 @@ def evaluate_checkpoint(checkpoint_path: str | Path, spec: str, skip_bad: bool =
     config = checkpoint_config(checkpoint)
     hardware = choose_hardware(config.train)
     faces = prepare(open_dataset(spec), config.data.crop, Path(config.data.cache_dir), skip_bad)
-    part = Part(faces, np.arange(len(faces)), "real")
-    loader = make_loader(LandmarkDataset([part], config.data.augment, train=False), 64, False, hardware.workers)
     model = model_from_checkpoint(checkpoint).to(hardware.device)
-    size = config.data.augment.input_size
-    predictions, targets = predict(model, loader, hardware)
-    metrics = score(predictions, targets, size, checkpoint["mean_shape"].numpy())
+    part = Part(faces, np.arange(len(faces)), "real")
+    metrics, per_image = evaluate_part(model, part, config, hardware, checkpoint["mean_shape"].numpy())
     metrics["skipped"] = sum(faces.skipped.values())
-    per_image = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
     return metrics, per_image
 
 

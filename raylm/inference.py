@@ -29,6 +29,7 @@ from raylm.data.record import N_POINTS, BadSample, read_image
 from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
 from raylm.draw import draw_landmarks
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
+from raylm.train.loaders import image_tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -49,7 +50,7 @@ def model_input(image: np.ndarray, box: CropBox, crop: CropConfig, input_size: i
     """The network's input for one face: (channels, input_size, input_size) float in [-1, 1]."""
     start = centre_offset(crop.size, input_size)
     face = cut_square(image, box, crop)[start : start + input_size, start : start + input_size]
-    return torch.from_numpy(np.ascontiguousarray(face.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
+    return image_tensor(face)
 
 
 def to_image_pixels(normalised: np.ndarray, box: CropBox, crop_size: int, input_size: int) -> np.ndarray:

@@ -21,9 +21,7 @@ import ray
 from ray import tune
 
 from raylm.config import StudyConfig, save_config
-from raylm.coords import to_pixels
 from raylm.data.pipeline import check_data, prepare_data
-from raylm.metrics import nme
 from raylm.report import write_report
 from raylm.search.space import CELL_KEYS, Cell, cells, check_space, param_space, trial_config
 from raylm.search.trainable import train_trial
@@ -31,8 +29,8 @@ from raylm.search.tuning import Trainable, run_experiment
 from raylm.train.board import Board
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
 from raylm.train.hardware import choose_hardware
-from raylm.train.loaders import LandmarkDataset, make_loader
-from raylm.train.loop import predict, score
+from raylm.train.loaders import LandmarkDataset
+from raylm.train.loop import evaluate_part
 
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 
@@ -215,7 +213,7 @@ def test_best(study: StudyConfig, result: tune.Result, directory: Path) -> tuple
     hardware = choose_hardware(config.train)
     model = model_from_checkpoint(saved).to(hardware.device)
     data = prepare_data(config.data, progress=False)
-    size = config.data.augment.input_size
+    baseline = saved["mean_shape"].numpy()
     metrics: dict[str, Any] = {
         "params": sum(p.numel() for p in model.parameters()),
         "skipped": sum(sum(reasons.values()) for reasons in data.skipped.values()),  # bad samples left out
@@ -223,13 +221,11 @@ def test_best(study: StudyConfig, result: tune.Result, directory: Path) -> tuple
     per_image = np.array([])
     board = Board(directory)
     for k, (name, part) in enumerate(data.split.tests.items()):
-        dataset = LandmarkDataset([part], config.data.augment, train=False)
-        predictions, targets = predict(model, make_loader(dataset, 64, False, hardware.workers), hardware)
-        result = score(predictions, targets, size, saved["mean_shape"].numpy())
+        result, errors = evaluate_part(model, part, config, hardware, baseline)
         metrics.update({f"test_{name}/{key}": value for key, value in result.items()})
         if k == 0:
-            metrics["mean_shape_nme"] = result["mean_shape_nme"]
-            per_image = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
+            metrics["mean_shape_nme"], per_image = result["mean_shape_nme"], errors
+        dataset = LandmarkDataset([part], config.data.augment, train=False)
         board.faces(f"test_{name}/faces", model, dataset, hardware, step=int(saved["epoch"]) + 1)
     board.close()
     return metrics, per_image

@@ -48,12 +48,17 @@ class LandmarkDataset(Dataset):
         if self.train:
             self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
         image, points = augment(self.transform, image, points)
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
+        tensor = image_tensor(image)
         target = torch.from_numpy(to_normalised(points, self.config.input_size).reshape(-1).astype(np.float32))
         return tensor, target
 
 
 SAMPLE_STREAM, SHUFFLE_STREAM = 0, 1
+
+
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """A (H, W, C) uint8 face as the networks' input: (C, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
 
 
 def sample_seed(seed: int, epoch: int, index: int, stream: int = SAMPLE_STREAM) -> int:

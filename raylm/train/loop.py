@@ -177,12 +177,22 @@ def restore(state: TrainingState, checkpoint: dict) -> int:
     return int(checkpoint["epoch"]) + 1
 
 
+def evaluate_part(
+    model: nn.Module, part: Part, config: RunConfig, hardware: Hardware, baseline: np.ndarray
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics of `model` on held-out faces (centre-cropped as in validation), and the per-image NMEs for CEDs."""
+    size = config.data.augment.input_size
+    loader = make_loader(LandmarkDataset([part], config.data.augment, train=False), 64, False, hardware.workers)
+    predictions, targets = predict(model, loader, hardware)
+    per_image = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
+    return score(predictions, targets, size, baseline), per_image
+
+
 def evaluate_parts(
     model: nn.Module, parts: dict[str, Part], config: RunConfig, hardware: Hardware, baseline: np.ndarray
 ) -> dict[str, float]:
-    """Metrics of `model` on each named held-out part (e.g. `test_real/nme`), centre-cropped as in validation."""
+    """Metrics of `model` on each named held-out part, prefixed by its name (e.g. `test_real/nme`)."""
     metrics = {}
     for name, part in parts.items():
-        loader = make_loader(LandmarkDataset([part], config.data.augment, train=False), 64, False, hardware.workers)
-        metrics.update(prefixed(name, evaluate(model, loader, hardware, config.data.augment.input_size, baseline)))
+        metrics.update(prefixed(name, evaluate_part(model, part, config, hardware, baseline)[0]))
     return metrics
