@@ -8,7 +8,6 @@ import sys
 from collections import Counter
 
 import cv2
-import numpy as np
 
 from raylm.data.check import check, contact_sheet, format_report
 from raylm.data.record import DataError
@@ -65,8 +64,8 @@ def _summary(reports: list) -> dict:
         by_reason.update(report.by_reason)
         subsets.update({f"{report.spec}/{name}" if len(reports) > 1 else name: c for name, c in report.subsets.items()})
     return {
-        "total": int(np.sum([r.total for r in reports])),
-        "skipped": int(np.sum([r.skipped for r in reports])),
+        "total": sum(r.total for r in reports),
+        "skipped": sum(r.skipped for r in reports),
         "by_reason": dict(by_reason),
         "subsets": subsets,
         "datasets": [report.as_dict() for report in reports],
