@@ -241,7 +241,7 @@ class SearchConfig:
     seed: int = 0  # seeds Optuna's TPE sampler
     resources: Resources = dataclasses.field(default_factory=Resources)
     concurrency: int = 0  # most trials at once; 0: as many as the resources allow
-    storage_path: str = "results"  # local folder or NFS path (shared by all nodes on a multi-host cluster)
+    storage_path: str = "results"  # a folder, an NFS path, s3://bucket/prefix or gs://bucket/prefix
     name: str = "study"
     max_failures: int = 2  # restarts of a crashed trial, from its last checkpoint
     keep_checkpoints: int = 2  # per trial, best by the metric

@@ -22,7 +22,17 @@ __all__ = ["PowerLaw", "SizeEstimate", "fit_power_law", "minimum_viable_size", "
 
 # trials.csv: these columns, with the hyperparameters (every other trial key, sorted) in between.
 TRIAL_HEAD = ("trial_id", "cell", "arch", "train_size", "real_fraction")
-TRIAL_TAIL = ("epochs", "stopped_early", "status", "val/nme", "node", "compute_s", "finished_at")
+TRIAL_TAIL = (
+    "epochs",
+    "stopped_early",
+    "status",
+    "val/nme",
+    "node",
+    "node_id",
+    "compute_s",
+    "started_at",
+    "finished_at",
+)
 TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `<test_set>/<metric>`
 TOLERANCE = 0.10  # n* is where predicted NME is within 10% of the fitted floor
 BOOTSTRAP = 1000

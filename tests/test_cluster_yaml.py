@@ -1,11 +1,26 @@
-"""cluster.yaml is valid for Ray's cluster launcher, checked offline (no credentials, no network)."""
+"""cluster.yaml is valid for Ray's cluster launcher and safe to `ray up`: checked offline, no credentials or network."""
 
+import re
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER = ROOT / "cluster.yaml"
+CONFIG = yaml.safe_load(CLUSTER.read_text())
+NODE_TYPES = CONFIG["available_node_types"]
+WORKER_TYPES = [name for name in NODE_TYPES if name != CONFIG["head_node_type"]]
+
+
+def pins() -> dict[str, str]:
+    """constraints.txt as {package: version}, every line `name==version`."""
+    lines = [line.split("#")[0].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()]
+    return dict(line.split("==") for line in lines if line)
 
 
 def test_cluster_yaml_validates_and_is_safe():
@@ -15,3 +30,94 @@ def test_cluster_yaml_validates_and_is_safe():
     text = CLUSTER.read_text().lower()
     assert "aws_secret" not in text and "access_key" not in text
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+
+
+def test_every_node_runs_rays_gpu_image_for_the_projects_python_and_ray():
+    requires_python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    python = "py" + re.fullmatch(r">=(\d+)\.(\d+)", requires_python).expand(r"\1\2")
+    assert python == "py311"
+    assert CONFIG["docker"]["image"] == f"rayproject/ray:{ray.__version__}-{python}-gpu"
+    assert not {"head_image", "worker_image"} & CONFIG["docker"].keys()  # one image on every node
+    assert pins()["ray"] == ray.__version__ == "2.60.0"  # pip keeps the image's Ray
+    # Hosts: AWS's Deep Learning Base AMI with the NVIDIA driver, Docker and the NVIDIA container toolkit.
+    for node in NODE_TYPES.values():
+        assert node["node_config"]["ImageId"] == (
+            "resolve:ssm:/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
+        )
+    assert CONFIG["docker"]["worker_run_options"] == ["--gpus all"]
+
+
+@pytest.mark.parametrize("node_type", sorted(NODE_TYPES))
+def test_root_disk_holds_at_least_100_gb(node_type):
+    (root,) = NODE_TYPES[node_type]["node_config"]["BlockDeviceMappings"]
+    assert root["DeviceName"] == "/dev/sda1"  # the Ubuntu AMI's root device
+    assert root["Ebs"]["VolumeSize"] >= 100
+
+
+@pytest.mark.parametrize("node_type", sorted(NODE_TYPES))
+def test_resources_are_explicit(node_type):
+    expected = {"head": {"CPU": 8, "GPU": 0}, "gpu_worker": {"CPU": 8, "GPU": 1}}
+    assert NODE_TYPES[node_type]["resources"] == expected[node_type]
+
+
+def test_cluster_ci_and_readme_install_from_one_set_of_pins():
+    assert pins() == {"torch": "2.14.1", "torchvision": "0.29.1", "ray": "2.60.0", "optuna": "5.0.0"}
+    # The environment running these tests (CI's) was installed with exactly these pins.
+    assert {name: version(name) for name in pins()} == pins()
+    assert CONFIG["setup_commands"] == ["cd ~/raylm && pip install --quiet -c constraints.txt -e '.[cluster]'"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["cluster"] == ["ray[default]==2.60.*", "boto3"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'export PIP_CONSTRAINT="$PWD/constraints.txt"' in ci
+    assert "torch==" not in ci  # no second set of pins
+
+
+def test_rays_own_security_group_would_open_ssh_to_the_world():
+    """Why every node type names the user's group: the one Ray creates always has this rule."""
+    pytest.importorskip("boto3")  # Ray's AWS module imports it; the [cluster] extra has it, [test] may not
+    from ray.autoscaler._private.aws.config import _create_default_ssh_inbound_rules
+
+    assert _create_default_ssh_inbound_rules() == [
+        {"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+    ]
+
+
+def test_ssh_is_never_open_to_the_world():
+    # With SecurityGroupIds on every node type, Ray creates no group and adds no rule (_configure_security_group).
+    for node in NODE_TYPES.values():
+        assert len(node["node_config"]["SecurityGroupIds"]) == 1
+    assert "security_group" not in CONFIG["provider"]
+    assert "0.0.0.0/0" not in CLUSTER.read_text() and "::/0" not in CLUSTER.read_text()
+
+
+@pytest.mark.parametrize("node_type", WORKER_TYPES)
+def test_workers_get_an_instance_profile(node_type):
+    # Ray gives one only to the head; trials on workers write to the study's bucket.
+    profile = NODE_TYPES[node_type]["node_config"]["IamInstanceProfile"]
+    assert re.fullmatch(r"arn:aws:iam::[^:]+:instance-profile/raylm-worker", profile["Arn"])
+
+
+def test_token_authentication_is_on_for_every_node_with_a_token_from_outside_the_repo():
+    # Container-wide environment: ray start, the autoscaler, job drivers and shells on head and workers.
+    assert "--env RAY_AUTH_MODE=token" in CONFIG["docker"]["run_options"]
+    assert CONFIG["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # the head passes it on to workers
+    text = CLUSTER.read_text()
+    assert "RAY_AUTH_TOKEN" not in text and "RAY_AUTH_MODE=disabled" not in text
+
+
+def test_only_the_code_and_the_token_are_shipped():
+    assert CONFIG["file_mounts"] == {"~/raylm": ".", "~/.ray/auth_token": "~/.ray/auth_token"}
+    assert {".venv/", "results/", ".cache/", "__pycache__/"} <= set(CONFIG["rsync_exclude"])
+    assert CONFIG["rsync_filter"] == [".gitignore"]
+    ignored = set((ROOT / ".gitignore").read_text().split())
+    assert {".venv/", "results/", ".cache/"} <= ignored
+
+
+def test_ray_starts_with_a_raised_open_file_limit_and_a_local_dashboard():
+    starts = CONFIG["head_start_ray_commands"] + CONFIG["worker_start_ray_commands"]
+    ray_starts = [command for command in starts if "ray start" in command]
+    assert len(ray_starts) == 2
+    assert all(command.startswith("ulimit -n 65536; ray start ") for command in ray_starts)
+    assert "--ulimit nofile=65536:65536" in CONFIG["docker"]["run_options"]
+    assert "--dashboard-host=127.0.0.1" in ray_starts[0]
+    assert "0.0.0.0" not in " ".join(starts)

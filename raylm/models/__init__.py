@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 ModelConstructor = Callable[..., nn.Module]
 
@@ -76,6 +77,15 @@ def check_model(name: str, **kwargs) -> None:
             create_model(name, **kwargs)
         except TypeError as error:
             raise UnknownModel(f"model {name!r} does not take these options ({error}); check model.options") from None
+
+
+def model_flops(name: str, in_channels: int, input_size: int, **kwargs) -> int:
+    """Forward FLOPs of one `input_size` square image, counted on the meta device (no weights, ~0.2 s)."""
+    with torch.device("meta"):
+        model = create_model(name, in_channels=in_channels, **kwargs).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, in_channels, input_size, input_size))
+    return counter.get_total_flops()
 
 
 # Imported last: these modules register their models with the functions above.

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from raylm.config import ConfigError, StudyConfig, load_config
 from raylm.data.record import DataError
 from raylm.models import UnknownModel
-from raylm.search.study import SearchError, run_study
+from raylm.search import storage
+from raylm.search.errors import SearchError
+from raylm.search.study import run_study
 
 DEFAULT_STUDY = Path(__file__).resolve().parents[2] / "experiments" / "default.yaml"
+
+
+def fetch_study_file(run_dir: str) -> Path:
+    """A run's study.yaml as a local file (downloaded when the run lives in a bucket)."""
+    location = storage.join(run_dir, "study.yaml")
+    if not storage.is_uri(run_dir):
+        return Path(location)
+    if not storage.exists(location):
+        raise SearchError(f"--resume {run_dir}: no study.yaml there; give the run directory the search printed")
+    local = Path(tempfile.mkdtemp(prefix="raylm-resume-")) / "study.yaml"
+    local.write_text(storage.read_text(location))
+    return local
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,13 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", default=None, help=f"study YAML (default: {DEFAULT_STUDY})")
     parser.add_argument(
-        "--storage-path", help="where run directories go: a folder, NFS path (overrides search.storage_path)"
+        "--storage-path",
+        help="where run directories go: a folder, an NFS path, s3://bucket/prefix or gs://bucket/prefix "
+        "(overrides search.storage_path)",
     )
     parser.add_argument("--name", help="run directory name (default: <search.name>-<date-time>)")
     parser.add_argument(
         "--address", help="join a running Ray cluster, e.g. 'auto' on a cluster node (default: start one here)"
     )
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted study; finished trials are kept")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue an interrupted study (a folder or URI); finished trials are kept"
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -40,22 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume:
-            run_dir = Path(args.resume)
-            study = load_config(StudyConfig, run_dir / "study.yaml", args.set)
+            run_dir = args.resume if storage.is_uri(args.resume) else str(Path(args.resume).resolve())
+            study = load_config(StudyConfig, fetch_study_file(run_dir), args.set)
         else:
             study = load_config(StudyConfig, args.config or DEFAULT_STUDY, args.set)
-            storage_text = args.storage_path or study.search.storage_path
-            if "://" in storage_text:
-                raise SearchError(
-                    f"search.storage_path {storage_text!r}: give a local folder or an NFS path; URIs are not supported"
-                )
-            storage = Path(storage_text)
-            run_dir = storage / (args.name or f"{study.search.name}-{datetime.now():%Y%m%d-%H%M%S}")
-            if (run_dir / "study.yaml").exists():
+            storage_path = args.storage_path or study.search.storage_path
+            if not storage.is_uri(storage_path):
+                storage_path = str(Path(storage_path).resolve())
+            run_dir = storage.join(storage_path, args.name or f"{study.search.name}-{datetime.now():%Y%m%d-%H%M%S}")
+            if storage.exists(storage.join(run_dir, "study.yaml")):
                 raise SearchError(
                     f"{run_dir} already holds a study; continue it with --resume {run_dir}, or pick --name"
                 )
-        result = run_study(study, run_dir.resolve(), address=args.address)
+        result = run_study(study, run_dir if storage.is_uri(run_dir) else Path(run_dir), address=args.address)
     except (ConfigError, DataError, UnknownModel, SearchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -70,15 +70,20 @@ def distribution(key: str, spec: dict[str, Any]):
         raise ConfigError(f"{where}: {name}{arguments}: {error}") from None
 
 
-def param_space(study: StudyConfig, cell: Cell | None) -> dict[str, Any]:
-    """Tune's param_space for one cell (compare mode), or for all cells folded in (optimize mode, cell=None)."""
-    space = {key: distribution(key, spec) for key, spec in study.search.space.items()}
-    if cell is not None:
-        space.update(cell.values())
-    else:
-        axes = study.search.axes
-        space.update({CELL_KEYS[field]: tune.choice(list(getattr(axes, field))) for field in CELL_KEYS})
-    return space
+def hyper_space(study: StudyConfig) -> dict[str, Any]:
+    """The hyperparameters every trial searches (`search.space`), as Tune distributions."""
+    return {key: distribution(key, spec) for key, spec in study.search.space.items()}
+
+
+def folded_space(study: StudyConfig) -> dict[str, Any]:
+    """Optimize mode's one space: the hyperparameters plus the axes as choices."""
+    axes = study.search.axes
+    return {**hyper_space(study), **{CELL_KEYS[f]: tune.choice(list(getattr(axes, f))) for f in CELL_KEYS}}
+
+
+def cell_of(config: dict[str, Any]) -> Cell:
+    """The cell of a trial, from its parameters."""
+    return Cell(config["model.name"], int(config["data.train_size"]), float(config["data.real_fraction"]))
 
 
 def trial_config(study: StudyConfig, params: dict[str, Any]) -> RunConfig:

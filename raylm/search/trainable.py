@@ -7,9 +7,11 @@ reports once per epoch with that epoch's checkpoint.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from raylm.config import StudyConfig
@@ -17,18 +19,22 @@ from raylm.search.space import trial_config
 from raylm.train import fit
 
 
-def train_trial(params: dict[str, Any], study: StudyConfig, experiment_dir: str) -> None:
-    """Train one trial; its TensorBoard events go straight to `experiment_dir/<trial_id>` (the trial's folder).
+def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
+    """Train one trial; its TensorBoard events go to the trial's working directory.
 
-    Writing there directly, rather than to Tune's local staging folder, keeps them
-    when Tune reuses a trial's process for the next trial.
+    Tune uploads that directory to the trial's folder in storage (local, NFS or a
+    bucket) with every checkpoint, when the trial stops, and before its process is
+    reused for the next trial.
     """
     config = trial_config(study, params)
+    node_id = ray.get_runtime_context().get_node_id()
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
-        tune.report({**metrics, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        # Tune's own `timestamp` is whole seconds; `reported_at` times short trials well enough to compare.
+        where = {"epoch": epoch, "node_id": node_id, "reported_at": time.time()}
+        tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
-    log_dir = Path(experiment_dir) / tune.get_context().get_trial_id()
+    log_dir = Path.cwd()
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         fit(config, report, log_dir=log_dir, hparams=params)

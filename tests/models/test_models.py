@@ -120,3 +120,11 @@ def test_timm_weights_load_from_a_local_file(tmp_path):
 def test_missing_weights_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="pretrained weights not found"):
         create_model("timm:resnet18", pretrained_path=tmp_path / "missing.pth")
+
+
+def test_model_flops_rank_the_architectures_by_compute():
+    from raylm.models import model_flops
+
+    flops = {name: model_flops(name, 1, 128) for name in ("ours", "mobilenetv2_100", "ours-tiny")}
+    assert flops["ours"] > 20 * flops["mobilenetv2_100"] > 20 * flops["ours-tiny"] > 0
+    assert model_flops("ours-tiny", 1, 64) == pytest.approx(flops["ours-tiny"] / 4, rel=0.05)  # conv FLOPs ~ pixels

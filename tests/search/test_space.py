@@ -4,8 +4,8 @@ import pytest
 from ray import tune
 
 from raylm.config import ConfigError, StudyConfig, load_config
-from raylm.search.space import cells, check_space, distribution, param_space, trial_config
-from raylm.search.tuning import searcher
+from raylm.search.experiment import optuna_search
+from raylm.search.space import cell_of, cells, check_space, distribution, folded_space, hyper_space, trial_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,14 +23,13 @@ def test_every_combination_of_the_axes_is_a_cell():
     assert cells(config)[-1].slug == "ours_n=96_r=0.25"
 
 
-def test_compare_mode_fixes_the_cell_and_optimize_mode_searches_it():
+def test_compare_mode_searches_hyperparameters_and_optimize_mode_the_axes_too():
     config = study()
-    cell = cells(config)[1]
-    space = param_space(config, cell)
-    assert space["data.real_fraction"] == 0.25 and space["model.name"] == "ours-tiny"
-    assert isinstance(space["train.lr"], tune.search.sample.Float)
-    folded = param_space(config, None)
-    assert folded["data.real_fraction"].categories == [0.0, 0.25]
+    space = hyper_space(config)
+    assert set(space) == {"train.lr", "train.loss"} and isinstance(space["train.lr"], tune.search.sample.Float)
+    folded = folded_space(config)
+    assert folded["data.real_fraction"].categories == [0.0, 0.25] and folded["model.name"].categories == ["ours-tiny"]
+    assert cell_of({**cells(config)[1].values(), "train.lr": 0.01}) == cells(config)[1]
 
 
 def test_trial_config_applies_parameters_and_the_epoch_budget():
@@ -78,10 +77,7 @@ def test_study_file_mistakes_name_the_field(override, message):
 def test_same_seed_same_trial_configurations_proposed():
     def proposals(seed: int) -> list[dict]:
         config = study(f"search.seed={seed}")
-        search_alg = searcher(config.search)
-        search_alg.set_search_properties(
-            config.search.metric, config.search.metric_mode, param_space(config, cells(config)[0])
-        )
+        search_alg = optuna_search(config.search, hyper_space(config))
         return [search_alg.suggest(f"trial{i}") for i in range(4)]
 
     first, again, other = proposals(0), proposals(0), proposals(1)
@@ -95,7 +91,7 @@ def test_distribution_parses_yaml_style_numbers():
 
 
 def test_trials_get_a_gpu_where_the_cluster_has_them_unless_set():
-    from raylm.search.study import resolve_gpus
+    from raylm.search.cluster import resolve_gpus
 
     assert study().search.resources.gpu is None
     assert resolve_gpus(study(), cluster_gpus=4).search.resources.gpu == 1.0

@@ -37,7 +37,8 @@ def read_csv(path: Path) -> list[dict]:
 def study_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     cache = tmp_path_factory.mktemp("cache")
-    result = run_study(smoke(f"data.cache_dir={cache}"), run_dir)
+    # Batches of 4: trials long enough (seconds) for the second trial process to start and share the work.
+    result = run_study(smoke(f"data.cache_dir={cache}", "train.batch_size=4"), run_dir)
     assert result.run_dir == run_dir
     return run_dir
 
@@ -50,6 +51,11 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
     stopped = [t for t in trials if t["stopped_early"] == "True"]
     assert stopped and all(int(t["epochs"]) < 4 for t in stopped)
     assert {"train.lr", "train.loss", "node", "compute_s", "val/nme"} <= set(trials[0])
+    # One experiment: a slot freed by one cell goes to the next, so the two cells' trials overlap in time.
+    spans = {cell: [(float(t["started_at"]), float(t["finished_at"])) for t in trials if t["cell"] == cell]
+             for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25")}  # fmt: skip
+    a, b = spans.values()
+    assert any(s1 < e2 and s2 < e1 for s1, e1 in a for s2, e2 in b)
     summary = read_csv(study_run / "summary.csv")
     assert len(summary) == 2
     for cell in summary:
@@ -67,8 +73,8 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
 
 @pytest.mark.slow
 def test_tensorboard_has_our_metric_names_and_hparams(study_run: Path):
-    trial_dirs = [p.parent for p in (study_run / "cells").rglob("events.out.tfevents.*")]
-    assert len({d for d in trial_dirs if d.parent.name.startswith("ours-tiny")}) == 8
+    trial_dirs = [p.parent for p in (study_run / "trials").rglob("events.out.tfevents.*")]
+    assert len({d for d in trial_dirs if d.name.startswith("ours-tiny_n=48_r=")}) == 8
     events = EventAccumulator(str(trial_dirs[0])).Reload()
     assert {"train/loss", "val/nme", "val/fr@0.10", "val/auc@0.08", "lr"} <= set(events.Tags()["scalars"])
     hparams = events.PluginTagToContent("hparams")
@@ -92,7 +98,7 @@ def test_report_files_and_best_checkpoint(study_run: Path, capsys):
 def flaky_trial(marker: Path):
     """A trainable that crashes once, right after its second epoch's checkpoint."""
 
-    def trial(params: dict, study: StudyConfig, experiment_dir: str) -> None:
+    def trial(params: dict, study: StudyConfig) -> None:
         from ray import tune
 
         report = tune.report
@@ -105,7 +111,7 @@ def flaky_trial(marker: Path):
 
         tune.report = report_then_crash
         try:
-            train_trial(params, study, experiment_dir)
+            train_trial(params, study)
         finally:
             tune.report = report
 
@@ -122,7 +128,7 @@ def test_a_trial_that_raises_once_recovers_from_its_checkpoint(tmp_path: Path):
     assert marker.read_text() == "crashed once"
     (trial,) = read_csv(tmp_path / "run" / "trials.csv")
     assert trial["status"] == "TERMINATED" and trial["epochs"] == "3"
-    (result_file,) = (tmp_path / "run" / "cells").rglob("result.json")
+    (result_file,) = (tmp_path / "run" / "trials").rglob("result.json")
     epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
     assert epochs[-1] == 3 and epochs.count(1) == 1  # resumed after epoch 2, not restarted from 0
 
@@ -151,25 +157,31 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def finished_trials(run_dir: Path) -> dict[Path, int]:
-    """Trial result files whose last epoch is the budget (4), with their line counts."""
-    done = {}
-    for path in (run_dir / "cells").rglob("result.json"):
-        lines = path.read_text().splitlines()
-        if lines and json.loads(lines[-1]).get("epoch") == 4:
-            done[path] = len(lines)
-    return done
+def trial_results(run_dir: Path, cell_slug: str) -> dict[Path, int]:
+    """A cell's trial result files, with their line counts (one line per epoch reported)."""
+    return {p: len(p.read_text().splitlines()) for p in (run_dir / "trials").glob(f"{cell_slug}__*/result.json")}
+
+
+def saved_rungs(run_dir: Path) -> dict[str, list[dict]]:
+    """Each cell's ASHA rungs as Tune's last experiment checkpoint holds them (via SchedulerState)."""
+    import pickle
+
+    path = max((run_dir / "trials").glob("callback-states-*.pkl"))  # the latest session's
+    states = pickle.loads(path.read_bytes())
+    (state,) = [s for s in states.values() if s and "scheduler" in s]
+    schedulers = pickle.loads(state["scheduler"])
+    return {cell: [dict(recorded) for _, recorded in s["_brackets"][0]._rungs] for cell, s in schedulers.items()}
 
 
 @pytest.mark.slow
-def test_resume_after_killing_the_driver_keeps_finished_trials(tmp_path: Path):
+def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_rungs(tmp_path: Path):
     run_dir = tmp_path / "runs" / "killed"
     command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", str(tmp_path / "runs"),
-               "--name", "killed", "--set", "search.axes.real_fraction=[0.0]", "--set", "search.trials=6",
-               "--set", "search.concurrency=1", "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+               "--name", "killed", "--set", "search.trials=4", "--set", "search.concurrency=1",
+               "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: finished_trials(run_dir), 240, "a trial to finish")
+    try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
+        wait_for(lambda: trial_results(run_dir, "ours-tiny_n=48_r=0.25"), 300, "a trial of the second cell")
     finally:
         processes = descendants(driver.pid)
         for pid in [driver.pid, *processes]:
@@ -178,22 +190,28 @@ def test_resume_after_killing_the_driver_keeps_finished_trials(tmp_path: Path):
             except ProcessLookupError:
                 pass
         driver.wait()
-    before = finished_trials(run_dir)
-    assert not (run_dir / "summary.csv").exists()
+    first_cell = trial_results(run_dir, "ours-tiny_n=48_r=0")
+    rungs = saved_rungs(run_dir)["ours-tiny/n=48/r=0"]
+    assert len(first_cell) == 4 and not (run_dir / "summary.csv").exists()
+    assert sum(len(recorded) for recorded in rungs) >= 4  # the first cell's rung statistics were checkpointed
 
     run_study(load_config(StudyConfig, run_dir / "study.yaml"), run_dir)
     trials = read_csv(run_dir / "trials.csv")
-    assert len(trials) == 6 and all(t["status"] == "TERMINATED" for t in trials)
-    for path, lines in before.items():
-        assert len(path.read_text().splitlines()) == lines, f"{path.parent.name} was rerun"
-        assert path.parent.name in {t["trial_id"] for t in trials}
+    assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials)
+    assert trial_results(run_dir, "ours-tiny_n=48_r=0") == first_cell  # finished and stopped trials not rerun
+    for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"):
+        rates = [t["train.lr"] for t in trials if t["cell"] == cell]
+        assert len(rates) == 4 == len(set(rates)), cell  # a searcher restarted from scratch repeats its proposals
+    assert sum(len(recorded) for recorded in saved_rungs(run_dir)["ours-tiny/n=48/r=0"]) == sum(
+        len(recorded) for recorded in rungs
+    )
 
 
 @pytest.mark.slow
 def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path: Path):
     with pytest.raises(SearchError, match=r"search.resources.gpu=1.0 per trial, but the cluster has 0 GPU"):
         run_study(smoke("search.resources.gpu=1"), tmp_path / "run")
-    assert not (tmp_path / "run" / "cells").exists()
+    assert not (tmp_path / "run" / "trials").exists()
 
 
 def test_unwritable_storage_path_is_named(tmp_path: Path):
@@ -211,8 +229,8 @@ def test_unreachable_address_fails_in_seconds_naming_the_option(tmp_path: Path):
 def test_cli_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys):
     from raylm.search.__main__ import main
 
-    assert main(["--config", str(SMOKE), "--storage-path", "s3://bucket/x"]) == 2
-    assert "URIs are not supported" in capsys.readouterr().err
+    assert main(["--config", str(SMOKE), "--storage-path", "nosuch://bucket/x"]) == 2
+    assert "search.storage_path 'nosuch://bucket/x" in capsys.readouterr().err
     assert main(["--config", str(SMOKE), "--set", "search.axes.arch=[]"]) == 2
     assert "search.axes.arch is empty" in capsys.readouterr().err
 
@@ -223,7 +241,6 @@ def test_optimize_mode_folds_the_axes_into_one_search(tmp_path: Path):
     run_study(study, tmp_path / "run")
     trials = read_csv(tmp_path / "run" / "trials.csv")
     assert len(trials) == 4 and {t["real_fraction"] for t in trials} <= {"0.0", "0.25"}
-    assert [p.name for p in (tmp_path / "run" / "cells").iterdir() if p.is_dir()] == ["all"]
     summary = read_csv(tmp_path / "run" / "summary.csv")
     assert {row["cell"] for row in summary} == {t["cell"] for t in trials}
 

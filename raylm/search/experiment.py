@@ -1,0 +1,125 @@
+"""The study's one Tune experiment: trainable, searcher, scheduler, checkpoints, fault tolerance.
+
+`compare` mode runs every cell in this one experiment, each cell with its own seeded
+Optuna (TPE) search and its own ASHA (see `per_cell`); `optimize` mode folds the axes
+into one space with one searcher and one ASHA. Restoring the experiment keeps
+finished trials, resumes the rest from their checkpoints, and restores the searchers'
+and the schedulers' state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from raylm.config import SearchConfig, StudyConfig
+from raylm.models import model_flops
+from raylm.search.cluster import trial_slots
+from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
+from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
+
+Trainable = Callable[[dict[str, Any], StudyConfig], None]
+EXPERIMENT = "trials"  # the experiment's folder in the run directory
+
+
+def wrap(trainable: Trainable, study: StudyConfig):
+    resources = study.search.resources
+    with_study = tune.with_parameters(trainable, study=study)
+    return tune.with_resources(with_study, {"cpu": resources.cpu, "gpu": resources.gpu})
+
+
+def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> OptunaSearch:
+    """Seeded TPE: its first proposals are random (fewer than Optuna's 10 on small budgets), then model-based."""
+    startup = min(10, max(2, search.trials // 3))
+    sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
+    return OptunaSearch(space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler)
+
+
+def asha(search: SearchConfig) -> ASHAScheduler:
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=search.max_epochs,
+        grace_period=search.grace_period,
+        reduction_factor=search.reduction_factor,
+    )
+
+
+def cell_cost(study: StudyConfig, cell: Cell) -> float:
+    """Relative compute of one epoch of a cell's trial: training faces x the model's forward FLOPs."""
+    config = trial_config(study, cell.values())
+    size, channels = config.data.augment.input_size, config.data.crop.channels
+    return cell.train_size * model_flops(config.model.name, channels, size, **config.model.options)
+
+
+def search_and_schedule(study: StudyConfig) -> tuple[Searcher, TrialScheduler, dict[str, Any] | None]:
+    """The searcher, the scheduler and Tune's param_space (None when the searcher holds the spaces)."""
+    search = study.search
+    if search.mode == "optimize":
+        return optuna_search(search), asha(search), folded_space(study)
+    longest_first = sorted(cells(study), key=lambda cell: -cell_cost(study, cell))
+    searchers = {cell.name: optuna_search(search, hyper_space(study)) for cell in longest_first}
+    constants = {cell.name: cell.values() for cell in longest_first}
+    searcher = CellSearcher(searchers, constants, search.trials, search.metric, search.metric_mode)
+    scheduler = CellScheduler({cell.name: asha(search) for cell in longest_first}, lambda c: cell_of(c).name)
+    return searcher, scheduler, None
+
+
+def trial_dirname(trial: tune.experiment.Trial) -> str:
+    """`<cell>__<trial id>`, so a person can find a cell's trials."""
+    return f"{cell_of(trial.config).slug}__{trial.trial_id}"
+
+
+def make_tuner(study: StudyConfig, trainable: Trainable, storage: str) -> tune.Tuner:
+    search = study.search
+    searcher, scheduler, space = search_and_schedule(study)
+    trials = search.trials * (len(cells(study)) if search.mode == "compare" else 1)
+    return tune.Tuner(
+        wrap(trainable, study),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=search.metric,
+            mode=search.metric_mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=trials,
+            # Also how many trials Tune keeps pending, so every free slot starts a trial process at once
+            # (Tune's default for a custom searcher is one pending trial: slots would fill one by one).
+            max_concurrent_trials=search.concurrency or trial_slots(study),
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=True,  # a fresh trial process re-imports torch: seconds per trial on small CPUs
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=storage,
+            # Tune's own TensorBoard logger is off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS): the trainer writes
+            # TensorBoard under raylm's metric names; these keep progress.csv and result.json per trial.
+            callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), SchedulerState(scheduler)],
+            # Files a trial writes in its working directory (TensorBoard events) reach storage with
+            # each checkpoint, when a trial stops, and when its process is reused for the next trial.
+            sync_config=tune.SyncConfig(sync_artifacts=True),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=search.keep_checkpoints,
+                checkpoint_score_attribute=search.metric,
+                checkpoint_score_order=search.metric_mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=search.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def run_experiment(study: StudyConfig, trainable: Trainable, storage: str) -> tune.ResultGrid:
+    """Run the study's experiment under `storage`, or continue it when `storage` holds an interrupted one."""
+    path = f"{storage.rstrip('/')}/{EXPERIMENT}"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
+    else:
+        tuner = make_tuner(study, trainable, storage)
+    return tuner.fit()

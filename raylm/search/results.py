@@ -1,0 +1,61 @@
+"""Tune's results as the study's rows: one per trial, read through `ResultGrid`'s own API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raylm.config import SearchConfig
+from raylm.search.space import CELL_KEYS, cell_of
+
+Row = dict[str, Any]
+
+
+def trial_id_of(result: tune.Result) -> str:
+    """A trial's id, also for a trial that failed before reporting (its folder is `<cell>__<id>`)."""
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name.rpartition("__")[2]
+
+
+def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], dict[str, tune.Result]]:
+    """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, its best value of
+    the selection metric, node, compute, start and end), and Tune's result of each trial by id.
+
+    Start and end (`started_at`, `finished_at`) are seconds since the first trial started.
+    """
+    best = grid.get_dataframe(filter_metric=search.metric, filter_mode=search.metric_mode)
+    best_value = dict(zip(best["trial_id"], best[search.metric], strict=True)) if len(best) else {}
+    rows, results = [], {}
+    for result in grid:
+        trial_id = trial_id_of(result)
+        metrics = result.metrics or {}
+        cell = cell_of(result.config)
+        epochs = int(metrics.get("epoch", 0))
+        compute_s = float(metrics.get("time_total_s", 0.0))
+        finished_at = float(metrics.get("reported_at", 0.0))
+        results[trial_id] = result
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "cell": cell.name,
+                "arch": cell.arch,
+                "train_size": cell.train_size,
+                "real_fraction": cell.real_fraction,
+                **{key: value for key, value in result.config.items() if key not in CELL_KEYS.values()},
+                "epochs": epochs,
+                "stopped_early": result.error is None and epochs < search.max_epochs,
+                "status": "ERROR" if result.error is not None else "TERMINATED",
+                search.metric: float(best_value.get(trial_id, float("nan"))),
+                "node": metrics.get("node_ip", ""),
+                "node_id": metrics.get("node_id", ""),
+                "compute_s": compute_s,
+                "started_at": finished_at - compute_s,
+                "finished_at": finished_at,
+            }
+        )
+    start = min((row["started_at"] for row in rows if row["finished_at"]), default=0.0)
+    for row in rows:
+        row["started_at"] -= start
+        row["finished_at"] -= start
+    return rows, results

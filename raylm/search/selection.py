@@ -1,0 +1,45 @@
+"""The study's one selection rule: which trial is a cell's best, and which cell is best overall.
+
+A cell's best trial is the best by the selection metric (`search.metric`, `search.metric_mode`:
+validation only) among its trials that ran the whole epoch budget. In `compare` mode
+ASHA always lets the first trials at each of a cell's rungs go on, so one exists unless
+all crashed; in `optimize` mode ASHA compares across cells, so a cell may have none,
+and then its best stopped trial stands in (its `epochs` say so). The overall best cell
+is the cell whose best trial is best by the same metric.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from raylm.config import SearchConfig
+
+Row = dict[str, Any]
+
+
+def rank(search: SearchConfig, value: float) -> float:
+    """Lower is better, whatever the mode; NaN ranks last."""
+    if value is None or math.isnan(value):
+        return math.inf
+    return value if search.metric_mode == "min" else -value
+
+
+def best_trials(search: SearchConfig, rows: list[Row]) -> dict[str, Row]:
+    """Each cell's best trial (rows from `results.trial_rows`): full-budget trials first, then by the metric."""
+
+    def key(row: Row) -> tuple[bool, float]:
+        return row["epochs"] < search.max_epochs, rank(search, row[search.metric])
+
+    best: dict[str, Row] = {}
+    for row in rows:
+        if row["status"] != "TERMINATED" or math.isinf(rank(search, row[search.metric])):
+            continue
+        if row["cell"] not in best or key(row) < key(best[row["cell"]]):
+            best[row["cell"]] = row
+    return best
+
+
+def best_cell(search: SearchConfig, cell_rows: list[Row]) -> Row:
+    """The cell row whose best trial is best by the selection metric."""
+    return min(cell_rows, key=lambda row: rank(search, row[search.metric]))

@@ -1,0 +1,115 @@
+"""The per-cell searcher and scheduler, driven by hand the way Tune drives them (no Ray cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from raylm.config import StudyConfig, load_config
+from raylm.search.experiment import asha, cell_cost, optuna_search, search_and_schedule
+from raylm.search.per_cell import CellScheduler, SchedulerState
+from raylm.search.space import cell_of, cells, hyper_space
+
+SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
+
+
+def study(*overrides: str) -> StudyConfig:
+    return load_config(StudyConfig, SMOKE, overrides)
+
+
+def loss_of(proposal: dict) -> float:
+    """A deterministic stand-in for a trial's validation NME."""
+    return abs(proposal["train.lr"] - 0.004) + (0.01 if proposal["train.loss"] == "l1" else 0.0)
+
+
+def test_each_cell_gets_the_proposals_of_its_own_searcher_run_alone():
+    config = study("search.trials=6", "search.seed=3")
+    searcher, _, space = search_and_schedule(config)
+    assert space is None
+    by_cell: dict[str, list[dict]] = {}
+    for i in range(12):  # the cells' trials interleave as slots free up; each completes before the next
+        proposal = searcher.suggest(f"t{i}")
+        cell = cell_of(proposal).name
+        by_cell.setdefault(cell, []).append({k: v for k, v in proposal.items() if k.startswith("train.")})
+        searcher.on_trial_complete(f"t{i}", {"val/nme": loss_of(proposal), "training_iteration": 4})
+    assert searcher.suggest("t12") == Searcher.FINISHED
+    assert sorted(by_cell) == [cell.name for cell in cells(config)] and all(len(p) == 6 for p in by_cell.values())
+
+    for cell_proposals in by_cell.values():
+        alone = optuna_search(config.search, hyper_space(config))
+        expected = []
+        for i in range(6):
+            proposal = alone.suggest(f"a{i}")
+            expected.append(proposal)
+            alone.on_trial_complete(f"a{i}", {"val/nme": loss_of(proposal), "training_iteration": 4})
+        assert cell_proposals == expected  # TPE's model-based proposals included (startup is 2 of 6)
+
+
+def test_the_costliest_cell_is_proposed_first():
+    config = study("search.axes.arch=[ours-tiny, mobilenetv2_100]", "search.axes.train_size=[48, 96]")
+    assert cell_cost(config, cells(config)[-1]) > cell_cost(config, cells(config)[0])
+    searcher, _, _ = search_and_schedule(config)
+    first = [cell_of(searcher.suggest(f"t{i}")).name for i in range(config.search.trials)]
+    assert first == ["mobilenetv2_100/n=96/r=0"] * config.search.trials  # ties keep the axes' order
+
+
+def trial(trial_id: str, real_fraction: float) -> SimpleNamespace:
+    """What the scheduler reads of a Tune trial: its id and config."""
+    config = {"model.name": "ours-tiny", "data.train_size": 48, "data.real_fraction": real_fraction}
+    return SimpleNamespace(trial_id=trial_id, config=config)
+
+
+def result(epoch: int, nme: float) -> dict:
+    return {"training_iteration": epoch, "val/nme": nme}
+
+
+def cell_scheduler(config: StudyConfig) -> CellScheduler:
+    scheduler = CellScheduler({c.name: asha(config.search) for c in cells(config)}, lambda c: cell_of(c).name)
+    assert scheduler.set_search_properties("val/nme", "min")
+    return scheduler
+
+
+def test_a_cells_trials_are_compared_only_with_that_cells_trials():
+    scheduler = cell_scheduler(study("search.reduction_factor=2"))
+    good, weak_elsewhere = trial("a", 0.0), trial("b", 0.25)
+    for t in (good, weak_elsewhere):
+        scheduler.on_trial_add(None, t)
+    assert scheduler.on_trial_result(None, good, result(1, 0.05)) == TrialScheduler.CONTINUE
+    # 0.30 is far worse than cell r=0's trial, but it is the first of its own cell at this rung.
+    assert scheduler.on_trial_result(None, weak_elsewhere, result(1, 0.30)) == TrialScheduler.CONTINUE
+    weak_here = trial("c", 0.0)
+    scheduler.on_trial_add(None, weak_here)
+    assert scheduler.on_trial_result(None, weak_here, result(1, 0.30)) == TrialScheduler.STOP
+
+
+def test_scheduler_state_survives_a_restore_through_the_callback():
+    config = study("search.reduction_factor=2")
+    before = cell_scheduler(config)
+    for trial_id, nme in (("a", 0.05), ("b", 0.07)):
+        before.on_trial_add(None, trial(trial_id, 0.0))
+        before.on_trial_result(None, trial(trial_id, 0.0), result(1, nme))
+    state = SchedulerState(before).get_state()
+
+    restored, fresh = cell_scheduler(config), cell_scheduler(config)
+    SchedulerState(restored).set_state(state)
+    weak = trial("c", 0.0)
+    for scheduler in (restored, fresh):
+        scheduler.on_trial_add(None, weak)
+    assert restored.on_trial_result(None, weak, result(1, 0.30)) == TrialScheduler.STOP  # rung statistics kept
+    assert fresh.on_trial_result(None, weak, result(1, 0.30)) == TrialScheduler.CONTINUE  # an empty rung
+
+
+def test_searcher_state_round_trips(tmp_path: Path):
+    config = study("search.trials=3")
+    searcher, _, _ = search_and_schedule(config)
+    for i in range(3):
+        proposal = searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"val/nme": loss_of(proposal), "training_iteration": 4})
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored, _, _ = search_and_schedule(config)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("t3") == searcher.suggest("t3")
+    assert restored.cell_of_trial == searcher.cell_of_trial

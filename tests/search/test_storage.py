@@ -1,0 +1,59 @@
+"""Study storage on a bucket: a real S3 API server on 127.0.0.1 (moto), reached through ordinary S3 clients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boto3
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from raylm.config import StudyConfig, load_config
+from raylm.search import SearchError, run_study, storage
+from tests.search.s3 import s3_server
+
+SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    with s3_server() as env, pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="raylm")
+        yield client
+
+
+def keys(client, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="raylm", Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def test_storage_round_trips_and_names_an_unwritable_bucket(bucket):
+    storage.write_text("s3://raylm/probe/a.txt", "hello")
+    assert storage.read_text("s3://raylm/probe/a.txt") == "hello" and storage.exists("s3://raylm/probe/a.txt")
+    assert bucket.get_object(Bucket="raylm", Key="probe/a.txt")["Body"].read() == b"hello"
+    with pytest.raises(SearchError, match="search.storage_path: cannot write to s3://no-such-bucket/x"):
+        storage.check_writable("s3://no-such-bucket/x")
+
+
+@pytest.mark.slow
+def test_a_study_on_s3_leaves_its_report_checkpoints_and_tensorboard_in_the_bucket(bucket, tmp_path: Path):
+    study = load_config(StudyConfig, SMOKE, ["search.trials=2", "search.max_epochs=2", f"data.cache_dir={tmp_path}"])
+    result = run_study(study, "s3://raylm/runs/smoke")
+    assert (
+        result.run_dir == "s3://raylm/runs/smoke" and result.files["summary.csv"] == "s3://raylm/runs/smoke/summary.csv"
+    )
+    found = keys(bucket, "runs/smoke/")
+    for name in ("study.yaml", "summary.csv", "summary.md", "trials.csv", "best/checkpoint.pt", "best/config.yaml"):
+        assert f"runs/smoke/{name}" in found, name
+    trials = bucket.get_object(Bucket="raylm", Key="runs/smoke/trials.csv")["Body"].read().decode().splitlines()
+    trial_ids = [line.split(",")[0] for line in trials[1:]]
+    assert len(trial_ids) == 4
+    for trial_id in trial_ids:  # every trial's TensorBoard events reached the bucket, with raylm's scalars in them
+        (events,) = [k for k in found if f"__{trial_id}/events.out.tfevents" in k]
+        local = tmp_path / trial_id
+        local.mkdir()
+        bucket.download_file("raylm", events, str(local / Path(events).name))
+        assert "val/nme" in EventAccumulator(str(local)).Reload().Tags()["scalars"]
