@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise SearchError(
                     f"{run_dir} already holds a study; continue it with --resume {run_dir}, or pick --name"
                 )
-        result = run_study(study, run_dir if storage.is_uri(run_dir) else Path(run_dir), address=args.address)
+        result = run_study(study, run_dir, address=args.address)
     except (ConfigError, DataError, UnknownModel, SearchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"\nbest cell (by {study.search.metric}): {result.best_cell}")
     for name, path in result.files.items():
         print(f"{name}: {path}")
-    print(f"best checkpoint: {result.run_dir / 'best'}")
+    print(f"best checkpoint: {storage.join(str(result.run_dir), 'best')}")
     print(f"tensorboard: tensorboard --logdir {result.run_dir} --host 127.0.0.1")
     print(result.run_dir)
     return 0

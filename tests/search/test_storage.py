@@ -8,8 +8,8 @@ import boto3
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from raylm.config import StudyConfig, load_config
-from raylm.search import SearchError, run_study, storage
+from raylm.search import SearchError, storage
+from raylm.search.__main__ import main
 from tests.search.s3 import s3_server
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
@@ -39,12 +39,13 @@ def test_storage_round_trips_and_names_an_unwritable_bucket(bucket):
 
 
 @pytest.mark.slow
-def test_a_study_on_s3_leaves_its_report_checkpoints_and_tensorboard_in_the_bucket(bucket, tmp_path: Path):
-    study = load_config(StudyConfig, SMOKE, ["search.trials=2", "search.max_epochs=2", f"data.cache_dir={tmp_path}"])
-    result = run_study(study, "s3://raylm/runs/smoke")
-    assert (
-        result.run_dir == "s3://raylm/runs/smoke" and result.files["summary.csv"] == "s3://raylm/runs/smoke/summary.csv"
-    )
+def test_a_study_on_s3_leaves_its_report_checkpoints_and_tensorboard_in_the_bucket(bucket, tmp_path: Path, capsys):
+    overrides = ["search.trials=2", "search.max_epochs=2", f"data.cache_dir={tmp_path}"]
+    command = ["--config", str(SMOKE), "--storage-path", "s3://raylm/runs", "--name", "smoke"]
+    assert main([*command, *(f"--set={override}" for override in overrides)]) == 0
+    printed = capsys.readouterr().out.splitlines()  # the CLI prints the study's result: run dir, files, best
+    assert printed[-1] == "s3://raylm/runs/smoke" and "summary.csv: s3://raylm/runs/smoke/summary.csv" in printed
+    assert "best checkpoint: s3://raylm/runs/smoke/best" in printed
     found = keys(bucket, "runs/smoke/")
     for name in ("study.yaml", "summary.csv", "summary.md", "trials.csv", "best/checkpoint.pt", "best/config.yaml"):
         assert f"runs/smoke/{name}" in found, name
