@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import ray
+from ray.tune import ResultGrid
 
 from raylm.config import StudyConfig, load_config, with_values
 from raylm.search.cluster import connect
@@ -57,13 +58,9 @@ def study(cell_count: int, trials: int, cache: Path) -> StudyConfig:
     )
 
 
-def spans(experiment_dir: Path) -> list[tuple[float, float]]:
-    """(start, end) of every trial, from Tune's result files: end is the last report's wall time."""
-    found = []
-    for path in experiment_dir.glob("*/result.json"):
-        last = json.loads(path.read_text().splitlines()[-1])
-        found.append((last["reported_at"] - last["time_total_s"], last["reported_at"]))
-    return found
+def spans(grid: ResultGrid) -> list[tuple[float, float]]:
+    """(start, end) wall times of every trial: end is its last report, start that minus its running time."""
+    return [(r.metrics["reported_at"] - r.metrics["time_total_s"], r.metrics["reported_at"]) for r in grid]
 
 
 def utilisation(all_spans: list[tuple[float, float]], slots: int) -> tuple[float, float, float]:
@@ -87,8 +84,7 @@ def main() -> None:
         try:
             config = connect(None, config)
             started = time.time()
-            run_experiment(config, train_trial, str(root / "one"))
-            one = spans(root / "one" / "trials")
+            one = spans(run_experiment(config, train_trial, str(root / "one")))
             one_startup = min(start for start, _ in one) - started
 
             per_cell, gaps, previous_end = [], [], None
@@ -97,8 +93,7 @@ def main() -> None:
                 axes = {"arch": [values["model.name"]], "train_size": [cell.train_size], "real_fraction": [
                     cell.real_fraction]}  # fmt: skip
                 alone = with_values(config, {"search.axes": axes})
-                run_experiment(alone, train_trial, str(root / f"cell{i}"))
-                cell_spans = spans(root / f"cell{i}" / "trials")
+                cell_spans = spans(run_experiment(alone, train_trial, str(root / f"cell{i}")))
                 if previous_end is not None:
                     gaps.append(min(start for start, _ in cell_spans) - previous_end)
                 previous_end = max(end for _, end in cell_spans)
