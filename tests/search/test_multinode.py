@@ -18,7 +18,7 @@ from ray.cluster_utils import Cluster
 
 from raylm.config import StudyConfig, load_config
 from raylm.search import run_study
-from raylm.search.trainable import train_trial
+from tests.search.hooked import hooked_trial
 from tests.search.s3 import s3_server
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
@@ -38,23 +38,14 @@ def epochs_by_node(client, prefix: str) -> dict[str, list[tuple[str, int]]]:
 def recording_trial(folder: Path):
     """The real trainable, also noting each report's node and epoch in `folder/<trial id>` as it happens."""
 
-    def trial(params: dict, study: StudyConfig) -> None:
+    def note_then_report(report, metrics: dict, checkpoint) -> None:
         from ray import tune
 
-        report = tune.report
+        with (folder / tune.get_context().get_trial_id()).open("a") as file:
+            file.write(f"{metrics['node_id']} {metrics['epoch']}\n")
+        report(metrics, checkpoint=checkpoint)  # at the last epoch, Tune ends the trial here
 
-        def report_and_note(metrics: dict, checkpoint=None) -> None:
-            with (folder / tune.get_context().get_trial_id()).open("a") as file:
-                file.write(f"{metrics['node_id']} {metrics['epoch']}\n")
-            report(metrics, checkpoint=checkpoint)  # at the last epoch, Tune ends the trial here
-
-        tune.report = report_and_note
-        try:
-            train_trial(params, study)
-        finally:
-            tune.report = report
-
-    return trial
+    return hooked_trial(note_then_report)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from raylm.config import StudyConfig, load_config
 from raylm.evaluate import main as evaluate_main
 from raylm.search import SearchError, run_study
-from raylm.search.trainable import train_trial
+from tests.search.hooked import hooked_trial
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "experiments" / "smoke.yaml"
@@ -98,24 +98,13 @@ def test_report_files_and_best_checkpoint(study_run: Path, capsys):
 def flaky_trial(marker: Path):
     """A trainable that crashes once, right after its second epoch's checkpoint."""
 
-    def trial(params: dict, study: StudyConfig) -> None:
-        from ray import tune
+    def report_then_crash(report, metrics: dict, checkpoint) -> None:
+        report(metrics, checkpoint=checkpoint)
+        if metrics["epoch"] == 2 and not marker.exists():
+            marker.write_text("crashed once")
+            raise RuntimeError("injected failure")
 
-        report = tune.report
-
-        def report_then_crash(metrics: dict, checkpoint=None) -> None:
-            report(metrics, checkpoint=checkpoint)
-            if metrics["epoch"] == 2 and not marker.exists():
-                marker.write_text("crashed once")
-                raise RuntimeError("injected failure")
-
-        tune.report = report_then_crash
-        try:
-            train_trial(params, study)
-        finally:
-            tune.report = report
-
-    return trial
+    return hooked_trial(report_then_crash)
 
 
 @pytest.mark.slow
