@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import subprocess
 import types
 import typing
@@ -21,11 +22,14 @@ import yaml
 
 from raylm import __version__
 from raylm.data.pipeline import DataConfig
+from raylm.errors import RaylmError
 
 T = TypeVar("T")
 
+VALIDATION_SETS = ("val/", "val_real/")  # the sets a study may select on: synthetic and real validation faces
 
-class ConfigError(ValueError):
+
+class ConfigError(RaylmError, ValueError):
     """A study file or override that does not fit the config's schema."""
 
 
@@ -44,7 +48,10 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     try:
         return cls(**values)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}: {error}") from None
+        message = str(error)
+        # A check that names its own dotted field ("search.metric ...") needs no "search: " before it.
+        named = not path or message.startswith(f"{path}.")
+        raise ConfigError(message if named else f"{path}: {message}") from None
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -171,6 +178,15 @@ class ModelConfig:
     name: str = "ours"  # a registered model (raylm.models.list_models()) or timm:<name>
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor arguments, e.g. width, dropout
 
+    def __post_init__(self) -> None:
+        # Checked here, where the study file is read, so a wrong path fails before any trial or GPU time.
+        path = self.options.get("pretrained_path")
+        if path is not None and not Path(str(path)).is_file():
+            raise ConfigError(
+                f"model.options.pretrained_path: no file at {path}; give a local weights file "
+                "(paths are read on every node that trains) or remove the option"
+            )
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -252,7 +268,15 @@ class SearchConfig:
         if not 1 <= self.grace_period <= self.max_epochs:
             raise ValueError(f"search.grace_period must be between 1 and search.max_epochs ({self.max_epochs})")
         if self.metric.startswith("test"):
-            raise ValueError(f"search.metric {self.metric!r} selects on a test set; use a val/ metric")
+            raise ConfigError(
+                f"search.metric {self.metric!r} selects on a test set; use a val/ or val_real/ metric, "
+                "e.g. val_real/nme"
+            )
+        if not self.metric.startswith(VALIDATION_SETS):
+            raise ConfigError(
+                f"search.metric {self.metric!r} is not a validation metric; use val/<name> (synthetic "
+                "validation faces) or val_real/<name> (real ones, with data.val_real_size > 0), e.g. val/nme"
+            )
 
 
 @dataclass(frozen=True)
@@ -264,8 +288,38 @@ class StudyConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
+    def __post_init__(self) -> None:
+        if self.search.metric.startswith("val_real/") and self.data.val_real_size == 0:
+            raise ConfigError(
+                f"search.metric is {self.search.metric!r} but data.val_real_size is 0, so no real faces are held "
+                "out for it: set data.val_real_size (e.g. 100) or select on a val/ metric"
+            )
+        check_trial_device(self.train.device, self.search.resources.gpu)
+
     def base(self) -> RunConfig:
         return RunConfig(self.data, self.model, self.train)
+
+
+def check_trial_device(device: str, gpu: float | None) -> None:
+    """Fail when `train.device` names a CUDA device a trial with `gpu` GPUs per trial cannot see.
+
+    Ray shows a trial only the GPUs it was given: none when `search.resources.gpu` is 0,
+    else ceil(gpu) of them, as cuda:0... (None: one, where the cluster has GPUs).
+    """
+    kind, _, index = device.partition(":")
+    if kind != "cuda":
+        return
+    visible = 1 if gpu is None else math.ceil(gpu)
+    if visible == 0:
+        raise ConfigError(
+            f"train.device is {device!r} but search.resources.gpu is 0, so trials see no GPU: "
+            "set search.resources.gpu (e.g. 1) or train.device to auto"
+        )
+    if index.isdigit() and int(index) >= visible:
+        raise ConfigError(
+            f"train.device is {device!r} but each trial sees only its own {visible} GPU(s), numbered from cuda:0: "
+            "set train.device to cuda or auto"
+        )
 
 
 def with_values(config: T, values: dict[str, Any]) -> T:

@@ -23,13 +23,14 @@ import numpy as np
 from raylm.config import ConfigError, from_dict
 from raylm.data.crop import crop_box
 from raylm.data.record import N_POINTS, BadSample, DataError, FaceSet
+from raylm.errors import RaylmError
 
 Box = tuple[float, float, float, float]  # detector box (x, y, w, h)
 CropBox = tuple[int, int, int]  # training crop (x0, y0, side)
 Detector = Callable[[np.ndarray], list[Box]]  # RGB uint8 image -> face boxes
 
 
-class DetectorUnavailable(RuntimeError):
+class DetectorUnavailable(RaylmError, RuntimeError):
     """No face detector is installed."""
 
 
@@ -53,6 +54,15 @@ def dlib_detector(upsample: int = 1) -> Detector:
 def largest(boxes: Sequence[Box]) -> Box | None:
     """The box of largest area, or None when there is none."""
     return max(boxes, key=lambda box: box[2] * box[3], default=None)
+
+
+def detection_of(boxes: Sequence[Box], landmarks: np.ndarray) -> Box | None:
+    """A labelled face's detection: the largest box holding its landmarks' centre, or None (a miss).
+
+    Another face's box in a group photo is not this face's, however large.
+    """
+    x, y = landmarks[:N_POINTS].mean(axis=0)
+    return largest([box for box in boxes if box[0] <= x <= box[0] + box[2] and box[1] <= y <= box[1] + box[3]])
 
 
 @dataclass(frozen=True)
@@ -120,9 +130,7 @@ def fit_on_faces(faces: FaceSet, detect: Detector, margin: float, limit: int = 0
             face = faces.load(i)
         except BadSample:
             continue
-        x, y = face.landmarks[:N_POINTS].mean(axis=0)
-        around = [b for b in detect(face.image) if b[0] <= x <= b[0] + b[2] and b[1] <= y <= b[1] + b[3]]
-        if (box := largest(around)) is not None:
+        if (box := detection_of(detect(face.image), face.landmarks)) is not None:
             boxes.append(box)
             landmark_sets.append(face.landmarks)
     if not boxes:

@@ -1,7 +1,9 @@
 """`python -m raylm.evaluate CHECKPOINT --data SPEC`: a trained model's metrics on any dataset raylm reads.
 
-Faces are cropped by the checkpoint's own crop rule (the landmark box, exactly as
-in training), so the numbers measure the model and not a crop mismatch.
+Faces are cropped by the checkpoint's own crop rule and an evaluation protocol
+(`--boxes`, raylm.protocols): `landmarks`, the ground-truth landmark box exactly as in
+training, measures the model alone; `jitter` and `detector` measure it behind the
+boxes a face detector would give. The protocol is part of every result.
 """
 
 from __future__ import annotations
@@ -13,30 +15,64 @@ from pathlib import Path
 
 import numpy as np
 
-from raylm.config import ConfigError
+from raylm.config import RunConfig
 from raylm.data.cache import prepare
+from raylm.data.pipeline import default_cache_dir
 from raylm.data.record import DataError
 from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part
+from raylm.detect import BoxToCrop
+from raylm.errors import RaylmError
 from raylm.plots import ced_figure
-from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
-from raylm.train.hardware import choose_hardware
-from raylm.train.loop import evaluate_part
+from raylm.protocols import PROTOCOLS, CropProtocol, evaluate_protocol
+from raylm.train.evaluation import load_trained, seen_ids
 
 HEADLINE = ("nme", "nme_inter_pupil", "nme_bbox", "fr@0.08", "fr@0.10", "auc@0.08", "auc@0.10", "mse", "mean_shape_nme")
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, spec: str, skip_bad: bool = False) -> tuple[dict, np.ndarray]:
-    """Metrics of a checkpoint on the dataset `spec`, and the per-image inter-ocular NMEs (for CED curves)."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint_config(checkpoint)
-    hardware = choose_hardware(config.train)
-    faces = prepare(open_dataset(spec), config.data.crop, Path(config.data.cache_dir), skip_bad)
-    model = model_from_checkpoint(checkpoint).to(hardware.device)
-    part = Part(faces, np.arange(len(faces)), "real")
-    metrics, per_image = evaluate_part(model, part, config, hardware, checkpoint["mean_shape"].numpy())
-    metrics["skipped"] = sum(faces.skipped.values())
-    return metrics, per_image
+def evaluate_checkpoint(
+    checkpoint_path: str | Path,
+    spec: str,
+    protocol: CropProtocol | None = None,
+    skip_bad: bool = False,
+    device: str = "auto",
+    check_overlap: bool = True,
+) -> tuple[dict, np.ndarray]:
+    """Metrics of a checkpoint on the dataset `spec` under `protocol` (default: landmarks), and each face's NME.
+
+    The metrics carry `protocol` (its name and settings), `skipped` (unreadable samples
+    left out) and, with `check_overlap`, `overlap`: how many evaluated faces the
+    checkpoint trained or selected on (None, with a warning, when its training data
+    cannot be indexed here).
+    """
+    protocol = protocol or CropProtocol()
+    trained = load_trained(checkpoint_path, device)
+    faces = prepare(open_dataset(spec), trained.config.data.crop, Path(default_cache_dir()), skip_bad)
+    metrics, per_face = evaluate_protocol(trained, Part(faces, np.arange(len(faces)), "real"), protocol)
+    result = {"protocol": protocol.name, **metrics, "skipped": sum(faces.skipped.values())}
+    if check_overlap:
+        try:
+            result["overlap"] = overlap(trained.config, faces.ids)
+        except DataError as error:
+            print(f"warning: cannot check for faces the checkpoint trained on: {error}", file=sys.stderr)
+            result["overlap"] = None
+    return result, per_face
+
+
+def overlap(config: RunConfig, ids: tuple[str, ...]) -> int:
+    """How many of `ids` are among the faces the run of `config` trained or selected on (same source ids)."""
+    seen = seen_ids(config)
+    return sum(source_id in seen for source_id in ids)
+
+
+def describe_protocol(metrics: dict) -> str:
+    """The protocol line of the text output, e.g. `boxes: jitter (+-5% of the landmark box side, seed 0)`."""
+    name = metrics["protocol"]
+    if name == "jitter":
+        return f"boxes: jitter (+-{metrics['jitter']:.0%} of the landmark box side, seed {metrics['seed']})"
+    if name == "detector":
+        return f"boxes: detector ({metrics['missed']} of {metrics['n']} faces missed, each counted as a failure)"
+    return "boxes: landmarks (the ground-truth landmark box with the checkpoint's crop margin)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,24 +84,56 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or checkpoint.pt file")
     parser.add_argument("--data", required=True, metavar="SPEC", help="dataset to evaluate on, e.g. pts:/data/300W")
+    parser.add_argument(
+        "--boxes",
+        choices=tuple(PROTOCOLS),
+        default="landmarks",
+        help="evaluation protocol: landmarks: the training crop of the true landmarks (default); jitter: that "
+        "box randomly shifted and resized (seeded); detector: dlib's face box (misses count as failures)",
+    )
+    parser.add_argument("--jitter", type=_fraction, default=0.05, metavar="F", help="jitter: fraction of the box side")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="jitter: seed of the random boxes")
+    parser.add_argument("--box-fit", metavar="FILE", help="detector: box -> crop transform (raylm.predict --fit-boxes)")
+    parser.add_argument("--upsample", type=int, default=1, metavar="N", help="detector: upsample N times (small faces)")
+    parser.add_argument("--device", default="auto", help="as train.device: auto (CUDA when available), cpu, cuda:1")
     parser.add_argument("--json", action="store_true", help="print one JSON object keyed by metric name")
     parser.add_argument("--plot", metavar="PNG", help="write the cumulative error distribution (CED) curve")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples (counted) instead of stopping")
+    parser.add_argument(
+        "--allow-overlap", action="store_true", help="do not check for faces the checkpoint trained or selected on"
+    )
     args = parser.parse_args(argv)
     try:
-        metrics, per_image = evaluate_checkpoint(args.checkpoint, args.data, args.skip_bad)
-    except (DataError, ConfigError, FileNotFoundError) as error:
+        box_fit = BoxToCrop.load(args.box_fit) if args.box_fit else None
+        protocol = CropProtocol(args.boxes, args.jitter, args.seed, box_fit, upsample=args.upsample)
+        metrics, per_face = evaluate_checkpoint(
+            args.checkpoint, args.data, protocol, args.skip_bad, args.device, not args.allow_overlap
+        )
+    except (RaylmError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if metrics.get("overlap"):
+        print(
+            f"warning: {metrics['overlap']} of the {len(per_face)} evaluated faces are faces the checkpoint trained "
+            "or selected on (same source ids), so these numbers flatter it; --allow-overlap silences this",
+            file=sys.stderr,
+        )
     if args.plot:
-        ced_figure({args.data: per_image}).savefig(args.plot, dpi=100, bbox_inches="tight")
+        ced_figure({f"{args.data} ({args.boxes})": per_face}).savefig(args.plot, dpi=100, bbox_inches="tight")
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(f"{args.data}: {metrics['n']} faces ({metrics['skipped']} skipped)")
+        print(f"{args.data}: {len(per_face)} faces ({metrics['skipped']} skipped), {describe_protocol(metrics)}")
         for key in HEADLINE:
-            print(f"  {key:<18}{metrics[key]:.5f}")
+            print(f"  {key:<18}{metrics.get(key, float('nan')):.5f}")
     return 0
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction of the box side in [0, 1), got {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from raylm.data.pts import read_pts
 from raylm.data.record import N_POINTS, BadSample, read_image
 from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
 from raylm.draw import draw_landmarks
-from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
+from raylm.train.evaluation import load_trained
 from raylm.train.loaders import image_tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -79,12 +79,10 @@ class Landmarker:
 
 
 def load_landmarker(checkpoint_path: str | Path, device: str = "auto") -> Landmarker:
-    """The model of a train/search checkpoint on `device` (auto: CUDA when available)."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint_config(checkpoint)
-    name = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = model_from_checkpoint(checkpoint).to(name)
-    return Landmarker(model, config.data.crop, config.data.augment.input_size, torch.device(name))
+    """The model of a train/search checkpoint on `device` (as train.device: auto is CUDA when available)."""
+    trained = load_trained(checkpoint_path, device)
+    data = trained.config.data
+    return Landmarker(trained.model, data.crop, data.augment.input_size, trained.hardware.device)
 
 
 # find_box(image, source) -> the crop box, or None when the image shows no face.

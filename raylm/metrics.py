@@ -4,6 +4,12 @@
 in the same units, usually pixels. NME-style metrics are unit-free because they
 divide by a length measured on the *target* face. Nothing here imports raylm, so
 the report layer and notebooks can use it on saved predictions directly.
+
+A face whose error is NaN (a diverged prediction, a degenerate target) is a
+failure: `failure_rate` counts it, `ced` and `auc` give it no credit. It has no
+error to average, so a mean over it (`nme`, `bootstrap_interval`,
+`paired_difference`) is NaN rather than a mean over the remaining faces, which
+would flatter the model.
 """
 
 from __future__ import annotations
@@ -111,15 +117,15 @@ def mse(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def failure_rate(errors: np.ndarray, threshold: float) -> float:
-    """Fraction of per-image errors strictly above `threshold`."""
-    return float(np.mean(np.asarray(errors) > threshold))
+    """Fraction of per-image errors strictly above `threshold` or NaN (both are failures)."""
+    return float(np.mean(~(np.asarray(errors) <= threshold)))
 
 
 def ced(errors: np.ndarray, max_threshold: float, steps: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """Cumulative error distribution, for plots.
 
     Returns `steps + 1` evenly spaced thresholds from 0 to `max_threshold` and,
-    for each, the fraction of images whose error is <= the threshold.
+    for each, the fraction of images whose error is <= the threshold (never a NaN one).
     """
     thresholds = np.linspace(0.0, max_threshold, steps + 1)
     ordered = np.sort(np.asarray(errors, dtype=np.float64))
@@ -134,10 +140,54 @@ def auc(errors: np.ndarray, max_threshold: float) -> float:
     error e, so that image adds (max_threshold - e) / max_threshold to the area
     when e < max_threshold and nothing otherwise. Evaluation scripts that apply
     the trapezoid rule on a threshold grid differ from this by at most about
-    one grid step.
+    one grid step. A NaN error adds nothing, like an error beyond `max_threshold`.
     """
     errors = np.asarray(errors, dtype=np.float64)
-    return float(np.mean(np.clip(1.0 - errors / max_threshold, 0.0, 1.0)))
+    return float(np.mean(np.nan_to_num(np.clip(1.0 - errors / max_threshold, 0.0, 1.0), nan=0.0)))
+
+
+def bootstrap_interval(
+    values: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-face values, e.g. per-image NMEs: (low, high).
+
+    Draws the faces with replacement `resamples` times and returns the (1 - confidence) / 2
+    and (1 + confidence) / 2 quantiles of the resampled means. It measures how much the
+    mean depends on which test faces were drawn, not on training randomness. Seeded, so a
+    report is the same every time it is written. Any NaN value gives (nan, nan): see the
+    module docstring.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("no values to bootstrap")
+    if not 0 < confidence < 1 or resamples < 1:
+        raise ValueError(f"need 0 < confidence < 1 and resamples >= 1; got {confidence} and {resamples}")
+    if np.isnan(values).any():
+        return np.nan, np.nan
+    # All resamples at once: resamples x faces indices, 20 MB for 1000 x 2,500 faces.
+    faces = np.random.default_rng(seed).integers(0, values.size, size=(resamples, values.size))
+    low, high = np.quantile(values[faces].mean(axis=1), [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of b - a over the same faces, with its paired percentile bootstrap interval: (mean, low, high).
+
+    `a` and `b` hold per-face values of two models on the same faces in the same order.
+    Resampling faces, each with both its values, removes the spread that comes from
+    some faces being harder than others for both models, so the interval is much narrower
+    than two separate intervals would suggest. An interval containing 0 means the
+    difference is not significant at the 1 - confidence level. NaN in either array
+    gives NaN throughout.
+    """
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must hold the same faces; got {a.size} and {b.size} values")
+    differences = b - a
+    low, high = bootstrap_interval(differences, confidence, resamples, seed)
+    return float(differences.mean()), low, high
 
 
 def landmark_metrics(pred_px: np.ndarray, target_px: np.ndarray, image_size: float) -> dict[str, float]:

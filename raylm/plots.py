@@ -7,6 +7,7 @@ when it has nothing to show; callers decide where to save it.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -119,18 +120,20 @@ def ced_figure(per_image_nme: dict[str, np.ndarray]) -> Figure | None:
     return figure
 
 
-def progress_figure(trials: list[dict]) -> Figure | None:
-    """Best-so-far validation NME against trials completed and compute spent; None without any val/nme."""
+def progress_figure(trials: list[dict], metric: str, mode: Literal["min", "max"]) -> Figure | None:
+    """The selection metric's best-so-far (lowest for mode "min", highest for "max") against trials
+    completed and compute spent; None when no trial has a value of `metric`."""
 
     def finished(trial: dict) -> tuple[bool, float]:
         at = finite_number(trial.get("finished_at"))
         return (at is None, at or 0.0)  # trials without a time go last
 
     ordered = sorted(trials, key=finished)
-    values = np.array([finite_number(trial.get("val/nme")) for trial in ordered], dtype=np.float64)
+    values = np.array([finite_number(trial.get(metric)) for trial in ordered], dtype=np.float64)
     if not np.isfinite(values).any():
         return None
-    best = np.fmin.accumulate(values)  # fmin skips NaN, so errored trials carry the best forward
+    # fmin and fmax skip NaN, so errored trials carry the best forward.
+    best = (np.fmin if mode == "min" else np.fmax).accumulate(values)
     count = np.arange(1, len(ordered) + 1)
     hours = np.cumsum([finite_number(trial.get("compute_s")) or 0.0 for trial in ordered]) / 3600
     figure = Figure(figsize=(11, 4.5))
@@ -142,7 +145,7 @@ def progress_figure(trials: list[dict]) -> Figure | None:
         ax.set_xlabel(label)
         if np.nanmin(values) > 0:
             ax.set_yscale("log")
-    axes[0].set_ylabel("validation NME")
+    axes[0].set_ylabel(f"{metric} (selection metric)")
     axes[0].legend()
     figure.suptitle("Search progress")
     return figure

@@ -11,11 +11,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from raylm.config import ConfigError
 from raylm.data.crop import CropConfig
-from raylm.data.record import DataError
 from raylm.data.spec import open_dataset
-from raylm.detect import BoxToCrop, DetectorUnavailable, dlib_detector, fit_on_faces
+from raylm.detect import BoxToCrop, dlib_detector, fit_on_faces
+from raylm.errors import RaylmError
 from raylm.inference import BOX_MODES, Summary, box_finder, load_landmarker, predict_inputs
 
 USAGE = """python -m raylm.predict CHECKPOINT INPUTS... [--output DIR] [--boxes full|detector|landmarks]
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upsample", type=int, default=1, metavar="N", help="detector: upsample N times (small faces)")
     parser.add_argument("--smooth", type=_alpha, default=0.0, metavar="ALPHA", help="video: EMA weight of past frames")
     parser.add_argument("--json-only", action="store_true", help="write no annotated images or videos")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto", help="as train.device: auto (CUDA when available), cpu, cuda:1")
     parser.add_argument("--fit-boxes", metavar="SPEC", help="fit the box transform on a labelled dataset instead")
     parser.add_argument("--out", metavar="FILE", help="--fit-boxes: where to write the fit (JSON)")
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="--fit-boxes: use at most N faces (0: all)")
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = predict_inputs(
             [Path(p) for p in args.inputs], landmarker, find_box, output, args.smooth, not args.json_only
         )
-    except (FileNotFoundError, ConfigError, DataError, DetectorUnavailable) as error:
+    except (RaylmError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(describe(summary, output))

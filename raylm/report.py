@@ -1,9 +1,11 @@
 """The files a researcher reads after a search: trials.csv, summary.csv, summary.md and PNG plots.
 
 Inputs are plain dicts (one per Tune trial, one per cell's best trial), so this
-module needs neither Ray nor torch. The best cell is chosen by validation NME
-alone; test metrics are reported but play no part in any choice. Missing or NaN
-values are empty in the CSVs and "—" in the markdown.
+module needs neither Ray nor torch. The best cell is chosen by the study's
+selection metric (`search.metric` and `search.metric_mode`, passed in), on
+validation data alone; test metrics are reported, with bootstrap intervals over
+the test faces, but play no part in any choice. Missing or NaN values are empty
+in the CSVs and "—" in the markdown.
 """
 
 from __future__ import annotations
@@ -11,38 +13,77 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 import numpy as np
 
+from raylm.config import VALIDATION_SETS
+from raylm.metrics import bootstrap_interval, paired_difference
 from raylm.plots import ced_figure, finite_number, fraction_figure, progress_figure, size_figure, size_label
 from raylm.sizefit import PowerLaw, SizeEstimate, fit_power_law, minimum_viable_size
 
 __all__ = ["PowerLaw", "SizeEstimate", "fit_power_law", "minimum_viable_size", "write_report"]
 
-# trials.csv: these columns, with the hyperparameters (every other trial key, sorted) in between.
+# trials.csv: the hyperparameters (every other trial key, sorted) go between the head and the status,
+# the validation metrics (the selection metric first) between the reason and the node.
 TRIAL_HEAD = ("trial_id", "cell", "arch", "train_size", "real_fraction")
-TRIAL_TAIL = (
-    "epochs",
-    "stopped_early",
-    "status",
-    "val/nme",
-    "node",
-    "node_id",
-    "compute_s",
-    "started_at",
-    "finished_at",
-)
+TRIAL_STATUS = ("epochs", "stopped_early", "status", "reason")  # reason: why a trial errored
+TRIAL_TAIL = ("node", "node_id", "compute_s", "started_at", "finished_at")
 TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `<test_set>/<metric>`
+JITTER = "_jitter"  # `<test_set>_jitter/...`: the same test set under the jitter protocol
+CONFIDENCE = 0.95  # of the bootstrap intervals over test faces
+LOW, HIGH = "_ci95_low", "_ci95_high"  # `<test_set>/nme_ci95_low`: the interval's ends
+NOT_SIGNIFICANT = "n.s."
 TOLERANCE = 0.10  # n* is where predicted NME is within 10% of the fitted floor
 BOOTSTRAP = 1000
 DPI = 100
 MISSING = "—"
-Column = tuple[str, str, str | None]  # a markdown column: (title, key, format spec, or None for text)
+
+
+class Column(NamedTuple):
+    """A markdown column: a title, the row key it shows, a format spec (None for text), and
+    whether to follow the value with its bootstrap interval (keys `<key>_ci95_low`, `_high`)."""
+
+    title: str
+    key: str
+    spec: str | None
+    interval: bool = False
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its bootstrap interval, shown as `0.0523 [0.0491, 0.0557]`."""
+
+    value: object
+    low: object
+    high: object
+
+    def text(self, spec: str) -> str:
+        value, low, high = (finite_number(x) for x in (self.value, self.low, self.high))
+        if value is None:
+            return MISSING
+        if low is None or high is None:
+            return format(value, spec)
+        return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+@dataclass(frozen=True)
+class Difference(Interval):
+    """A paired difference of means with its interval, marked "n.s." when the interval contains 0."""
+
+    def text(self, spec: str) -> str:
+        text = super().text(spec)
+        low, high = finite_number(self.low), finite_number(self.high)
+        significant = low is None or high is None or not low <= 0 <= high
+        return text if significant else f"{text} {NOT_SIGNIFICANT}"
 
 
 def _fmt(value: object, spec: str | None) -> str:
-    """A number formatted by `spec`, or text when `spec` is None; "—" when missing."""
+    """A number (or an Interval) formatted by `spec`, or text when `spec` is None; "—" when missing."""
+    if isinstance(value, Interval):
+        return value.text(spec)
     if spec is None:
         return _text(value)
     x = finite_number(value)
@@ -59,10 +100,17 @@ def _text(value: object) -> str:
 
 def _table(rows: Iterable[dict], columns: Sequence[Column]) -> list[str]:
     """A GitHub markdown table, a line per row dict; text columns left-aligned, numbers right-aligned."""
-    header = [title for title, _, _ in columns]
-    align = [":---" if spec is None else "---:" for _, _, spec in columns]
-    lines = [[_fmt(_value(row, key), spec) for _, key, spec in columns] for row in rows]
+    header = [column.title for column in columns]
+    align = [":---" if column.spec is None else "---:" for column in columns]
+    lines = [[_fmt(_shown(row, column), column.spec) for column in columns] for row in rows]
     return [f"| {' | '.join(line)} |" for line in (header, align, *lines)]
+
+
+def _shown(row: dict, column: Column) -> object:
+    """What a markdown cell shows: the row's value under the column's key, with its interval if asked for."""
+    if column.interval:
+        return Interval(row.get(column.key), row.get(column.key + LOW), row.get(column.key + HIGH))
+    return _value(row, column.key)
 
 
 def _cell_order(cell: dict) -> tuple[str, float, float]:
@@ -80,10 +128,18 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[objec
         writer.writerows([_csv_value(value) for value in row] for row in rows)
 
 
-def _write_trials(path: Path, trials: list[dict]) -> None:
+def _validation_keys(rows: list[dict], metric: str) -> list[str]:
+    """The selection metric, then every other validation metric (`val/...`, `val_real/...`) in the rows, sorted."""
+    others = {key for row in rows for key in row if key.startswith(VALIDATION_SETS)} - {metric}
+    return [metric, *sorted(others)]
+
+
+def _write_trials(path: Path, trials: list[dict], metric: str) -> None:
     """One row per trial, in the order given; keys absent from a trial are empty cells."""
-    hyperparameters = sorted({key for trial in trials for key in trial} - set(TRIAL_HEAD) - set(TRIAL_TAIL))
-    columns = [*TRIAL_HEAD, *hyperparameters, *TRIAL_TAIL]
+    validation = _validation_keys(trials, metric)
+    fixed = {*TRIAL_HEAD, *TRIAL_STATUS, *validation, *TRIAL_TAIL}
+    hyperparameters = sorted({key for trial in trials for key in trial} - fixed)
+    columns = [*TRIAL_HEAD, *hyperparameters, *TRIAL_STATUS, *validation, *TRIAL_TAIL]
     _write_csv(path, columns, ([trial.get(column) for column in columns] for trial in trials))
 
 
@@ -98,10 +154,18 @@ def _config_columns(cells: list[dict]) -> list[str]:
     return [f"config.{key}" for key in sorted({key for cell in cells for key in cell.get("config", {})})]
 
 
-def _write_summary(path: Path, cells: list[dict], test_set: str) -> None:
-    """One row per cell: fixed columns, then `config.<key>` for the best config, then any other cell keys."""
-    fixed = ["cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val/nme"]
-    fixed += [f"{test_set}/{metric}" for metric in TEST_METRICS] + ["mean_shape_nme", "compute_s", "gpu_hours"]
+def _write_summary(path: Path, cells: list[dict], test_set: str, metric: str) -> None:
+    """One row per cell: fixed columns, then `config.<key>` for the best config, then any other cell keys.
+
+    The fixed columns end with the test NME's interval and, when the cells have them, the
+    jitter protocol's test metrics, so the columns before them keep their places.
+    """
+    fixed = ["cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params"]
+    fixed += _validation_keys(cells, metric)
+    fixed += [f"{test_set}/{name}" for name in TEST_METRICS] + ["mean_shape_nme", "compute_s", "gpu_hours"]
+    fixed += [f"{test_set}/nme{LOW}", f"{test_set}/nme{HIGH}"]
+    jitter = [f"{test_set}{JITTER}/{name}" for name in TEST_METRICS]
+    fixed += [key for key in jitter if any(key in cell for cell in cells)]
     extras = sorted({key for cell in cells for key in cell} - set(fixed) - {"config"})
     columns = fixed + _config_columns(cells) + extras
     _write_csv(path, columns, ([_value(cell, column) for column in columns] for cell in cells))
@@ -132,41 +196,77 @@ def _overview(trials: list[dict], test_set: str) -> list[str]:
         f"Test metrics are on `{test_set}`. NME is normalised by the inter-ocular distance; FR@0.10 is the fraction",
         "of images with NME > 0.10; AUC@0.08 is the area under the CED up to NME 0.08, scaled to [0, 1]; MSE is over",
         "coordinates normalised by image size. Missing values are shown as —.",
+        f"A test NME shown as `0.0523 [0.0491, 0.0557]` is followed by its {CONFIDENCE:.0%} percentile bootstrap",
+        f"interval over the test faces ({BOOTSTRAP} resamples): how much it depends on which faces were tested, not",
+        "on training randomness.",
+    ]
+
+
+def _test_nme_columns(cells: list[dict], test_set: str) -> list[Column]:
+    """The test NME with its interval and, when the cells have it, the jitter protocol's beside it."""
+    landmarks = Column("Test NME", f"{test_set}/nme", ".4f", interval=True)
+    jitter = f"{test_set}{JITTER}/nme"
+    if not any(jitter in cell for cell in cells):
+        return [landmarks]
+    return [
+        landmarks._replace(title="Test NME, landmarks protocol"),
+        Column("Test NME, jitter protocol", jitter, ".4f"),
     ]
 
 
 def _size_table(cells: list[dict], test_set: str, fraction: float) -> list[str]:
+    shown = [cell for cell in cells if float(cell["real_fraction"]) == fraction]
     columns = [
-        ("Arch", "arch", None),
-        ("Train size", "train_size", ",.0f"),
-        ("Test NME", f"{test_set}/nme", ".4f"),
-        ("Mean-shape NME", "mean_shape_nme", ".4f"),
-        ("MSE", f"{test_set}/mse", ".2e"),  # 3 significant figures
-        ("FR@0.10", f"{test_set}/fr@0.10", ".4f"),
-        ("AUC@0.08", f"{test_set}/auc@0.08", ".4f"),
-        ("Params", "params", ",.0f"),
-        ("Epochs", "epochs", ",.0f"),
-        ("GPU-hours", "gpu_hours", ".2f"),
+        Column("Arch", "arch", None),
+        Column("Train size", "train_size", ",.0f"),
+        *_test_nme_columns(shown, test_set),
+        Column("Mean-shape NME", "mean_shape_nme", ".4f"),
+        Column("MSE", f"{test_set}/mse", ".2e"),  # 3 significant figures
+        Column("FR@0.10", f"{test_set}/fr@0.10", ".4f"),
+        Column("AUC@0.08", f"{test_set}/auc@0.08", ".4f"),
+        Column("Params", "params", ",.0f"),
+        Column("Epochs", "epochs", ",.0f"),
+        Column("GPU-hours", "gpu_hours", ".2f"),
     ]
-    table = _table((cell for cell in cells if float(cell["real_fraction"]) == fraction), columns)
+    table = _table(shown, columns)
     intro = f"Cells with real fraction {fraction:g}, the smallest searched."
     return ["## Architectures × training size", "", intro, "", *table]
 
 
-def _mixing_table(cells: list[dict], test_set: str) -> list[str]:
+def _mixing_table(cells: list[dict], test_set: str, per_image_nme: dict[str, np.ndarray]) -> list[str]:
     lines = ["## Mixing synthetic and real faces", ""]
     fractions = sorted({float(cell["real_fraction"]) for cell in cells})
     if len(fractions) < 2:
         return [*lines, f"Only one real fraction ({fractions[0]:g}) was searched."]
-    # A row per (arch, size), with the test NME of each fraction under the column "r=<fraction>".
-    rows: dict[tuple[str, float], dict[str, object]] = {}
+    base = fractions[0]
+    # A row per (arch, size): the test NME of each fraction under "r=<fraction>" and, beside it under
+    # "Δ r=<fraction>", its paired difference to the base fraction on the same test faces.
+    groups: dict[tuple[str, float], dict[float, dict]] = {}
     for cell in cells:
-        row = rows.setdefault((cell["arch"], cell["train_size"]), {"arch": cell["arch"], "size": cell["train_size"]})
-        row[f"r={float(cell['real_fraction']):g}"] = cell.get(f"{test_set}/nme")
-    columns = [("Arch", "arch", None), ("Train size", "size", ",.0f")]
-    columns += [(f"r={fraction:g}", f"r={fraction:g}", ".4f") for fraction in fractions]
-    intro = "Test NME by the fraction r of real faces in the training set."
-    return [*lines, intro, "", *_table(rows.values(), columns)]
+        groups.setdefault((cell["arch"], cell["train_size"]), {})[float(cell["real_fraction"])] = cell
+    rows = []
+    for (arch, size), by_fraction in groups.items():
+        row: dict[str, object] = {"arch": arch, "size": size}
+        base_errors = per_image_nme.get(by_fraction[base]["cell"]) if base in by_fraction else None
+        for fraction, cell in by_fraction.items():
+            row[f"r={fraction:g}"] = cell.get(f"{test_set}/nme")
+            errors = per_image_nme.get(cell["cell"])
+            if fraction != base and base_errors is not None and errors is not None:
+                row[f"Δ r={fraction:g}"] = Difference(*paired_difference(base_errors, errors, CONFIDENCE, BOOTSTRAP))
+        rows.append(row)
+    columns = [Column("Arch", "arch", None), Column("Train size", "size", ",.0f")]
+    for fraction in fractions:
+        columns.append(Column(f"r={fraction:g}", f"r={fraction:g}", ".4f"))
+        if fraction != base:
+            columns.append(Column(f"Δ r={fraction:g}", f"Δ r={fraction:g}", "+.4f"))
+    intro = (
+        f"Test NME by the fraction r of real faces in the training set. Δ r=f is the test NME at r=f minus that at"
+        f" r={base:g} (negative: the real faces help), averaged over the same test faces, with its {CONFIDENCE:.0%}"
+        " paired bootstrap interval."
+    )
+    legend = f"{NOT_SIGNIFICANT}: the interval contains 0, so the difference is not significant at the"
+    legend += f" {1 - CONFIDENCE:.0%} level."
+    return [*lines, intro, "", *_table(rows, columns), "", legend]
 
 
 def _estimate_text(estimate: SizeEstimate, sizes: np.ndarray) -> str:
@@ -206,55 +306,52 @@ def _viable_size_section(
     return ["## Minimum viable dataset size", "", intro, "", *bullets]
 
 
-def _best_section(cells: list[dict], test_set: str) -> list[str]:
+def _overall_best(cells: list[dict], metric: str, mode: Literal["min", "max"]) -> dict | None:
+    """The caller's rule (`raylm.search.selection.best_cell`): the cell with the lowest `metric` for mode
+    "min", the highest for "max", ties going to the earliest in the order given; None when no cell has one."""
+    ranked = [cell for cell in cells if finite_number(cell.get(metric)) is not None]
+    if not ranked:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    return min(ranked, key=lambda cell: sign * finite_number(cell[metric]))
+
+
+def _best_section(
+    cells: list[dict], best: dict | None, test_set: str, metric: str, mode: Literal["min", "max"]
+) -> list[str]:
     columns = [
-        ("Cell", "cell", None),
-        ("Val NME", "val/nme", ".4f"),
-        ("Test NME", f"{test_set}/nme", ".4f"),
-        ("Trials", "trials", ",.0f"),
-        ("Best trial", "best_trial", None),
-        ("Epochs", "epochs", ",.0f"),
-        *((column.removeprefix("config."), column, None) for column in _config_columns(cells)),
+        Column("Cell", "cell", None),
+        Column(metric, metric, ".4f"),
+        *_test_nme_columns(cells, test_set),
+        Column("Trials", "trials", ",.0f"),
+        Column("Best trial", "best_trial", None),
+        Column("Epochs", "epochs", ",.0f"),
+        *(Column(column.removeprefix("config."), column, None) for column in _config_columns(cells)),
     ]
     table = _table(cells, columns)
     lines = ["## Best configuration per cell", "", *table, ""]
-    ranked = [cell for cell in cells if finite_number(cell.get("val/nme")) is not None]
-    if not ranked:
-        return [*lines, "No cell has a validation NME, so there is no overall best cell."]
-    best = min(ranked, key=lambda cell: finite_number(cell["val/nme"]))
+    if best is None:
+        return [*lines, f"No cell has a value of `{metric}`, so there is no overall best cell."]
     config = ", ".join(f"{key}={_text(value)}" for key, value in sorted(best.get("config", {}).items()))
+    test_nme = _shown(best, Column("Test NME", f"{test_set}/nme", ".4f", interval=True))
     return [
         *lines,
-        f"**Overall best cell: {best['cell']}**, validation NME {_fmt(best['val/nme'], '.4f')},"
-        f" test NME {_fmt(best.get(f'{test_set}/nme'), '.4f')} (mean-shape baseline"
+        f"**Overall best cell: {best['cell']}**, {metric} {_fmt(best[metric], '.4f')},"
+        f" test NME {_fmt(test_nme, '.4f')} (mean-shape baseline"
         f" {_fmt(best.get('mean_shape_nme'), '.4f')}); config: {config or MISSING}.",
-        f"It is chosen by the lowest validation NME; the test set (`{test_set}`) plays no part in selection.",
+        f"It is chosen by the {'lowest' if mode == 'min' else 'highest'} `{metric}` (the study's `search.metric`);"
+        f" the test set (`{test_set}`) plays no part in selection.",
     ]
 
 
-def _markdown(
-    trials: list[dict],
-    cells: list[dict],
-    test_set: str,
-    fraction: float | None,
-    points: dict[str, tuple[np.ndarray, np.ndarray]],
-    estimates: dict[str, SizeEstimate],
-    plots: list[str],
-) -> str:
-    lines = [*_overview(trials, test_set), ""]
-    if fraction is None:
-        lines.append("No cells to report.")
-    else:
-        sections = (
-            _size_table(cells, test_set, fraction),
-            _mixing_table(cells, test_set),
-            _viable_size_section(points, estimates, fraction),
-            _best_section(cells, test_set),
-        )
-        lines += [line for section in sections for line in (*section, "")]
-    if plots:
-        lines += ["## Plots", "", *(f"![{name}]({name})" for name in plots)]
-    return "\n".join(lines).rstrip() + "\n"
+def _with_interval(cell: dict, per_image_nme: dict[str, np.ndarray], test_set: str) -> dict:
+    """The cell with its test NME's bootstrap interval (`<test_set>/nme_ci95_low`, `_high`) when its
+    per-image NMEs are known."""
+    errors = per_image_nme.get(cell["cell"])
+    if errors is None:
+        return cell
+    low, high = bootstrap_interval(errors, CONFIDENCE, BOOTSTRAP)
+    return {**cell, f"{test_set}/nme{LOW}": low, f"{test_set}/nme{HIGH}": high}
 
 
 def write_report(
@@ -262,17 +359,28 @@ def write_report(
     trials: list[dict],
     cells: list[dict],
     per_image_nme: dict[str, np.ndarray],
+    metric: str,
+    mode: Literal["min", "max"],
     test_set: str = "test_real",
 ) -> dict[str, Path]:
     """Write trials.csv, summary.csv, summary.md and the plots into run_dir; return file name -> path.
 
     `trials` holds one dict per Tune trial and `cells` one per cell (its best trial,
-    evaluated on `test_set`); `per_image_nme` maps a cell to its best model's
-    per-image test NMEs. A plot without data (one training size, one real fraction,
-    no per-image errors) is skipped and left out of the result.
+    evaluated on `test_set`), in the caller's order; `metric` and `mode` are the study's
+    selection rule (`search.metric`, `search.metric_mode`), which names the overall best
+    cell as the caller's selection does. `per_image_nme` maps a cell to its best model's
+    per-image NMEs on `test_set`, the same faces in the same order for every cell, which
+    is what makes the mixing table's paired differences valid. A plot without data (one
+    training size, one real fraction, no per-image errors) is skipped and left out of the result.
     """
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    per_image_nme = {cell: np.asarray(errors, dtype=np.float64).reshape(-1) for cell, errors in per_image_nme.items()}
+    per_image_nme = {cell: errors for cell, errors in per_image_nme.items() if errors.size}
+    cells = [_with_interval(cell, per_image_nme, test_set) for cell in cells]
+    best = _overall_best(cells, metric, mode)  # before sorting, so ties break as the caller's do
     cells = sorted(cells, key=_cell_order)
     # Size tables and fits use the r=0 cells, or the smallest real fraction searched.
     fraction = min((float(cell["real_fraction"]) for cell in cells), default=None)
@@ -280,20 +388,32 @@ def write_report(
     estimates = {arch: minimum_viable_size(sizes, nmes, TOLERANCE, BOOTSTRAP) for arch, (sizes, nmes) in points.items()}
 
     written = {"trials.csv": run_dir / "trials.csv", "summary.csv": run_dir / "summary.csv"}
-    _write_trials(written["trials.csv"], trials)
-    _write_summary(written["summary.csv"], cells, test_set)
+    _write_trials(written["trials.csv"], trials, metric)
+    _write_summary(written["summary.csv"], cells, test_set, metric)
     figures = {
         "nme_vs_size.png": size_figure(points, estimates, test_set, fraction) if fraction is not None else None,
         "nme_vs_real_fraction.png": fraction_figure(cells, test_set),
         "ced.png": ced_figure(per_image_nme),
-        "search_progress.png": progress_figure(trials),
+        "search_progress.png": progress_figure(trials, metric, mode),
     }
     for name, figure in figures.items():
         if figure is not None:
             figure.savefig(run_dir / name, dpi=DPI, bbox_inches="tight")
             written[name] = run_dir / name
     plots = [name for name in written if name.endswith(".png")]
+    sections = [_overview(trials, test_set)]
+    if fraction is None:
+        sections.append(["No cells to report."])
+    else:
+        sections += [
+            _size_table(cells, test_set, fraction),
+            _mixing_table(cells, test_set, per_image_nme),
+            _viable_size_section(points, estimates, fraction),
+            _best_section(cells, best, test_set, metric, mode),
+        ]
+    if plots:
+        sections.append(["## Plots", "", *(f"![{name}]({name})" for name in plots)])
+    markdown = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"
     written["summary.md"] = run_dir / "summary.md"
-    markdown = _markdown(trials, cells, test_set, fraction, points, estimates, plots)
     written["summary.md"].write_text(markdown, encoding="utf-8")
     return written

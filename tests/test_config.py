@@ -1,9 +1,9 @@
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
-from raylm.config import ConfigError, from_dict, load_config, save_config
+from raylm.config import ConfigError, Resources, SearchConfig, StudyConfig, from_dict, load_config, save_config
 from raylm.data.pipeline import DataConfig
 
 
@@ -73,3 +73,70 @@ def test_data_config_validates_crop_settings():
     assert config.crop.channels == 3 and config.tests == {"ffhq": "ffhq:/x.json"}
     with pytest.raises(ConfigError, match="crop.channels must be 1"):
         from_dict(DataConfig, {"crop": {"channels": 2}})
+
+
+def study(*overrides: str) -> StudyConfig:
+    return load_config(StudyConfig, None, list(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["search.metric=val_real/nme"],
+            "search.metric is 'val_real/nme' but data.val_real_size is 0, so no real faces are held out for it: "
+            "set data.val_real_size (e.g. 100) or select on a val/ metric",
+        ),
+        (
+            ["search.metric=train/loss"],
+            "search.metric 'train/loss' is not a validation metric; use val/<name> (synthetic validation faces) "
+            "or val_real/<name> (real ones, with data.val_real_size > 0), e.g. val/nme",
+        ),
+        (
+            ["search.metric=test_real/nme"],
+            "search.metric 'test_real/nme' selects on a test set; use a val/ or val_real/ metric, e.g. val_real/nme",
+        ),
+        (
+            ["train.device=cuda", "search.resources.gpu=0"],
+            "train.device is 'cuda' but search.resources.gpu is 0, so trials see no GPU: "
+            "set search.resources.gpu (e.g. 1) or train.device to auto",
+        ),
+        (
+            ["train.device=cuda:1", "search.resources.gpu=0.5"],
+            "train.device is 'cuda:1' but each trial sees only its own 1 GPU(s), numbered from cuda:0: "
+            "set train.device to cuda or auto",
+        ),
+        (
+            ["model.options={pretrained_path: /nowhere/weights.pth}"],
+            "model.options.pretrained_path: no file at /nowhere/weights.pth; give a local weights file "
+            "(paths are read on every node that trains) or remove the option",
+        ),
+    ],
+)
+def test_study_mistakes_fail_at_load_in_one_line_naming_the_fields(overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        study(*overrides)
+    assert str(caught.value) == message
+
+
+def test_valid_selection_metrics_devices_and_weights_load(tmp_path: Path):
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"")
+    config = study(
+        "search.metric=val_real/auc@0.08",
+        "search.metric_mode=max",
+        "data.val_real_size=100",
+        "train.device=cuda:1",
+        "search.resources.gpu=2",
+        f"model.options={{pretrained_path: {weights}}}",
+    )
+    assert (config.search.metric, config.model.options["pretrained_path"]) == ("val_real/auc@0.08", str(weights))
+    assert study("search.metric=val/nme_bbox").search.metric == "val/nme_bbox"
+    assert SearchConfig().metric == "val/nme"  # no real validation faces by default
+
+
+def test_a_resolved_study_is_checked_again():
+    # The search resolves `search.resources.gpu: null` with dataclasses.replace; the check still runs, as ConfigError.
+    config = study("train.device=cuda")
+    with pytest.raises(ConfigError, match="search.resources.gpu is 0"):
+        replace(config, search=replace(config.search, resources=Resources(gpu=0.0)))

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from raylm.config import RunConfig, StudyConfig, load_config
-from raylm.search.space import cells, check_space
+from raylm.data.pipeline import check_data
+from raylm.data.splits import make_split
+from raylm.search.space import cells, check_space, trial_config
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 STUDIES = sorted(path.name for path in EXPERIMENTS.glob("*.yaml") if path.name != "train_quick.yaml")
@@ -29,3 +31,55 @@ def test_the_studies_the_readme_promises_exist():
 
 def test_the_quick_training_run_parses():
     assert load_config(RunConfig, EXPERIMENTS / "train_quick.yaml").model.name == "ours-tiny"
+
+
+REAL_FACE_STUDIES = ["default.yaml", "fake_it.yaml", "fake_it_gpu.yaml"]
+
+
+@pytest.mark.parametrize("name", REAL_FACE_STUDIES)
+def test_studies_with_real_faces_select_on_real_validation_faces(name: str):
+    study = load_config(StudyConfig, EXPERIMENTS / name)
+    assert study.search.metric == "val_real/nme" and study.search.metric_mode == "min"
+    assert study.data.val_real_size >= 100
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_every_cell_of_the_built_in_studies_splits(name: str):
+    study = load_config(StudyConfig, EXPERIMENTS / name)
+    data = study.data
+    if not all(spec.startswith("builtin:") for spec in (data.synthetic, data.real or "", *data.tests.values())):
+        pytest.skip(f"{name} reads datasets that are not here")
+    for cell in cells(study):
+        check_data(trial_config(study, cell.values()).data)
+
+
+class Sized:
+    """A dataset of `n` faces as splitting sees it (an index, no images)."""
+
+    def __init__(self, spec: str, n: int):
+        self.spec, self.ids = spec, tuple(f"{spec}#{i}" for i in range(n))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@pytest.mark.parametrize("name", ["fake_it.yaml", "fake_it_gpu.yaml"])
+def test_every_cell_of_the_original_study_splits_at_the_datasets_sizes(name: str):
+    # FaceSynthetics has 100,000 renders, FFHQ 70,000 faces; 300W is a test set only.
+    study = load_config(StudyConfig, EXPERIMENTS / name)
+    synthetic, ffhq = Sized(study.data.synthetic, 100_000), Sized(study.data.real, 70_000)
+    tests = {"real": ffhq, "300w": Sized(study.data.tests["300w"], 600)}
+    for cell in cells(study):
+        data = trial_config(study, cell.values()).data
+        split = make_split(
+            synthetic,
+            ffhq,
+            tests,
+            train_size=data.train_size,
+            real_fraction=data.real_fraction,
+            val_size=data.val_size,
+            test_size=data.test_size,
+            seed=data.seed,
+            val_real_size=data.val_real_size,
+        )
+        assert len(split.val_real) == 1000 and not set(split.val_real.ids) & set(split.tests["real"].ids)

@@ -5,11 +5,13 @@ import pytest
 
 from raylm.metrics import (
     auc,
+    bootstrap_interval,
     ced,
     failure_rate,
     landmark_metrics,
     mse,
     nme,
+    paired_difference,
     point_errors,
     region_nme,
 )
@@ -97,6 +99,7 @@ def test_failure_rate():
     assert failure_rate(ERRORS, 0.08) == pytest.approx(0.5)  # 0.09 and 0.2
     assert failure_rate(ERRORS, 0.10) == pytest.approx(0.25)  # 0.2
     assert failure_rate(np.array([0.1]), 0.1) == 0.0  # exactly at the threshold passes
+    assert failure_rate(np.array([0.02, np.nan]), 0.08) == pytest.approx(0.5)  # NaN is a failure
 
 
 def test_ced_counts_errors_at_or_below_each_threshold():
@@ -113,6 +116,64 @@ def test_auc_is_exact_area_under_step_ced():
     assert auc(ERRORS, 0.10) == pytest.approx(0.35)
     assert auc(np.array([0.0, 0.0]), 0.08) == pytest.approx(1.0)
     assert auc(np.array([0.5]), 0.08) == 0.0
+    assert auc(np.array([0.0, np.nan]), 0.08) == pytest.approx(0.5)  # a NaN face adds no area
+
+
+def test_ced_never_counts_nan():
+    _, fractions = ced(np.array([0.0, np.nan]), 0.1, steps=1)
+    np.testing.assert_allclose(fractions, [0.5, 0.5])
+
+
+def test_bootstrap_interval_of_constant_is_the_constant():
+    assert bootstrap_interval(np.full(5, 0.25)) == (0.25, 0.25)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bootstrap_interval_of_small_arrays(seed):
+    # Two faces 0 and 1: a resample's mean is 0, 0.5 or 1 with chances 1/4, 1/2, 1/4,
+    # so the 2.5% and 97.5% quantiles of 1000 resampled means are 0 and 1.
+    assert bootstrap_interval(np.array([0.0, 1.0]), seed=seed) == (0.0, 1.0)
+    # Faces 0, 0, 0, 1: a resample's mean is k/4 with k ~ Binomial(4, 1/4);
+    # P(k = 0) = 0.32 > 2.5% and P(k <= 2) = 0.95 < 97.5% <= P(k <= 3) = 0.996.
+    assert bootstrap_interval(np.array([0.0, 0.0, 0.0, 1.0]), seed=seed) == (0.0, 0.75)
+
+
+def test_bootstrap_interval_is_seeded():
+    values = np.array([0.03, 0.05, 0.08, 0.2, 0.04])
+    assert bootstrap_interval(values, seed=3) == bootstrap_interval(values, seed=3)
+    low, high = bootstrap_interval(values)
+    assert 0.03 <= low < values.mean() < high <= 0.2
+
+
+def test_bootstrap_interval_of_nan_is_nan():
+    low, high = bootstrap_interval(np.array([0.05, np.nan]))
+    assert np.isnan(low) and np.isnan(high)
+
+
+def test_bootstrap_interval_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="no values"):
+        bootstrap_interval(np.array([]))
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_interval(np.array([0.1]), confidence=95)
+
+
+def test_paired_difference_of_shifted_faces_is_the_shift():
+    a = np.array([0.03, 0.05, 0.08, 0.2])
+    mean, low, high = paired_difference(a, a + 0.01)
+    # Faces differ in difficulty, but every pair differs by 0.01: a zero-width interval.
+    assert (mean, low, high) == pytest.approx((0.01, 0.01, 0.01), abs=1e-12)
+
+
+def test_paired_difference_of_noise_contains_zero():
+    # Differences +1, -1, +1, -1: a resample's mean is (2j - 4) / 4 with j ~ Binomial(4, 1/2);
+    # P(j = 0) = P(j = 4) = 1/16 > 2.5%, so the interval is (-1, 1).
+    assert paired_difference(np.zeros(4), np.array([1.0, -1.0, 1.0, -1.0])) == (0.0, -1.0, 1.0)
+
+
+def test_paired_difference_needs_the_same_faces():
+    with pytest.raises(ValueError, match="same faces"):
+        paired_difference(np.zeros(3), np.zeros(4))
+    assert np.isnan(paired_difference(np.zeros(2), np.array([0.1, np.nan]))).all()
 
 
 def test_landmark_metrics_names_and_values():

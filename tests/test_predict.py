@@ -12,6 +12,7 @@ from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig, augment, build_transform
 from raylm.data.builtin import open_builtin
 from raylm.data.crop import CropConfig, crop_box, crop_face, cut_square
+from raylm.data.pts import write_pts
 from raylm.detect import BoxToCrop, fit_box_to_crop
 from raylm.inference import Smoother, full_box, model_input, to_image_pixels
 from raylm.predict import main
@@ -182,11 +183,6 @@ def test_images_and_a_folder_with_bad_files_skipped(checkpoint: Path, tmp_path: 
     points = np.array(b["landmarks"])
     assert points.shape == (68, 2) and (points[:, 1] >= 0).all() and (points[:, 1] < FACE_SIZE).all()
     assert cv2.imread(str(output / "b.png")).shape == (FACE_SIZE, 120, 3)
-
-
-def write_pts(path: Path, points: np.ndarray) -> None:
-    rows = "\n".join(f"{x:.4f} {y:.4f}" for x, y in points)
-    path.write_text(f"version: 1\nn_points: 68\n{{\n{rows}\n}}\n")
 
 
 def test_landmark_boxes_crop_like_training(checkpoint: Path, tmp_path: Path):

@@ -80,11 +80,18 @@ FRACTIONS = (0.0, 0.5)
 BEST_BY_VAL = "resnet18/n=4000/r=0.5"  # lowest val/nme, but not the lowest test NME
 BEST_BY_TEST = "ours/n=4000/r=0.5"
 MISSING_TEST = "resnet18/n=2000/r=0"  # its evaluation failed
+REASON = "loss diverged (nan) at epoch 1"
 
 
 def make_search() -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
+    """Trials, cells and per-image NMEs of the small search.
+
+    Each cell has two test faces, its test NME -/+ 0.01, so its bootstrap interval is
+    test NME -/+ 0.01 (see tests/test_metrics.py). resnet18's r=0.5 cells list them in the
+    other order: against r=0 (0.02 lower) its faces then differ by +0.01 and -0.03, an
+    interval from -0.03 to +0.01 that contains 0; ours's differ by -0.01 and -0.01.
+    """
     trials, cells, per_image = [], [], {}
-    rng = np.random.default_rng(0)
     for arch_index, arch in enumerate(ARCHS):
         for size in CELL_SIZES:
             for fraction in FRACTIONS:
@@ -117,7 +124,8 @@ def make_search() -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
                 if name == MISSING_TEST:
                     metrics = {"test_real/nme": float("nan")}
                 else:
-                    per_image[name] = np.abs(rng.normal(test, 0.01, size=50))
+                    faces = np.array([test - 0.01, test + 0.01])
+                    per_image[name] = faces[::-1] if arch == "resnet18" and fraction == 0.5 else faces
                 cells.append(
                     {
                         **cell,
@@ -133,7 +141,8 @@ def make_search() -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
                         "config": config,
                     }
                 )
-    trials.append({**trials[0], "trial_id": "error", "status": "ERROR", "val/nme": float("nan"), "epochs": 0})
+    error = {"trial_id": "error", "status": "ERROR", "reason": REASON, "val/nme": float("nan"), "epochs": 0}
+    trials.append({**trials[0], **error})
     return trials, cells, per_image
 
 
@@ -145,7 +154,7 @@ def read_csv(path: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     trials, cells, per_image = make_search()
-    return write_report(tmp_path_factory.mktemp("run"), trials, cells[::-1], per_image)
+    return write_report(tmp_path_factory.mktemp("run"), trials, cells[::-1], per_image, "val/nme", "min")
 
 
 def test_report_writes_every_file(report):
@@ -161,7 +170,8 @@ def test_trials_csv_has_one_row_per_trial(report):
     assert header == [
         "trial_id", "cell", "arch", "train_size", "real_fraction",
         "batch_size", "loss", "lr", "weight_decay",
-        "epochs", "stopped_early", "status", "val/nme", "node", "node_id", "compute_s", "started_at", "finished_at",
+        "epochs", "stopped_early", "status", "reason", "val/nme",
+        "node", "node_id", "compute_s", "started_at", "finished_at",
     ]  # fmt: skip
     assert len(rows) == 2 * 12 + 1
     stopped = [row[header.index("stopped_early")] for row in rows]
@@ -169,6 +179,8 @@ def test_trials_csv_has_one_row_per_trial(report):
     assert stopped.count("True") == 12
     error = rows[-1]
     assert (error[0], error[header.index("status")], error[header.index("val/nme")]) == ("error", "ERROR", "")
+    assert error[header.index("reason")] == REASON
+    assert rows[0][header.index("reason")] == ""
 
 
 def test_summary_csv_columns_and_values(report):
@@ -176,16 +188,20 @@ def test_summary_csv_columns_and_values(report):
     assert header == [
         "cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val/nme",
         "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "mean_shape_nme", "compute_s",
-        "gpu_hours", "config.batch_size", "config.loss", "config.lr", "config.weight_decay",
+        "gpu_hours", "test_real/nme_ci95_low", "test_real/nme_ci95_high",
+        "config.batch_size", "config.loss", "config.lr", "config.weight_decay",
     ]  # fmt: skip
     assert len(rows) == 12
     by_cell = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
     assert rows[0][0] == "ours/n=1000/r=0"  # sorted by arch, size, fraction whatever the input order
     first = by_cell["ours/n=1000/r=0"]
     assert float(first["test_real/nme"]) == pytest.approx(0.05 + 2.0 / math.sqrt(1000))
+    assert float(first["test_real/nme_ci95_low"]) == pytest.approx(0.04 + 2.0 / math.sqrt(1000))
+    assert float(first["test_real/nme_ci95_high"]) == pytest.approx(0.06 + 2.0 / math.sqrt(1000))
     assert (first["params"], first["config.loss"], float(first["config.lr"])) == ("2630888", "wing", 1e-3)
     assert by_cell[MISSING_TEST]["test_real/nme"] == ""
     assert by_cell[MISSING_TEST]["test_real/mse"] == ""
+    assert by_cell[MISSING_TEST]["test_real/nme_ci95_low"] == ""
 
 
 def section(markdown: str, heading: str) -> str:
@@ -201,22 +217,27 @@ def markdown_row(text: str, start: str) -> str:
 
 def test_summary_md_tables(report):
     markdown = report["summary.md"].read_text()
-    # Arch x size at r=0: NME to 4 decimals, MSE in 3 significant figures, params with separators.
+    # Arch x size at r=0: NME to 4 decimals with its interval, MSE in 3 significant figures, params with separators.
     sizes = section(markdown, "Architectures × training size")
+    assert markdown_row(sizes, "| Arch |").startswith("| Arch | Train size | Test NME | Mean-shape NME |")
     assert markdown_row(sizes, "| ours | 1,000 |") == (
-        "| ours | 1,000 | 0.1132 | 0.2000 | 1.23e-04 | 0.2500 | 0.3000 | 2,630,888 | 30 | 0.20 |"
+        "| ours | 1,000 | 0.1132 [0.1032, 0.1232] | 0.2000 | 1.23e-04 | 0.2500 | 0.3000 | 2,630,888 | 30 | 0.20 |"
     )
     assert len(markdown_row(sizes, "| :---").split("|")) == 10 + 2  # 10 columns
     assert sizes.count("| resnet18 |") == 3  # only the r=0 cells
-    # Mixing: test NME at r=0 and r=0.5 for each (arch, size).
+    # Mixing: test NME at r=0 and r=0.5 for each (arch, size), and the paired difference r=0.5 - r=0.
     mixing = section(markdown, "Mixing synthetic and real faces")
-    assert "| Arch | Train size | r=0 | r=0.5 |" in mixing
-    assert markdown_row(mixing, "| ours | 4,000 |") == "| ours | 4,000 | 0.0816 | 0.0716 |"
+    assert "| Arch | Train size | r=0 | r=0.5 | Δ r=0.5 |" in mixing
+    expected = "| ours | 4,000 | 0.0816 | 0.0716 | -0.0100 [-0.0100, -0.0100] |"
+    assert markdown_row(mixing, "| ours | 4,000 |") == expected
+    expected = "| resnet18 | 4,000 | 0.0916 | 0.0816 | -0.0100 [-0.0300, +0.0100] n.s. |"
+    assert markdown_row(mixing, "| resnet18 | 4,000 |") == expected
+    assert "n.s.: the interval contains 0, so the difference is not significant" in mixing
     best = section(markdown, "Best configuration per cell")
     assert markdown_row(best, "| Cell |") == (
-        "| Cell | Val NME | Test NME | Trials | Best trial | Epochs | batch_size | loss | lr | weight_decay |"
+        "| Cell | val/nme | Test NME | Trials | Best trial | Epochs | batch_size | loss | lr | weight_decay |"
     )
-    expected = "| ours/n=1000/r=0 | 0.1082 | 0.1132 | 2 | 00000 | 30 | 64 | wing | 0.001 | 0.0001 |"
+    expected = "| ours/n=1000/r=0 | 0.1082 | 0.1132 [0.1032, 0.1232] | 2 | 00000 | 30 | 64 | wing | 0.001 | 0.0001 |"
     assert markdown_row(best, "| ours/n=1000/r=0 |") == expected
 
 
@@ -226,7 +247,7 @@ def test_summary_md_shows_missing_metrics_as_dash(report):
     expected = "| resnet18 | 2,000 | — | 0.2000 | — | — | — | 2,630,888 | 30 | 0.20 |"
     assert markdown_row(sizes, "| resnet18 | 2,000 |") == expected
     mixing = section(markdown, "Mixing synthetic and real faces")
-    assert markdown_row(mixing, "| resnet18 | 2,000 |") == "| resnet18 | 2,000 | — | 0.0947 |"
+    assert markdown_row(mixing, "| resnet18 | 2,000 |") == "| resnet18 | 2,000 | — | 0.0947 | — |"
     best = section(markdown, "Best configuration per cell")
     assert markdown_row(best, f"| {MISSING_TEST} |").startswith(f"| {MISSING_TEST} | 0.0997 | — |")
 
@@ -243,15 +264,46 @@ def test_summary_md_minimum_viable_size(report):
 def test_summary_md_names_best_cell_by_validation_nme(report):
     markdown = report["summary.md"].read_text()
     best = markdown_row(markdown, "**Overall best cell:")
-    assert best.startswith(f"**Overall best cell: {BEST_BY_VAL}**, validation NME 0.0200, test NME 0.0816")
+    assert best.startswith(f"**Overall best cell: {BEST_BY_VAL}**, val/nme 0.0200, test NME 0.0816 [0.0716, 0.0916]")
     assert BEST_BY_TEST not in best
+    assert "chosen by the lowest `val/nme`" in markdown
     assert "plays no part in selection" in markdown
+
+
+def test_report_follows_the_selection_rule(tmp_path):
+    # Select on val_real/nme, largest first: the cells' order breaks no tie, the values do.
+    trials, cells, per_image = make_search()
+    for k, row in enumerate([*trials, *cells]):
+        row["val_real/nme"] = 0.5 if row["cell"] == BEST_BY_TEST else 0.1 + 0.001 * (k % 7)
+    written = write_report(tmp_path, trials, cells, per_image, "val_real/nme", "max")
+    header = read_csv(written["trials.csv"])[0]
+    assert header[header.index("status") :][:4] == ["status", "reason", "val_real/nme", "val/nme"]
+    assert read_csv(written["summary.csv"])[0][8:10] == ["val_real/nme", "val/nme"]
+    markdown = written["summary.md"].read_text()
+    best = markdown_row(markdown, "**Overall best cell:")
+    assert best.startswith(f"**Overall best cell: {BEST_BY_TEST}**, val_real/nme 0.5000, test NME 0.0716")
+    assert "chosen by the highest `val_real/nme`" in markdown
+    assert markdown_row(section(markdown, "Best configuration per cell"), "| Cell |").startswith(
+        "| Cell | val_real/nme | Test NME |"
+    )
+
+
+def test_summary_md_shows_the_jitter_protocol_beside_the_landmarks_protocol(tmp_path):
+    trials, cells, per_image = make_search()
+    for cell in cells:
+        cell["test_real_jitter/nme"] = cell["test_real/nme"] + 0.005
+    written = write_report(tmp_path, trials, cells, per_image, "val/nme", "min")
+    sizes = section(written["summary.md"].read_text(), "Architectures × training size")
+    header = "| Arch | Train size | Test NME, landmarks protocol | Test NME, jitter protocol | Mean-shape NME |"
+    assert markdown_row(sizes, "| Arch |").startswith(header)
+    assert markdown_row(sizes, "| ours | 1,000 |").startswith("| ours | 1,000 | 0.1132 [0.1032, 0.1232] | 0.1182 |")
+    assert "test_real_jitter/nme" in read_csv(written["summary.csv"])[0]
 
 
 def test_report_skips_plots_without_data(tmp_path):
     trials, cells, _ = make_search()
     one_size = [cell for cell in cells if cell["train_size"] == 1000 and cell["real_fraction"] == 0.0]
-    written = write_report(tmp_path, trials, one_size, per_image_nme={})
+    written = write_report(tmp_path, trials, one_size, per_image_nme={}, metric="val/nme", mode="min")
     assert sorted(written) == ["search_progress.png", "summary.csv", "summary.md", "trials.csv"]
     assert not (tmp_path / "nme_vs_size.png").exists()
     markdown = written["summary.md"].read_text()

@@ -1,4 +1,8 @@
-"""Command line for datasets: `python -m raylm.data check SPEC... [--sheet out.png] [--json]`."""
+"""Command line for datasets.
+
+python -m raylm.data check SPEC... [--sheet out.png] [--json]
+python -m raylm.data prepare --config STUDY --to URI [--set KEY=VALUE]...
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from collections import Counter
 import cv2
 
 from raylm.data.check import check, contact_sheet, format_report
-from raylm.data.record import DataError
+from raylm.data.pipeline import export_prepared
 from raylm.data.spec import known_forms, open_dataset
+from raylm.errors import RaylmError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +38,21 @@ def main(argv: list[str] | None = None) -> int:
     check_parser.add_argument("--sheet-faces", type=int, default=24, help="faces on the contact sheet (default 24)")
     check_parser.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     check_parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
+    prepare_parser = commands.add_parser(
+        "prepare",
+        help="crop the faces a study uses once and upload them, for nodes that lack the datasets",
+        description="Prepare (crop and cache) the faces every cell of a study uses, and upload them with the "
+        "datasets' indexes to a folder or bucket. Runs with `data.prepared: URI` then fetch them there "
+        "instead of reading the original datasets.",
+    )
+    prepare_parser.add_argument("--config", required=True, help="study YAML whose cells' faces to prepare")
+    prepare_parser.add_argument("--to", required=True, metavar="URI", help="a folder or s3://bucket/prefix, gs://...")
+    prepare_parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a study value"
+    )
     args = parser.parse_args(argv)
+    if args.command == "prepare":
+        return _prepare(args.config, args.to, args.set)
 
     try:
         reports, shown = [], []
@@ -41,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             report, faces = check(open_dataset(spec), args.workers, args.sheet_faces if args.sheet else 0)
             reports.append(report)
             shown.extend(faces)
-    except DataError as error:
+    except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.sheet:
@@ -54,6 +73,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.sheet:
             print(f"contact sheet: {args.sheet}")
     return 1 if any(report.skipped == report.total for report in reports) else 0
+
+
+def _prepare(config: str, to: str, overrides: list[str]) -> int:
+    # The search layer knows a study's cells; this CLI sits above both layers.
+    from raylm.config import StudyConfig, load_config
+    from raylm.search.space import cell_data
+
+    try:
+        study = load_config(StudyConfig, config, overrides)
+        exported = export_prepared(cell_data(study), to)
+    except RaylmError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: --to {to}: {error}", file=sys.stderr)
+        return 2
+    for faces in exported:
+        print(f"{faces.spec}: {len(faces)} faces prepared ({sum(faces.skipped.values())} skipped)")
+    print(f"uploaded to {to}; runs use it with `data.prepared: {to}` in the study file or --set data.prepared={to}")
+    return 0
 
 
 def _summary(reports: list) -> dict:

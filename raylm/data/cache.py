@@ -1,10 +1,18 @@
-"""Prepared datasets: every face cropped once, stored as memory-mapped arrays.
+"""Prepared datasets: the faces a run uses, cropped once, stored as memory-mapped arrays.
 
-A dataset is decoded and cropped once per node and cache key (dataset, its sample
-ids, crop settings); every trial afterwards maps the same files. A file lock makes
-concurrent trials on one node build it once: the first builds, the rest wait and
-reuse. Bad samples either stop the build with an error naming the file, or, when
-the user asked to skip them, are counted by reason and reported.
+A prepared set holds the requested faces of one dataset (the ones a run's splits
+use, not the whole dataset), cropped by one crop rule. Sets live under
+`<cache_dir>/<family>/<subset>/`: the family names the dataset, crop and bad-sample
+rule, the subset digests the requested ids. A run reuses any set of its family that
+holds every face it needs, so smaller cells of a study map the set a larger cell (or
+`python -m raylm.data prepare`) built. With a `remote` location (a folder or bucket
+that `prepare` uploaded to) a node fetches such a set onto its local disk instead
+of decoding the originals. A file lock per family makes concurrent trials on one
+node build or fetch once: the first does it, the rest wait and reuse.
+
+Bad samples either stop the build with an error naming the file, or, when the user
+asked to skip them, are counted by reason and reported; a prepared set then holds
+fewer faces than were requested.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import re
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,8 +33,9 @@ from filelock import FileLock
 
 from raylm.data.crop import CropConfig, crop_face
 from raylm.data.record import BadSample, DataError, FaceSet, load_each
+from raylm.fs import FileType, StorageError, download, filesystem, join, kind, list_files, read_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MAX_PROBLEMS = 20
 log = logging.getLogger(__name__)
 
@@ -41,22 +51,25 @@ class PreparedSet:
     subsets: tuple[str, ...]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     problems: tuple[str, ...] = ()  # the first problems found, as messages
+    directory: Path | None = None  # where it is stored, when it is
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def cache_key(faces: FaceSet, crop: CropConfig, skip_bad: bool) -> str:
-    identity = {
-        "version": CACHE_VERSION,
-        "spec": faces.spec,
-        "ids": hashlib.sha256("\n".join(faces.ids).encode()).hexdigest(),
-        "crop": asdict(crop),
-        "skip_bad": skip_bad,
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", faces.spec).strip("-")[-60:]
-    return f"{slug}-{digest}"
+def family_key(spec: str, crop: CropConfig, skip_bad: bool) -> str:
+    """The folder of every prepared set of one dataset, crop rule and bad-sample rule."""
+    identity = {"version": CACHE_VERSION, "spec": spec, "crop": asdict(crop), "skip_bad": skip_bad}
+    return f"{slug(spec)}-{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]}"
+
+
+def slug(spec: str) -> str:
+    """A spec as a readable piece of a file name (its last 60 characters)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", spec)[-60:].strip("-")
+
+
+def subset_key(ids: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
 def prepare(
@@ -66,14 +79,79 @@ def prepare(
     skip_bad: bool = False,
     workers: int | None = None,
     progress: bool = True,
+    wanted: Sequence[int] | None = None,
+    remote: str | None = None,
 ) -> PreparedSet:
-    """Crop every face of `faces` into the node-local cache (once) and map it."""
-    directory = Path(cache_dir).expanduser() / cache_key(faces, crop, skip_bad)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(directory) + ".lock"):
-        if not (directory / "meta.json").is_file():
-            _build(faces, crop, directory, skip_bad, workers, progress)
-    return load_prepared(directory)
+    """Map a prepared set holding faces `wanted` (indices; default all) of `faces`: reused, fetched or built.
+
+    Its rows are the faces in their dataset order (a reused set may hold more: look
+    faces up by id). `remote` is a folder or URI that `python -m raylm.data prepare`
+    uploaded prepared sets to.
+    """
+    ids = faces.ids if wanted is None else tuple(faces.ids[i] for i in sorted(set(wanted)))
+    family = family_key(faces.spec, crop, skip_bad)
+    local = Path(cache_dir).expanduser() / family
+    local.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(local) + ".lock"):
+        found = _holding(local, ids)
+        if found is None and remote:
+            found = _fetch(join(remote, family), ids, local)
+        if found is None:
+            found = local / subset_key(ids)
+            indices = range(len(faces)) if wanted is None else sorted(set(wanted))
+            _build(faces, indices, crop, found, skip_bad, workers, progress)
+    return load_prepared(found)
+
+
+def _holding(family: Path, ids: Sequence[str]) -> Path | None:
+    """A prepared set in the local `family` folder whose requested faces include `ids`."""
+    needed = set(ids)
+    for meta in sorted(family.glob("*/meta.json")):
+        if needed <= set(json.loads(meta.read_text())["requested"]):
+            return meta.parent
+    return None
+
+
+def remote_holds(remote: str, faces: FaceSet, crop: CropConfig, skip_bad: bool, wanted: Sequence[int]) -> bool:
+    """Whether `remote` has a prepared set of `faces` holding the faces `wanted` (no download)."""
+    ids = tuple(faces.ids[i] for i in sorted(set(wanted)))
+    return _remote_set(join(remote, family_key(faces.spec, crop, skip_bad)), ids) is not None
+
+
+def _fetch(family_uri: str, ids: Sequence[str], local: Path) -> Path | None:
+    """Download a remote prepared set whose requested faces include `ids` into `local`; None when there is none."""
+    subset = _remote_set(family_uri, ids)
+    if subset is None:
+        return None
+    staging = local / f"{subset}.fetching-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        download(join(family_uri, subset), staging)
+    except OSError as error:
+        raise StorageError(f"data.prepared: cannot fetch {join(family_uri, subset)} ({error})") from None
+    shutil.rmtree(local / subset, ignore_errors=True)
+    os.replace(staging, local / subset)
+    return local / subset
+
+
+def _remote_set(family_uri: str, ids: Sequence[str]) -> str | None:
+    """The name of a prepared set under `family_uri` whose requested faces include `ids`."""
+    try:
+        fs, path = filesystem(family_uri)
+        if kind(fs, path) != FileType.Directory:
+            return None
+        needed = set(ids)
+        for meta in [file for file in list_files(fs, path, recursive=True) if file.endswith("/meta.json")]:
+            if needed <= set(json.loads(read_text(_uri(family_uri, path, meta)))["requested"]):
+                return meta.rsplit("/", 2)[1]
+    except (OSError, ValueError) as error:
+        raise StorageError(f"data.prepared: cannot read prepared data at {family_uri} ({error})") from None
+    return None
+
+
+def _uri(family_uri: str, family_path: str, path: str) -> str:
+    """The location of `path` (a path on the family's filesystem) written like `family_uri`."""
+    return family_uri.rstrip("/") + path[len(family_path) :]
 
 
 def load_prepared(directory: Path) -> PreparedSet:
@@ -87,22 +165,32 @@ def load_prepared(directory: Path) -> PreparedSet:
         subsets=tuple(meta["subsets"]),
         skipped=meta["skipped"],
         problems=tuple(meta["problems"]),
+        directory=directory,
     )
 
 
-def _build(faces: FaceSet, crop: CropConfig, directory: Path, skip_bad: bool, workers: int | None, progress: bool):
+def _build(
+    faces: FaceSet,
+    indices: Sequence[int],
+    crop: CropConfig,
+    directory: Path,
+    skip_bad: bool,
+    workers: int | None,
+    progress: bool,
+):
     desc = f"preparing {faces.spec}" if progress else None
-    if len(faces) == 0:
+    if len(indices) == 0:
         raise DataError(f"{faces.spec}: the dataset is empty")
     staging = directory.with_name(f"{directory.name}.building-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    n, size = len(faces), crop.size
+    n, size = len(indices), crop.size
     images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (n, size, size, crop.channels))
     n_points = None
     landmarks = None
     kept_ids, kept_subsets, skipped, problems = [], [], Counter(), []
-    for i, result in load_each(faces, lambda face: crop_face(face.image, face.landmarks, crop), workers, desc):
+    subset = FaceSet(faces.spec, tuple(faces.ids[i] for i in indices), (), lambda k: faces.load(indices[k]))
+    for k, result in load_each(subset, lambda face: crop_face(face.image, face.landmarks, crop), workers, desc):
         if isinstance(result, BadSample):
             if not skip_bad:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -120,8 +208,8 @@ def _build(faces: FaceSet, crop: CropConfig, directory: Path, skip_bad: bool, wo
             landmarks = np.lib.format.open_memmap(staging / "landmarks.npy", "w+", np.float32, (n, n_points, 2))
         row = len(kept_ids)
         images[row], landmarks[row] = image, points
-        kept_ids.append(faces.ids[i])
-        kept_subsets.append(faces.subsets[i])
+        kept_ids.append(subset.ids[k])
+        kept_subsets.append(faces.subsets[indices[k]])
     if not kept_ids:
         shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"{faces.spec}: all {n} samples are bad ({_describe(skipped)}); first: {problems[0]}")
@@ -132,6 +220,7 @@ def _build(faces: FaceSet, crop: CropConfig, directory: Path, skip_bad: bool, wo
     meta = {
         "spec": faces.spec,
         "count": len(kept_ids),
+        "requested": subset.ids,
         "ids": kept_ids,
         "subsets": kept_subsets,
         "skipped": dict(skipped),

@@ -4,18 +4,25 @@
 are 68 points in the 1024x1024 aligned image and whose `in_the_wild.face_landmarks`
 are in the original photo. The reader uses whichever image set the user has:
 aligned (any resolution: points are scaled to the decoded image, so the 128 px
-thumbnails work too) or in-the-wild.
+thumbnails work too) or in-the-wild. The JSON and the images may be local or in a
+bucket (`ffhq:s3://bucket/ffhq/ffhq-dataset-v2.json`).
+
+FFHQ's points come from dlib: 0-based with pixel centres at integers, raylm's own
+convention. Scaling them to a resized image keeps pixel centres on pixel centres:
+x' = (x + 0.5) s - 0.5, not x s (which drifts by up to half a pixel of the reference).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
 
 import numpy as np
+from pyarrow.fs import FileSystem, FileType
 
 from raylm.data.record import BadSample, DataError, Face, FaceSet, check_landmarks, read_image
 from raylm.data.spec import register_reader
+from raylm.fs import filesystem, is_uri, kind, read_bytes
 
 # image set -> (record key holding file_path, record key holding the landmarks)
 IMAGE_SETS = {
@@ -29,65 +36,79 @@ REFERENCE_SIZE = {"image": 1024}  # aligned landmarks are given for the 1024 px 
 @register_reader("ffhq", "ffhq:JSON_PATH[:IMAGE_DIR][?images=aligned|thumbnails|wild]")
 def open_ffhq(location: str, images: str = "auto") -> FaceSet:
     """Index FFHQ: `location` is `JSON_PATH` or `JSON_PATH:IMAGE_DIR` (default: the JSON's folder)."""
-    json_text, _, dir_text = location.partition(":")
-    json_path = Path(json_text).expanduser().resolve()
-    image_dir = Path(dir_text).expanduser().resolve() if dir_text else json_path.parent
-    records = _read_json(json_path)
-    image_set = _choose_image_set(images, records, image_dir, json_path)
+    json_text, dir_text = (re.split(r":(?!//)", location, maxsplit=1) + [""])[:2]  # a URI's "://" is no separator
+    try:
+        fs, json_path = filesystem(json_text)
+        image_fs, image_dir = filesystem(dir_text) if dir_text else (fs, json_path.rpartition("/")[0])
+    except OSError as error:
+        raise DataError(f"ffhq:{location}: {error}") from None
+    json_name, dir_name = _name(json_text, json_path), _name(dir_text or json_text, image_dir)
+    records = _read_json(fs, json_path, json_name)
+    image_set = _choose_image_set(images, records, image_fs, image_dir, json_name)
     file_key, landmark_key = IMAGE_SETS[image_set]
     keys = sorted(records, key=lambda k: (len(k), k))
 
     def load(i: int) -> Face:
         key = keys[i]
-        where = f"{json_path}[{key!r}]"
+        where = f"{json_name}[{key!r}]"
         record = records[key]
         points, reference_width = _landmarks(record, landmark_key, where)
-        image = read_image(_image_path(image_dir, _file_path(record, file_key, where)))
-        scaled = np.asarray(points, dtype=np.float32) * (image.shape[1] / reference_width)
+        image = read_image(_image_path(image_dir, _file_path(record, file_key, where)), image_fs)
+        scaled = rescale(np.asarray(points, dtype=np.float32), image.shape[1] / reference_width)
         return Face(image, check_landmarks(scaled, image.shape, where), f"ffhq:{key}", record.get("category", "ffhq"))
 
     return FaceSet(
-        spec=f"ffhq:{json_path}:{image_dir}?images={image_set}",
+        spec=f"ffhq:{json_name}:{dir_name}?images={image_set}",
         ids=tuple(f"ffhq:{key}" for key in keys),
         subsets=tuple(str(records[key].get("category", "ffhq")) for key in keys),
         load=load,
     )
 
 
-def _read_json(json_path: Path) -> dict:
-    if not json_path.is_file():
-        raise DataError(f"ffhq:{json_path}: metadata JSON not found (ffhq-dataset-v2.json from the FFHQ release)")
+def rescale(points: np.ndarray, scale: float) -> np.ndarray:
+    """0-based pixel coordinates in an image resized by `scale`, pixel centres kept on pixel centres."""
+    return (points + 0.5) * scale - 0.5
+
+
+def _name(text: str, path: str) -> str:
+    """How a location is named in specs and messages: a URI as given, a local path absolute."""
+    return text.rstrip("/") if is_uri(text) else path
+
+
+def _read_json(fs: FileSystem, json_path: str, json_name: str) -> dict:
+    if kind(fs, json_path) != FileType.File:
+        raise DataError(f"ffhq:{json_name}: metadata JSON not found (ffhq-dataset-v2.json from the FFHQ release)")
     try:
-        records = json.loads(json_path.read_text())
+        records = json.loads(read_bytes(fs, json_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"ffhq:{json_path}: not valid JSON ({error})") from None
+        raise DataError(f"ffhq:{json_name}: not valid JSON ({error})") from None
     if not isinstance(records, dict) or not records:
-        raise DataError(f'ffhq:{json_path}: expected an object with keys "0", "1", ... mapping to image records')
+        raise DataError(f'ffhq:{json_name}: expected an object with keys "0", "1", ... mapping to image records')
     return records
 
 
-def _choose_image_set(images: str, records: dict, image_dir: Path, json_path: Path) -> str:
+def _choose_image_set(images: str, records: dict, fs: FileSystem, image_dir: str, json_name: str) -> str:
     if images != "auto":
         if images not in IMAGE_SETS:
-            raise DataError(f"ffhq:{json_path}: images={images!r}; choose one of auto, {', '.join(IMAGE_SETS)}")
+            raise DataError(f"ffhq:{json_name}: images={images!r}; choose one of auto, {', '.join(IMAGE_SETS)}")
         return images
     first = next(iter(records.values()))
     for image_set, (file_key, _) in IMAGE_SETS.items():
         file_path = (first.get(file_key) or {}).get("file_path") if isinstance(first, dict) else None
-        if file_path and _image_path(image_dir, file_path).parent.is_dir():
+        if file_path and kind(fs, _image_path(image_dir, file_path).rpartition("/")[0]) == FileType.Directory:
             return image_set
     raise DataError(
-        f"ffhq:{json_path}: none of the FFHQ image folders (images1024x1024, thumbnails128x128, "
+        f"ffhq:{json_name}: none of the FFHQ image folders (images1024x1024, thumbnails128x128, "
         f"in-the-wild-images) found in {image_dir}; give the folder as ffhq:JSON_PATH:IMAGE_DIR"
     )
 
 
-def _image_path(image_dir: Path, file_path: str) -> Path:
+def _image_path(image_dir: str, file_path: str) -> str:
     """`images1024x1024/00000/00000.png` under IMAGE_DIR, or under IMAGE_DIR named after the set."""
-    relative = Path(file_path)
-    if image_dir.name == relative.parts[0]:
-        return image_dir.joinpath(*relative.parts[1:])
-    return image_dir / relative
+    first, _, rest = file_path.partition("/")
+    if image_dir.rpartition("/")[2] == first:
+        return f"{image_dir}/{rest}"
+    return f"{image_dir}/{file_path}"
 
 
 def _file_path(record: dict, file_key: str, where: str) -> str:

@@ -1,21 +1,34 @@
-"""From a data config to prepared, split data: open the specs, prepare the caches, split.
+"""From a data config to prepared, split data: index the specs, split, prepare the faces the split uses.
 
 This is the one entry point the trainer uses; everything it returns is plain arrays
-and indices, so it knows nothing of training or Ray.
+and indices, so it knows nothing of training or Ray. Splits are drawn from each
+dataset's full index (so they do not depend on which faces were prepared), then
+only the faces they use are prepared (cropped once, cached; see raylm.data.cache).
+
+With `data.prepared` (a folder or bucket that `python -m raylm.data prepare`
+filled), the indexes and the prepared faces come from there: a node needs neither
+the original dataset nor the time to decode it.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from raylm.data.augment import AugmentConfig
-from raylm.data.cache import PreparedSet, prepare
+from raylm.data.cache import PreparedSet, prepare, remote_holds, slug
 from raylm.data.crop import CropConfig
+from raylm.data.record import DataError, Face, FaceSet
 from raylm.data.spec import open_dataset
-from raylm.data.splits import Indexed, Split, make_split
+from raylm.data.splits import Part, Split, make_split
+from raylm.fs import exists, join, read_text, upload, write_text
 
 
 def default_cache_dir() -> str:
@@ -37,6 +50,7 @@ class DataConfig:
     cache_dir: str = field(default_factory=default_cache_dir)
     crop: CropConfig = field(default_factory=CropConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    prepared: str | None = None  # folder or bucket URI filled by `python -m raylm.data prepare`; read before the specs
 
 
 @dataclass(frozen=True)
@@ -46,25 +60,154 @@ class PreparedData:
 
 
 def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
-    """Open, prepare (cached) and split the datasets named by `config`."""
+    """Index, split and prepare (cached, or fetched from `config.prepared`) the datasets named by `config`."""
+    split, sources = _split(config, _indexer(config.prepared))
+    prepared = {
+        id(source): prepare(
+            source,
+            config.crop,
+            Path(config.cache_dir),
+            config.skip_bad,
+            progress=progress,
+            wanted=wanted,
+            remote=config.prepared,
+        )
+        for source, wanted in _wanted(split, sources)
+    }
+    rebased = _rebase(split, prepared)
+    return PreparedData(rebased, {faces.spec: faces.skipped for faces in prepared.values() if faces.skipped})
 
-    def prepared(spec: str) -> PreparedSet:
-        return prepare(open_dataset(spec), config.crop, Path(config.cache_dir), config.skip_bad, progress=progress)
 
-    split, sources = _split(config, prepared)
-    return PreparedData(split, {source.spec: source.skipped for source in sources if source.skipped})
-
-
-def check_data(config: DataConfig) -> None:
+def check_data(*configs: DataConfig) -> None:
     """Fail fast (DataError) on a bad spec, a missing or empty dataset, or a split that cannot fit.
 
-    Only indexes the datasets (no image is decoded), so a study can check every
-    cell before any trial starts; skipped bad samples can still shrink a dataset later.
+    Only indexes the datasets (no image is decoded; each dataset once), so a study
+    can check every cell on every node before any trial starts; skipped bad samples
+    can still shrink a dataset later. With `data.prepared`, a dataset whose faces are
+    not all prepared there must be readable itself.
     """
-    _split(config, open_dataset)
+    indexers: dict[str | None, Callable[[str], FaceSet]] = {}
+    for config in configs:
+        split, sources = _split(config, indexers.setdefault(config.prepared, _indexer(config.prepared)))
+        if config.prepared is not None:
+            _check_prepared(config, split, sources)
 
 
-def _split(config: DataConfig, load: Callable[[str], Indexed]) -> tuple[Split, list[Indexed]]:
+def index_split(config: DataConfig) -> Split:
+    """The split a run with `config` draws, over the datasets' indexes (no image decoded, nothing prepared)."""
+    return _split(config, _indexer(config.prepared))[0]
+
+
+def _check_prepared(config: DataConfig, split: Split, sources: list[FaceSet]) -> None:
+    for source, wanted in _wanted(split, sources):
+        if not remote_holds(config.prepared, source, config.crop, config.skip_bad, wanted):
+            try:
+                source.load(wanted[0])
+            except DataError as error:
+                raise DataError(
+                    f"data.prepared {config.prepared} holds no prepared faces of {source.spec} covering this run, "
+                    f"and the dataset cannot be read here ({error}); run `python -m raylm.data prepare` for this study"
+                ) from None
+
+
+def export_prepared(configs: Sequence[DataConfig], to: str, progress: bool = True) -> list[PreparedSet]:
+    """Prepare the faces every run in `configs` uses (one set per dataset) and upload them to `to`.
+
+    `to` is a folder or bucket URI; runs with `data.prepared: <to>` then fetch from it.
+    The originals are read here; nodes never need them.
+    """
+    jobs: dict[tuple, tuple[str, FaceSet, DataConfig, set[int]]] = {}
+    for config in configs:
+        split, sources = _split(config, _indexer(None))
+        specs = _source_specs(config)
+        for source, wanted in _wanted(split, sources):
+            key = (source.spec, config.crop, config.skip_bad, config.cache_dir)
+            spec = specs[source.spec]
+            jobs.setdefault(key, (spec, source, config, set()))[3].update(wanted.tolist())
+    exported = []
+    for spec, source, config, wanted in jobs.values():
+        faces = prepare(
+            source, config.crop, Path(config.cache_dir), config.skip_bad, progress=progress, wanted=sorted(wanted)
+        )
+        assert faces.directory is not None
+        upload(faces.directory, join(to, faces.directory.parent.name, faces.directory.name))
+        index = {"spec": source.spec, "ids": source.ids, "subsets": source.subsets}
+        write_text(join(to, "indexes", index_name(spec)), json.dumps(index))
+        exported.append(faces)
+    return exported
+
+
+def index_name(spec: str) -> str:
+    """The file naming a dataset's index in a prepared location, by the spec as a study file writes it."""
+    return f"{slug(spec)}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
+
+
+def _indexer(prepared: str | None) -> Callable[[str], FaceSet]:
+    """How to index a spec: from the prepared location when it has the spec's index, else the dataset itself."""
+
+    @functools.cache
+    def index(spec: str) -> FaceSet:
+        location = join(prepared, "indexes", index_name(spec)) if prepared else None
+        if location is None or not exists(location):
+            return open_dataset(spec)
+        record = json.loads(read_text(location))
+        ids, subsets = tuple(record["ids"]), tuple(record["subsets"])
+        return FaceSet(record["spec"], ids, subsets, _load_later(spec, ids))
+
+    return index
+
+
+def _load_later(spec: str, ids: tuple[str, ...]) -> Callable[[int], Face]:
+    """A loader that opens the dataset only when a face must be decoded (its prepared faces were missing)."""
+
+    @functools.cache
+    def opened() -> FaceSet:
+        faces = open_dataset(spec)
+        if faces.ids != ids:
+            raise DataError(
+                f"{spec}: the dataset changed since it was prepared; run `python -m raylm.data prepare` again"
+            )
+        return faces
+
+    return lambda i: opened().load(i)
+
+
+def _source_specs(config: DataConfig) -> dict[str, str]:
+    """Each dataset's normalised spec -> the spec as the config writes it."""
+    written = [config.synthetic, *([config.real] if config.real else []), *config.tests.values()]
+    return {open_dataset(spec).spec: spec for spec in written}
+
+
+def _wanted(split: Split, sources: Iterable[FaceSet]) -> list[tuple[FaceSet, np.ndarray]]:
+    """Each dataset the split uses, with the indices of its faces that it uses."""
+    parts = [*split.train, split.val, *([split.val_real] if split.val_real else []), *split.tests.values()]
+    unique = {id(source): source for source in sources}
+    used = {key: [part.indices for part in parts if part.source is source] for key, source in unique.items()}
+    return [(unique[key], np.unique(np.concatenate(indices))) for key, indices in used.items() if indices]
+
+
+def _rebase(split: Split, prepared: dict[int, PreparedSet]) -> Split:
+    """The split with each part's faces as rows of its prepared set (faces skipped as bad are left out)."""
+
+    @functools.cache
+    def rows_of(key: int) -> dict[str, int]:
+        return {source_id: row for row, source_id in enumerate(prepared[key].ids)}
+
+    def rebase(part: Part) -> Part:
+        rows = rows_of(id(part.source))
+        indices = np.array([rows[i] for i in part.ids if i in rows], dtype=np.int64)
+        return Part(prepared[id(part.source)], indices, part.kind)
+
+    return replace(
+        split,
+        train=tuple(rebase(part) for part in split.train),
+        val=rebase(split.val),
+        val_real=rebase(split.val_real) if split.val_real else None,
+        tests={name: rebase(part) for name, part in split.tests.items()},
+    )
+
+
+def _split(config: DataConfig, load: Callable[[str], FaceSet]) -> tuple[Split, list[FaceSet]]:
     synthetic = load(config.synthetic)
     real = load(config.real) if config.real else None
     tests = {

@@ -1,8 +1,9 @@
-"""Reader for iBUG/300W `.pts` annotations (300W, LFPW, HELEN, AFW, IBUG, ...).
+"""Reader (and writer) for iBUG/300W `.pts` annotations (300W, LFPW, HELEN, AFW, IBUG, ...).
 
-Every `.pts` under the folder, recursively, with the image of the same stem beside
-it. The `.pts` coordinates are used as written (300W's are usually taken to be
-1-based; the half-pixel difference is far below annotation noise).
+Every `.pts` under the folder (local or a bucket URI), recursively, with the image
+of the same stem beside it. `.pts` coordinates are 1-based (Matlab's convention,
+which 300W's tools used; menpo subtracts 1 on import too): `read_pts` returns
+raylm's 0-based coordinates and `write_pts` writes 1-based ones again.
 """
 
 from __future__ import annotations
@@ -10,22 +11,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
 from raylm.data.record import N_POINTS, BadSample, DataError, Face, FaceSet, check_landmarks, read_image
 from raylm.data.spec import register_reader
+from raylm.fs import filesystem, is_uri, kind, list_files, read_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
+PTS_ORIGIN = 1.0  # the coordinate of the top-left pixel's centre in a .pts file
 
 
-def read_pts(path: Path) -> np.ndarray:
-    """Parse a `.pts` file (`version`/`n_points` header and braces, or bare `x y` lines)."""
+def read_pts(path: str | Path, fs: FileSystem | None = None) -> np.ndarray:
+    """Parse a `.pts` file (`version`/`n_points` header and braces, or bare `x y` lines) into 0-based points."""
     try:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in read_bytes(fs or LocalFileSystem(), str(path)).decode().splitlines()]
     except UnicodeDecodeError:
         raise BadSample("bad_landmark_file", path, "not a text file") from None
+    except OSError as error:
+        raise BadSample("missing_landmarks", path, f"cannot read the .pts file ({error})") from None
     declared = None
     rows = []
-    for line in lines:
+    for line in filter(None, lines):
         key, sep, value = line.partition(":")
         if sep and key.strip() == "n_points":
             try:
@@ -46,41 +52,54 @@ def read_pts(path: Path) -> np.ndarray:
         raise BadSample("wrong_point_count", path, f"header says n_points: {declared} but the file lists {len(rows)}")
     if len(rows) != N_POINTS:
         raise BadSample("wrong_point_count", path, f"expected {N_POINTS} points, found {len(rows)}")
-    return np.array(rows, dtype=np.float32)
+    return np.array(rows, dtype=np.float32) - PTS_ORIGIN
 
 
-def find_image(pts_path: Path) -> Path:
-    for suffix in IMAGE_SUFFIXES:
-        candidate = pts_path.with_suffix(suffix)
-        if candidate.is_file():
-            return candidate
-    raise BadSample("missing_image", pts_path, f"no image beside it (looked for {', '.join(IMAGE_SUFFIXES[:4])})")
+def write_pts(path: str | Path, points: np.ndarray) -> None:
+    """Write raylm's 0-based `points` as a 1-based `.pts` file with the usual header."""
+    body = "\n".join(f"{x + PTS_ORIGIN:.3f} {y + PTS_ORIGIN:.3f}" for x, y in np.asarray(points, dtype=np.float64))
+    Path(path).write_text(f"version: 1\nn_points: {len(points)}\n{{\n{body}\n}}\n")
 
 
-@register_reader("pts", "pts:PATH")
+@register_reader("pts", "pts:PATH_OR_URI")
 def open_pts(location: str) -> FaceSet:
     """Index every `.pts` file under `location` (recursively); subsets are the subfolders."""
-    root = Path(location).expanduser().resolve()
-    if not root.is_dir():
-        raise DataError(f"pts:{location}: folder not found")
-    pts_files = sorted(root.rglob("*.pts"))
+    try:
+        fs, root = filesystem(location)
+        if kind(fs, root) != FileType.Directory:
+            raise DataError(f"pts:{location}: folder not found")
+        files = list_files(fs, root, recursive=True)
+    except OSError as error:
+        raise DataError(f"pts:{location}: cannot list the folder ({error})") from None
+    root_name = location.rstrip("/") if is_uri(location) else root
+    pts_files = [path for path in files if path.endswith(".pts")]
     if not pts_files:
-        raise DataError(f"pts:{location}: no .pts files under {root}; expected image + .pts pairs (iBUG/300W format)")
-    relative = [path.relative_to(root).with_suffix("") for path in pts_files]
+        raise DataError(f"pts:{location}: no .pts files under {root_name}; expected image + .pts pairs (iBUG/300W)")
+    present = set(files)
+    relative = [path[len(root) + 1 : -len(".pts")] for path in pts_files]
 
     def load(i: int) -> Face:
-        points = read_pts(pts_files[i])
-        image = read_image(find_image(pts_files[i]))
+        points = read_pts(pts_files[i], fs)
+        image = read_image(_find_image(pts_files[i], present), fs)
         points = check_landmarks(points, image.shape, pts_files[i])
-        return Face(image, points, f"pts:{root}/{relative[i]}", _subset(relative[i]))
+        return Face(image, points, f"pts:{root_name}/{relative[i]}", _subset(relative[i]))
 
     return FaceSet(
-        spec=f"pts:{root}",
-        ids=tuple(f"pts:{root}/{rel}" for rel in relative),
+        spec=f"pts:{root_name}",
+        ids=tuple(f"pts:{root_name}/{rel}" for rel in relative),
         subsets=tuple(_subset(rel) for rel in relative),
         load=load,
     )
 
 
-def _subset(relative: Path) -> str:
-    return str(relative.parent) if relative.parent != Path(".") else "."
+def _find_image(pts_path: str, present: set[str]) -> str:
+    stem = pts_path[: -len(".pts")]
+    for suffix in IMAGE_SUFFIXES:
+        if stem + suffix in present:
+            return stem + suffix
+    raise BadSample("missing_image", pts_path, f"no image beside it (looked for {', '.join(IMAGE_SUFFIXES[:4])})")
+
+
+def _subset(relative: str) -> str:
+    parent = relative.rpartition("/")[0]
+    return parent or "."

@@ -4,6 +4,11 @@ Every dataset raylm reads (FaceSynthetics, iBUG/300W `.pts`, FFHQ, the built-in
 generator) becomes a `FaceSet`: a cheap index of sample ids plus a loader that
 decodes one sample into a `Face` on demand. Landmarks are always 68 iBUG points,
 0-based order, as (x, y) pixel coordinates in the image they came with.
+
+The one coordinate convention: pixel coordinates are 0-based with pixel centres
+at integers (the top-left pixel's centre is (0, 0), its outer corner (-0.5, -0.5)).
+Readers convert to it (300W `.pts` files are 1-based: the reader subtracts 1 and
+`write_pts` adds it back); the crop, the model's targets and every metric use it.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from pyarrow.fs import FileSystem, LocalFileSystem
 from tqdm import tqdm
+
+from raylm.errors import RaylmError
+from raylm.fs import read_bytes
 
 N_POINTS = 68
 
@@ -47,7 +56,7 @@ class BadSample(Exception):
         super().__init__(f"{where}: {detail}")
 
 
-class DataError(Exception):
+class DataError(RaylmError):
     """A user mistake about a whole dataset (bad spec, empty folder, unreadable index)."""
 
 
@@ -72,11 +81,16 @@ class FaceSet:
         return len(self.ids)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to (H, W, 3) uint8 RGB, or raise BadSample saying why not."""
-    if not path.is_file():
-        raise BadSample("missing_image", path, "image file not found")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+def read_image(path: str | Path, fs: FileSystem | None = None) -> np.ndarray:
+    """Decode an image file (on `fs`, default local) to (H, W, 3) uint8 RGB, or raise BadSample saying why not."""
+    fs = fs or LocalFileSystem()
+    try:
+        encoded = read_bytes(fs, str(path))
+    except FileNotFoundError:
+        raise BadSample("missing_image", path, "image file not found") from None
+    except OSError as error:
+        raise BadSample("missing_image", path, f"cannot read the image file ({error})") from None
+    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise BadSample("corrupt_image", path, "cannot decode image (corrupt or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

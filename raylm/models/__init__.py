@@ -19,13 +19,15 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from raylm.errors import RaylmError
+
 ModelConstructor = Callable[..., nn.Module]
 
 _MODELS: dict[str, ModelConstructor] = {}
 _FAMILIES: dict[str, ModelConstructor] = {}
 
 
-class UnknownModel(ValueError):
+class UnknownModel(RaylmError, ValueError):
     """A model name that is neither registered nor `<family>:<name>` with a known model."""
 
 

@@ -8,9 +8,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from raylm.config import ConfigError, StudyConfig, load_config
-from raylm.data.record import DataError
-from raylm.models import UnknownModel
+from raylm.config import StudyConfig, load_config
+from raylm.errors import RaylmError
 from raylm.search import storage
 from raylm.search.errors import SearchError
 from raylm.search.study import run_study
@@ -60,19 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run_dir = args.resume if storage.is_uri(args.resume) else str(Path(args.resume).resolve())
+            storage.check_location(run_dir, "--resume")
             study = load_config(StudyConfig, fetch_study_file(run_dir), args.set)
         else:
             study = load_config(StudyConfig, args.config or DEFAULT_STUDY, args.set)
             storage_path = args.storage_path or study.search.storage_path
             if not storage.is_uri(storage_path):
                 storage_path = str(Path(storage_path).resolve())
+            storage.check_location(storage_path, "search.storage_path")
             run_dir = storage.join(storage_path, args.name or f"{study.search.name}-{datetime.now():%Y%m%d-%H%M%S}")
             if storage.exists(storage.join(run_dir, "study.yaml")):
                 raise SearchError(
                     f"{run_dir} already holds a study; continue it with --resume {run_dir}, or pick --name"
                 )
         result = run_study(study, run_dir, address=args.address)
-    except (ConfigError, DataError, UnknownModel, SearchError) as error:
+    except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"\nbest cell (by {study.search.metric}): {result.best_cell}")

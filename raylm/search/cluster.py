@@ -1,12 +1,21 @@
-"""Connecting a study to Ray: start or join a cluster, resolve GPUs, check resources and storage first."""
+"""Connecting a study to Ray: start or join a cluster, resolve GPUs, check resources first.
+
+On a cluster that `ray up` started, resources are counted over what the autoscaler
+can grow the cluster to (its node types at their max workers, read from the
+bootstrap config `ray up` leaves on the head, as Tune itself does), not over the
+nodes up right now: GPU workers at `min_workers: 0` are no reason to refuse a GPU study.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import ray
+import yaml
 
 from raylm.config import StudyConfig
 from raylm.search.errors import SearchError
@@ -33,29 +42,71 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
             ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise SearchError(f"--address {address}: cannot reach a Ray cluster ({error})") from None
-    available = ray.cluster_resources()
-    study = resolve_gpus(study, available.get("GPU", 0))
+    shapes = node_shapes()
+    study = resolve_gpus(study, max((shape.gpus for shape in shapes), default=0))
     wanted = study.search.resources
-    for field, key in (("cpu", "CPU"), ("gpu", "GPU")):
-        need, have = getattr(wanted, field), available.get(key, 0)
-        if need > have:
-            raise SearchError(
-                f"search.resources.{field}={need} per trial, but the cluster has {have:g} {key} in all: "
-                f"no trial could ever start; lower search.resources.{field} or add nodes with {key}s"
-            )
+    if not any(shape.cpus >= wanted.cpu and shape.gpus >= wanted.gpu for shape in shapes):
+        largest = ", ".join(sorted({f"{shape.cpus:g} CPU + {shape.gpus:g} GPU" for shape in shapes}))
+        raise SearchError(
+            f"search.resources asks {wanted.cpu:g} CPU + {wanted.gpu:g} GPU per trial, but no node "
+            f"{'type ' if autoscaler_config() else ''}of the cluster has that much ({largest}): no trial could "
+            "ever start; lower search.resources.cpu/gpu or add a node type that big"
+        )
     return study
 
 
+@dataclass(frozen=True)
+class NodeShape:
+    """Nodes of one size: `count` of them are up, or the autoscaler may start that many."""
+
+    cpus: float
+    gpus: float
+    count: int
+
+    def slots(self, cpu: float, gpu: float) -> int:
+        """Trials of `cpu` + `gpu` that all nodes of this shape hold at once."""
+        limits = [math.floor(have / need + 1e-9) for have, need in ((self.cpus, cpu), (self.gpus, gpu)) if need]
+        per_node = min(limits, default=1)
+        return per_node * self.count
+
+
+def autoscaler_config() -> Path | None:
+    """The cluster launcher's config on the head node (`ray up` copies it there), or None off such a cluster."""
+    path = Path("~/ray_bootstrap_config.yaml").expanduser()
+    return path if path.is_file() else None
+
+
+def node_shapes() -> list[NodeShape]:
+    """The nodes the cluster has or can grow to: the autoscaler's node types at their max workers, else live nodes."""
+    path = autoscaler_config()
+    if path is None:
+        live = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        return [NodeShape(r.get("CPU", 0.0), r.get("GPU", 0.0), 1) for r in live]
+    config = yaml.safe_load(path.read_text())
+    cap = config.get("max_workers")
+    shapes = []
+    for name, node_type in config.get("available_node_types", {}).items():
+        resources = node_type.get("resources") or {}
+        workers = node_type.get("max_workers", cap or 0)
+        count = 1 if name == config.get("head_node_type") else min(workers, cap) if cap is not None else workers
+        shapes.append(NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), int(count)))
+    return shapes
+
+
 def trial_slots(study: StudyConfig) -> int:
-    """How many trials the cluster's current nodes can run at once (at least 1)."""
-    available, wanted = ray.cluster_resources(), study.search.resources
-    limits = [available.get("CPU", 0) / wanted.cpu] if wanted.cpu else []
-    limits += [available.get("GPU", 0) / wanted.gpu] if wanted.gpu else []
-    return max(1, int(min(limits, default=1)))
+    """How many trials the cluster can run at once, grown as far as its autoscaler may (at least 1).
+
+    Tune's concurrency limit: pending trials are what make the autoscaler add nodes.
+    """
+    wanted = study.search.resources
+    return max(1, sum(shape.slots(wanted.cpu, wanted.gpu) for shape in node_shapes()))
 
 
 def resolve_gpus(study: StudyConfig, cluster_gpus: float) -> StudyConfig:
-    """`search.resources.gpu: null` means a GPU per trial where the cluster has GPUs, the CPU otherwise."""
+    """`search.resources.gpu: null` means a GPU per trial where the cluster has (or can add) GPUs, the CPU otherwise.
+
+    `cluster_gpus` is the most GPUs any one node has or can have.
+    """
     resources = study.search.resources
     if resources.gpu is not None:
         return study

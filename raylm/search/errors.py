@@ -1,5 +1,7 @@
 """The search layer's error: a study that cannot run as configured."""
 
+from raylm.errors import RaylmError
 
-class SearchError(Exception):
+
+class SearchError(RaylmError):
     """A study that cannot run as configured; the message names the field or option."""

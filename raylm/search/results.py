@@ -18,14 +18,26 @@ def trial_id_of(result: tune.Result) -> str:
     return (result.metrics or {}).get("trial_id") or Path(result.path).name.rpartition("__")[2]
 
 
+def error_reason(error: BaseException | None) -> str:
+    """The one line that says why a trial failed ("Diverged: diverged in epoch 3: ..."), or "" for none."""
+    if error is None:
+        return ""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    name, sep, message = last.partition(": ")
+    return f"{name.rpartition('.')[2]}: {message}" if sep and " " not in name else last
+
+
 def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], dict[str, tune.Result]]:
-    """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, its best value of
-    the selection metric, node, compute, start and end), and Tune's result of each trial by id.
+    """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, why it failed, the
+    validation metrics at its best epoch by the selection metric, node, compute, start and end), and
+    Tune's result of each trial by id.
 
     Start and end (`started_at`, `finished_at`) are seconds since the first trial started.
     """
     best = grid.get_dataframe(filter_metric=search.metric, filter_mode=search.metric_mode)
-    best_value = dict(zip(best["trial_id"], best[search.metric], strict=True)) if len(best) else {}
+    validation = [column for column in best.columns if column.startswith(("val/", "val_real/"))]
+    at_best = {row["trial_id"]: {key: float(row[key]) for key in validation} for _, row in best.iterrows()}
     rows, results = [], {}
     for result in grid:
         trial_id = trial_id_of(result)
@@ -46,7 +58,8 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
                 "epochs": epochs,
                 "stopped_early": result.error is None and epochs < search.max_epochs,
                 "status": "ERROR" if result.error is not None else "TERMINATED",
-                search.metric: float(best_value.get(trial_id, float("nan"))),
+                "reason": error_reason(result.error),
+                **at_best.get(trial_id, {search.metric: float("nan")}),
                 "node": metrics.get("node_ip", ""),
                 "node_id": metrics.get("node_id", ""),
                 "compute_s": compute_s,

@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from raylm.config import ConfigError, RunConfig, StudyConfig, with_values
+from raylm.data.pipeline import DataConfig
 from raylm.models import check_model
 
 # distribution name -> (Tune constructor, number of arguments it takes)
@@ -89,6 +90,12 @@ def cell_of(config: dict[str, Any]) -> Cell:
 def trial_config(study: StudyConfig, params: dict[str, Any]) -> RunConfig:
     """The run config of one trial: the study's base run, its parameters, and the epoch budget."""
     return with_values(study.base(), {**params, "train.epochs": study.search.max_epochs})
+
+
+def cell_data(study: StudyConfig) -> list[DataConfig]:
+    """The data config of every cell, each once (cells that differ only in architecture share one)."""
+    configs = [trial_config(study, cell.values()).data for cell in cells(study)]
+    return [config for i, config in enumerate(configs) if config not in configs[:i]]
 
 
 def check_space(study: StudyConfig) -> None:

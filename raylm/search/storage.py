@@ -1,66 +1,43 @@
-"""Where a study's files live: a local folder, an NFS path, or a bucket (`s3://`, `gs://`).
+"""Where a study's files live (a local folder, an NFS path, or a bucket: `s3://`, `gs://`), and what nodes can see.
 
 Tune writes the trials there itself (checkpoints, results, and each trial's working
 directory through its syncing); the study's own files (study.yaml, the report, the
-best checkpoints) are written to a local folder and copied there through pyarrow's
-filesystems, the layer Ray uses for the same storage. Cloud credentials and
-endpoints come from the usual environment (`AWS_*`, an instance profile, ...).
+best checkpoints) are written to a local folder and copied there (raylm.fs). This
+module checks, before any trial, that the driver and every node can use it.
 """
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
-import pyarrow.fs
+import pyarrow
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from raylm.data.pipeline import DataConfig, check_data
+from raylm.errors import RaylmError
+from raylm.fs import StorageError, exists, filesystem, is_uri, join, read_text, upload, write_text
 from raylm.search.errors import SearchError
 
+__all__ = [
+    "check_nodes_read",
+    "check_nodes_see",
+    "check_writable",
+    "exists",
+    "is_uri",
+    "join",
+    "read_text",
+    "upload",
+    "write_text",
+]
 
-def is_uri(location: str) -> bool:
-    return "://" in location
 
-
-def join(location: str, *parts: str) -> str:
-    return "/".join([location.rstrip("/"), *parts])
-
-
-def filesystem(location: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """pyarrow's filesystem for `location` and the path on it."""
-    if not is_uri(location):
-        return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
+def check_location(location: str, field: str) -> None:
+    """Fail naming `field` when `location` is neither a path nor a storage URI pyarrow can open."""
     try:
-        return pyarrow.fs.FileSystem.from_uri(location)
-    except (pyarrow.ArrowInvalid, OSError) as error:
-        raise SearchError(f"search.storage_path {location!r}: not a storage URI pyarrow can open ({error})") from None
-
-
-def write_text(location: str, text: str) -> None:
-    fs, path = filesystem(location)
-    fs.create_dir(path.rpartition("/")[0], recursive=True)
-    with fs.open_output_stream(path) as stream:
-        stream.write(text.encode())
-
-
-def read_text(location: str) -> str:
-    fs, path = filesystem(location)
-    with fs.open_input_stream(path) as stream:
-        return stream.readall().decode()
-
-
-def exists(location: str) -> bool:
-    fs, path = filesystem(location)
-    return fs.get_file_info(path).type != pyarrow.fs.FileType.NotFound
-
-
-def upload(local_dir: Path, location: str) -> None:
-    """Copy a local folder's files into `location` (nothing to do when they are the same folder)."""
-    fs, path = filesystem(location)
-    if isinstance(fs, pyarrow.fs.LocalFileSystem) and Path(path) == local_dir.resolve():
-        return
-    pyarrow.fs.copy_files(str(local_dir), path, destination_filesystem=fs)
+        filesystem(location)
+    except StorageError as error:
+        raise SearchError(f"{field} {error}") from None
 
 
 def check_writable(location: str) -> None:
@@ -96,20 +73,45 @@ def check_nodes_see(location: str) -> None:
     marker = join(location, f".raylm-marker-{text}")
     write_text(marker, text)
     try:
-        nodes = [node for node in ray.nodes() if node["Alive"]]
-        checks = [
-            _sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
-                marker, text
-            )
-            for node in nodes
-        ]
-        for node, problem in zip(nodes, ray.get(checks), strict=True):
+        for node, problem in on_each_node(_sees, marker, text):
             if problem is not None:
                 raise SearchError(
-                    f"search.storage_path {location!r}: node {node['NodeManagerAddress']} cannot use it ({problem}); "
+                    f"search.storage_path {location!r}: node {node} cannot use it ({problem}); "
                     "on a cluster of several machines give shared storage: an NFS path mounted on every node, "
                     "or a bucket (s3://..., gs://...)"
                 )
     finally:
         fs, path = filesystem(marker)
         fs.delete_file(path)
+
+
+@ray.remote(num_cpus=0)
+def _reads(configs: list[DataConfig]) -> str | None:
+    """On one node: None when every data config's datasets (or their prepared faces) can be read there, else why not."""
+    try:
+        check_data(*configs)
+    except (RaylmError, OSError) as error:
+        return str(error)
+    return None
+
+
+def check_nodes_read(configs: list[DataConfig]) -> None:
+    """Fail before any trial unless every live node can index the study's datasets or fetch their prepared faces."""
+    for node, problem in on_each_node(_reads, configs):
+        if problem is not None:
+            raise SearchError(
+                f"node {node} cannot read the study's data: {problem}. Put the datasets at the same path on every "
+                "node, name them by bucket URIs (e.g. facesynthetics:s3://bucket/FaceSynthetics), or prepare them "
+                "once with `python -m raylm.data prepare --config STUDY --to s3://...` and set data.prepared"
+            )
+
+
+def on_each_node(function: ray.remote_function.RemoteFunction, *args) -> list[tuple[str, object]]:
+    """Run a zero-CPU task on every live node; ("address (node id)", its result) for each."""
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    pinned = [
+        function.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(*args)
+        for node in nodes
+    ]
+    named = [f"{node['NodeManagerAddress']} ({node['NodeID'][:8]})" for node in nodes]
+    return list(zip(named, ray.get(pinned), strict=True))

@@ -26,7 +26,7 @@ from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
 from raylm.search.results import trial_rows
 from raylm.search.selection import best_cell, best_trials
-from raylm.search.space import CELL_KEYS, cell_of, cells, check_space, trial_config
+from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
 from raylm.search.testpass import test_best
 from raylm.search.trainable import train_trial
 
@@ -48,14 +48,14 @@ def run_study(
     """
     location = str(run_dir)
     check_space(study)
-    for cell in cells(study):
-        check_data(trial_config(study, cell.values()).data)
+    check_data(*cell_data(study))
     storage.check_writable(location)
     local_dir = Path(tempfile.mkdtemp(prefix="raylm-run-")) if storage.is_uri(location) else Path(run_dir)
     owns_ray = not ray.is_initialized()
     try:
         study = connect(address, study)
         storage.check_nodes_see(location)
+        storage.check_nodes_read(cell_data(study))
         save_config(study, local_dir / "study.yaml")
         storage.upload(local_dir, location)
         grid = run_experiment(study, trainable, location)
@@ -76,7 +76,9 @@ def summarise(study: StudyConfig, run_dir: Path, grid: ray.tune.ResultGrid) -> S
     rows, results = trial_rows(search, grid)
     best = best_trials(search, rows)
     if not best:
-        raise SearchError(f"no trial of the study finished; see the trial errors in {grid.experiment_path}")
+        reasons = [row["reason"] for row in rows if row["reason"]]
+        first = f"; the first error: {reasons[0]}" if reasons else ""
+        raise SearchError(f"no trial of the study finished{first} (all errors: in {grid.experiment_path})")
     test_set = f"test_{next(iter(study.data.tests))}" if study.data.tests else "test_real"
     cell_rows: list[dict[str, Any]] = []
     per_image = {}
@@ -105,5 +107,5 @@ def summarise(study: StudyConfig, run_dir: Path, grid: ray.tune.ResultGrid) -> S
     overall_dir = run_dir / "best" / cell_of(results[overall["best_trial"]].config).slug
     for item in ("checkpoint.pt", "config.yaml"):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
-    files = write_report(run_dir, rows, cell_rows, per_image, test_set=test_set)
+    files = write_report(run_dir, rows, cell_rows, per_image, search.metric, search.metric_mode, test_set=test_set)
     return StudyResult(run_dir, files, overall["cell"])

@@ -12,11 +12,34 @@ from pathlib import Path
 from typing import Any
 
 import ray
+import torch
 from ray import tune
 
 from raylm.config import StudyConfig
+from raylm.search.errors import SearchError
 from raylm.search.space import trial_config
 from raylm.train import fit
+
+
+def check_gpu_usable() -> None:
+    """Fail a trial that Ray gave a GPU torch cannot use (no driver, a driver too old), never train on the CPU."""
+    gpu_ids = ray.get_gpu_ids()
+    if not gpu_ids or torch.cuda.is_available():
+        return
+    if torch.version.cuda is None:
+        why = f"torch {torch.__version__} is a CPU-only build"
+    else:
+        try:
+            torch.cuda.init()
+            why = "torch.cuda.is_available() is False"
+        except (RuntimeError, AssertionError) as error:
+            why = str(error).strip().splitlines()[0]
+    context = ray.get_runtime_context()
+    raise SearchError(
+        f"node {ray.util.get_node_ip_address()} ({context.get_node_id()[:8]}) gave this trial GPU {gpu_ids} "
+        f"but torch cannot use it: {why}. Install an NVIDIA driver for CUDA {torch.version.cuda} on that node "
+        "(cluster.yaml's image has one), or run CPU trials with search.resources.gpu: 0"
+    )
 
 
 def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
@@ -28,6 +51,7 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     """
     config = trial_config(study, params)
     node_id = ray.get_runtime_context().get_node_id()
+    check_gpu_usable()
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         # Tune's own `timestamp` is whole seconds; `reported_at` times short trials well enough to compare.

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from raylm.config import ConfigError, RunConfig, load_config, save_config
 from raylm.data.pipeline import check_data, prepare_data
-from raylm.data.record import DataError
-from raylm.models import UnknownModel, check_model
-from raylm.train.checkpoint import load_checkpoint, model_from_checkpoint
-from raylm.train.hardware import choose_hardware
-from raylm.train.loop import evaluate_parts, fit
+from raylm.errors import RaylmError
+from raylm.models import check_model
+from raylm.train.evaluation import evaluate_trained, load_trained
+from raylm.train.hardware import check_device
+from raylm.train.loop import fit, prefixed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,46 +35,93 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", help="run directory (default: results/train/<date-time>)")
     parser.add_argument("--resume", metavar="CHECKPOINT_DIR", help="continue from a checkpoint of an earlier run")
+    parser.add_argument(
+        "--metric",
+        default="val/nme",
+        help="selection metric of checkpoints/best: a validation metric, e.g. val/nme (default) or val_real/nme",
+    )
+    parser.add_argument(
+        "--mode", choices=("min", "max"), default="min", help="whether lower or higher --metric is best"
+    )
     args = parser.parse_args(argv)
     try:
+        selection = Selection(args.metric, args.mode)
         config = load_config(RunConfig, args.config, args.set)
         output = Path(args.output or f"results/train/{datetime.now():%Y%m%d-%H%M%S}")
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
-        metrics = run(config, output, Path(args.resume) if args.resume else None)
-    except (ConfigError, DataError, UnknownModel, FileNotFoundError) as error:
+        metrics = run(config, output, Path(args.resume) if args.resume else None, selection)
+    except (RaylmError, FileNotFoundError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(metrics))
+    print(f"best epoch by {selection}: {metrics['best_epoch']}")
     print(f"checkpoint: {output / 'checkpoints' / 'best'}\ntensorboard: tensorboard --logdir {output}")
     print(output)
     return 0
 
 
-def run(config: RunConfig, output: Path, resume: Path | None) -> dict[str, float]:
-    """Train, keep the last and the best (by val/nme) checkpoints, then test the best on the real test sets."""
+@dataclass(frozen=True)
+class Selection:
+    """The one rule that picks checkpoints/best: the epoch best by `metric` in `mode`."""
+
+    metric: str = "val/nme"
+    mode: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.metric.startswith("test"):
+            raise ConfigError(f"--metric {self.metric!r} selects on a test set; use a validation metric, e.g. val/nme")
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"--mode must be min or max, got {self.mode!r}")
+
+    def __str__(self) -> str:
+        return f"{self.metric} ({self.mode})"
+
+    def better(self, metrics: dict[str, float], best: dict[str, float] | None) -> bool:
+        """Whether an epoch's `metrics` beat the `best` so far (None: no epoch yet); NaN never does."""
+        if self.metric not in metrics:
+            known = ", ".join(sorted(key for key in metrics if key.startswith("val")))
+            raise ConfigError(f"--metric {self.metric!r} is not a metric of this run; its epochs report {known}")
+        value = metrics[self.metric]
+        if math.isnan(value):
+            return False
+        if best is None:
+            return True
+        return value < best[self.metric] if self.mode == "min" else value > best[self.metric]
+
+
+def run(config: RunConfig, output: Path, resume: Path | None, selection: Selection = Selection()) -> dict[str, float]:
+    """Train, keep the last and the best (by `selection`) checkpoints, then test the best on the real test sets."""
+    check_device(config.train)
     check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
     check_data(config.data)
     data = prepare_data(config.data)
     for spec, reasons in data.skipped.items():
         print(f"skipped samples in {spec}: {reasons}")
     checkpoints = output / "checkpoints"
-    best = {"val/nme": float("inf")}
+    best: dict[str, float] = {}
+    shown = dict.fromkeys(("train/loss", "val/nme", "val_real/nme", selection.metric, "lr"))  # in order, once each
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
-        print(f"epoch {epoch:3d}  " + "  ".join(f"{key} {metrics[key]:.4f}" for key in ("train/loss", "val/nme", "lr")))
+        print(f"epoch {epoch:3d}  " + "  ".join(f"{key} {metrics[key]:.4f}" for key in shown if key in metrics))
         shutil.copytree(checkpoint_dir, checkpoints / "last", dirs_exist_ok=True)
-        if metrics["val/nme"] < best["val/nme"]:
-            best.update(metrics)
+        if selection.better(metrics, best or None):
+            best.update(metrics, best_epoch=epoch)
             shutil.copytree(checkpoint_dir, checkpoints / "best", dirs_exist_ok=True)
 
     fit(config, report, log_dir=output, resume_from=resume, data=data)
-    checkpoint = load_checkpoint(checkpoints / "best")
-    hardware = choose_hardware(config.train)
-    model = model_from_checkpoint(checkpoint).to(hardware.device)
-    tests = {f"test_{name}": part for name, part in data.split.tests.items()}
-    metrics = {**best, **evaluate_parts(model, tests, config, hardware, checkpoint["mean_shape"].numpy())}
-    (output / "metrics.json").write_text(json.dumps({**metrics, "skipped": data.skipped}, indent=2))
+    if not best:
+        raise FloatingPointError(f"no epoch had a finite {selection.metric}, so there is no best checkpoint")
+    trained = load_trained(checkpoints / "best", config.train.device)
+    metrics = dict(best)
+    for name, part in data.split.tests.items():
+        metrics.update(prefixed(f"test_{name}", evaluate_trained(trained, part)[0]))
+    (output / "metrics.json").write_text(
+        json.dumps(
+            {**metrics, "selection": {"metric": selection.metric, "mode": selection.mode}, "skipped": data.skipped},
+            indent=2,
+        )
+    )
     return metrics
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raylm.config import TrainConfig
+from raylm.config import ConfigError, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,48 @@ class Hardware:
     workers: int
 
 
+def check_device(config: TrainConfig, cuda_devices: int | None = None) -> None:
+    """Fail fast, with a one-line ConfigError, when `train.device` names a device this machine lacks.
+
+    `cuda_devices` is how many CUDA devices the run will see, when that is not this
+    process's count: e.g. a GPU worker's, checked from a cluster's CPU-only head node.
+    """
+    if config.device == "auto":
+        return
+    try:
+        device = torch.device(config.device)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device {config.device!r} is not a device name; set train.device to auto, cpu, cuda or cuda:<index>"
+        ) from None
+    if device.type == "cuda":
+        if cuda_devices is None:
+            # is_available() too: a driver too old for torch's CUDA still lists its GPUs.
+            cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if cuda_devices == 0:
+            raise ConfigError(
+                f"train.device is {config.device!r} but this machine has no usable CUDA device; "
+                "set train.device to auto or cpu"
+            )
+        if device.index is not None and device.index >= cuda_devices:
+            raise ConfigError(
+                f"train.device is {config.device!r} but this machine has {cuda_devices} CUDA device(s), cuda:0 to "
+                f"cuda:{cuda_devices - 1}; set train.device to one of them, or to auto"
+            )
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(
+                f"train.device is {config.device!r} but MPS is not available here; set train.device to auto or cpu"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"train.device {config.device!r}: raylm trains on auto, cpu, cuda, cuda:<index> or mps")
+
+
 def choose_hardware(config: TrainConfig) -> Hardware:
     """CUDA when available (AMP, channels_last, loader workers), else a CPU run with a sane thread count."""
+    check_device(config)
     name = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; use train.device=auto or cpu")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     on_cuda = device.type == "cuda"
     if not on_cuda:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,45 @@ from raylm.train.loaders import LandmarkDataset, make_loader, mean_shape, set_ep
 from raylm.train.losses import build_loss
 from raylm.train.optim import build_optimizer, build_schedule
 
-HPARAM_METRICS = ("val/nme", "val/mse", "val/fr@0.10", "val/auc@0.08", "train/loss")
+# Per validation set (val/, and val_real/ when real faces are held out), the HParams dashboard's metrics.
+HPARAM_METRICS = ("nme", "mse", "fr@0.10", "auc@0.08")
 
 # report(epoch, metrics, checkpoint_dir): called once per epoch (epoch counts from 1).
 Report = Callable[[int, dict[str, float], Path], None]
 
 
+class Diverged(FloatingPointError):
+    """Training blew up: the training loss or a validation NME is no longer finite.
+
+    The message is one line (it goes into the search's trials.csv); `epoch` counts from 1, as in `report`.
+    """
+
+    def __init__(self, epoch: int, metric: str, value: float):
+        self.epoch, self.metric, self.value = epoch, metric, value
+        super().__init__(f"diverged in epoch {epoch}: {metric} became {value}; lower train.lr or set train.grad_clip")
+
+    def __reduce__(self):
+        # Ray pickles a trial's exception; the default would call Diverged(message).
+        return type(self), (self.epoch, self.metric, self.value)
+
+
+def hparam_metrics(validation_sets: Iterable[str]) -> tuple[str, ...]:
+    """The metric tags TensorBoard's HParams dashboard shows, e.g. `val/nme`, `val_real/nme`, `train/loss`."""
+    return (*(f"{name}/{metric}" for name in validation_sets for metric in HPARAM_METRICS), "train/loss")
+
+
 def train_one_epoch(
-    state: TrainingState, loader: DataLoader, loss_fn: Callable, hardware: Hardware, grad_clip: float = 0.0
+    state: TrainingState,
+    loader: DataLoader,
+    loss_fn: Callable,
+    hardware: Hardware,
+    epoch: int,
+    grad_clip: float = 0.0,
 ) -> dict[str, float]:
-    """One pass over the training loader; returns `train/loss` (mean over samples)."""
+    """One pass over the training loader; returns `train/loss` (mean over samples).
+
+    Raises Diverged, naming `epoch` (counted from 1), on a non-finite batch loss, before it reaches the weights.
+    """
     state.model.train()
     total, count = 0.0, 0
     for images, targets in loader:
@@ -47,7 +76,7 @@ def train_one_epoch(
         with autocast(hardware):
             loss = loss_fn(state.model(images).float(), targets)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()}; lower train.lr or set train.grad_clip")
+            raise Diverged(epoch, "train/loss", loss.item())
         state.optimizer.zero_grad(set_to_none=True)
         if state.scaler is not None:
             state.scaler.scale(loss).backward()
@@ -103,6 +132,29 @@ def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{key}": value for key, value in metrics.items()}
 
 
+def validate(
+    model: nn.Module,
+    loaders: dict[str, DataLoader],
+    hardware: Hardware,
+    input_size: int,
+    baseline: np.ndarray,
+    epoch: int,
+) -> dict[str, float]:
+    """Metrics of every validation set (`val`, `val_real`), prefixed by its name; Diverged on a non-finite NME.
+
+    Iterating a DataLoader draws its seed from torch's global generator, which dropout
+    also uses: validation runs on a fork of it, so how many sets are validated (whether
+    `data.val_real_size` is 0 or not) does not change the training curve.
+    """
+    metrics: dict[str, float] = {}
+    with torch.random.fork_rng(devices=[]):
+        for name, loader in loaders.items():
+            metrics.update(prefixed(name, evaluate(model, loader, hardware, input_size, baseline)))
+            if not np.isfinite(metrics[f"{name}/nme"]):
+                raise Diverged(epoch, f"{name}/nme", metrics[f"{name}/nme"])
+    return metrics
+
+
 def fit(
     config: RunConfig,
     report: Report,
@@ -113,19 +165,29 @@ def fit(
 ) -> dict[str, float]:
     """Train `config` to the end, calling `report` after each epoch; returns the last epoch's metrics.
 
-    With `resume_from` (a checkpoint directory) training continues after that
-    checkpoint's epoch exactly as if it had never stopped. TensorBoard events go
-    to `log_dir` when given, with `hparams` declared for TensorBoard's HParams dashboard.
+    Every epoch reports `train/loss`, `lr`, `epoch_s` and the metrics of each validation
+    set: `val/` (synthetic faces) and, when `data.val_real_size` > 0, `val_real/` (real
+    faces held out of the mixing pool). With `resume_from` (a checkpoint directory)
+    training continues after that checkpoint's epoch exactly as if it had never stopped.
+    TensorBoard events go to `log_dir` when given, with `hparams` declared for
+    TensorBoard's HParams dashboard. Raises Diverged when the loss or a validation NME
+    stops being finite.
     """
     train_config = config.train
     hardware = choose_hardware(train_config)
     data = data or prepare_data(config.data)
     augment = config.data.augment
     train_set = LandmarkDataset(data.split.train, augment, train=True, seed=train_config.seed)
-    val_set = LandmarkDataset([data.split.val], augment, train=False)
+    held_out = {"val": data.split.val, "val_real": data.split.val_real}
+    val_sets = {
+        name: LandmarkDataset([part], augment, train=False) for name, part in held_out.items() if part is not None
+    }
     pin = hardware.device.type == "cuda"
     train_loader = make_loader(train_set, train_config.batch_size, True, hardware.workers, pin)
-    val_loader = make_loader(val_set, max(64, train_config.batch_size), False, hardware.workers, pin)
+    val_batch = max(64, train_config.batch_size)
+    val_loaders = {
+        name: make_loader(dataset, val_batch, False, hardware.workers, pin) for name, dataset in val_sets.items()
+    }
     baseline = mean_shape(train_set)
 
     torch.manual_seed(train_config.seed)
@@ -143,13 +205,13 @@ def fit(
 
     board = Board(log_dir) if log_dir is not None else None
     if board is not None and hparams:
-        board.hparams(hparams, HPARAM_METRICS)
+        board.hparams(hparams, hparam_metrics(val_sets))
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, train_config.epochs):
         started = time.perf_counter()
         set_epoch(train_loader, epoch)
-        metrics = train_one_epoch(state, train_loader, loss_fn, hardware, train_config.grad_clip)
-        metrics.update(prefixed("val", evaluate(state.model, val_loader, hardware, augment.input_size, baseline)))
+        metrics = train_one_epoch(state, train_loader, loss_fn, hardware, epoch + 1, train_config.grad_clip)
+        metrics.update(validate(state.model, val_loaders, hardware, augment.input_size, baseline, epoch + 1))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_s"] = time.perf_counter() - started
         if board is not None:
@@ -157,7 +219,8 @@ def fit(
             if train_config.image_every and (
                 (epoch + 1) % train_config.image_every == 0 or epoch + 1 == train_config.epochs
             ):
-                board.faces("val/faces", state.model, val_set, hardware, epoch + 1)
+                for name, dataset in val_sets.items():
+                    board.faces(f"{name}/faces", state.model, dataset, hardware, epoch + 1)
         with tempfile.TemporaryDirectory(prefix="raylm-checkpoint-") as directory:
             save_checkpoint(Path(directory), config, state, epoch, baseline, metrics)
             report(epoch + 1, metrics, Path(directory))

@@ -20,7 +20,8 @@ def test_aligned_images_scale_the_1024_landmarks_to_the_decoded_size(ffhq):
     assert "images=aligned" in faces.spec and len(faces) == 5
     face = faces.load(2)
     assert face.source_id == "ffhq:2" and face.image.shape == (256, 256, 3)
-    np.testing.assert_allclose(face.landmarks, np.array(records["2"]["image"]["face_landmarks"]) / 4, rtol=1e-6)
+    aligned = np.array(records["2"]["image"]["face_landmarks"])
+    np.testing.assert_allclose(face.landmarks, (aligned + 0.5) / 4 - 0.5, rtol=1e-6)
     assert sorted(set(faces.subsets)) == ["training", "validation"]
 
 
@@ -30,7 +31,9 @@ def test_thumbnails_and_wild_images(ffhq):
     assert thumbs.spec.endswith("?images=thumbnails")  # found by the folder's name
     face = open_ffhq(str(root / "ffhq-dataset-v2.json"), images="thumbnails").load(1)
     assert face.image.shape == (128, 128, 3)
-    np.testing.assert_allclose(face.landmarks, np.array(records["1"]["image"]["face_landmarks"]) / 8, rtol=1e-6)
+    np.testing.assert_allclose(
+        face.landmarks, (np.array(records["1"]["image"]["face_landmarks"]) + 0.5) / 8 - 0.5, rtol=1e-6
+    )
     wild = open_ffhq(str(root / "ffhq-dataset-v2.json"), images="wild").load(3)
     assert wild.image.shape == (480, 640, 3)
     np.testing.assert_allclose(wild.landmarks, records["3"]["in_the_wild"]["face_landmarks"], rtol=1e-6)
@@ -72,3 +75,14 @@ def test_bad_json_and_missing_folders(tmp_path: Path):
         open_ffhq(str(tmp_path / "meta.json"))
     with pytest.raises(DataError, match="images='big'"):
         open_ffhq(str(tmp_path / "meta.json"), images="big")
+
+
+def test_thumbnail_points_keep_pixel_centres_on_pixel_centres(tmp_path: Path):
+    """A 1024 px point on a pixel centre lands on the centre of the 128 px pixel it falls in."""
+    records = write_ffhq(tmp_path, 1)
+    records["0"]["image"]["face_landmarks"] = [[3.5, 1019.5]] + [[512.0, 512.0]] * 67
+    (tmp_path / "ffhq-dataset-v2.json").write_text(json.dumps(records))
+    face = open_ffhq(str(tmp_path / "ffhq-dataset-v2.json"), images="thumbnails").load(0)
+    # pixels 0..7 of the 1024 image make thumbnail pixel 0: their middle, 3.5, is its centre, 0.0
+    np.testing.assert_allclose(face.landmarks[0], [0.0, 127.0])
+    np.testing.assert_allclose(face.landmarks[1], [63.5625, 63.5625])  # (512.5 / 8) - 0.5

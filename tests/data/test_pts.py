@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from raylm.data.pts import open_pts, read_pts
+from raylm.data.pts import write_pts as write_raylm_pts
 from raylm.data.record import BadSample, DataError
 from tests.data.fakes import face_points, write_image, write_pts, write_pts_dataset
 
@@ -18,7 +19,7 @@ def test_reads_every_pts_recursively_with_subsets(tmp_path: Path):
         stem = source_id.removeprefix(f"pts:{tmp_path.resolve()}/")
         assert face.source_id == source_id
         assert face.image.shape == (96, 96, 3) and face.image.dtype == np.uint8
-        np.testing.assert_allclose(face.landmarks, written[stem], atol=1e-3)
+        np.testing.assert_allclose(face.landmarks, written[stem] - 1, atol=1e-3)  # .pts files are 1-based
 
 
 def test_bare_lines_and_header_forms_agree(tmp_path: Path):
@@ -77,7 +78,7 @@ def test_points_slightly_outside_the_image_are_kept(tmp_path: Path):
     points = face_points(np.random.default_rng(0), 100, 80)
     points[0] = (-5.0, 40.0)  # a jaw point just past the border, as in real annotations
     faces = open_pts(str(_one_face(tmp_path, points)))
-    assert faces.load(0).landmarks[0, 0] == -5.0
+    assert faces.load(0).landmarks[0, 0] == -6.0  # -5 in the 1-based file
 
 
 def test_missing_and_corrupt_images(tmp_path: Path):
@@ -88,7 +89,7 @@ def test_missing_and_corrupt_images(tmp_path: Path):
     assert caught.value.reason == "missing_image" and "no image beside it" in str(caught.value)
     (tmp_path / "face.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(BadSample) as caught:
-        faces.load(0)
+        open_pts(str(tmp_path)).load(0)  # an index lists the folder once
     assert caught.value.reason == "corrupt_image" and "face.jpg" in str(caught.value)
 
 
@@ -115,3 +116,15 @@ def test_reads_the_shared_real_faces(shared_data: Path):
         assert (face.landmarks >= 0).all() and (face.landmarks <= [width, height]).all()
     print(f"shared real faces: {len(faces)} read, skipped: {skipped or 'nothing'}")
     assert skipped == []
+
+
+def test_pts_files_are_1_based_and_raylm_0_based(tmp_path: Path):
+    rows = [f"{1 + i} {2.5 + i}" for i in range(68)]  # the first point sits on the top-left pixel's centre in x
+    (tmp_path / "face.pts").write_text("version: 1\nn_points: 68\n{\n" + "\n".join(rows) + "\n}\n")
+    points = read_pts(tmp_path / "face.pts")
+    np.testing.assert_array_equal(points[0], [0.0, 1.5])
+    np.testing.assert_array_equal(points[67], [67.0, 68.5])
+    write_raylm_pts(tmp_path / "again.pts", points)
+    text = (tmp_path / "again.pts").read_text().splitlines()
+    assert text[:3] == ["version: 1", "n_points: 68", "{"] and text[3] == "1.000 2.500" and text[-1] == "}"
+    np.testing.assert_array_equal(read_pts(tmp_path / "again.pts"), points)

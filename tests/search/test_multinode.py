@@ -17,9 +17,11 @@ import ray
 from ray.cluster_utils import Cluster
 
 from raylm.config import StudyConfig, load_config
-from raylm.search import run_study
+from raylm.data.pipeline import DataConfig
+from raylm.search import SearchError, run_study, storage
+from tests.data.fakes import write_pts_dataset
+from tests.s3 import s3_server
 from tests.search.hooked import hooked_trial
-from tests.search.s3 import s3_server
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
 
@@ -106,3 +108,29 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
         assert history[moved][1] > 1 and history[-1][1] == 6  # resumed from its last checkpoint, not from epoch 0
         summary = client.get_object(Bucket="raylm", Key="runs/multi/summary.csv")["Body"].read().decode()
         assert len(summary.splitlines()) == 2
+
+
+def test_a_node_that_cannot_read_the_data_is_named_before_any_trial(tmp_path: Path):
+    # Two nodes on one machine that see different home folders: `pts:~/faces` exists on the head only.
+    (tmp_path / "head").mkdir()
+    write_pts_dataset(tmp_path / "head" / "faces", {"a": 4})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "env_vars": {"HOME": str(tmp_path / "head")}},
+        shutdown_at_exit=False,
+    )
+    other = cluster.add_node(num_cpus=1, env_vars={"HOME": str(tmp_path / "other")})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    try:
+        config = DataConfig(synthetic="pts:~/faces", real=None, tests={}, train_size=2, val_size=1)
+        with pytest.raises(SearchError) as caught:
+            storage.check_nodes_read([config])
+        message = str(caught.value)
+        assert message.startswith(
+            f"node {other.node_ip_address} ({other.node_id[:8]}) cannot read the study's data: pts:~/faces"
+        )
+        assert "folder not found" in message and "python -m raylm.data prepare" in message
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import boto3
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from raylm.search import SearchError, storage
 from raylm.search.__main__ import main
-from tests.search.s3 import s3_server
+from tests.s3 import s3_bucket
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
 
 
 @pytest.fixture(scope="module")
 def bucket():
-    with s3_server() as env, pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        client = boto3.client("s3")
-        client.create_bucket(Bucket="raylm")
+    with s3_bucket() as client:
         yield client
 
 

@@ -198,7 +198,7 @@ def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_ru
 
 @pytest.mark.slow
 def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path: Path):
-    with pytest.raises(SearchError, match=r"search.resources.gpu=1.0 per trial, but the cluster has 0 GPU"):
+    with pytest.raises(SearchError, match=r"asks 1 CPU \+ 1 GPU per trial, but no node of the cluster has that much"):
         run_study(smoke("search.resources.gpu=1"), tmp_path / "run")
     assert not (tmp_path / "run" / "trials").exists()
 
@@ -245,22 +245,26 @@ def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_fractional_gpus_share_one_device(tmp_path: Path):
-    """Two trials of 0.5 GPU run on a one-(fake-)GPU Ray; without CUDA in torch they train on the CPU."""
+def test_a_trial_given_a_gpu_torch_cannot_use_fails_naming_the_node(tmp_path: Path):
+    """Ray gives a (fake) GPU that torch cannot use: the trial fails saying so; it never trains on the CPU."""
     import ray
 
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
         study = smoke(
-            "search.axes.real_fraction=[0.0]", "search.trials=2", "search.max_epochs=2", "search.resources.gpu=0.5",
-            f"data.cache_dir={tmp_path}",
-        )  # fmt: skip
-        run_study(study, tmp_path / "run")
+            "search.axes.real_fraction=[0.0]", "search.trials=1", "search.max_failures=0", f"data.cache_dir={tmp_path}"
+        )
+        with pytest.raises(SearchError) as caught:
+            run_study(study, tmp_path / "run")
         assert ray.is_initialized()  # the caller's Ray is left running
+        node = ray.nodes()[0]
     finally:
         ray.shutdown()
-    trials = read_csv(tmp_path / "run" / "trials.csv")
-    assert len(trials) == 2 and all(t["status"] == "TERMINATED" for t in trials)
-    (cell,) = read_csv(tmp_path / "run" / "summary.csv")
-    assert float(cell["gpu_hours"]) == pytest.approx(float(cell["compute_s"]) * 0.5 / 3600)
-    assert load_config(StudyConfig, tmp_path / "run" / "study.yaml").search.resources.gpu == 0.5
+    message = str(caught.value)
+    assert message.startswith("no trial of the study finished; the first error: SearchError: node ")
+    assert (
+        f"{node['NodeManagerAddress']} ({node['NodeID'][:8]}) gave this trial GPU [0] but torch cannot use it"
+        in message
+    )
+    assert "search.resources.gpu: 0" in message
+    assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))  # not one epoch trained

@@ -1,11 +1,19 @@
+import pickle
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn as nn
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from raylm.config import RunConfig, load_config
+from raylm.config import ConfigError, RunConfig, TrainConfig, load_config
 from raylm.train import fit, load_checkpoint
+from raylm.train.checkpoint import TrainingState
+from raylm.train.hardware import Hardware, check_device
+from raylm.train.loop import Diverged, hparam_metrics, train_one_epoch, validate
 
 TINY = [
     "data.synthetic=builtin:synthetic?n=80",
@@ -96,3 +104,115 @@ def test_learns_well_below_the_mean_shape_baseline_in_a_cpu_minute():
     final = run(config)[-1]
     print(f"val/nme {final['val/nme']:.4f}, mean shape {final['val/mean_shape_nme']:.4f}")
     assert final["val/nme"] < 0.6 * final["val/mean_shape_nme"]
+
+
+def test_real_validation_faces_are_reported_beside_val_and_do_not_change_training(tmp_path: Path):
+    real = "builtin:realistic?n=40"
+    with_real = [f"data.real={real}", f"data.tests={{real: '{real}'}}", "data.test_size=8", "train.epochs=2"]
+    history = run(tiny(*with_real, "data.val_real_size=8"), log_dir=tmp_path, hparams={"train.lr": 3e-3})
+    val = {key.removeprefix("val/") for key in history[-1] if key.startswith("val/")}
+    val_real = {key.removeprefix("val_real/") for key in history[-1] if key.startswith("val_real/")}
+    assert val_real == val and {"nme", "mse", "fr@0.10", "auc@0.08", "mean_shape_nme"} <= val
+    assert (history[-1]["val/n"], history[-1]["val_real/n"]) == (16, 8)
+    assert history[-1]["val_real/nme"] != history[-1]["val/nme"]
+
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert [event.step for event in events.Scalars("val_real/nme")] == [1, 2]
+    experiment = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    metric_tags = [info.name.tag for info in HParamsPluginData.FromString(experiment).experiment.metric_infos]
+    assert metric_tags == [*hparam_metrics(["val", "val_real"])]
+
+    # Validating one more set must not move the global RNG that dropout draws from.
+    without = run(tiny(*with_real, "data.val_real_size=0"))
+    assert not any(key.startswith("val_real/") for key in without[-1])
+    for expected, got in zip(without, history, strict=True):
+        assert got["train/loss"] == expected["train/loss"]
+        assert got["val/nme"] == expected["val/nme"]
+
+
+def test_hparam_metrics_list_each_validation_set():
+    assert hparam_metrics(["val"]) == ("val/nme", "val/mse", "val/fr@0.10", "val/auc@0.08", "train/loss")
+    assert hparam_metrics(["val", "val_real"])[4:] == (
+        "val_real/nme",
+        "val_real/mse",
+        "val_real/fr@0.10",
+        "val_real/auc@0.08",
+        "train/loss",
+    )
+
+
+CPU = Hardware(torch.device("cpu"), None, False, 0)
+
+
+def test_a_nan_training_loss_stops_the_epoch_before_it_reaches_the_weights():
+    model = nn.Linear(4, 136)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = TrainingState(model, optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0), None)
+    batches = [(torch.ones(2, 4), torch.zeros(2, 136))]
+
+    def nan_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return (output - target).sum() * float("nan")
+
+    with pytest.raises(Diverged) as caught:
+        train_one_epoch(state, batches, nan_loss, CPU, epoch=3)
+    assert str(caught.value) == "diverged in epoch 3: train/loss became nan; lower train.lr or set train.grad_clip"
+    assert (caught.value.epoch, caught.value.metric) == (3, "train/loss") and np.isnan(caught.value.value)
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_a_non_finite_validation_nme_is_a_divergence_naming_the_set():
+    # nn.Flatten "predicts" its input: images that are the targets score 0, NaN images score NaN.
+    targets = torch.from_numpy(np.random.default_rng(0).uniform(-0.4, 0.4, (2, 136)).astype(np.float32))
+    val = [(targets, targets)]
+    baseline = np.zeros((68, 2), np.float32)
+    metrics = validate(nn.Flatten(), {"val": val}, CPU, 32, baseline, epoch=5)
+    assert (metrics["val/nme"], metrics["val/n"]) == (0.0, 2)
+
+    val_real = [(torch.full_like(targets, float("nan")), targets)]
+    with pytest.raises(Diverged) as caught:
+        validate(nn.Flatten(), {"val": val, "val_real": val_real}, CPU, 32, baseline, epoch=5)
+    assert str(caught.value) == "diverged in epoch 5: val_real/nme became nan; lower train.lr or set train.grad_clip"
+
+
+def test_divergence_survives_pickling_as_ray_sends_it():
+    error = pickle.loads(pickle.dumps(Diverged(2, "train/loss", float("inf"))))
+    assert isinstance(error, FloatingPointError)
+    assert (error.epoch, error.metric, error.value) == (2, "train/loss", float("inf"))
+    assert str(error) == "diverged in epoch 2: train/loss became inf; lower train.lr or set train.grad_clip"
+
+
+@pytest.mark.parametrize(
+    "device, cuda_devices, message",
+    [
+        (
+            "cuda",
+            0,
+            "train.device is 'cuda' but this machine has no usable CUDA device; set train.device to auto or cpu",
+        ),
+        (
+            "cuda:2",
+            2,
+            "train.device is 'cuda:2' but this machine has 2 CUDA device(s), cuda:0 to cuda:1; set "
+            "train.device to one of them, or to auto",
+        ),
+        ("gpu", 1, "train.device 'gpu' is not a device name; set train.device to auto, cpu, cuda or cuda:<index>"),
+        ("xpu", 1, "train.device 'xpu': raylm trains on auto, cpu, cuda, cuda:<index> or mps"),
+    ],
+)
+def test_a_device_the_machine_lacks_is_one_line_naming_the_setting(device, cuda_devices, message):
+    with pytest.raises(ConfigError) as caught:
+        check_device(TrainConfig(device=device), cuda_devices=cuda_devices)
+    assert str(caught.value) == message
+
+
+def test_devices_the_machine_has_pass():
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        check_device(TrainConfig(device=device), cuda_devices=2)
+
+
+def test_fit_checks_the_device_before_preparing_any_data(tmp_path: Path):
+    config = tiny("train.device=cuda:99", f"data.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(ConfigError, match=r"^train.device is 'cuda:99' but this machine has"):
+        run(config)
+    assert not (tmp_path / "cache").exists()

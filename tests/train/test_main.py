@@ -7,6 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from raylm.config import RunConfig, load_config
 from raylm.evaluate import main as evaluate_main
 from raylm.train.__main__ import main as train_main
+from raylm.train.evaluation import load_trained
 
 TINY = [
     "data.synthetic=builtin:synthetic?n=80",
@@ -46,6 +47,39 @@ def test_train_writes_config_checkpoints_metrics_and_tensorboard(run_dir: Path, 
     assert {"train/loss", "val/nme", "val/mse", "val/fr@0.10", "val/auc@0.08", "lr"} <= scalars
     assert [event.step for event in events.Scalars("val/nme")] == [1, 2]
     assert "val/faces" in events.Tags()["images"]
+
+
+def val_nme_by_epoch(run: Path) -> list[float]:
+    return [event.value for event in EventAccumulator(str(run)).Reload().Scalars("val/nme")]
+
+
+def test_best_checkpoint_is_the_epoch_best_by_the_selection_rule(run_dir: Path, tmp_path: Path):
+    values = val_nme_by_epoch(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["selection"] == {"metric": "val/nme", "mode": "min"}
+    assert metrics["best_epoch"] == 1 + values.index(min(values))
+    assert metrics["val/nme"] == pytest.approx(min(values))
+    assert load_trained(run_dir / "checkpoints" / "best", "cpu").epoch == metrics["best_epoch"]
+
+    args = [item for override in TINY for item in ("--set", override)]
+    assert train_main([*args, "--metric", "val/nme", "--mode", "max", "--output", str(tmp_path)]) == 0
+    values = val_nme_by_epoch(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["selection"] == {"metric": "val/nme", "mode": "max"}
+    assert metrics["best_epoch"] == 1 + values.index(max(values))
+    assert load_trained(tmp_path / "checkpoints" / "best", "cpu").epoch == metrics["best_epoch"]
+
+
+def test_selection_and_device_mistakes_are_one_line_errors(tmp_path: Path, capsys):
+    args = [item for override in [*TINY, "train.epochs=1"] for item in ("--set", override)]
+    assert train_main([*args, "--metric", "test_real/nme", "--output", str(tmp_path / "a")]) == 2
+    assert "selects on a test set" in capsys.readouterr().err
+    assert train_main([*args, "--metric", "val/nmee", "--output", str(tmp_path / "b")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "'val/nmee' is not a metric of this run" in error and "val/nme," in error
+    assert train_main([*args, "--set", "train.device=cuda:99", "--output", str(tmp_path / "c")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "train.device is 'cuda:99'" in error
 
 
 def test_evaluate_json_on_any_dataset(run_dir: Path, capsys):

@@ -9,6 +9,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import boto3
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,3 +47,14 @@ def s3_server() -> Iterator[dict[str, str]]:
     finally:
         server.terminate()
         server.wait()
+
+
+@contextmanager
+def s3_bucket(name: str = "raylm") -> Iterator:
+    """A server with one empty bucket, the AWS settings pointing at it for the duration; yields a boto3 client."""
+    with s3_server() as env, pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=name)
+        yield client

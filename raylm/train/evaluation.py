@@ -1,0 +1,73 @@
+"""The one evaluation path: load a checkpoint onto a device, evaluate it on held-out faces.
+
+Every command that scores a trained model goes through here: the train CLI's best
+checkpoint, `python -m raylm.evaluate`, the search's test pass and `raylm.predict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+from raylm.config import RunConfig
+from raylm.data import pipeline
+from raylm.data.splits import Part
+from raylm.train.board import Board
+from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
+from raylm.train.hardware import Hardware, choose_hardware
+from raylm.train.loaders import LandmarkDataset
+from raylm.train.loop import evaluate_part
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A checkpoint's model, ready to evaluate: in eval mode on `hardware.device`."""
+
+    model: nn.Module
+    config: RunConfig  # the run's resolved config: its crop rule, input size, data and split
+    hardware: Hardware
+    mean_shape: np.ndarray  # (68, 2) normalised: the training set's mean shape, the baseline to beat
+    epoch: int  # epochs trained, counted from 1 as the trainer reports them
+
+
+def load_trained(checkpoint_path: str | Path, device: str = "auto") -> Trained:
+    """The model of a train or search checkpoint (loaded with weights_only) on `device`.
+
+    `device` takes `train.device`'s values: auto (CUDA when available, else CPU), cpu,
+    cuda, cuda:1, mps. One this machine lacks raises ConfigError naming train.device.
+    The checkpoint's own `train.device` is not used: it names where the model was
+    trained, not where it is evaluated. AMP and channels_last follow its config.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = checkpoint_config(checkpoint)
+    hardware = choose_hardware(replace(config.train, device=device))
+    model = model_from_checkpoint(checkpoint).to(hardware.device)
+    return Trained(model, config, hardware, checkpoint["mean_shape"].numpy(), int(checkpoint["epoch"]) + 1)
+
+
+def evaluate_trained(trained: Trained, part: Part) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics of `trained` on prepared faces (centre-cropped as in validation), and each face's NME in face order."""
+    return evaluate_part(trained.model, part, trained.config, trained.hardware, trained.mean_shape)
+
+
+def log_faces(trained: Trained, parts: dict[str, Part], log_dir: Path) -> None:
+    """TensorBoard grids of faces with true (green) and predicted (red) landmarks, tagged `<name>/faces`."""
+    board = Board(log_dir)
+    for name, part in parts.items():
+        dataset = LandmarkDataset([part], trained.config.data.augment, train=False)
+        board.faces(f"{name}/faces", trained.model, dataset, trained.hardware, step=trained.epoch)
+    board.close()
+
+
+def seen_ids(config: RunConfig) -> set[str]:
+    """Source ids of the faces a run trained or selected on (train, val, val_real), by indexing only.
+
+    The split is reproduced from the run's data config without decoding an image;
+    a run that skipped bad samples may have used a few faces fewer than these.
+    """
+    split = pipeline.index_split(config.data)
+    parts = [*split.train, split.val, *([split.val_real] if split.val_real is not None else [])]
+    return {source_id for part in parts for source_id in part.ids}

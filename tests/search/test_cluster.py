@@ -1,0 +1,51 @@
+"""Resources on an autoscaling cluster: counted over what `ray up`'s autoscaler can add, not only the nodes up now."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import ray
+
+from raylm.config import StudyConfig, load_config
+from raylm.search import SearchError
+from raylm.search.cluster import NodeShape, connect, node_shapes, trial_slots
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def on_a_head_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A home folder holding the repo's cluster.yaml where `ray up` leaves it on the head, and a CPU-only Ray."""
+    shutil.copy(REPO / "cluster.yaml", tmp_path / "ray_bootstrap_config.yaml")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ray.init(num_cpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def smoke(*overrides: str) -> StudyConfig:
+    return load_config(StudyConfig, REPO / "experiments" / "smoke.yaml", overrides)
+
+
+def test_node_shapes_are_the_node_types_at_their_max_workers(on_a_head_node):
+    # cluster.yaml: an m6i.2xlarge head (8 CPU, no GPU) and up to 4 g5.2xlarge workers (8 CPU, 1 GPU each)
+    assert sorted(node_shapes(), key=lambda shape: shape.gpus) == [NodeShape(8, 0, 1), NodeShape(8, 1, 4)]
+
+
+def test_a_gpu_study_starts_while_the_gpu_workers_are_at_zero(on_a_head_node):
+    study = connect(None, smoke())  # the one live node has no GPU; the autoscaler can add four
+    assert study.search.resources.gpu == 1.0
+    assert trial_slots(study) == 4  # one trial per GPU worker: Tune keeps four pending, so four workers start
+
+
+def test_more_gpus_per_trial_than_any_node_type_has_fails_at_once(on_a_head_node):
+    with pytest.raises(SearchError, match=r"asks 1 CPU \+ 2 GPU per trial, but no node type of the cluster has that"):
+        connect(None, smoke("search.resources.gpu=2"))
+
+
+def test_slots_pack_each_node():
+    assert NodeShape(8, 1, 4).slots(cpu=1, gpu=0.25) == 16
+    assert NodeShape(8, 1, 4).slots(cpu=3, gpu=0) == 8  # two 3-CPU trials per 8-CPU node
+    assert NodeShape(8, 0, 1).slots(cpu=1, gpu=1) == 0
