@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from raylm.config import StudyConfig, load_config
 from raylm.evaluate import main as evaluate_main
+from raylm.plots import progress_figure
 from raylm.search import SearchError, run_study
 from tests.search.hooked import hooked_trial
 
@@ -38,7 +40,11 @@ def study_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     cache = tmp_path_factory.mktemp("cache")
     # Batches of 4: trials long enough (seconds) for the second trial process to start and share the work.
-    result = run_study(smoke(f"data.cache_dir={cache}", "train.batch_size=4"), run_dir)
+    # Selected on held-out real faces, as the shipped studies with real faces are.
+    study = smoke(
+        f"data.cache_dir={cache}", "train.batch_size=4", "data.val_real_size=12", "search.metric=val_real/nme"
+    )
+    result = run_study(study, run_dir)
     assert result.run_dir == run_dir
     return run_dir
 
@@ -50,7 +56,7 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
     assert all(t["status"] == "TERMINATED" for t in trials)
     stopped = [t for t in trials if t["stopped_early"] == "True"]
     assert stopped and all(int(t["epochs"]) < 4 for t in stopped)
-    assert {"train.lr", "train.loss", "node", "compute_s", "val/nme"} <= set(trials[0])
+    assert {"train.lr", "train.loss", "node", "compute_s", "val/nme", "val_real/nme", "reason"} <= set(trials[0])
     # One experiment: a slot freed by one cell goes to the next, so the two cells' trials overlap in time.
     spans = {cell: [(float(t["started_at"]), float(t["finished_at"])) for t in trials if t["cell"] == cell]
              for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25")}  # fmt: skip
@@ -62,13 +68,37 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
         assert int(cell["epochs"]) == 4, cell["cell"]
         best = [t for t in trials if t["trial_id"] == cell["best_trial"]][0]
         assert best["cell"] == cell["cell"] and best["stopped_early"] == "False"
-        finished = [float(t["val/nme"]) for t in trials if t["cell"] == cell["cell"] and t["stopped_early"] == "False"]
-        assert float(cell["val/nme"]) == pytest.approx(min(finished))
+        finished = [
+            float(t["val_real/nme"]) for t in trials if t["cell"] == cell["cell"] and t["stopped_early"] == "False"
+        ]
+        assert float(cell["val_real/nme"]) == pytest.approx(min(finished))
         assert 0 < float(cell["test_real/nme"]) < 5 and float(cell["mean_shape_nme"]) > 0
     assert list(summary[0])[:15] == [
-        "cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val/nme",
+        "cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val_real/nme",
         "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "mean_shape_nme", "compute_s",
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_trials_summary_plot_and_best_checkpoint_agree_on_the_selection_metric(study_run: Path):
+    trials, summary = read_csv(study_run / "trials.csv"), read_csv(study_run / "summary.csv")
+    full = [t for t in trials if t["stopped_early"] == "False" and t["status"] == "TERMINATED"]
+    winner = min(full, key=lambda t: float(t["val_real/nme"]))  # the one rule: lowest val_real/nme at full budget
+    (best_cell,) = [cell for cell in summary if cell["best_trial"] == winner["trial_id"]]
+    assert f"**Overall best cell: {best_cell['cell']}**, val_real/nme" in (study_run / "summary.md").read_text()
+    numbers = [{key: float(t[key] or "nan") for key in ("val_real/nme", "finished_at", "compute_s")} for t in trials]
+    figure = progress_figure(numbers, "val_real/nme", "min")
+    assert figure.axes[0].get_ylabel() == "val_real/nme (selection metric)"
+    assert figure.axes[0].lines[0].get_ydata()[-1] == pytest.approx(float(winner["val_real/nme"]))
+    slug = best_cell["cell"].replace("/", "_")
+    assert (study_run / "best" / "checkpoint.pt").read_bytes() == (
+        study_run / "best" / slug / "checkpoint.pt"
+    ).read_bytes()
+    (result_file,) = (study_run / "trials").glob(f"*__{winner['trial_id']}/result.json")
+    epochs = [json.loads(line) for line in result_file.read_text().splitlines()]
+    best_epoch = min(epochs, key=lambda r: r["val_real/nme"])["epoch"]
+    saved = torch.load(study_run / "best" / "checkpoint.pt", weights_only=True)
+    assert int(saved["epoch"]) + 1 == best_epoch  # the checkpoint of the winner's best epoch by the same metric
 
 
 @pytest.mark.slow
