@@ -73,24 +73,30 @@ def make_split(
     seed: int,
     val_real_size: int = 0,
 ) -> Split:
-    """Split the data; real faces of any test set are never used for training or validation.
+    """Split the data; faces of any test set are never used for training or validation.
 
     A test set is `test_size` faces drawn from its dataset (all of it when smaller).
-    When a test set is the real mixing dataset itself, its test faces are carved out
-    of that dataset first and the mix is drawn from the rest.
+    When a test set shares faces with the synthetic or the real mixing dataset (by
+    source id: it is that dataset, or overlaps it), its test faces are carved out of
+    that dataset first and training and validation faces are drawn from the rest.
     """
     if not 0 <= real_fraction <= 1:
         raise DataError(f"data.real_fraction must be within [0, 1], got {real_fraction}")
     n_synthetic, n_real = mix_counts(train_size, real_fraction)
-    order = permutation(len(synthetic), seed, "synthetic")
-    _require(len(order), val_size + n_synthetic, "synthetic faces", synthetic.spec, train_size, real_fraction)
-    val = Part(synthetic, order[:val_size], "synthetic")
-    train = [Part(synthetic, order[val_size : val_size + n_synthetic], "synthetic")]
-
     test_parts = {
         name: Part(faces, permutation(len(faces), seed, "real")[:test_size], "real") for name, faces in tests.items()
     }
     test_ids = {source_id for part in test_parts.values() for source_id in part.ids}
+
+    order = np.array(
+        [i for i in permutation(len(synthetic), seed, "synthetic") if synthetic.ids[i] not in test_ids], dtype=np.int64
+    )
+    _require(
+        len(order), val_size + n_synthetic, "synthetic faces outside the test sets", synthetic.spec, train_size,
+        real_fraction,
+    )  # fmt: skip
+    val = Part(synthetic, order[:val_size], "synthetic")
+    train = [Part(synthetic, order[val_size : val_size + n_synthetic], "synthetic")]
 
     val_real = None
     if real is not None:

@@ -7,6 +7,7 @@ so a trial's run config is the study's base run with those keys set.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from ray import tune
 from raylm.config import ConfigError, RunConfig, StudyConfig, with_values
 from raylm.data.pipeline import DataConfig
 from raylm.models import check_model
+
+log = logging.getLogger(__name__)
 
 # distribution name -> (Tune constructor, number of arguments it takes)
 DISTRIBUTIONS = {
@@ -111,3 +114,10 @@ def check_space(study: StudyConfig) -> None:
     for cell in cells(study):
         config = with_values(study.base(), cell.values())
         check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
+    if study.model.name not in study.search.axes.arch:
+        log.warning(
+            "model.name %r is not trained: search.axes.arch %s replaces it in every cell (model.options still apply "
+            "to each arch); list it in search.axes.arch, or set model.name to one of them",
+            study.model.name,
+            list(study.search.axes.arch),
+        )

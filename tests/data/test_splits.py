@@ -88,3 +88,13 @@ def test_not_enough_faces_names_the_fields():
         split(train_size=300, real_fraction=0.5, synthetic_n=400)
     with pytest.raises(DataError, match="real_fraction must be within"):
         split(real_fraction=1.5)
+
+
+def test_a_test_set_from_the_synthetic_source_is_carved_out_of_the_synthetic_pool():
+    synthetic = dataset("synthetic", 300)
+    result = make_split(synthetic, None, {"synthetic": synthetic}, 150, 0.0, val_size=50, test_size=100, seed=0)
+    test_ids = set(result.tests["synthetic"].ids)
+    assert len(test_ids) == 100 and (len(result.train[0]), len(result.val)) == (150, 50)
+    assert not test_ids & set(result.train[0].ids) and not test_ids & set(result.val.ids)
+    with pytest.raises(DataError, match="needs 201 synthetic faces outside the test sets, but synthetic has 200"):
+        make_split(synthetic, None, {"synthetic": synthetic}, 151, 0.0, val_size=50, test_size=100, seed=0)

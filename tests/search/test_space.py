@@ -97,3 +97,14 @@ def test_trials_get_a_gpu_where_the_cluster_has_them_unless_set():
     assert resolve_gpus(study(), cluster_gpus=4).search.resources.gpu == 1.0
     assert resolve_gpus(study(), cluster_gpus=0).search.resources.gpu == 0.0
     assert resolve_gpus(study("search.resources.gpu=0.25"), cluster_gpus=4).search.resources.gpu == 0.25
+
+
+def test_a_base_model_the_arch_axis_replaces_is_a_warning(caplog):
+    from raylm.search.space import check_space
+
+    with caplog.at_level("WARNING", logger="raylm.search.space"):
+        check_space(study())
+        assert caplog.messages == []  # smoke.yaml: model.name ours-tiny is on the axis
+        check_space(study("model.name=ours", "search.axes.arch=[ours-tiny]"))
+    (message,) = caplog.messages
+    assert message.startswith("model.name 'ours' is not trained: search.axes.arch ['ours-tiny'] replaces it")
