@@ -261,8 +261,11 @@ class SearchConfig:
     name: str = "study"
     max_failures: int = 2  # restarts of a crashed trial, from its last checkpoint
     keep_checkpoints: int = 2  # per trial, best by the metric
+    repeats: int = 0  # after the search, retrain each cell's best configuration with this many other seeds
 
     def __post_init__(self) -> None:
+        if self.repeats < 0:
+            raise ValueError(f"search.repeats must be 0 (none) or more, got {self.repeats}")
         if self.trials < 1 or self.max_epochs < 1:
             raise ValueError("search.trials and search.max_epochs must be at least 1")
         if not 1 <= self.grace_period <= self.max_epochs:

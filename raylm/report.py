@@ -198,7 +198,8 @@ def _overview(trials: list[dict], test_set: str) -> list[str]:
         "coordinates normalised by image size. Missing values are shown as —.",
         f"A test NME shown as `0.0523 [0.0491, 0.0557]` is followed by its {CONFIDENCE:.0%} percentile bootstrap",
         f"interval over the test faces ({BOOTSTRAP} resamples): how much it depends on which faces were tested, not",
-        "on training randomness.",
+        "on training randomness. With `search.repeats`, each cell's best configuration is trained again with that",
+        "many other seeds; their test NME's mean and standard deviation show the training randomness.",
     ]
 
 
@@ -206,11 +207,18 @@ def _test_nme_columns(cells: list[dict], test_set: str) -> list[Column]:
     """The test NME with its interval and, when the cells have it, the jitter protocol's beside it."""
     landmarks = Column("Test NME", f"{test_set}/nme", ".4f", interval=True)
     jitter = f"{test_set}{JITTER}/nme"
+    seeds = f"{test_set}/nme_seeds"
+    repeated = [
+        Column("Test NME, other seeds: mean", f"{seeds}_mean", ".4f"),
+        Column("std", f"{seeds}_std", ".4f"),
+    ]
+    repeated = repeated if any(f"{seeds}_mean" in cell for cell in cells) else []
     if not any(jitter in cell for cell in cells):
-        return [landmarks]
+        return [landmarks, *repeated]
     return [
         landmarks._replace(title="Test NME, landmarks protocol"),
         Column("Test NME, jitter protocol", jitter, ".4f"),
+        *repeated,
     ]
 
 

@@ -76,10 +76,20 @@ def trial_dirname(trial: tune.experiment.Trial) -> str:
     return f"{cell_of(trial.config).slug}__{trial.trial_id}"
 
 
-def make_tuner(study: StudyConfig, trainable: Trainable, storage: str) -> tune.Tuner:
+def make_tuner(
+    study: StudyConfig,
+    trainable: Trainable,
+    storage: str,
+    name: str = EXPERIMENT,
+    plan: tuple[Searcher, TrialScheduler, dict[str, Any] | None, int] | None = None,
+) -> tune.Tuner:
+    """The Tuner of the study's search, or of another `plan` (searcher, scheduler, param space, trials) in `name`."""
     search = study.search
-    searcher, scheduler, space = search_and_schedule(study)
-    trials = search.trials * (len(cells(study)) if search.mode == "compare" else 1)
+    searching = plan is None  # the search's schedulers keep state (ASHA's rungs) worth checkpointing
+    if plan is None:
+        trials = search.trials * (len(cells(study)) if search.mode == "compare" else 1)
+        plan = (*search_and_schedule(study), trials)
+    searcher, scheduler, space, trials = plan
     return tune.Tuner(
         wrap(trainable, study),
         param_space=space,
@@ -91,16 +101,18 @@ def make_tuner(study: StudyConfig, trainable: Trainable, storage: str) -> tune.T
             num_samples=trials,
             # Also how many trials Tune keeps pending, so every free slot starts a trial process at once
             # (Tune's default for a custom searcher is one pending trial: slots would fill one by one).
-            max_concurrent_trials=search.concurrency or trial_slots(study),
+            max_concurrent_trials=(search.concurrency or trial_slots(study))
+            if isinstance(searcher, Searcher)
+            else None,
             trial_dirname_creator=trial_dirname,
             reuse_actors=True,  # a fresh trial process re-imports torch: seconds per trial on small CPUs
         ),
         run_config=tune.RunConfig(
-            name=EXPERIMENT,
+            name=name,
             storage_path=storage,
             # Tune's own TensorBoard logger is off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS): the trainer writes
             # TensorBoard under raylm's metric names; these keep progress.csv and result.json per trial.
-            callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), SchedulerState(scheduler)],
+            callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *([SchedulerState(scheduler)] if searching else [])],
             # Files a trial writes in its working directory (TensorBoard events) reach storage with
             # each checkpoint, when a trial stops, and when its process is reused for the next trial.
             sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -115,11 +127,17 @@ def make_tuner(study: StudyConfig, trainable: Trainable, storage: str) -> tune.T
     )
 
 
-def run_experiment(study: StudyConfig, trainable: Trainable, storage: str) -> tune.ResultGrid:
-    """Run the study's experiment under `storage`, or continue it when `storage` holds an interrupted one."""
-    path = f"{storage.rstrip('/')}/{EXPERIMENT}"
+def run_experiment(
+    study: StudyConfig,
+    trainable: Trainable,
+    storage: str,
+    name: str = EXPERIMENT,
+    plan: tuple[Searcher, TrialScheduler, dict[str, Any] | None, int] | None = None,
+) -> tune.ResultGrid:
+    """Run an experiment of the study (its search, or `plan`) as `storage/name`, or continue an interrupted one."""
+    path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
     else:
-        tuner = make_tuner(study, trainable, storage)
+        tuner = make_tuner(study, trainable, storage, name, plan)
     return tuner.fit()

@@ -24,6 +24,7 @@ from raylm.search import storage
 from raylm.search.cluster import connect
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
+from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
 from raylm.search.selection import best_cell, best_trials
 from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
@@ -59,10 +60,11 @@ def run_study(
         save_config(study, local_dir / "study.yaml")
         storage.upload(local_dir, location)
         grid = run_experiment(study, trainable, location)
+        repeats = _repeat_best(study, grid, trainable, location) if study.search.repeats else None
     finally:
         if owns_ray:
             ray.shutdown()
-    result = summarise(study, local_dir, grid)
+    result = summarise(study, local_dir, grid, repeats)
     if not storage.is_uri(location):
         return result
     storage.upload(local_dir, location)
@@ -70,8 +72,18 @@ def run_study(
     return StudyResult(location, {name: storage.join(location, name) for name in result.files}, result.best_cell)
 
 
-def summarise(study: StudyConfig, run_dir: Path, grid: ray.tune.ResultGrid) -> StudyResult:
-    """Test each cell's best trial once and write the report and best checkpoints into the folder `run_dir`."""
+def _repeat_best(
+    study: StudyConfig, grid: ray.tune.ResultGrid, trainable: Trainable, location: str
+) -> ray.tune.ResultGrid:
+    rows, results = trial_rows(study.search, grid)
+    best = {cell: results[row["trial_id"]].config for cell, row in best_trials(study.search, rows).items()}
+    return run_repeats(study, best, trainable, location)
+
+
+def summarise(
+    study: StudyConfig, run_dir: Path, grid: ray.tune.ResultGrid, repeats: ray.tune.ResultGrid | None = None
+) -> StudyResult:
+    """Test each cell's best trial (and its repeats) once; write the report and best checkpoints into `run_dir`."""
     search = study.search
     rows, results = trial_rows(search, grid)
     best = best_trials(search, rows)
@@ -103,6 +115,10 @@ def summarise(study: StudyConfig, run_dir: Path, grid: ray.tune.ResultGrid) -> S
                 "config": {k: v for k, v in result.config.items() if k not in CELL_KEYS.values()},
             }
         )
+    if repeats is not None:
+        by_cell = evaluate_repeats(study, repeats, run_dir / "repeats", test_set)
+        for cell in cell_rows:
+            cell.update(by_cell.get(cell["cell"], {}))
     overall = best_cell(search, cell_rows)
     overall_dir = run_dir / "best" / cell_of(results[overall["best_trial"]].config).slug
     for item in ("checkpoint.pt", "config.yaml"):

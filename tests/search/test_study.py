@@ -298,3 +298,23 @@ def test_a_trial_given_a_gpu_torch_cannot_use_fails_naming_the_node(tmp_path: Pa
     )
     assert "search.resources.gpu: 0" in message
     assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))  # not one epoch trained
+
+
+@pytest.mark.slow
+def test_repeats_retrain_each_cells_best_configuration_with_other_seeds(tmp_path: Path):
+    study = smoke(
+        "search.axes.real_fraction=[0.0]", "search.trials=2", "search.max_epochs=2", "search.repeats=2",
+        f"data.cache_dir={tmp_path / 'cache'}",
+    )  # fmt: skip
+    run_study(study, tmp_path / "run")
+    (cell,) = read_csv(tmp_path / "run" / "summary.csv")
+    best = [t for t in read_csv(tmp_path / "run" / "trials.csv") if t["trial_id"] == cell["best_trial"]][0]
+    repeats = [json.loads(p.read_text()) for p in (tmp_path / "run" / "repeats").glob("*/params.json")]
+    assert sorted(r["train.seed"] for r in repeats) == [1, 2]  # the study's seed is 0: every search trial used it
+    assert all(r["train.lr"] == pytest.approx(float(best["train.lr"])) and r["train.loss"] == best["train.loss"]
+               for r in repeats)  # fmt: skip
+    scores = [float(x) for x in cell["test_real/nme_seeds"].split(";")]
+    assert len(scores) == 2 and all(0 < score < 5 for score in scores)
+    assert float(cell["test_real/nme_seeds_mean"]) == pytest.approx(sum(scores) / 2, rel=1e-4)
+    assert float(cell["test_real/nme_seeds_std"]) == pytest.approx(abs(scores[0] - scores[1]) / 2**0.5, rel=1e-4)
+    assert "Test NME, other seeds: mean" in (tmp_path / "run" / "summary.md").read_text()

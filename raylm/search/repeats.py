@@ -1,0 +1,68 @@
+"""`search.repeats: K`: each cell's best configuration trained again with K other training seeds.
+
+A search picks one trial per cell, partly for the luck of its seed. Retraining that
+configuration with seeds it was not selected on (same data, same split, the full
+epoch budget) shows how much of a cell's test NME is the configuration and how much
+the seed: the report gives their mean ± std. The repeats are one more Tune experiment
+(`repeats/` in the run directory), so they spread over the cluster and resume like
+the search.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
+
+from raylm.config import StudyConfig
+from raylm.search.experiment import Trainable, run_experiment
+from raylm.search.results import trial_id_of
+from raylm.search.space import cell_of
+from raylm.search.testpass import test_best
+
+EXPERIMENT = "repeats"
+
+
+def repeat_seeds(study: StudyConfig) -> list[int]:
+    """The K training seeds after the study's own (`train.seed`), which every search trial used."""
+    return [study.train.seed + k for k in range(1, study.search.repeats + 1)]
+
+
+def run_repeats(
+    study: StudyConfig, best: dict[str, dict[str, Any]], trainable: Trainable, storage: str
+) -> tune.ResultGrid:
+    """Train each cell's best trial configuration (`best`: cell -> Tune config) once per repeat seed."""
+    configs = [{**config, "train.seed": seed} for config in best.values() for seed in repeat_seeds(study)]
+    # Tune sets preset points only on keys its param_space has; a None there is no constraint on the value.
+    space = dict.fromkeys(key for config in configs for key in config)
+    plan = (BasicVariantGenerator(points_to_evaluate=configs), FIFOScheduler(), space, len(configs))
+    return run_experiment(study, trainable, storage, EXPERIMENT, plan)
+
+
+def evaluate_repeats(study: StudyConfig, grid: tune.ResultGrid, directory: Path, test_set: str) -> dict[str, dict]:
+    """Each cell's repeats on the first test set: `<test_set>/nme_seeds` (the values, `;`-separated), `_mean`, `_std`.
+
+    Every repeat's best checkpoint (by the selection metric) is tested once, like the
+    search's best; a repeat that failed counts as NaN, so the mean says so.
+    """
+    values: dict[str, list[float]] = {}
+    for result in grid:
+        cell = cell_of(result.config)
+        score = float("nan")
+        if result.error is None:
+            folder = directory / cell.slug / f"seed-{result.config['train.seed']}__{trial_id_of(result)}"
+            metrics, _ = test_best(study.search, result, folder)
+            score = float(metrics[f"{test_set}/nme"])
+        values.setdefault(cell.name, []).append(score)
+    return {
+        cell: {
+            f"{test_set}/nme_seeds": ";".join(f"{score:.5f}" for score in scores),
+            f"{test_set}/nme_seeds_mean": float(np.mean(scores)),
+            f"{test_set}/nme_seeds_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
+        }
+        for cell, scores in values.items()
+    }
