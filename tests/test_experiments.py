@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 
 from raylm.config import RunConfig, StudyConfig, load_config
-from raylm.data.pipeline import check_data
+from raylm.data.pipeline import check_data, index_split
 from raylm.data.splits import make_split
 from raylm.search.space import cells, check_space, trial_config
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
 STUDIES = sorted(path.name for path in EXPERIMENTS.glob("*.yaml") if path.name != "train_quick.yaml")
 
 
@@ -33,7 +34,7 @@ def test_the_quick_training_run_parses():
     assert load_config(RunConfig, EXPERIMENTS / "train_quick.yaml").model.name == "ours-tiny"
 
 
-REAL_FACE_STUDIES = ["default.yaml", "fake_it.yaml", "fake_it_gpu.yaml"]
+REAL_FACE_STUDIES = ["default.yaml", "fake_it.yaml", "fake_it_gpu.yaml", "fake_it_sample.yaml"]
 
 
 @pytest.mark.parametrize("name", REAL_FACE_STUDIES)
@@ -83,3 +84,14 @@ def test_every_cell_of_the_original_study_splits_at_the_datasets_sizes(name: str
             val_real_size=data.val_real_size,
         )
         assert len(split.val_real) == 1000 and not set(split.val_real.ids) & set(split.tests["real"].ids)
+
+
+def test_the_sample_study_splits_on_the_shared_data_and_tests_on_another_source(shared_data: Path, monkeypatch):
+    monkeypatch.chdir(REPO)  # its data paths are relative to the repository root, where the README runs it
+    study = load_config(StudyConfig, EXPERIMENTS / "fake_it_sample.yaml")
+    assert Path("../shared/data").resolve() == shared_data.resolve()
+    for cell in cells(study):
+        split = index_split(trial_config(study, cell.values()).data)
+        assert {face.split("/")[-2] for face in split.tests["afw"].ids} == {"afw"} and len(split.tests["afw"]) == 100
+        mixing = [part for part in split.train if part.kind == "real"] + [split.val_real]
+        assert all(face.split("/")[-2] in ("lfpw_train", "lfpw_test", "helen_train") for p in mixing for face in p.ids)

@@ -63,7 +63,7 @@ def render_face(
     return RenderedFace(image, geometry.landmarks, colours)
 
 
-@register_reader("builtin", "builtin:synthetic|realistic[?n=2000&seed=0&size=160&pupils=true]")
+@register_reader("builtin", "builtin:synthetic|realistic[?n=2000&seed=0&size=160&pupils=true]", paths=False)
 def open_builtin(
     style: str = "synthetic", n: int = 2000, seed: int = 0, size: int = 160, pupils: bool = False
 ) -> FaceSet:

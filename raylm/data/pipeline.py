@@ -26,9 +26,9 @@ from raylm.data.augment import AugmentConfig
 from raylm.data.cache import PreparedSet, prepare, remote_holds, slug
 from raylm.data.crop import CropConfig
 from raylm.data.record import DataError, Face, FaceSet
-from raylm.data.spec import open_dataset
+from raylm.data.spec import absolute_spec, open_dataset
 from raylm.data.splits import Part, Split, make_split
-from raylm.fs import exists, join, read_text, upload, write_text
+from raylm.fs import exists, is_uri, join, read_text, upload, write_text
 
 
 def default_cache_dir() -> str:
@@ -57,6 +57,24 @@ class DataConfig:
 class PreparedData:
     split: Split
     skipped: dict[str, dict[str, int]]  # spec -> reason -> count, for the run's summary
+
+
+def anchored(config: DataConfig, base: Path) -> DataConfig:
+    """`config` with every relative local path (dataset specs, `cache_dir`, `prepared`) made absolute under `base`."""
+
+    def path(location: str | None) -> str | None:
+        if location is None or is_uri(location) or location.startswith("~") or Path(location).is_absolute():
+            return location
+        return str(base / location)
+
+    return replace(
+        config,
+        synthetic=absolute_spec(config.synthetic, base),
+        real=absolute_spec(config.real, base) if config.real else None,
+        tests={name: absolute_spec(spec, base) for name, spec in config.tests.items()},
+        cache_dir=path(config.cache_dir),
+        prepared=path(config.prepared),
+    )
 
 
 def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:

@@ -61,9 +61,13 @@ def write_pts(path: str | Path, points: np.ndarray) -> None:
     Path(path).write_text(f"version: 1\nn_points: {len(points)}\n{{\n{body}\n}}\n")
 
 
-@register_reader("pts", "pts:PATH_OR_URI")
-def open_pts(location: str) -> FaceSet:
-    """Index every `.pts` file under `location` (recursively); subsets are the subfolders."""
+@register_reader("pts", "pts:PATH_OR_URI[?subsets=NAME,NAME]")
+def open_pts(location: str, subsets: str = "") -> FaceSet:
+    """Index every `.pts` file under `location` (recursively); subsets are the subfolders.
+
+    `subsets` keeps only the named subfolders (comma-separated), e.g. to mix LFPW and HELEN
+    faces and test on AFW from one 300W folder.
+    """
     try:
         fs, root = filesystem(location)
         if kind(fs, root) != FileType.Directory:
@@ -77,6 +81,13 @@ def open_pts(location: str) -> FaceSet:
         raise DataError(f"pts:{location}: no .pts files under {root_name}; expected image + .pts pairs (iBUG/300W)")
     present = set(files)
     relative = [path[len(root) + 1 : -len(".pts")] for path in pts_files]
+    if subsets:
+        wanted = [name.strip() for name in subsets.split(",") if name.strip()]
+        found = sorted({_subset(rel) for rel in relative})
+        if unknown := [name for name in wanted if name not in found]:
+            raise DataError(f"pts:{location}: no subset {', '.join(unknown)} (it has {', '.join(found)})")
+        kept = [i for i, rel in enumerate(relative) if _subset(rel) in wanted]
+        pts_files, relative = [pts_files[i] for i in kept], [relative[i] for i in kept]
 
     def load(i: int) -> Face:
         points = read_pts(pts_files[i], fs)
@@ -85,7 +96,7 @@ def open_pts(location: str) -> FaceSet:
         return Face(image, points, f"pts:{root_name}/{relative[i]}", _subset(relative[i]))
 
     return FaceSet(
-        spec=f"pts:{root_name}",
+        spec=f"pts:{root_name}" + (f"?subsets={','.join(wanted)}" if subsets else ""),
         ids=tuple(f"pts:{root_name}/{rel}" for rel in relative),
         subsets=tuple(_subset(rel) for rel in relative),
         load=load,

@@ -13,23 +13,49 @@ Any spec takes options after `?`, e.g. `builtin:synthetic?n=500&seed=3` or
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 from raylm.data.record import DataError, FaceSet
+from raylm.fs import is_uri
 
 Opener = Callable[..., FaceSet]
 _READERS: dict[str, tuple[Opener, str]] = {}
+_PATHS: set[str] = set()  # schemes whose location is one or more `:`-separated paths or URIs
 
 
-def register_reader(scheme: str, usage: str) -> Callable[[Opener], Opener]:
-    """Register `opener(location, **options) -> FaceSet` for specs `scheme:location?options`."""
+def register_reader(scheme: str, usage: str, paths: bool = True) -> Callable[[Opener], Opener]:
+    """Register `opener(location, **options) -> FaceSet` for specs `scheme:location?options`.
+
+    With `paths`, the location is file paths or URIs (`:`-separated when several), which
+    `absolute_spec` can anchor to a folder.
+    """
 
     def decorate(opener: Opener) -> Opener:
         _READERS[scheme] = (opener, usage)
+        if paths:
+            _PATHS.add(scheme)
         return opener
 
     return decorate
+
+
+def absolute_spec(spec: str, base: Path) -> str:
+    """`spec` with its relative local paths made absolute under `base`; URIs, `~` paths and other specs unchanged.
+
+    Trials run in their own folders (and on other machines), so a study anchors a
+    relative path such as `pts:../data/300W` to where it was started.
+    """
+    _register_builtin_readers()
+    scheme, sep, rest = spec.partition(":")
+    if not sep or scheme not in _PATHS:
+        return spec
+    location, mark, query = rest.partition("?")
+    parts = re.split(r":(?!//)", location)
+    anchored = [part if is_uri(part) or part.startswith("~") or not part else str(base / part) for part in parts]
+    return f"{scheme}:{':'.join(anchored)}{mark}{query}"
 
 
 def known_forms() -> str:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from raylm.config import StudyConfig, save_config
-from raylm.data.pipeline import check_data
+from raylm.data.pipeline import anchored, check_data
 from raylm.report import write_report
 from raylm.search import storage
 from raylm.search.cluster import connect
@@ -48,6 +48,7 @@ def run_study(
     files are written to a local folder first and copied there.
     """
     location = str(run_dir)
+    study = replace(study, data=anchored(study.data, Path.cwd()))  # trials run in their own folders
     check_space(study)
     check_data(*cell_data(study))
     storage.check_writable(location)

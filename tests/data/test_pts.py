@@ -128,3 +128,14 @@ def test_pts_files_are_1_based_and_raylm_0_based(tmp_path: Path):
     text = (tmp_path / "again.pts").read_text().splitlines()
     assert text[:3] == ["version: 1", "n_points: 68", "{"] and text[3] == "1.000 2.500" and text[-1] == "}"
     np.testing.assert_array_equal(read_pts(tmp_path / "again.pts"), points)
+
+
+def test_subsets_keep_only_the_named_subfolders(tmp_path: Path):
+    write_pts_dataset(tmp_path, {"lfpw": 3, "helen": 2, "afw": 4})
+    mixing = open_pts(str(tmp_path), subsets="lfpw,helen")
+    assert sorted(set(mixing.subsets)) == ["helen", "lfpw"] and len(mixing) == 5
+    assert mixing.spec == f"pts:{tmp_path.resolve()}?subsets=lfpw,helen"
+    test = open_pts(str(tmp_path), subsets="afw")
+    assert len(test) == 4 and not set(test.ids) & set(mixing.ids)
+    with pytest.raises(DataError, match=r"no subset ibug \(it has afw, helen, lfpw\)"):
+        open_pts(str(tmp_path), subsets="afw,ibug")

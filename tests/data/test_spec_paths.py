@@ -1,0 +1,25 @@
+"""Relative dataset paths are anchored where a study starts, because trials run in their own folders."""
+
+from pathlib import Path
+
+from raylm.data.pipeline import DataConfig, anchored
+from raylm.data.spec import absolute_spec
+
+
+def test_relative_paths_are_anchored_and_everything_else_is_left_alone():
+    base = Path("/work/study")
+    assert absolute_spec("pts:../shared/real?subsets=afw", base) == "pts:/work/study/../shared/real?subsets=afw"
+    assert (
+        absolute_spec("ffhq:ffhq/meta.json:ffhq/images", base)
+        == "ffhq:/work/study/ffhq/meta.json:/work/study/ffhq/images"
+    )
+    for unchanged in ("pts:/data/300W", "pts:~/faces", "facesynthetics:s3://bucket/fs", "builtin:synthetic?n=5",
+                      "ffhq:s3://b/meta.json:s3://b/images"):  # fmt: skip
+        assert absolute_spec(unchanged, base) == unchanged
+    config = anchored(DataConfig(synthetic="pts:faces", cache_dir="cache", prepared="s3://b/prepared"), base)
+    assert (config.synthetic, config.cache_dir, config.prepared) == (
+        "pts:/work/study/faces",
+        "/work/study/cache",
+        "s3://b/prepared",
+    )
+    assert config.tests == DataConfig().tests  # builtin specs
