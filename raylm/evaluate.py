@@ -4,6 +4,10 @@ Faces are cropped by the checkpoint's own crop rule and an evaluation protocol
 (`--boxes`, raylm.protocols): `landmarks`, the ground-truth landmark box exactly as in
 training, measures the model alone; `jitter` and `detector` measure it behind the
 boxes a face detector would give. The protocol is part of every result.
+
+With `--adapter` the predictions first go through the checkpoint's label adapter
+(raylm.adapter: e.g. FaceSynthetics' x-ray jaw -> 300W's silhouette jaw); faces the
+adapter was fitted on are refused unless `--allow-overlap`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raylm.adapter import AdapterError, adapted, adapter_path, load_adapter
 from raylm.config import RunConfig
 from raylm.data.cache import prepare
 from raylm.data.pipeline import default_cache_dir
@@ -37,19 +42,35 @@ def evaluate_checkpoint(
     skip_bad: bool = False,
     device: str = "auto",
     check_overlap: bool = True,
+    adapter: str | Path | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Metrics of a checkpoint on the dataset `spec` under `protocol` (default: landmarks), and each face's NME.
 
     The metrics carry `protocol` (its name and settings), `skipped` (unreadable samples
     left out) and, with `check_overlap`, `overlap`: how many evaluated faces the
     checkpoint trained or selected on (None, with a warning, when its training data
-    cannot be indexed here).
+    cannot be indexed here). With an `adapter` file (fitted for this checkpoint) the
+    predictions are adapted, and the metrics carry `adapter` (its path) and
+    `adapter_overlap`, how many evaluated faces it was fitted on: with `check_overlap`
+    any such face raises AdapterError.
     """
     protocol = protocol or CropProtocol()
     trained = load_trained(checkpoint_path, device)
-    faces = prepare(open_dataset(spec), trained.config.data.crop, Path(default_cache_dir()), skip_bad)
+    dataset = open_dataset(spec)
+    notes: dict = {}
+    if adapter is not None:
+        label_map = load_adapter(adapter, checkpoint_path)
+        notes = {"adapter": str(adapter), "adapter_overlap": label_map.overlap(dataset.ids)}
+        if check_overlap and notes["adapter_overlap"]:
+            raise AdapterError(
+                f"{notes['adapter_overlap']} of the {len(dataset)} faces of {spec} are faces the adapter {adapter} "
+                "was fitted on, so its numbers would flatter it; evaluate on other faces (fit on another subset), "
+                "or pass --allow-overlap"
+            )
+        trained = adapted(trained, label_map)
+    faces = prepare(dataset, trained.config.data.crop, Path(default_cache_dir()), skip_bad)
     metrics, per_face = evaluate_protocol(trained, Part(faces, np.arange(len(faces)), "real"), protocol)
-    result = {"protocol": protocol.name, **metrics, "skipped": sum(faces.skipped.values())}
+    result = {"protocol": protocol.name, **metrics, "skipped": sum(faces.skipped.values()), **notes}
     if check_overlap:
         try:
             result["overlap"] = overlap(trained.config, faces.ids)
@@ -100,14 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="PNG", help="write the cumulative error distribution (CED) curve")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples (counted) instead of stopping")
     parser.add_argument(
-        "--allow-overlap", action="store_true", help="do not check for faces the checkpoint trained or selected on"
+        "--adapter",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="map predictions through the checkpoint's label adapter (default: adapter.json beside the checkpoint; "
+        "fit it with `python -m raylm.adapter fit`)",
+    )
+    parser.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="do not check for faces the checkpoint trained or selected on; score faces the adapter was fitted on",
     )
     args = parser.parse_args(argv)
     try:
         box_fit = BoxToCrop.load(args.box_fit) if args.box_fit else None
         protocol = CropProtocol(args.boxes, args.jitter, args.seed, box_fit, upsample=args.upsample)
+        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
         metrics, per_face = evaluate_checkpoint(
-            args.checkpoint, args.data, protocol, args.skip_bad, args.device, not args.allow_overlap
+            args.checkpoint, args.data, protocol, args.skip_bad, args.device, not args.allow_overlap, adapter
         )
     except (RaylmError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -118,12 +150,21 @@ def main(argv: list[str] | None = None) -> int:
             "or selected on (same source ids), so these numbers flatter it; --allow-overlap silences this",
             file=sys.stderr,
         )
+    if metrics.get("adapter_overlap"):
+        print(
+            f"warning: {metrics['adapter_overlap']} of the {len(per_face)} evaluated faces are faces the adapter "
+            "was fitted on, so these numbers flatter it",
+            file=sys.stderr,
+        )
     if args.plot:
-        ced_figure({f"{args.data} ({args.boxes})": per_face}).savefig(args.plot, dpi=100, bbox_inches="tight")
+        label = f"{args.data} ({args.boxes}{', adapted' if adapter else ''})"
+        ced_figure({label: per_face}).savefig(args.plot, dpi=100, bbox_inches="tight")
     if args.json:
         print(json.dumps(metrics))
     else:
         print(f"{args.data}: {len(per_face)} faces ({metrics['skipped']} skipped), {describe_protocol(metrics)}")
+        if "adapter" in metrics:
+            print(f"adapter: {metrics['adapter']}")
         for key in HEADLINE:
             print(f"  {key:<18}{metrics.get(key, float('nan')):.5f}")
     return 0

@@ -6,7 +6,8 @@ A face is cut exactly as in training (raylm.data.crop: a square box resized to
 The model's normalised outputs are then mapped back through that chain. Which
 square to cut is the box finder's job: the whole image (inputs that are face
 crops), the landmarks of a `.pts` file beside the image, or a face detector's
-box mapped to the training crop (raylm.detect).
+box mapped to the training crop (raylm.detect). A label adapter (raylm.adapter),
+when given, maps the model's landmarks to a target dataset's convention.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from raylm.adapter import adapted, load_adapter
 from raylm.coords import to_pixels
 from raylm.data.crop import CropConfig, crop_box, cut_square
 from raylm.data.pts import read_pts
@@ -69,6 +71,7 @@ class Landmarker:
     crop: CropConfig
     input_size: int
     device: torch.device
+    adapter: Path | None = None  # the label adapter the model's output goes through, if any
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, box: CropBox) -> np.ndarray:
@@ -78,11 +81,16 @@ class Landmarker:
         return to_image_pixels(output, box, self.crop.size, self.input_size)
 
 
-def load_landmarker(checkpoint_path: str | Path, device: str = "auto") -> Landmarker:
-    """The model of a train/search checkpoint on `device` (as train.device: auto is CUDA when available)."""
+def load_landmarker(checkpoint_path: str | Path, device: str = "auto", adapter: Path | None = None) -> Landmarker:
+    """The model of a train/search checkpoint on `device` (as train.device: auto is CUDA when available).
+
+    With an `adapter` file (fitted for this checkpoint) its landmarks are adapted.
+    """
     trained = load_trained(checkpoint_path, device)
+    if adapter is not None:
+        trained = adapted(trained, load_adapter(adapter, checkpoint_path))
     data = trained.config.data
-    return Landmarker(trained.model, data.crop, data.augment.input_size, trained.hardware.device)
+    return Landmarker(trained.model, data.crop, data.augment.input_size, trained.hardware.device, adapter)
 
 
 # find_box(image, source) -> the crop box, or None when the image shows no face.
@@ -210,7 +218,8 @@ def predict_image(path: Path, landmarker: Landmarker, find_box: BoxFinder, stem:
     if box is None:
         raise Skipped("no face found")
     points = landmarker(image, box)
-    stem.with_suffix(".json").write_text(json.dumps({"source": str(path), **_record(points, box)}))
+    record = {"source": str(path), **_adapter_note(landmarker), **_record(points, box)}
+    stem.with_suffix(".json").write_text(json.dumps(record))
     if annotate:
         cv2.imwrite(str(stem.with_suffix(".png")), cv2.cvtColor(_annotated(image, points, box), cv2.COLOR_RGB2BGR))
 
@@ -240,7 +249,8 @@ def predict_video(
             writer.release()
     if not records:
         raise Skipped("no frames could be decoded")
-    stem.with_suffix(".json").write_text(json.dumps({"source": str(path), "fps": fps, "frames": records}))
+    record = {"source": str(path), **_adapter_note(landmarker), "fps": fps, "frames": records}
+    stem.with_suffix(".json").write_text(json.dumps(record))
     return len(records)
 
 
@@ -267,6 +277,11 @@ def _video_writer(path: Path, fps: float, shape: tuple[int, ...]) -> cv2.VideoWr
     if not writer.isOpened():
         raise Skipped(f"cannot write {path} (this OpenCV build has no mp4v encoder)")
     return writer
+
+
+def _adapter_note(landmarker: Landmarker) -> dict:
+    """The JSON field naming the adapter the landmarks went through; none without one."""
+    return {} if landmarker.adapter is None else {"adapter": str(landmarker.adapter)}
 
 
 def _record(points: np.ndarray | None, box: CropBox | None) -> dict:

@@ -11,6 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from raylm.adapter import adapter_path
 from raylm.data.crop import CropConfig
 from raylm.data.spec import open_dataset
 from raylm.detect import BoxToCrop, dlib_detector, fit_on_faces
@@ -19,6 +20,7 @@ from raylm.inference import BOX_MODES, Summary, box_finder, load_landmarker, pre
 
 USAGE = """python -m raylm.predict CHECKPOINT INPUTS... [--output DIR] [--boxes full|detector|landmarks]
                                [--box-fit FILE] [--upsample N] [--smooth ALPHA] [--json-only] [--device DEVICE]
+                               [--adapter [FILE]]
        python -m raylm.predict --fit-boxes SPEC --out FILE [--limit N] [--upsample N]"""
 
 
@@ -49,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smooth", type=_alpha, default=0.0, metavar="ALPHA", help="video: EMA weight of past frames")
     parser.add_argument("--json-only", action="store_true", help="write no annotated images or videos")
     parser.add_argument("--device", default="auto", help="as train.device: auto (CUDA when available), cpu, cuda:1")
+    parser.add_argument(
+        "--adapter",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="map landmarks through the checkpoint's label adapter (default: adapter.json beside the checkpoint; "
+        "fit it with `python -m raylm.adapter fit`)",
+    )
     parser.add_argument("--fit-boxes", metavar="SPEC", help="fit the box transform on a labelled dataset instead")
     parser.add_argument("--out", metavar="FILE", help="--fit-boxes: where to write the fit (JSON)")
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="--fit-boxes: use at most N faces (0: all)")
@@ -60,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fit_boxes:
             return fit_boxes(args.fit_boxes, Path(args.out), args.limit, args.upsample)
-        landmarker = load_landmarker(args.checkpoint, args.device)
+        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
+        landmarker = load_landmarker(args.checkpoint, args.device, adapter)
         box_fit = BoxToCrop.load(args.box_fit) if args.box_fit else None
         if args.boxes == "detector" and box_fit is None:
             print("note: no --box-fit; using the fit made on FaceSynthetics renders (see --fit-boxes)", file=sys.stderr)

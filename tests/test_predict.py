@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from raylm.adapter import Adapter, checkpoint_digest, fit_adapter
 from raylm.config import RunConfig, load_config
 from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig, augment, build_transform
@@ -242,3 +243,25 @@ def test_detector_boxes_and_box_fit_on_labelled_faces(checkpoint: Path, tmp_path
     frames = json.loads((out / "gap.json").read_text())["frames"]
     assert [record["landmarks"] is None for record in frames] == [False, True, False]
     assert frames[1]["box"] is None
+
+
+def test_adapter_moves_image_landmarks_by_exactly_the_adapter(checkpoint: Path, tmp_path: Path):
+    copy = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint, copy)
+    shapes = np.stack([face.landmarks[:68] for face in faces(20)]).astype(np.float64)
+    lowered = shapes.copy()
+    lowered[:, :17, 1] += 3.0  # a jaw labelled 3 px lower
+    fitted = fit_adapter(shapes, lowered, modes=2)
+    adapter = Adapter(**{**fitted.__dict__, "checkpoint": checkpoint_digest(copy)})
+    adapter.save(copy / "adapter.json")
+    image = write_image(tmp_path / "face.png", faces(1, seed=3)[0].image)
+    for name, extra in (("plain", []), ("adapted", ["--adapter"])):
+        assert main([str(copy), str(image), "--json-only", "--output", str(tmp_path / name), *extra]) == 0
+    plain = json.loads((tmp_path / "plain" / "face.json").read_text())
+    moved = json.loads((tmp_path / "adapted" / "face.json").read_text())
+    assert "adapter" not in plain and moved["adapter"] == str(copy / "adapter.json")
+    # The model's crop coordinates and image pixels differ by a similarity, which the adapter commutes with;
+    # the files round to 3 decimals.
+    expected = adapter.apply(np.array(plain["landmarks"]))
+    np.testing.assert_allclose(np.array(moved["landmarks"]), expected, atol=2e-3)
+    assert np.abs(expected - np.array(plain["landmarks"]))[:17, 1].mean() > 1.0

@@ -3,7 +3,10 @@
 The default is the original study's recipe: colour jitter (brightness 0.24,
 contrast 0.15, saturation 0.3, hue 0.14), rotation +-14 degrees, a random 128 px
 crop from the 144 px prepared face, and the random gamma it meant to add.
-Horizontal flip, scale/shift, blur and noise are off unless configured.
+Horizontal flip, scale/shift, blur, noise and background compositing are off unless
+configured. Compositing (`composite`, a probability) pastes a face that carries a
+foreground mask (FaceSynthetics read with `?masks=true`) onto a new background
+before any other step (raylm.data.composite); faces without a mask are unchanged.
 
 albumentations moves the points through every geometric transform but cannot
 relabel them on a flip (after a mirror, point 36 sits on the other eye). We let it
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 
 import albumentations as A
 import numpy as np
+
+from raylm.data.composite import PROCEDURAL, CompositeBackground, check_backgrounds
 
 
 def _mirror_pairs() -> list[tuple[int, int]]:
@@ -52,6 +57,13 @@ class AugmentConfig:
     shift: float = 0.0  # max shift, as a fraction of the image size
     blur: float = 0.0  # probability of a Gaussian blur
     noise: float = 0.0  # probability of Gaussian noise
+    composite: float = 0.0  # probability of pasting a masked face onto a new background
+    backgrounds: str = PROCEDURAL  # "procedural" (gradients, noise, clutter) or an absolute folder / bucket of images
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.composite <= 1:
+            raise ValueError(f"augment.composite must be a probability between 0 and 1, got {self.composite}")
+        check_backgrounds(self.backgrounds)
 
 
 def build_transform(config: AugmentConfig, train: bool, seed: int | None = None) -> A.Compose:
@@ -59,6 +71,8 @@ def build_transform(config: AugmentConfig, train: bool, seed: int | None = None)
     size = config.input_size
     steps: list[A.BasicTransform] = []
     if train:
+        if config.composite:
+            steps.append(CompositeBackground(config.backgrounds, p=config.composite))
         if config.flip:
             steps.append(A.HorizontalFlip(p=config.flip))
         if config.scale or config.shift:
@@ -84,9 +98,15 @@ def build_transform(config: AugmentConfig, train: bool, seed: int | None = None)
     return A.Compose(steps, keypoint_params=keypoints, save_applied_params=True, seed=seed)
 
 
-def augment(transform: A.Compose, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Apply `transform` to one prepared face; the landmarks keep their iBUG meaning after a flip."""
-    result = transform(image=image, keypoints=landmarks)
+def augment(
+    transform: A.Compose, image: np.ndarray, landmarks: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply `transform` to one prepared face; the landmarks keep their iBUG meaning after a flip.
+
+    `mask` (S, S) uint8, 255 on the person, is the face's foreground for compositing.
+    """
+    data = {"image": image, "keypoints": landmarks} | ({} if mask is None else {"mask": mask})
+    result = transform(**data)
     points = np.asarray(result["keypoints"], dtype=np.float32)[:, :2]
     if any(name == "HorizontalFlip" for name, _ in result["applied_transforms"]):
         points = points[flip_permutation(len(points))]

@@ -10,6 +10,11 @@ that `prepare` uploaded to) a node fetches such a set onto its local disk instea
 of decoding the originals. A file lock per family makes concurrent trials on one
 node build or fetch once: the first does it, the rest wait and reuse.
 
+A reader that gives foreground masks (`facesynthetics:PATH?masks=true`) gets them
+cropped by the same rule and stored beside the images (`masks.npy`, (N, S, S) uint8,
+marked `"masks": true` in meta.json); such a spec is a family of its own, so sets
+built before masks existed are never read as masked ones.
+
 Bad samples either stop the build with an error naming the file, or, when the user
 asked to skip them, are counted by reason and reported; a prepared set then holds
 fewer faces than were requested.
@@ -31,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from raylm.data.composite import MaskedFace, crop_mask
 from raylm.data.crop import CropConfig, crop_face
 from raylm.data.record import BadSample, DataError, FaceSet, load_each
 from raylm.fs import FileType, StorageError, download, filesystem, join, kind, list_files, read_text
@@ -52,6 +58,7 @@ class PreparedSet:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     problems: tuple[str, ...] = ()  # the first problems found, as messages
     directory: Path | None = None  # where it is stored, when it is
+    masks: np.ndarray | None = None  # (N, S, S) uint8 foreground (255: the person), from readers that give one
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -166,6 +173,7 @@ def load_prepared(directory: Path) -> PreparedSet:
         skipped=meta["skipped"],
         problems=tuple(meta["problems"]),
         directory=directory,
+        masks=np.load(directory / "masks.npy", mmap_mode="r")[:count] if meta.get("masks") else None,
     )
 
 
@@ -187,10 +195,15 @@ def _build(
     n, size = len(indices), crop.size
     images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (n, size, size, crop.channels))
     n_points = None
-    landmarks = None
+    landmarks = masks = None
     kept_ids, kept_subsets, skipped, problems = [], [], Counter(), []
     subset = FaceSet(faces.spec, tuple(faces.ids[i] for i in indices), (), lambda k: faces.load(indices[k]))
-    for k, result in load_each(subset, lambda face: crop_face(face.image, face.landmarks, crop), workers, desc):
+
+    def cut(face):
+        mask = crop_mask(face.mask, face.landmarks, crop) if isinstance(face, MaskedFace) else None
+        return *crop_face(face.image, face.landmarks, crop), mask
+
+    for k, result in load_each(subset, cut, workers, desc):
         if isinstance(result, BadSample):
             if not skip_bad:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -202,12 +215,16 @@ def _build(
             if len(problems) < MAX_PROBLEMS:
                 problems.append(f"{result} [{result.reason}]")
             continue
-        image, points = result
+        image, points, mask = result
         if landmarks is None:
             n_points = len(points)
             landmarks = np.lib.format.open_memmap(staging / "landmarks.npy", "w+", np.float32, (n, n_points, 2))
+            if mask is not None:
+                masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (n, size, size))
         row = len(kept_ids)
         images[row], landmarks[row] = image, points
+        if masks is not None:
+            masks[row] = mask
         kept_ids.append(subset.ids[k])
         kept_subsets.append(faces.subsets[indices[k]])
     if not kept_ids:
@@ -217,6 +234,8 @@ def _build(
         log.warning("%s: skipped %d of %d samples (%s)", faces.spec, sum(skipped.values()), n, _describe(skipped))
     images.flush()
     landmarks.flush()
+    if masks is not None:
+        masks.flush()
     meta = {
         "spec": faces.spec,
         "count": len(kept_ids),
@@ -227,6 +246,7 @@ def _build(
         "problems": problems,
         "crop": asdict(crop),
         "points": n_points,
+        "masks": masks is not None,
     }
     (staging / "meta.json").write_text(json.dumps(meta))
     shutil.rmtree(directory, ignore_errors=True)

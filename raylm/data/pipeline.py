@@ -107,6 +107,11 @@ def check_data(*configs: DataConfig) -> None:
     indexers: dict[str | None, Callable[[str], FaceSet]] = {}
     for config in configs:
         split, sources = _split(config, indexers.setdefault(config.prepared, _indexer(config.prepared)))
+        if config.augment.composite and "masks=true" not in sources[0].spec:
+            raise DataError(
+                f"data.augment.composite={config.augment.composite} pastes faces onto new backgrounds by their "
+                f"masks, but data.synthetic {config.synthetic!r} has none: add ?masks=true to a facesynthetics spec"
+            )
         if config.prepared is not None:
             _check_prepared(config, split, sources)
 

@@ -2,6 +2,7 @@
 
 Every command that scores a trained model goes through here: the train CLI's best
 checkpoint, `python -m raylm.evaluate`, the search's test pass and `raylm.predict`.
+A label adapter (raylm.adapter.adapted) wraps `Trained.model`, so these paths score adapted predictions unchanged.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from raylm.data.splits import Part
 from raylm.train.board import Board
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
 from raylm.train.hardware import Hardware, choose_hardware
-from raylm.train.loaders import LandmarkDataset
-from raylm.train.loop import evaluate_part
+from raylm.train.loaders import LandmarkDataset, make_loader
+from raylm.train.loop import evaluate_part, predict
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,15 @@ def load_trained(checkpoint_path: str | Path, device: str = "auto") -> Trained:
 def evaluate_trained(trained: Trained, part: Part) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of `trained` on prepared faces (centre-cropped as in validation), and each face's NME in face order."""
     return evaluate_part(trained.model, part, trained.config, trained.hardware, trained.mean_shape)
+
+
+def predict_trained(trained: Trained, part: Part) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true landmarks (N, 68, 2) of prepared faces, normalised (x / input_size - 0.5), in face order.
+
+    The faces are centre-cropped as in validation, as `evaluate_trained` scores them.
+    """
+    dataset = LandmarkDataset([part], trained.config.data.augment, train=False)
+    return predict(trained.model, make_loader(dataset, 64, False, trained.hardware.workers), trained.hardware)
 
 
 def log_faces(trained: Trained, parts: dict[str, Part], log_dir: Path) -> None:

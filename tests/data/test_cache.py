@@ -1,14 +1,20 @@
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
+from raylm.data.augment import AugmentConfig
 from raylm.data.cache import prepare
+from raylm.data.composite import crop_mask
 from raylm.data.crop import CropConfig, crop_face
+from raylm.data.facesynthetics import open_facesynthetics
+from raylm.data.pipeline import DataConfig, prepare_data
 from raylm.data.pts import open_pts
 from raylm.data.record import DataError, FaceSet
-from tests.data.fakes import write_pts, write_pts_dataset
+from raylm.train.loaders import LandmarkDataset
+from tests.data.fakes import write_facesynthetics, write_pts, write_pts_dataset
 
 
 def counting(faces: FaceSet) -> tuple[FaceSet, list[int]]:
@@ -88,3 +94,45 @@ def test_all_bad_is_an_error(tmp_path: Path):
         prepare(
             open_pts(str(tmp_path / "data")), CropConfig(size=32), tmp_path / "cache", skip_bad=True, progress=False
         )
+
+
+def write_masked_facesynthetics(root: Path, n: int) -> None:
+    """Fake renders whose label maps mark a box of skin (label 1), a little different in each."""
+    write_facesynthetics(root, n)
+    for i in range(n):
+        labels = np.zeros((96, 96), np.uint8)
+        labels[5 + i % 4 : 95, 10:85] = 1
+        cv2.imwrite(str(root / f"{i:06d}_seg.png"), labels)
+
+
+def test_masks_are_cropped_by_the_face_rule_and_stored_beside_the_images(tmp_path: Path):
+    write_masked_facesynthetics(tmp_path / "fs", 3)
+    crop = CropConfig(size=48, channels=1)
+    masked = open_facesynthetics(str(tmp_path / "fs"), masks=True)
+    prepared = prepare(masked, crop, tmp_path / "cache", progress=False)
+    assert prepared.masks.shape == (3, 48, 48) and prepared.masks.dtype == np.uint8
+    for i in range(3):
+        face = masked.load(i)
+        np.testing.assert_array_equal(prepared.masks[i], crop_mask(face.mask, face.landmarks, crop))
+        np.testing.assert_array_equal(prepared.images[i], crop_face(face.image, face.landmarks, crop)[0])
+    plain = prepare(open_facesynthetics(str(tmp_path / "fs")), crop, tmp_path / "cache", progress=False)
+    assert plain.masks is None and plain.directory.parent != prepared.directory.parent
+
+
+def test_masks_travel_from_the_reader_to_training(tmp_path: Path):
+    write_masked_facesynthetics(tmp_path / "fs", 12)
+    config = DataConfig(
+        synthetic=f"facesynthetics:{tmp_path / 'fs'}?masks=true",
+        real=None,
+        tests={},
+        train_size=8,
+        val_size=2,
+        test_size=0,
+        cache_dir=str(tmp_path / "cache"),
+        crop=CropConfig(size=40, channels=1),
+        augment=AugmentConfig(input_size=32, composite=1.0),
+    )
+    data = prepare_data(config, progress=False)
+    assert data.split.train[0].source.masks is not None
+    image, target = LandmarkDataset(data.split.train, config.augment, train=True)[0]
+    assert image.shape == (1, 32, 32) and target.shape == (136,)

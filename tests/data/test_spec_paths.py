@@ -23,3 +23,22 @@ def test_relative_paths_are_anchored_and_everything_else_is_left_alone():
         "s3://b/prepared",
     )
     assert config.tests == DataConfig().tests  # builtin specs
+
+
+def test_compositing_without_masks_fails_at_the_check():
+    import pytest
+
+    from raylm.data.augment import AugmentConfig
+    from raylm.data.pipeline import check_data
+    from raylm.data.record import DataError
+
+    config = DataConfig(
+        synthetic="builtin:synthetic?n=300",
+        real=None,
+        tests={},
+        train_size=50,
+        val_size=10,
+        augment=AugmentConfig(composite=0.5),
+    )
+    with pytest.raises(DataError, match=r"data.augment.composite=0.5 .* add \?masks=true"):
+        check_data(config)
