@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig, augment, build_transform
-from raylm.data.record import N_POINTS, DataError
+from raylm.data.record import N_POINTS
 from raylm.data.splits import Part
 
 
@@ -30,14 +30,10 @@ class LandmarkDataset(Dataset):
         self.transform = None  # built lazily: albumentations pipelines are rebuilt in each worker
         self.window: tuple[int, int, int, int] | None = None  # set with the transform when it is a fixed crop
         self.arrays: list[tuple[np.ndarray, np.ndarray]] | None = None  # built lazily too, in each worker
-        # Foreground masks (prepared FaceSynthetics read with ?masks=true), only where compositing uses them.
+        # Foreground masks (prepared FaceSynthetics read with ?masks=true), only where compositing uses them;
+        # a training set without masked faces (real faces only) is left as it is (checked up front by check_data).
         composite = train and config.composite > 0
         self.masks = [getattr(part.source, "masks", None) if composite else None for part in self.parts]
-        if composite and all(masks is None for masks in self.masks):
-            raise DataError(
-                "data.augment.composite needs training faces that carry foreground masks, and none has one; "
-                "read FaceSynthetics with its masks (data.synthetic: facesynthetics:PATH?masks=true)"
-            )
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
