@@ -1,0 +1,82 @@
+"""bench/gpu.py: its models exist, its pieces run on the CPU, and a `--tiny` run's JSON line (nulls without CUDA)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from bench import gpu
+from raylm.models import list_models
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_tiny(*args: str) -> dict:
+    """`python -m bench.gpu --tiny` in its own process (Ray, forked loader workers and threads stay there)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--tiny", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout
+    return json.loads(lines[0])
+
+
+def positive(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x) and x > 0
+
+
+def test_benchmarked_models_are_raylms_and_timms():
+    assert set(gpu.MODELS) <= set(list_models())
+    assert all(timm.is_model(name) for name in gpu.MODELS if name != "ours")
+
+
+def test_a_training_step_trains_and_reports_a_rate():
+    step = gpu.Step("ours-tiny", torch.device("cpu"), batch_size=2, amp=False, channels_last=False)
+    before = [p.detach().clone() for p in step.state.model.parameters()]
+    assert step.run(2) > 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, step.state.model.parameters(), strict=True))
+    assert positive(gpu.training_rate("ours-tiny", torch.device("cpu"), 2, 1, 1, amp=False, channels_last=False))
+
+
+@pytest.mark.slow
+def test_trial_utilisation_runs_fit_and_says_nothing_without_a_gpu(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        trial = gpu.trial_utilisation(torch.device("cpu"), "ours-tiny", 32, 1, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert (trial["model"], trial["train_size"], trial["epochs"], trial["workers"]) == ("ours-tiny", 32, 1, 0)
+    assert (trial["utilisation"], trial["samples"], trial["source"]) == (None, 0, None)  # no GPU to ask
+    assert positive(trial["fit_s"]) and positive(trial["train_per_s"])
+
+
+@pytest.mark.slow
+def test_shared_rate_sums_processes_that_train_together():
+    assert positive(gpu.shared_rate("ours-tiny", 2, batch_size=2, warmup=1, seconds=0.1, device="cpu"))
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_one_json_line():
+    result = run_tiny()
+    assert result["name"] == "gpu"
+    assert set(result["models"]) == set(gpu.MODELS)
+    for figures in result["models"].values():
+        assert set(figures) == {"fp32_per_s", "amp_channels_last_per_s", "ratio"}
+        assert positive(figures["fp32_per_s"])
+    if torch.cuda.is_available():
+        assert all(positive(figures["ratio"]) for figures in result["models"].values())
+        assert positive(result["ratio"]) and positive(result["sharing"]["1_per_s"])
+    else:
+        assert result["device"] == "cpu"
+        assert all(figures["amp_channels_last_per_s"] is None for figures in result["models"].values())
+        assert all(figures["ratio"] is None for figures in result["models"].values())
+        assert (result["trial"], result["sharing"], result["ratio"]) == (None, None, None)
+    assert positive(result["settings"]["wall_s"])
