@@ -45,15 +45,13 @@ from typing import Any
 import ray
 import torch
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from raylm.config import StudyConfig, load_config
 from raylm.data.pipeline import check_data, prepare_data
 from raylm.search import storage, trainable
-from raylm.search.cluster import WORKER_ENV, connect, trial_slots
-from raylm.search.experiment import search_and_schedule, trial_dirname, wrap
-from raylm.search.per_cell import SchedulerState
-from raylm.search.space import cell_data, cells, check_space
+from raylm.search.cluster import WORKER_ENV, connect
+from raylm.search.experiment import make_tuner
+from raylm.search.space import cell_data, check_space
 
 SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.yaml"
 
@@ -111,46 +109,10 @@ def timed_trial(params: dict[str, Any], study: StudyConfig) -> None:
         trainable.tune = tune
 
 
-def study_tuner(config: StudyConfig, storage_path: Path, name: str, reuse_actors: bool) -> tune.Tuner:
-    """The study's Tuner as `raylm.search.experiment.make_tuner` builds it, with `reuse_actors` chosen.
-
-    raylm has no switch for actor reuse (it is always on), so the Tuner is built here from raylm's pieces.
-    """
-    search = config.search
-    searcher, scheduler, space = search_and_schedule(config)
-    return tune.Tuner(
-        wrap(timed_trial, config),
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            metric=search.metric,
-            mode=search.metric_mode,
-            search_alg=searcher,
-            scheduler=scheduler,
-            num_samples=search.trials * len(cells(config)),
-            max_concurrent_trials=trial_slots(config),
-            trial_dirname_creator=trial_dirname,
-            reuse_actors=reuse_actors,
-        ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(storage_path),
-            callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), SchedulerState(scheduler)],
-            sync_config=tune.SyncConfig(sync_artifacts=True),
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=search.keep_checkpoints,
-                checkpoint_score_attribute=search.metric,
-                checkpoint_score_order=search.metric_mode,
-            ),
-            failure_config=tune.FailureConfig(max_failures=search.max_failures),
-            verbose=1,
-        ),
-    )
-
-
 def experiment(config: StudyConfig, storage_path: Path, reuse_actors: bool, slots: int) -> dict[str, Any]:
     """Run the study's experiment once; its wall time, training time and Ray's share."""
     name = "reuse" if reuse_actors else "no_reuse"
-    tuner = study_tuner(config, storage_path, name, reuse_actors)
+    tuner = make_tuner(config, timed_trial, str(storage_path), name, reuse_actors=reuse_actors)
     called_at, started = time.time(), time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - started

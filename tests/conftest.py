@@ -28,3 +28,12 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("RAYLM_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """A real S3 API server on 127.0.0.1 with an empty bucket `raylm`, for one test module; a boto3 client."""
+    from tests.s3 import s3_bucket
+
+    with s3_bucket() as client:
+        yield client

@@ -58,3 +58,9 @@ def s3_bucket(name: str = "raylm") -> Iterator:
         client = boto3.client("s3")
         client.create_bucket(Bucket=name)
         yield client
+
+
+def keys(client, prefix: str, bucket: str = "raylm") -> list[str]:
+    """The keys under `prefix` in the bucket, every page of them."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]

@@ -140,9 +140,10 @@ def export_prepared(configs: Sequence[DataConfig], to: str, progress: bool = Tru
     The originals are read here; nodes never need them.
     """
     jobs: dict[tuple, tuple[str, FaceSet, DataConfig, set[int]]] = {}
+    index = _indexer(None)  # each dataset indexed once, however many configs name it
     for config in configs:
-        split, sources = _split(config, _indexer(None))
-        specs = _source_specs(config)
+        split, sources = _split(config, index)
+        specs = _source_specs(config, index)
         for source, wanted in _wanted(split, sources):
             key = (source.spec, config.crop, config.skip_bad, config.cache_dir)
             spec = specs[source.spec]
@@ -195,10 +196,10 @@ def _load_later(spec: str, ids: tuple[str, ...]) -> Callable[[int], Face]:
     return lambda i: opened().load(i)
 
 
-def _source_specs(config: DataConfig) -> dict[str, str]:
+def _source_specs(config: DataConfig, index: Callable[[str], FaceSet]) -> dict[str, str]:
     """Each dataset's normalised spec -> the spec as the config writes it."""
     written = [config.synthetic, *([config.real] if config.real else []), *config.tests.values()]
-    return {open_dataset(spec).spec: spec for spec in written}
+    return {index(spec).spec: spec for spec in written}
 
 
 def _wanted(split: Split, sources: Iterable[FaceSet]) -> list[tuple[FaceSet, np.ndarray]]:

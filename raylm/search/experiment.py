@@ -82,8 +82,12 @@ def make_tuner(
     storage: str,
     name: str = EXPERIMENT,
     plan: tuple[Searcher, TrialScheduler, dict[str, Any] | None, int] | None = None,
+    reuse_actors: bool = True,
 ) -> tune.Tuner:
-    """The Tuner of the study's search, or of another `plan` (searcher, scheduler, param space, trials) in `name`."""
+    """The Tuner of the study's search, or of another `plan` (searcher, scheduler, param space, trials) in `name`.
+
+    `reuse_actors=False` (a fresh process per trial) exists for `bench.overhead`, which measures what reuse saves.
+    """
     search = study.search
     searching = plan is None  # the search's schedulers keep state (ASHA's rungs) worth checkpointing
     if plan is None:
@@ -105,7 +109,7 @@ def make_tuner(
             if isinstance(searcher, Searcher)
             else None,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=True,  # a fresh trial process re-imports torch: seconds per trial on small CPUs
+            reuse_actors=reuse_actors,  # a fresh trial process re-imports torch: seconds per trial on small CPUs
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -23,18 +23,7 @@ from raylm.data.pts import open_pts
 from raylm.data.record import DataError
 from raylm.fs import upload
 from tests.data.fakes import write_facesynthetics, write_ffhq, write_pts_dataset
-from tests.s3 import s3_bucket
-
-
-@pytest.fixture(scope="module")
-def bucket():
-    with s3_bucket() as client:
-        yield client
-
-
-def keys(client, prefix: str) -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket="raylm", Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+from tests.s3 import keys
 
 
 def datasets(root: Path) -> DataConfig:

@@ -20,7 +20,7 @@ from raylm.config import StudyConfig, load_config
 from raylm.data.pipeline import DataConfig
 from raylm.search import SearchError, run_study, storage
 from tests.data.fakes import write_pts_dataset
-from tests.s3 import s3_server
+from tests.s3 import keys, s3_server
 from tests.search.hooked import hooked_trial
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
@@ -28,9 +28,8 @@ SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
 
 def epochs_by_node(client, prefix: str) -> dict[str, list[tuple[str, int]]]:
     """Each trial's reports, as (node id, epoch), from the result files Tune wrote to the bucket."""
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket="raylm", Prefix=prefix)
     found = {}
-    for key in (item["Key"] for page in pages for item in page.get("Contents", [])):
+    for key in keys(client, prefix):
         if key.endswith("/result.json"):
             lines = client.get_object(Bucket="raylm", Key=key)["Body"].read().decode().splitlines()
             found[key.split("/")[-2].rpartition("__")[2]] = [(r["node_id"], r["epoch"]) for r in map(json.loads, lines)]

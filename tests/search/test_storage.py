@@ -9,20 +9,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from raylm.search import SearchError, storage
 from raylm.search.__main__ import main
-from tests.s3 import s3_bucket
+from tests.s3 import keys
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
-
-
-@pytest.fixture(scope="module")
-def bucket():
-    with s3_bucket() as client:
-        yield client
-
-
-def keys(client, prefix: str) -> list[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket="raylm", Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def test_storage_round_trips_and_names_an_unwritable_bucket(bucket):
