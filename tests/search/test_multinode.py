@@ -36,8 +36,11 @@ def epochs_by_node(client, prefix: str) -> dict[str, list[tuple[str, int]]]:
     return found
 
 
-def recording_trial(folder: Path):
-    """The real trainable, also noting each report's node and epoch in `folder/<trial id>` as it happens."""
+def recording_trial(folder: Path, doomed: str):
+    """The real trainable, also noting each report's node and epoch in `folder/<trial id>` as it happens.
+
+    A trial that has checkpointed its second epoch on node `doomed` after another trial finished waits there
+    until the node is removed under it, so the test never races a fast trial to the end."""
 
     def note_then_report(report, metrics: dict, checkpoint) -> None:
         from ray import tune
@@ -45,6 +48,9 @@ def recording_trial(folder: Path):
         with (folder / tune.get_context().get_trial_id()).open("a") as file:
             file.write(f"{metrics['node_id']} {metrics['epoch']}\n")
         report(metrics, checkpoint=checkpoint)  # at the last epoch, Tune ends the trial here
+        another_finished = any(" 6\n" in path.read_text() for path in folder.iterdir())
+        if metrics["node_id"] == doomed and metrics["epoch"] == 2 and another_finished:
+            threading.Event().wait(timeout=120)  # ends when the node is removed; the timeout only bounds a failure
 
     return hooked_trial(note_then_report)
 
@@ -90,7 +96,7 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
 
             watcher = threading.Thread(target=move_the_study_mid_trial)
             watcher.start()
-            run_study(study, "s3://raylm/runs/multi", trainable=recording_trial(notes))
+            run_study(study, "s3://raylm/runs/multi", trainable=recording_trial(notes, doomed.node_id))
             watcher.join()
         finally:
             ray.shutdown()
