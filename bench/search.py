@@ -105,7 +105,9 @@ def random_plan(config: StudyConfig, scheduler: TrialScheduler) -> tuple[CellSea
     sampler = optuna.samplers.RandomSampler(seed=search.seed)
     random = OptunaSearch(space=hyper_space(config), metric=search.metric, mode=search.metric_mode, sampler=sampler)
     constants = {cell.name: cell.values()}
-    searcher = CellSearcher({cell.name: random}, constants, search.trials, search.metric, search.metric_mode)
+    searcher = CellSearcher(
+        {cell.name: random}, constants, search.trials, search.max_epochs, search.metric, search.metric_mode
+    )
     return searcher, CellScheduler({cell.name: scheduler}, lambda c: cell_of(c).name), None, search.trials
 
 

@@ -47,6 +47,7 @@ class DataConfig:
     test_size: int = 300  # faces per test set (a test set from `real` is carved out of it first)
     seed: int = 0
     skip_bad: bool = False  # skip unreadable samples (counted by reason) instead of stopping
+    repeat_synthetic: bool = False  # fill a synthetic share larger than the synthetic pool by using its faces again
     cache_dir: str = field(default_factory=default_cache_dir)
     crop: CropConfig = field(default_factory=CropConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -247,5 +248,6 @@ def _split(config: DataConfig, load: Callable[[str], FaceSet]) -> tuple[Split, l
         test_size=config.test_size,
         seed=config.seed,
         val_real_size=config.val_real_size,
+        repeat_synthetic=config.repeat_synthetic,
     )
     return split, [synthetic, *([real] if real is not None else []), *tests.values()]

@@ -6,6 +6,12 @@ dataset's (sorted) samples, so every node and every run with the same seed and
 data gets the same split. Held-out parts are taken from the front of each
 permutation before any training samples, so validation and test sets do not move
 when N or r change, and smaller training sets are subsets of larger ones.
+
+With `repeat_synthetic`, a synthetic share larger than the synthetic faces left
+after the held-out sets takes those faces again, in the same order (a few hundred
+renders, each pass augmented and composited differently, can then fill the
+synthetic share of a larger training set); held-out faces are never repeated into
+training.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ def make_split(
     test_size: int,
     seed: int,
     val_real_size: int = 0,
+    repeat_synthetic: bool = False,
 ) -> Split:
     """Split the data; faces of any test set are never used for training or validation.
 
@@ -91,12 +98,11 @@ def make_split(
     order = np.array(
         [i for i in permutation(len(synthetic), seed, "synthetic") if synthetic.ids[i] not in test_ids], dtype=np.int64
     )
-    _require(
-        len(order), val_size + n_synthetic, "synthetic faces outside the test sets", synthetic.spec, train_size,
-        real_fraction,
-    )  # fmt: skip
+    needed = val_size + (min(n_synthetic, 1) if repeat_synthetic else n_synthetic)
+    _require(len(order), needed, "synthetic faces outside the test sets", synthetic.spec, train_size, real_fraction)
     val = Part(synthetic, order[:val_size], "synthetic")
-    train = [Part(synthetic, order[val_size : val_size + n_synthetic], "synthetic")]
+    training = order[val_size : val_size + n_synthetic]
+    train = [Part(synthetic, np.resize(training, n_synthetic) if repeat_synthetic else training, "synthetic")]
 
     val_real = None
     if real is not None:
@@ -119,5 +125,6 @@ def _require(available: int, needed: int, what: str, spec: str, train_size: int,
     if available < needed:
         raise DataError(
             f"data.train_size={train_size} with data.real_fraction={real_fraction} and the held-out sets needs "
-            f"{needed} {what}, but {spec} has {available}: lower data.train_size or the held-out sizes, or add data"
+            f"{needed} {what}, but {spec} has {available}: lower data.train_size or the held-out sizes, add data, "
+            "or (synthetic faces) set data.repeat_synthetic: true"
         )

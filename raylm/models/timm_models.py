@@ -6,6 +6,9 @@ random unless `pretrained_path` names a local checkpoint, which timm then loads
 with `torch.load(weights_only=True)`, dropping the classifier when its size
 differs and folding the stem for a different channel count.
 
+`head="integral"` swaps the linear head for a soft-argmax one over stride-8
+heatmaps (`raylm.models.heads`), which learns from fewer faces.
+
 Renames: the original Xception is `legacy_xception` in timm >= 0.9 (`xception`
 before); `xception41/65/71` are timm's aligned Xceptions (DeepLab-style).
 """
@@ -15,11 +18,13 @@ from __future__ import annotations
 import difflib
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import timm
 import torch.nn as nn
 
 from raylm.models import UnknownModel, register_family, register_model
+from raylm.models.heads import STRIDES, IntegralLandmarks
 
 REGISTERED = (
     "legacy_xception",
@@ -37,29 +42,35 @@ def create_timm_model(
     in_channels: int = 1,
     num_points: int = 68,
     pretrained_path: str | Path | None = None,
+    head: Literal["regression", "integral"] = "regression",
+    head_channels: int = 64,
     **kwargs,
 ) -> nn.Module:
-    """Build timm model `name` with a `2 * num_points` regression head.
+    """Build timm model `name` with a `2 * num_points` regression head, or an integral head (`head="integral"`).
 
     Extra `kwargs` (e.g. `drop_rate`) go to `timm.create_model`.
     """
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise UnknownModel(f"timm has no model {name!r}; close names: {close}")
+    if head not in ("regression", "integral"):
+        raise UnknownModel(f"model.options.head must be 'regression' or 'integral', got {head!r}")
     overlay = None
     if pretrained_path is not None:
         if not Path(pretrained_path).is_file():
             raise FileNotFoundError(f"pretrained weights not found: {pretrained_path}")
         # `file` outranks every download source in timm; source="" rules out the hub.
         overlay = dict(file=str(pretrained_path), source="")
-    return timm.create_model(
-        name,
-        pretrained=overlay is not None,
-        pretrained_cfg_overlay=overlay,
-        num_classes=2 * num_points,
-        in_chans=in_channels,
-        **kwargs,
-    )
+    common = dict(pretrained=overlay is not None, pretrained_cfg_overlay=overlay, in_chans=in_channels, **kwargs)
+    if head == "regression":
+        return timm.create_model(name, num_classes=2 * num_points, **common)
+    backbone = timm.create_model(name, features_only=True, out_indices=(2, 3, 4), **common)
+    if tuple(backbone.feature_info.reduction()) != STRIDES:
+        raise UnknownModel(
+            f"timm model {name!r} has feature strides {backbone.feature_info.reduction()}, not {STRIDES}: "
+            "use head: regression for it"
+        )
+    return IntegralLandmarks(backbone, num_points, head_channels)
 
 
 for _name in REGISTERED:

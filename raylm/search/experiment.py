@@ -66,7 +66,7 @@ def search_and_schedule(study: StudyConfig) -> tuple[Searcher, TrialScheduler, d
     longest_first = sorted(cells(study), key=lambda cell: -cell_cost(study, cell))
     searchers = {cell.name: optuna_search(search, hyper_space(study)) for cell in longest_first}
     constants = {cell.name: cell.values() for cell in longest_first}
-    searcher = CellSearcher(searchers, constants, search.trials, search.metric, search.metric_mode)
+    searcher = CellSearcher(searchers, constants, search.trials, search.max_epochs, search.metric, search.metric_mode)
     scheduler = CellScheduler({cell.name: asha(search) for cell in longest_first}, lambda c: cell_of(c).name)
     return searcher, scheduler, None
 

@@ -136,3 +136,25 @@ def test_masks_travel_from_the_reader_to_training(tmp_path: Path):
     assert data.split.train[0].source.masks is not None
     image, target = LandmarkDataset(data.split.train, config.augment, train=True)[0]
     assert image.shape == (1, 32, 32) and target.shape == (136,)
+
+
+def test_repeated_synthetic_faces_are_prepared_once_and_trained_on_each_time(tmp_path: Path):
+    write_masked_facesynthetics(tmp_path / "fs", 6)
+    config = DataConfig(
+        synthetic=f"facesynthetics:{tmp_path / 'fs'}?masks=true",
+        real=None,
+        tests={},
+        train_size=10,
+        val_size=2,
+        test_size=0,
+        repeat_synthetic=True,
+        cache_dir=str(tmp_path / "cache"),
+        crop=CropConfig(size=40, channels=1),
+        augment=AugmentConfig(input_size=32),
+    )
+    split = prepare_data(config, progress=False).split
+    (train,) = split.train
+    once = list(train.indices[:4])  # the 4 renders left after validation, each prepared once
+    assert len(train.source) == 6 and len(set(once)) == 4 and list(train.indices) == (once * 3)[:10]
+    assert not set(once) & set(split.val.indices)
+    assert len(LandmarkDataset((train,), config.augment, train=True)) == 10

@@ -98,3 +98,16 @@ def test_a_test_set_from_the_synthetic_source_is_carved_out_of_the_synthetic_poo
     assert not test_ids & set(result.train[0].ids) and not test_ids & set(result.val.ids)
     with pytest.raises(DataError, match="needs 201 synthetic faces outside the test sets, but synthetic has 200"):
         make_split(synthetic, None, {"synthetic": synthetic}, 151, 0.0, val_size=50, test_size=100, seed=0)
+
+
+def test_repeat_synthetic_fills_a_larger_share_with_the_training_renders_again_never_the_held_out_ones():
+    result = split(train_size=250, real_fraction=0.2, synthetic_n=130, repeat_synthetic=True)  # 200 synthetic, 80 left
+    (synthetic, real) = result.train
+    once = synthetic.ids[:80]
+    assert len(synthetic) == 200 and len(set(once)) == 80 and synthetic.ids == (once * 3)[:200]
+    assert not set(once) & set(result.val.ids) and len(real) == 50
+    # the same split without it asks for more faces and names the switch
+    with pytest.raises(DataError, match="set data.repeat_synthetic: true"):
+        split(train_size=250, real_fraction=0.2, synthetic_n=130)
+    # smaller shares are the plain split: repeating changes nothing until the pool runs out
+    assert split(repeat_synthetic=True).train[0].ids == split().train[0].ids

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from raylm.models import UnknownModel, create_model, list_models
+from raylm.models.heads import soft_argmax
 
 SLOW = {"legacy_xception", "xception65", "xception71", "resnet50"}
 MODEL_NAMES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in list_models()]
@@ -128,3 +129,37 @@ def test_model_flops_rank_the_architectures_by_compute():
     flops = {name: model_flops(name, 1, 128) for name in ("ours", "mobilenetv2_100", "ours-tiny")}
     assert flops["ours"] > 20 * flops["mobilenetv2_100"] > 20 * flops["ours-tiny"] > 0
     assert model_flops("ours-tiny", 1, 64) == pytest.approx(flops["ours-tiny"] / 4, rel=0.05)  # conv FLOPs ~ pixels
+
+
+def test_soft_argmax_of_a_peaked_heatmap_is_that_cells_centre():
+    logits = torch.full((1, 2, 16, 16), -50.0)
+    logits[0, 0, 3, 12] = 50.0  # row 3, column 12
+    logits[0, 1] = 0.0  # flat: the centre of the crop
+    x0, y0, x1, y1 = soft_argmax(logits)[0].tolist()
+    assert (x0, y0) == pytest.approx(((12 + 0.5) / 16 - 0.5, (3 + 0.5) / 16 - 0.5))
+    assert (x1, y1) == pytest.approx((0.0, 0.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_100", "timm:resnet18"])
+def test_integral_head_predicts_points_inside_the_crop_and_learns(name):
+    model = create_model(name, head="integral", num_points=5)
+    images = torch.randn(4, 1, 64, 64)
+    target = torch.rand(4, 10) * 0.8 - 0.4
+    outputs = model(images)
+    assert outputs.shape == (4, 10) and outputs.abs().max() < 0.5 - 1 / 16  # cell centres at stride 8
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        loss = (model(images) - target).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_integral_head_needs_stride_8_16_32_features_and_a_known_head_name():
+    with pytest.raises(UnknownModel, match="head must be 'regression' or 'integral'"):
+        create_model("mobilenetv2_100", head="heatmap")
+    with pytest.raises(UnknownModel, match="feature strides .* use head: regression"):
+        create_model("timm:vit_tiny_patch16_224", head="integral", img_size=64)

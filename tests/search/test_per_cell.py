@@ -48,6 +48,20 @@ def test_each_cell_gets_the_proposals_of_its_own_searcher_run_alone():
         assert cell_proposals == expected  # TPE's model-based proposals included (startup is 2 of 6)
 
 
+def test_a_trial_the_scheduler_stopped_reaches_optuna_as_pruned_with_how_far_it_got():
+    config = study("search.trials=3", "search.axes.real_fraction=[0.0]")  # max_epochs 4
+    searcher, _, _ = search_and_schedule(config)
+    for trial_id, epochs, error in (("finished", 4, False), ("stopped", 1, False), ("crashed", 2, True)):
+        searcher.suggest(trial_id)
+        for epoch in range(1, epochs + 1):
+            searcher.on_trial_result(trial_id, {"val/nme": 0.5 / epoch, "training_iteration": epoch})
+        searcher.on_trial_complete(trial_id, {"val/nme": 0.5 / epochs, "training_iteration": epochs}, error=error)
+    (optuna,) = searcher.searchers.values()
+    trials = {trial.number: trial for trial in optuna._ot_study.get_trials()}
+    assert [trials[n].state.name for n in range(3)] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert trials[0].value == 0.125 and trials[1].intermediate_values == {1: 0.5}  # pruned at epoch 1
+
+
 def test_the_costliest_cell_is_proposed_first():
     config = study("search.axes.arch=[ours-tiny, mobilenetv2_100]", "search.axes.train_size=[48, 96]")
     assert cell_cost(config, cells(config)[-1]) > cell_cost(config, cells(config)[0])
