@@ -11,7 +11,7 @@ from raylm.search.space import cells, check_space, trial_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
-STUDIES = sorted(path.name for path in EXPERIMENTS.glob("*.yaml") if path.name != "train_quick.yaml")
+STUDIES = sorted(path.name for path in EXPERIMENTS.glob("*.yaml") if not path.name.startswith("train_"))
 
 
 @pytest.mark.parametrize("name", STUDIES)
@@ -32,6 +32,7 @@ def test_the_studies_the_readme_promises_exist():
 
 def test_the_quick_training_run_parses():
     assert load_config(RunConfig, EXPERIMENTS / "train_quick.yaml").model.name == "ours-tiny"
+    assert load_config(RunConfig, EXPERIMENTS / "train_sample.yaml").model.options == {"head": "integral"}
 
 
 REAL_FACE_STUDIES = ["default.yaml", "fake_it.yaml", "fake_it_gpu.yaml", "fake_it_sample.yaml"]
