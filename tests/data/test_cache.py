@@ -119,19 +119,17 @@ def test_masks_are_cropped_by_the_face_rule_and_stored_beside_the_images(tmp_pat
     assert plain.masks is None and plain.directory.parent != prepared.directory.parent
 
 
-def test_masks_travel_from_the_reader_to_training(tmp_path: Path):
-    write_masked_facesynthetics(tmp_path / "fs", 12)
-    config = DataConfig(
-        synthetic=f"facesynthetics:{tmp_path / 'fs'}?masks=true",
-        real=None,
-        tests={},
-        train_size=8,
-        val_size=2,
-        test_size=0,
-        cache_dir=str(tmp_path / "cache"),
-        crop=CropConfig(size=40, channels=1),
-        augment=AugmentConfig(input_size=32, composite=1.0),
+def masked_renders(folder: Path, n: int, **data) -> DataConfig:
+    """`n` fake masked renders written to `folder`, and a synthetic-only data config over them."""
+    write_masked_facesynthetics(folder / "fs", n)
+    defaults = dict(real=None, tests={}, val_size=2, test_size=0, crop=CropConfig(size=40, channels=1))
+    return DataConfig(
+        synthetic=f"facesynthetics:{folder / 'fs'}?masks=true", cache_dir=str(folder / "cache"), **defaults | data
     )
+
+
+def test_masks_travel_from_the_reader_to_training(tmp_path: Path):
+    config = masked_renders(tmp_path, 12, train_size=8, augment=AugmentConfig(input_size=32, composite=1.0))
     data = prepare_data(config, progress=False)
     assert data.split.train[0].source.masks is not None
     image, target = LandmarkDataset(data.split.train, config.augment, train=True)[0]
@@ -139,19 +137,7 @@ def test_masks_travel_from_the_reader_to_training(tmp_path: Path):
 
 
 def test_repeated_synthetic_faces_are_prepared_once_and_trained_on_each_time(tmp_path: Path):
-    write_masked_facesynthetics(tmp_path / "fs", 6)
-    config = DataConfig(
-        synthetic=f"facesynthetics:{tmp_path / 'fs'}?masks=true",
-        real=None,
-        tests={},
-        train_size=10,
-        val_size=2,
-        test_size=0,
-        repeat_synthetic=True,
-        cache_dir=str(tmp_path / "cache"),
-        crop=CropConfig(size=40, channels=1),
-        augment=AugmentConfig(input_size=32),
-    )
+    config = masked_renders(tmp_path, 6, train_size=10, repeat_synthetic=True, augment=AugmentConfig(input_size=32))
     split = prepare_data(config, progress=False).split
     (train,) = split.train
     once = list(train.indices[:4])  # the 4 renders left after validation, each prepared once
