@@ -141,15 +141,18 @@ def test_soft_argmax_of_a_peaked_heatmap_is_that_cells_centre():
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2_100", "timm:resnet18"])
-def test_integral_head_predicts_points_inside_the_crop_and_learns(name):
-    model = create_model(name, head="integral", num_points=5)
-    images = torch.randn(4, 1, 64, 64)
-    target = torch.rand(4, 10) * 0.8 - 0.4
-    outputs = model(images)
-    assert outputs.shape == (4, 10) and outputs.abs().max() < 0.5 - 1 / 16  # cell centres at stride 8
+def test_integral_head_predicts_points_inside_the_crop(name):
+    outputs = create_model(name, head="integral", num_points=5).eval()(torch.randn(2, 1, 64, 64))
+    assert outputs.shape == (2, 10) and outputs.abs().max() < 0.5 - 1 / 16  # cell centres at stride 8
+
+
+def test_integral_head_learns():
+    torch.manual_seed(0)
+    model = create_model("timm:resnet18", head="integral", num_points=5)
+    images, target = torch.randn(4, 1, 32, 32), torch.rand(4, 10) * 0.6 - 0.3
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(20):
+    for _ in range(12):
         loss = (model(images) - target).pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -162,4 +165,4 @@ def test_integral_head_needs_stride_8_16_32_features_and_a_known_head_name():
     with pytest.raises(UnknownModel, match="head must be 'regression' or 'integral'"):
         create_model("mobilenetv2_100", head="heatmap")
     with pytest.raises(UnknownModel, match="feature strides .* use head: regression"):
-        create_model("timm:vit_tiny_patch16_224", head="integral", img_size=64)
+        create_model("timm:resnet18", head="integral", output_stride=16)  # dilated: strides 8, 16, 16
