@@ -55,8 +55,8 @@ from raylm.data.record import N_POINTS, BadSample, DataError, Face
 from raylm.data.splits import Part
 from raylm.detect import detection_of, dlib_detector
 from raylm.errors import RaylmError
-from raylm.metrics import THRESHOLDS, auc, bootstrap_interval, failure_rate, nme
-from raylm.protocols import MISSED_NME, PROTOCOLS, CropProtocol, jitter_offsets, jittered_box
+from raylm.metrics import THRESHOLDS, bootstrap_interval, nme
+from raylm.protocols import MISSED_NME, PROTOCOLS, CropProtocol, jitter_offsets, jittered_box, over_every_face
 from raylm.report import BOOTSTRAP, CONFIDENCE, HIGH, LOW
 
 PREDICTOR_VARIABLE = "RAYLM_DLIB_PREDICTOR"  # where --predictor defaults to (the tests look there too)
@@ -200,11 +200,7 @@ def summary(scores: Scores) -> dict[str, float]:
     """raylm's test-row metrics of one Scores: n, nme with its bootstrap interval, fr@ and auc@, missed."""
     low, high = bootstrap_interval(scores.per_face, CONFIDENCE, BOOTSTRAP)
     found = scores.per_face[~scores.missed]
-    metrics = {"n": len(scores.per_face), "nme": float(scores.per_face.mean()), f"nme{LOW}": low, f"nme{HIGH}": high}
-    for threshold in THRESHOLDS:
-        metrics[f"fr@{threshold:.2f}"] = failure_rate(scores.per_face, threshold)
-        metrics[f"auc@{threshold:.2f}"] = auc(scores.per_face, threshold)
-    metrics["missed"] = int(scores.missed.sum())
+    metrics = {**over_every_face(scores.per_face, scores.missed), f"nme{LOW}": low, f"nme{HIGH}": high}
     metrics["nme_found"] = float(found.mean()) if found.size else float("nan")  # over the faces it found
     return metrics
 

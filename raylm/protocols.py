@@ -144,11 +144,17 @@ def evaluate_protocol(trained: Trained, part: Part, protocol: CropProtocol) -> t
     if crops.part is not None:
         metrics, per_face[~crops.missed] = evaluate_trained(trained, crops.part)
     if protocol.name == "detector":
-        metrics.update(n=len(per_face), missed=int(crops.missed.sum()), nme=float(per_face.mean()))
-        for threshold in THRESHOLDS:
-            metrics[f"fr@{threshold:.2f}"] = failure_rate(per_face, threshold)
-            metrics[f"auc@{threshold:.2f}"] = auc(per_face, threshold)
+        metrics.update(over_every_face(per_face, crops.missed))
     return {**metrics, **protocol.notes()}, per_face
+
+
+def over_every_face(per_face: np.ndarray, missed: np.ndarray) -> dict[str, float]:
+    """`n`, `missed`, `nme`, `fr@` and `auc@` over every face, a missed face scoring MISSED_NME in `per_face`."""
+    metrics = {"n": len(per_face), "missed": int(missed.sum()), "nme": float(per_face.mean())}
+    for threshold in THRESHOLDS:
+        metrics[f"fr@{threshold:.2f}"] = failure_rate(per_face, threshold)
+        metrics[f"auc@{threshold:.2f}"] = auc(per_face, threshold)
+    return metrics
 
 
 def jitter_offsets(source_id: str, fraction: float, seed: int) -> np.ndarray:
