@@ -23,6 +23,7 @@ from raylm.config import SearchConfig, StudyConfig
 from raylm.models import model_flops
 from raylm.search.cluster import trial_slots
 from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
+from raylm.search.recovery import LatestAvailableCheckpoint
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
 
 Trainable = Callable[[dict[str, Any], StudyConfig], None]
@@ -116,7 +117,12 @@ def make_tuner(
             storage_path=storage,
             # Tune's own TensorBoard logger is off (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS): the trainer writes
             # TensorBoard under raylm's metric names; these keep progress.csv and result.json per trial.
-            callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), *([SchedulerState(scheduler)] if searching else [])],
+            callbacks=[
+                CSVLoggerCallback(),
+                JsonLoggerCallback(),
+                LatestAvailableCheckpoint(),  # a driver killed mid-study may leave snapshots naming deleted checkpoints
+                *([SchedulerState(scheduler)] if searching else []),
+            ],
             # Files a trial writes in its working directory (TensorBoard events) reach storage with
             # each checkpoint, when a trial stops, and when its process is reused for the next trial.
             sync_config=tune.SyncConfig(sync_artifacts=True),

@@ -216,7 +216,8 @@ def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_ru
 
     run_study(load_config(StudyConfig, run_dir / "study.yaml"), run_dir)
     trials = read_csv(run_dir / "trials.csv")
-    assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials)
+    errors = [path.read_text()[-2000:] for path in run_dir.rglob("error.txt")]
+    assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials), errors
     assert trial_results(run_dir, "ours-tiny_n=48_r=0") == first_cell  # finished and stopped trials not rerun
     for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"):
         rates = [t["train.lr"] for t in trials if t["cell"] == cell]

@@ -1,0 +1,87 @@
+"""A restored trial whose snapshot names a checkpoint Tune has since deleted resumes from the newest one that loads.
+
+The race is rebuilt with Ray's own pieces: a trial registers checkpoints as Tune's
+driver does, its state is snapshotted as Tune's experiment checkpoint does, a newer
+checkpoint then makes Tune delete the one the snapshot names, and the trial is
+restored from that snapshot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from ray.train import Checkpoint, CheckpointConfig
+from ray.train._internal.session import _TrainingResult
+from ray.train._internal.storage import StorageContext
+from ray.tune.experiment import Trial
+
+from raylm.search.recovery import LatestAvailableCheckpoint, exists
+from raylm.train.checkpoint import FILE
+
+
+def tracked_trial(tmp_path: Path) -> tuple[Trial, callable]:
+    storage = StorageContext(storage_path=str(tmp_path / "runs"), experiment_dir_name="trials", trial_dir_name="t")
+    keep = CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/nme", checkpoint_score_order="min")
+    trial = Trial("train_trial", storage=storage, checkpoint_config=keep, stub=True)
+    trial.create_placement_group_factory()  # as Tune does when it adds a trial
+
+    def report(epoch: int, nme: float) -> None:  # the trainable persists its checkpoint, then the driver registers it
+        local = tmp_path / "local" / str(epoch)
+        local.mkdir(parents=True)
+        torch.save({"epoch": epoch, "metrics": {"val/nme": nme}}, local / FILE)
+        storage.current_checkpoint_index = epoch
+        persisted = storage.persist_current_checkpoint(Checkpoint.from_directory(str(local)))
+        trial.on_checkpoint(_TrainingResult(persisted, {"val/nme": nme, "training_iteration": epoch + 1}))
+
+    return trial, report
+
+
+def restored(snapshot: tuple[str, str]) -> Trial:
+    trial = Trial.from_json_state(snapshot[0], stub=True)
+    trial.restore_run_metadata(snapshot[1])
+    return trial
+
+
+def test_a_trial_whose_snapshot_names_a_deleted_checkpoint_resumes_from_the_newest_that_loads(tmp_path: Path):
+    trial, report = tracked_trial(tmp_path)
+    report(0, 0.30)
+    report(1, 0.50)
+    snapshot = trial.get_json_state()  # names checkpoint_000001, the latest
+    report(2, 0.40)  # keeps the best two (epochs 0 and 2): Tune deletes checkpoint_000001 now
+    report(3, 0.35)  # deletes checkpoint_000002, keeps 000000 and 000003
+    trial_dir = Path(trial.storage.trial_fs_path)
+    partial = trial_dir / "checkpoint_000004"
+    partial.mkdir()
+    (partial / FILE).write_bytes((trial_dir / "checkpoint_000003" / FILE).read_bytes()[:100])  # a copy cut short
+
+    trial = restored(snapshot)
+    assert trial.checkpoint.path.endswith("checkpoint_000001") and not exists(trial.checkpoint)
+
+    callback = LatestAvailableCheckpoint()
+    callback.setup()
+    callback.on_step_begin(0, [trial])
+    latest = trial.latest_checkpoint_result
+    assert Path(latest.checkpoint.path).name == "checkpoint_000003"
+    assert latest.metrics == {"val/nme": 0.35, "epoch": 4, "training_iteration": 4}
+    kept = trial.run_metadata.checkpoint_manager.best_checkpoint_results
+    assert sorted(Path(r.checkpoint.path).name for r in kept) == ["checkpoint_000000", "checkpoint_000003"]
+    assert all(exists(r.checkpoint) for r in kept)
+
+
+def test_trials_whose_checkpoints_exist_and_later_steps_are_left_alone(tmp_path: Path):
+    trial, report = tracked_trial(tmp_path)
+    report(0, 0.30)
+    report(1, 0.50)
+    manager = trial.run_metadata.checkpoint_manager
+    callback = LatestAvailableCheckpoint()
+    callback.setup()
+    callback.on_step_begin(0, [trial])
+    assert trial.run_metadata.checkpoint_manager is manager
+
+    gone, report_gone = tracked_trial(tmp_path / "other")
+    report_gone(0, 0.30)
+    Path(gone.checkpoint.path, FILE).unlink()
+    Path(gone.checkpoint.path).rmdir()
+    callback.on_step_begin(1, [gone])  # after the first step every checkpoint Tune names was registered this session
+    assert not exists(gone.checkpoint)
