@@ -62,6 +62,7 @@ from raylm.data.splits import Part
 from raylm.errors import RaylmError
 from raylm.metrics import REGIONS, nme, region_nme
 from raylm.train.checkpoint import FILE as CHECKPOINT_FILE
+from raylm.train.checkpoint import CheckpointError
 from raylm.train.evaluation import Trained, load_trained, predict_trained, seen_ids
 
 ADAPTER_FILE = "adapter.json"
@@ -269,6 +270,8 @@ def adapter_path(checkpoint_path: str | Path, file: str | Path | None = None) ->
 
 
 def checkpoint_digest(checkpoint_path: str | Path) -> str:
+    if not checkpoint_file(checkpoint_path).is_file():
+        raise CheckpointError(f"{checkpoint_path}: no raylm checkpoint here")
     with checkpoint_file(checkpoint_path).open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -403,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.data, args.faces, args.seed, args.modes, args.ridge, args.device, args.skip_bad
         )
         path = adapter.save(adapter_path(args.checkpoint, args.out))
-    except (RaylmError, FileNotFoundError) as error:
+    except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for warning in warnings:

@@ -23,10 +23,9 @@ import yaml
 from raylm import __version__
 from raylm.data.pipeline import DataConfig
 from raylm.errors import RaylmError
+from raylm.selection import Selection, SelectionError
 
 T = TypeVar("T")
-
-VALIDATION_SETS = ("val/", "val_real/")  # the sets a study may select on: synthetic and real validation faces
 
 
 class ConfigError(RaylmError, ValueError):
@@ -270,16 +269,15 @@ class SearchConfig:
             raise ValueError("search.trials and search.max_epochs must be at least 1")
         if not 1 <= self.grace_period <= self.max_epochs:
             raise ValueError(f"search.grace_period must be between 1 and search.max_epochs ({self.max_epochs})")
-        if self.metric.startswith("test"):
-            raise ConfigError(
-                f"search.metric {self.metric!r} selects on a test set; use a val/ or val_real/ metric, "
-                "e.g. val_real/nme"
-            )
-        if not self.metric.startswith(VALIDATION_SETS):
-            raise ConfigError(
-                f"search.metric {self.metric!r} is not a validation metric; use val/<name> (synthetic "
-                "validation faces) or val_real/<name> (real ones, with data.val_real_size > 0), e.g. val/nme"
-            )
+        try:
+            Selection(self.metric, self.metric_mode)
+        except SelectionError as error:
+            raise ConfigError(f"search.metric {error}") from None
+
+    @property
+    def selection(self) -> Selection:
+        """The study's one selection rule (`raylm.selection`)."""
+        return Selection(self.metric, self.metric_mode)
 
 
 @dataclass(frozen=True)

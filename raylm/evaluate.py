@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics, per_face = evaluate_checkpoint(
             args.checkpoint, args.data, protocol, args.skip_bad, args.device, not args.allow_overlap, adapter
         )
-    except (RaylmError, FileNotFoundError) as error:
+    except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if metrics.get("overlap"):

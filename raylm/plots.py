@@ -7,12 +7,12 @@ when it has nothing to show; callers decide where to save it.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from raylm.metrics import auc, ced
+from raylm.selection import Selection
 from raylm.sizefit import SizeEstimate
 
 CED_MAX = 0.10
@@ -120,9 +120,10 @@ def ced_figure(per_image_nme: dict[str, np.ndarray]) -> Figure | None:
     return figure
 
 
-def progress_figure(trials: list[dict], metric: str, mode: Literal["min", "max"]) -> Figure | None:
-    """The selection metric's best-so-far (lowest for mode "min", highest for "max") against trials
-    completed and compute spent; None when no trial has a value of `metric`."""
+def progress_figure(trials: list[dict], selection: Selection) -> Figure | None:
+    """The selection metric's best-so-far against trials completed and compute spent; None when no
+    trial has a value of it."""
+    metric = selection.metric
 
     def finished(trial: dict) -> tuple[bool, float]:
         at = finite_number(trial.get("finished_at"))
@@ -132,8 +133,7 @@ def progress_figure(trials: list[dict], metric: str, mode: Literal["min", "max"]
     values = np.array([finite_number(trial.get(metric)) for trial in ordered], dtype=np.float64)
     if not np.isfinite(values).any():
         return None
-    # fmin and fmax skip NaN, so errored trials carry the best forward.
-    best = (np.fmin if mode == "min" else np.fmax).accumulate(values)
+    best = selection.best_so_far(values)  # errored trials (NaN) carry the best forward
     count = np.arange(1, len(ordered) + 1)
     hours = np.cumsum([finite_number(trial.get("compute_s")) or 0.0 for trial in ordered]) / 3600
     figure = Figure(figsize=(11, 4.5))

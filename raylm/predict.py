@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = predict_inputs(
             [Path(p) for p in args.inputs], landmarker, find_box, output, args.smooth, not args.json_only
         )
-    except (RaylmError, FileNotFoundError) as error:
+    except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(describe(summary, output))

@@ -2,7 +2,7 @@
 
 Inputs are plain dicts (one per Tune trial, one per cell's best trial), so this
 module needs neither Ray nor torch. The best cell is chosen by the study's
-selection metric (`search.metric` and `search.metric_mode`, passed in), on
+selection rule (`raylm.selection`, the study's `search.metric` and `metric_mode`), on
 validation data alone; test metrics are reported, with bootstrap intervals over
 the test faces, but play no part in any choice. Missing or NaN values are empty
 in the CSVs and "—" in the markdown.
@@ -15,13 +15,13 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from raylm.config import VALIDATION_SETS
 from raylm.metrics import bootstrap_interval, paired_difference
 from raylm.plots import ced_figure, finite_number, fraction_figure, progress_figure, size_figure, size_label
+from raylm.selection import VALIDATION_SETS, Selection
 from raylm.sizefit import PowerLaw, SizeEstimate, fit_power_law, minimum_viable_size
 
 __all__ = ["PowerLaw", "SizeEstimate", "fit_power_law", "minimum_viable_size", "write_report"]
@@ -314,19 +314,8 @@ def _viable_size_section(
     return ["## Minimum viable dataset size", "", intro, "", *bullets]
 
 
-def _overall_best(cells: list[dict], metric: str, mode: Literal["min", "max"]) -> dict | None:
-    """The caller's rule (`raylm.search.selection.best_cell`): the cell with the lowest `metric` for mode
-    "min", the highest for "max", ties going to the earliest in the order given; None when no cell has one."""
-    ranked = [cell for cell in cells if finite_number(cell.get(metric)) is not None]
-    if not ranked:
-        return None
-    sign = 1.0 if mode == "min" else -1.0
-    return min(ranked, key=lambda cell: sign * finite_number(cell[metric]))
-
-
-def _best_section(
-    cells: list[dict], best: dict | None, test_set: str, metric: str, mode: Literal["min", "max"]
-) -> list[str]:
+def _best_section(cells: list[dict], best: dict | None, test_set: str, selection: Selection) -> list[str]:
+    metric = selection.metric
     columns = [
         Column("Cell", "cell", None),
         Column(metric, metric, ".4f"),
@@ -347,7 +336,8 @@ def _best_section(
         f"**Overall best cell: {best['cell']}**, {metric} {_fmt(best[metric], '.4f')},"
         f" test NME {_fmt(test_nme, '.4f')} (mean-shape baseline"
         f" {_fmt(best.get('mean_shape_nme'), '.4f')}); config: {config or MISSING}.",
-        f"It is chosen by the {'lowest' if mode == 'min' else 'highest'} `{metric}` (the study's `search.metric`);"
+        f"It is chosen by the {'lowest' if selection.mode == 'min' else 'highest'} `{metric}`"
+        " (the study's `search.metric`);"
         f" the test set (`{test_set}`) plays no part in selection.",
     ]
 
@@ -367,28 +357,26 @@ def write_report(
     trials: list[dict],
     cells: list[dict],
     per_image_nme: dict[str, np.ndarray],
-    metric: str,
-    mode: Literal["min", "max"],
+    selection: Selection,
     test_set: str = "test_real",
 ) -> dict[str, Path]:
     """Write trials.csv, summary.csv, summary.md and the plots into run_dir; return file name -> path.
 
     `trials` holds one dict per Tune trial and `cells` one per cell (its best trial,
-    evaluated on `test_set`), in the caller's order; `metric` and `mode` are the study's
-    selection rule (`search.metric`, `search.metric_mode`), which names the overall best
-    cell as the caller's selection does. `per_image_nme` maps a cell to its best model's
+    evaluated on `test_set`), in the caller's order; `selection` is the study's rule
+    (`search.metric`, `search.metric_mode`), which names the overall best cell exactly as
+    the search's own choice of `best/` does. `per_image_nme` maps a cell to its best model's
     per-image NMEs on `test_set`, the same faces in the same order for every cell, which
     is what makes the mixing table's paired differences valid. A plot without data (one
     training size, one real fraction, no per-image errors) is skipped and left out of the result.
     """
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
+    metric = selection.metric
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     per_image_nme = {cell: np.asarray(errors, dtype=np.float64).reshape(-1) for cell, errors in per_image_nme.items()}
     per_image_nme = {cell: errors for cell, errors in per_image_nme.items() if errors.size}
     cells = [_with_interval(cell, per_image_nme, test_set) for cell in cells]
-    best = _overall_best(cells, metric, mode)  # before sorting, so ties break as the caller's do
+    best = selection.best(cells, lambda cell: finite_number(cell.get(metric)))  # before sorting: ties as the caller's
     cells = sorted(cells, key=_cell_order)
     # Size tables and fits use the r=0 cells, or the smallest real fraction searched.
     fraction = min((float(cell["real_fraction"]) for cell in cells), default=None)
@@ -402,7 +390,7 @@ def write_report(
         "nme_vs_size.png": size_figure(points, estimates, test_set, fraction) if fraction is not None else None,
         "nme_vs_real_fraction.png": fraction_figure(cells, test_set),
         "ced.png": ced_figure(per_image_nme),
-        "search_progress.png": progress_figure(trials, metric, mode),
+        "search_progress.png": progress_figure(trials, selection),
     }
     for name, figure in figures.items():
         if figure is not None:
@@ -417,7 +405,7 @@ def write_report(
             _size_table(cells, test_set, fraction),
             _mixing_table(cells, test_set, per_image_nme),
             _viable_size_section(points, estimates, fraction),
-            _best_section(cells, best, test_set, metric, mode),
+            _best_section(cells, best, test_set, selection),
         ]
     if plots:
         sections.append(["## Plots", "", *(f"![{name}]({name})" for name in plots)])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from raylm.report import PowerLaw, fit_power_law, minimum_viable_size, write_report
+from raylm.selection import Selection
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZES = [500, 1000, 2000, 5000, 10000]
@@ -154,7 +155,7 @@ def read_csv(path: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     trials, cells, per_image = make_search()
-    return write_report(tmp_path_factory.mktemp("run"), trials, cells[::-1], per_image, "val/nme", "min")
+    return write_report(tmp_path_factory.mktemp("run"), trials, cells[::-1], per_image, Selection("val/nme", "min"))
 
 
 def test_report_writes_every_file(report):
@@ -275,7 +276,7 @@ def test_report_follows_the_selection_rule(tmp_path):
     trials, cells, per_image = make_search()
     for k, row in enumerate([*trials, *cells]):
         row["val_real/nme"] = 0.5 if row["cell"] == BEST_BY_TEST else 0.1 + 0.001 * (k % 7)
-    written = write_report(tmp_path, trials, cells, per_image, "val_real/nme", "max")
+    written = write_report(tmp_path, trials, cells, per_image, Selection("val_real/nme", "max"))
     header = read_csv(written["trials.csv"])[0]
     assert header[header.index("status") :][:4] == ["status", "reason", "val_real/nme", "val/nme"]
     assert read_csv(written["summary.csv"])[0][8:10] == ["val_real/nme", "val/nme"]
@@ -292,7 +293,7 @@ def test_summary_md_shows_the_jitter_protocol_beside_the_landmarks_protocol(tmp_
     trials, cells, per_image = make_search()
     for cell in cells:
         cell["test_real_jitter/nme"] = cell["test_real/nme"] + 0.005
-    written = write_report(tmp_path, trials, cells, per_image, "val/nme", "min")
+    written = write_report(tmp_path, trials, cells, per_image, Selection("val/nme", "min"))
     sizes = section(written["summary.md"].read_text(), "Architectures × training size")
     header = "| Arch | Train size | Test NME, landmarks protocol | Test NME, jitter protocol | Mean-shape NME |"
     assert markdown_row(sizes, "| Arch |").startswith(header)
@@ -303,7 +304,7 @@ def test_summary_md_shows_the_jitter_protocol_beside_the_landmarks_protocol(tmp_
 def test_report_skips_plots_without_data(tmp_path):
     trials, cells, _ = make_search()
     one_size = [cell for cell in cells if cell["train_size"] == 1000 and cell["real_fraction"] == 0.0]
-    written = write_report(tmp_path, trials, one_size, per_image_nme={}, metric="val/nme", mode="min")
+    written = write_report(tmp_path, trials, one_size, per_image_nme={}, selection=Selection("val/nme", "min"))
     assert sorted(written) == ["search_progress.png", "summary.csv", "summary.md", "trials.csv"]
     assert not (tmp_path / "nme_vs_size.png").exists()
     markdown = written["summary.md"].read_text()

@@ -58,7 +58,9 @@ def create_timm_model(
     overlay = None
     if pretrained_path is not None:
         if not Path(pretrained_path).is_file():
-            raise FileNotFoundError(f"pretrained weights not found: {pretrained_path}")
+            raise UnknownModel(
+                f"model.options.pretrained_path: {pretrained_path} is not a file; give a local weights file"
+            )
         # `file` outranks every download source in timm; source="" rules out the hub.
         overlay = dict(file=str(pretrained_path), source="")
     common = dict(pretrained=overlay is not None, pretrained_cfg_overlay=overlay, in_chans=in_channels, **kwargs)

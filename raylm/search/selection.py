@@ -1,4 +1,4 @@
-"""The study's one selection rule: which trial is a cell's best, and which cell is best overall.
+"""Which trial is a cell's best, and which cell is best overall, by the study's rule (`raylm.selection`).
 
 A cell's best trial is the best by the selection metric (`search.metric`, `search.metric_mode`:
 validation only) among its trials that ran the whole epoch budget. In `compare` mode
@@ -18,22 +18,16 @@ from raylm.config import SearchConfig
 Row = dict[str, Any]
 
 
-def rank(search: SearchConfig, value: float) -> float:
-    """Lower is better, whatever the mode; NaN ranks last."""
-    if value is None or math.isnan(value):
-        return math.inf
-    return value if search.metric_mode == "min" else -value
-
-
 def best_trials(search: SearchConfig, rows: list[Row]) -> dict[str, Row]:
     """Each cell's best trial (rows from `results.trial_rows`): full-budget trials first, then by the metric."""
 
     def key(row: Row) -> tuple[bool, float]:
-        return row["epochs"] < search.max_epochs, rank(search, row[search.metric])
+        return row["epochs"] < search.max_epochs, selection.rank(row[search.metric])
 
+    selection = search.selection
     best: dict[str, Row] = {}
     for row in rows:
-        if row["status"] != "TERMINATED" or math.isinf(rank(search, row[search.metric])):
+        if row["status"] != "TERMINATED" or math.isinf(selection.rank(row[search.metric])):
             continue
         if row["cell"] not in best or key(row) < key(best[row["cell"]]):
             best[row["cell"]] = row
@@ -41,5 +35,5 @@ def best_trials(search: SearchConfig, rows: list[Row]) -> dict[str, Row]:
 
 
 def best_cell(search: SearchConfig, cell_rows: list[Row]) -> Row:
-    """The cell row whose best trial is best by the selection metric."""
-    return min(cell_rows, key=lambda row: rank(search, row[search.metric]))
+    """The cell row whose best trial is best by the selection metric (a cell without one: the first)."""
+    return search.selection.best(cell_rows, lambda row: row[search.metric]) or cell_rows[0]

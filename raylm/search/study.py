@@ -124,5 +124,5 @@ def summarise(
     overall_dir = run_dir / "best" / cell_of(results[overall["best_trial"]].config).slug
     for item in ("checkpoint.pt", "config.yaml"):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
-    files = write_report(run_dir, rows, cell_rows, per_image, search.metric, search.metric_mode, test_set=test_set)
+    files = write_report(run_dir, rows, cell_rows, per_image, search.selection, test_set=test_set)
     return StudyResult(run_dir, files, overall["cell"])

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from raylm.config import ConfigError, RunConfig, load_config, save_config
 from raylm.data.pipeline import check_data, prepare_data
 from raylm.errors import RaylmError
 from raylm.models import check_model
+from raylm.selection import VALIDATION_SETS, Selection, SelectionError, default_selection
 from raylm.train.evaluation import evaluate_trained, load_trained
 from raylm.train.hardware import check_device
 from raylm.train.loop import fit, prefixed
@@ -37,21 +36,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", metavar="CHECKPOINT_DIR", help="continue from a checkpoint of an earlier run")
     parser.add_argument(
         "--metric",
-        default="val/nme",
-        help="selection metric of checkpoints/best: a validation metric, e.g. val/nme (default) or val_real/nme",
+        help="selection metric of checkpoints/best, a validation metric (default: val_real/nme when the config "
+        "holds real validation faces out, data.val_real_size > 0, else val/nme)",
     )
     parser.add_argument(
         "--mode", choices=("min", "max"), default="min", help="whether lower or higher --metric is best"
     )
     args = parser.parse_args(argv)
     try:
-        selection = Selection(args.metric, args.mode)
         config = load_config(RunConfig, args.config, args.set)
+        default = default_selection(config.data.val_real_size)
+        try:
+            selection = Selection(args.metric, args.mode) if args.metric else default
+        except SelectionError as error:
+            raise ConfigError(f"--metric {error}") from None
         output = Path(args.output or f"results/train/{datetime.now():%Y%m%d-%H%M%S}")
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
         metrics = run(config, output, Path(args.resume) if args.resume else None, selection)
-    except (RaylmError, FileNotFoundError, FloatingPointError) as error:
+    except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(metrics))
@@ -61,37 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class Selection:
-    """The one rule that picks checkpoints/best: the epoch best by `metric` in `mode`."""
-
-    metric: str = "val/nme"
-    mode: str = "min"
-
-    def __post_init__(self) -> None:
-        if self.metric.startswith("test"):
-            raise ConfigError(f"--metric {self.metric!r} selects on a test set; use a validation metric, e.g. val/nme")
-        if self.mode not in ("min", "max"):
-            raise ConfigError(f"--mode must be min or max, got {self.mode!r}")
-
-    def __str__(self) -> str:
-        return f"{self.metric} ({self.mode})"
-
-    def better(self, metrics: dict[str, float], best: dict[str, float] | None) -> bool:
-        """Whether an epoch's `metrics` beat the `best` so far (None: no epoch yet); NaN never does."""
-        if self.metric not in metrics:
-            known = ", ".join(sorted(key for key in metrics if key.startswith("val")))
-            raise ConfigError(f"--metric {self.metric!r} is not a metric of this run; its epochs report {known}")
-        value = metrics[self.metric]
-        if math.isnan(value):
-            return False
-        if best is None:
-            return True
-        return value < best[self.metric] if self.mode == "min" else value > best[self.metric]
-
-
-def run(config: RunConfig, output: Path, resume: Path | None, selection: Selection = Selection()) -> dict[str, float]:
-    """Train, keep the last and the best (by `selection`) checkpoints, then test the best on the real test sets."""
+def run(config: RunConfig, output: Path, resume: Path | None, selection: Selection | None = None) -> dict[str, float]:
+    """Train, keep the last and the best (by `selection`, by default `default_selection`) checkpoints, then test
+    the best on the real test sets."""
+    selection = selection or default_selection(config.data.val_real_size)
+    if selection.metric.startswith("val_real/") and config.data.val_real_size == 0:
+        raise ConfigError(
+            f"--metric {selection.metric!r} needs real validation faces: set data.val_real_size, or use a val/ metric"
+        )
     check_device(config.train)
     check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
     check_data(config.data)
@@ -105,13 +85,16 @@ def run(config: RunConfig, output: Path, resume: Path | None, selection: Selecti
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         print(f"epoch {epoch:3d}  " + "  ".join(f"{key} {metrics[key]:.4f}" for key in shown if key in metrics))
         shutil.copytree(checkpoint_dir, checkpoints / "last", dirs_exist_ok=True)
-        if selection.better(metrics, best or None):
+        if selection.metric not in metrics:
+            known = ", ".join(sorted(key for key in metrics if key.startswith(VALIDATION_SETS)))
+            raise ConfigError(f"--metric {selection.metric!r} is not a metric of this run; its epochs report {known}")
+        if selection.better(metrics[selection.metric], best.get(selection.metric)):
             best.update(metrics, best_epoch=epoch)
             shutil.copytree(checkpoint_dir, checkpoints / "best", dirs_exist_ok=True)
 
     fit(config, report, log_dir=output, resume_from=resume, data=data)
     if not best:
-        raise FloatingPointError(f"no epoch had a finite {selection.metric}, so there is no best checkpoint")
+        raise RaylmError(f"no epoch had a finite {selection.metric}, so there is no best checkpoint; lower train.lr")
     trained = load_trained(checkpoints / "best", config.train.device)
     metrics = dict(best)
     for name, part in data.split.tests.items():

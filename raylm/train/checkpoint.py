@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from raylm.config import RunConfig, from_dict, save_config, to_dict
+from raylm.errors import RaylmError
 from raylm.models import create_model
 
 FILE = "checkpoint.pt"
@@ -52,13 +53,21 @@ def save_checkpoint(
     return directory
 
 
+class CheckpointError(RaylmError):
+    """A checkpoint path with no checkpoint, or a file that does not load as one."""
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint file or directory (from `train` or `search`) safely (weights_only)."""
     path = Path(path)
     file = path / FILE if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"{path}: no raylm checkpoint here (expected {FILE} in a run's checkpoint folder)")
-    return torch.load(file, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"{path}: no raylm checkpoint here (expected {FILE} in a run's checkpoint folder)")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, or unsafe to unpickle: torch raises many kinds
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{file}: does not load as a raylm checkpoint ({reason})") from None
 
 
 def checkpoint_config(checkpoint: dict) -> RunConfig:

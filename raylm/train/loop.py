@@ -21,6 +21,7 @@ from raylm.config import RunConfig
 from raylm.coords import to_pixels
 from raylm.data.pipeline import PreparedData, prepare_data
 from raylm.data.splits import Part
+from raylm.errors import RaylmError
 from raylm.metrics import landmark_metrics, nme
 from raylm.models import create_model
 from raylm.train.board import Board
@@ -37,7 +38,7 @@ HPARAM_METRICS = ("nme", "mse", "fr@0.10", "auc@0.08")
 Report = Callable[[int, dict[str, float], Path], None]
 
 
-class Diverged(FloatingPointError):
+class Diverged(RaylmError, FloatingPointError):
     """Training blew up: the training loss or a validation NME is no longer finite.
 
     The message is one line (it goes into the search's trials.csv); `epoch` counts from 1, as in `report`.

@@ -119,7 +119,7 @@ def test_timm_weights_load_from_a_local_file(tmp_path):
 
 
 def test_missing_weights_file_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match="pretrained weights not found"):
+    with pytest.raises(UnknownModel, match="model.options.pretrained_path: .*missing.pth is not a file"):
         create_model("timm:resnet18", pretrained_path=tmp_path / "missing.pth")
 
 

@@ -20,6 +20,7 @@ from raylm.config import StudyConfig, load_config
 from raylm.evaluate import main as evaluate_main
 from raylm.plots import progress_figure
 from raylm.search import SearchError, run_study
+from raylm.selection import Selection
 from tests.search.hooked import hooked_trial
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def test_trials_summary_plot_and_best_checkpoint_agree_on_the_selection_metric(s
     (best_cell,) = [cell for cell in summary if cell["best_trial"] == winner["trial_id"]]
     assert f"**Overall best cell: {best_cell['cell']}**, val_real/nme" in (study_run / "summary.md").read_text()
     numbers = [{key: float(t[key] or "nan") for key in ("val_real/nme", "finished_at", "compute_s")} for t in trials]
-    figure = progress_figure(numbers, "val_real/nme", "min")
+    figure = progress_figure(numbers, Selection("val_real/nme", "min"))
     assert figure.axes[0].get_ylabel() == "val_real/nme (selection metric)"
     assert figure.axes[0].lines[0].get_ydata()[-1] == pytest.approx(float(winner["val_real/nme"]))
     slug = best_cell["cell"].replace("/", "_")

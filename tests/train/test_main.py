@@ -70,6 +70,13 @@ def test_best_checkpoint_is_the_epoch_best_by_the_selection_rule(run_dir: Path, 
     assert load_trained(tmp_path / "checkpoints" / "best", "cpu").epoch == metrics["best_epoch"]
 
 
+def test_a_run_holding_real_faces_out_selects_on_them_unless_told_otherwise(tmp_path: Path):
+    args = [item for override in [*TINY, "train.epochs=1", "data.val_real_size=8"] for item in ("--set", override)]
+    assert train_main([*args, "--output", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["selection"] == {"metric": "val_real/nme", "mode": "min"} and metrics["val_real/n"] == 8
+
+
 def test_selection_and_device_mistakes_are_one_line_errors(tmp_path: Path, capsys):
     args = [item for override in [*TINY, "train.epochs=1"] for item in ("--set", override)]
     assert train_main([*args, "--metric", "test_real/nme", "--output", str(tmp_path / "a")]) == 2
@@ -77,6 +84,8 @@ def test_selection_and_device_mistakes_are_one_line_errors(tmp_path: Path, capsy
     assert train_main([*args, "--metric", "val/nmee", "--output", str(tmp_path / "b")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "'val/nmee' is not a metric of this run" in error and "val/nme," in error
+    assert train_main([*args, "--metric", "val_real/nme", "--output", str(tmp_path / "d")]) == 2
+    assert "needs real validation faces: set data.val_real_size" in capsys.readouterr().err
     assert train_main([*args, "--set", "train.device=cuda:99", "--output", str(tmp_path / "c")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "train.device is 'cuda:99'" in error
@@ -118,3 +127,9 @@ def test_mistakes_fail_with_the_key_or_path(tmp_path: Path, capsys):
     assert "unknown model 'resnet5'" in capsys.readouterr().err
     assert evaluate_main([str(tmp_path / "nowhere"), "--data", "builtin:synthetic"]) == 2
     assert "no raylm checkpoint here" in capsys.readouterr().err
+    cut_short = tmp_path / "cut" / "checkpoint.pt"
+    cut_short.parent.mkdir()
+    cut_short.write_bytes(b"PK\x03\x04 a zip cut short")
+    assert evaluate_main([str(cut_short.parent), "--data", "builtin:synthetic"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{cut_short}: does not load as a raylm checkpoint (" in error
