@@ -42,6 +42,25 @@ def check_gpu_usable() -> None:
     )
 
 
+def check_storage_visible() -> None:
+    """Fail a trial before it trains when its node cannot see the study's storage.
+
+    The study checks every node that is up when it starts (`storage.check_nodes_see`);
+    a node the autoscaler adds later is checked here, with the check Tune itself would
+    make only at the trial's first checkpoint, an epoch later.
+    """
+    storage = tune.get_context().get_storage()
+    try:
+        storage._check_validation_file()  # Tune's marker, written by the driver into the experiment folder
+    except RuntimeError:
+        context = ray.get_runtime_context()
+        raise SearchError(
+            f"node {ray.util.get_node_ip_address()} ({context.get_node_id()[:8]}) cannot see search.storage_path "
+            f"({storage.storage_filesystem.type_name}: {storage.experiment_fs_path}); on a cluster of several "
+            "machines give shared storage: an NFS path mounted on every node, or a bucket (s3://..., gs://...)"
+        ) from None
+
+
 def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     """Train one trial; its TensorBoard events go to the trial's working directory.
 
@@ -52,6 +71,7 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     config = trial_config(study, params)
     node_id = ray.get_runtime_context().get_node_id()
     check_gpu_usable()
+    check_storage_visible()
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         # Tune's own `timestamp` is whole seconds; `reported_at` times short trials well enough to compare.

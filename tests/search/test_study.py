@@ -74,6 +74,10 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
         ]
         assert float(cell["val_real/nme"]) == pytest.approx(min(finished))
         assert 0 < float(cell["test_real/nme"]) < 5 and float(cell["mean_shape_nme"]) > 0
+        # The same checkpoint tested again on crops from seeded 5% jittered boxes: the same faces, other crops.
+        assert (cell["test_real_jitter/jitter"], cell["test_real_jitter/seed"]) == ("0.05", "0")
+        assert cell["test_real_jitter/n"] == cell["test_real/n"] == "24"
+        assert 0 < float(cell["test_real_jitter/nme"]) < 5 and cell["test_real_jitter/nme"] != cell["test_real/nme"]
     assert list(summary[0])[:15] == [
         "cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val_real/nme",
         "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "mean_shape_nme", "compute_s",
@@ -151,6 +155,26 @@ def test_a_trial_that_raises_once_recovers_from_its_checkpoint(tmp_path: Path):
     (result_file,) = (tmp_path / "run" / "trials").rglob("result.json")
     epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
     assert epochs[-1] == 3 and epochs.count(1) == 1  # resumed after epoch 2, not restarted from 0
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_ends_with_its_reason_in_trials_csv(tmp_path: Path):
+    study = smoke(
+        "search.axes.real_fraction=[0.0]",
+        "search.space={train.lr: {choice: [3.0e-3, 1.0e+30]}}",  # Adam steps of 1e30 overflow every activation
+        "search.max_epochs=2",
+        "search.grace_period=2",
+        f"data.cache_dir={tmp_path}",
+    )
+    run_study(study, tmp_path / "run")
+    trials = read_csv(tmp_path / "run" / "trials.csv")
+    diverged = [t for t in trials if float(t["train.lr"]) > 1]
+    assert diverged and len(diverged) < len(trials)  # the seeded search tried both rates
+    for trial in diverged:
+        assert trial["status"] == "ERROR"
+        assert trial["reason"].startswith("Diverged: diverged in epoch 1: train/loss became "), trial["reason"]
+        assert trial["reason"].endswith("; lower train.lr or set train.grad_clip")
+    assert all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials if t not in diverged)
 
 
 def descendants(pid: int) -> list[int]:
@@ -233,6 +257,26 @@ def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path:
     with pytest.raises(SearchError, match=r"asks 1 CPU \+ 1 GPU per trial, but no node of the cluster has that much"):
         run_study(smoke("search.resources.gpu=1"), tmp_path / "run")
     assert not (tmp_path / "run" / "trials").exists()
+
+
+def unseen_storage_trial(params: dict, study: StudyConfig) -> None:
+    """The real trainable on a node that cannot see the study's storage (as a node-local folder looks from a
+    worker the autoscaler added after the study checked its nodes): Tune's marker is not there."""
+    from ray import tune
+
+    from raylm.search.trainable import train_trial
+
+    storage = tune.get_context().get_storage()
+    Path(storage.experiment_fs_path, ".validate_storage_marker").unlink(missing_ok=True)
+    train_trial(params, study)
+
+
+@pytest.mark.slow
+def test_a_trial_on_a_node_that_cannot_see_the_storage_fails_before_training(tmp_path: Path):
+    study = smoke("search.axes.real_fraction=[0.0]", "search.trials=1", f"data.cache_dir={tmp_path}")
+    with pytest.raises(SearchError, match=r"the first error: SearchError: node .* cannot see search.storage_path"):
+        run_study(study, tmp_path / "run", trainable=unseen_storage_trial)
+    assert all(not path.read_text() for path in (tmp_path / "run" / "trials").rglob("result.json"))  # no epoch ran
 
 
 def test_unwritable_storage_path_is_named(tmp_path: Path):
