@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from raylm.config import SearchConfig
 from raylm.data.pipeline import prepare_data
 from raylm.data.record import DataError
 from raylm.protocols import CropProtocol, evaluate_protocol
+from raylm.train.checkpoint import export_checkpoint
 from raylm.train.evaluation import load_trained, log_faces
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def protocols_to_test() -> dict[str, CropProtocol]:
 
 
 def test_best(search: SearchConfig, result: tune.Result, directory: Path) -> tuple[dict[str, Any], np.ndarray]:
-    """Copy a trial's best checkpoint (by the selection metric) to `directory` and evaluate it on the test sets.
+    """Export a trial's best checkpoint (by the selection metric) to `directory` and evaluate it on the test sets.
 
     Returns the test metrics (`test_<name>[_<protocol>]/...`, the parameter count, skipped
     samples) and the per-image NMEs of the first test set under the landmarks protocol, in
@@ -44,7 +44,7 @@ def test_best(search: SearchConfig, result: tune.Result, directory: Path) -> tup
     """
     checkpoint = result.get_best_checkpoint(search.metric, search.metric_mode)
     with checkpoint.as_directory() as source:
-        shutil.copytree(source, directory, dirs_exist_ok=True)
+        export_checkpoint(source, directory)
     trained = load_trained(directory)
     data = prepare_data(trained.config.data, progress=False)
     metrics: dict[str, Any] = {

@@ -14,6 +14,7 @@ from raylm.data.pipeline import check_data, prepare_data
 from raylm.errors import RaylmError
 from raylm.models import check_model
 from raylm.selection import VALIDATION_SETS, Selection, SelectionError, default_selection
+from raylm.train.checkpoint import export_checkpoint
 from raylm.train.evaluation import evaluate_trained, load_trained
 from raylm.train.hardware import check_device
 from raylm.train.loop import fit, prefixed
@@ -90,7 +91,7 @@ def run(config: RunConfig, output: Path, resume: Path | None, selection: Selecti
             raise ConfigError(f"--metric {selection.metric!r} is not a metric of this run; its epochs report {known}")
         if selection.better(metrics[selection.metric], best.get(selection.metric)):
             best.update(metrics, best_epoch=epoch)
-            shutil.copytree(checkpoint_dir, checkpoints / "best", dirs_exist_ok=True)
+            export_checkpoint(checkpoint_dir, checkpoints / "best")
 
     fit(config, report, log_dir=output, resume_from=resume, data=data)
     if not best:

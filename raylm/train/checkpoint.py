@@ -2,6 +2,8 @@
 
 A checkpoint is a directory holding `checkpoint.pt` (the layout Tune's
 `Checkpoint.from_directory` expects) and `config.yaml`, the run's resolved config.
+Training checkpoints (each epoch's, `checkpoints/last`) can resume; exported ones
+(`best/`, `checkpoints/best`) hold the model only, for evaluation and prediction.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from raylm.errors import RaylmError
 from raylm.models import create_model
 
 FILE = "checkpoint.pt"
+RESUME_ONLY = ("optimizer", "schedule", "scaler", "torch_rng")  # what only continuing training needs
 
 
 @dataclass
@@ -68,6 +71,17 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as error:  # truncated, not a torch file, or unsafe to unpickle: torch raises many kinds
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{file}: does not load as a raylm checkpoint ({reason})") from None
+
+
+def export_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Copy the checkpoint in `source` to `target` for use (evaluate, predict, the adapter), without the state
+    only resuming needs: under Adam that is two thirds of the file (resnet50: 286 MB -> 95 MB)."""
+    saved = load_checkpoint(source)
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    torch.save({key: value for key, value in saved.items() if key not in RESUME_ONLY}, target / FILE)
+    save_config(checkpoint_config(saved), target / "config.yaml")
+    return target
 
 
 def checkpoint_config(checkpoint: dict) -> RunConfig:

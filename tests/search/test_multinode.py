@@ -36,83 +36,121 @@ def epochs_by_node(client, prefix: str) -> dict[str, list[tuple[str, int]]]:
     return found
 
 
-def recording_trial(folder: Path, doomed: str):
-    """The real trainable, also noting each report's node and epoch in `folder/<trial id>` as it happens.
+def reports(folder: Path) -> dict[str, list[tuple[str, int]]]:
+    """Each trial's reports so far, as (node id, epoch), from the notes `recording_trial` writes (whole lines)."""
+    return {path.name: [(node, int(epoch)) for node, epoch in map(str.split, path.read_text().split("\n")[:-1])]
+            for path in folder.iterdir()}  # fmt: skip
 
-    A trial that has checkpointed its second epoch on node `doomed` after another trial finished waits there
-    until the node is removed under it, so the test never races a fast trial to the end."""
+
+def recording_trial(notes: Path, waiting: Path, doomed: str):
+    """The real trainable, also noting each report's node and epoch in `notes/<trial id>` as it happens.
+
+    A trial that has reported (and checkpointed) its second epoch on node `doomed` says so in
+    `waiting/<trial id>` and waits there until the node is removed under it, so the test never races a
+    fast trial to the end. Only one trial ever gets there: the next one would need the node it holds."""
 
     def note_then_report(report, metrics: dict, checkpoint) -> None:
         from ray import tune
 
-        with (folder / tune.get_context().get_trial_id()).open("a") as file:
+        trial = tune.get_context().get_trial_id()
+        with (notes / trial).open("a") as file:
             file.write(f"{metrics['node_id']} {metrics['epoch']}\n")
-        report(metrics, checkpoint=checkpoint)  # at the last epoch, Tune ends the trial here
-        another_finished = any(" 6\n" in path.read_text() for path in folder.iterdir())
-        if metrics["node_id"] == doomed and metrics["epoch"] == 2 and another_finished:
+        report(metrics, checkpoint=checkpoint)  # returns once the driver took the result (and its checkpoint)
+        if metrics["node_id"] == doomed and metrics["epoch"] == 2:
+            (waiting / trial).touch()
             threading.Event().wait(timeout=120)  # ends when the node is removed; the timeout only bounds a failure
 
     return hooked_trial(note_then_report)
 
 
+def prepared_sets(home: Path) -> set[str]:
+    """The prepared face sets in a home's default cache, `~/.cache/raylm/<family>/<subset>/` (with their arrays)."""
+    cache = home / ".cache" / "raylm"
+    return {
+        str(meta.parent.relative_to(cache))
+        for meta in cache.rglob("meta.json")
+        if (meta.parent / "images.npy").is_file()
+    }
+
+
 @pytest.mark.slow
 def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, monkeypatch):
+    homes = {name: tmp_path / name for name in ("driver", "doomed", "survivor")}
+    for home in homes.values():
+        home.mkdir()
+    # Each node (and the driver, with the head it starts) has its own home, and the study keeps the default
+    # data.cache_dir (~/.cache/raylm): every node prepares its own data, as separate machines would.
+    monkeypatch.delenv("RAYLM_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(homes["driver"]))
     with s3_server() as env:
         for key, value in env.items():
             monkeypatch.setenv(key, value)  # before the nodes start: their processes inherit it
         client = boto3.client("s3")
         client.create_bucket(Bucket="raylm")
-        # The head runs no trials. Trials start on `doomed`, the only node that can run one; once one trial
-        # has finished there and the next has checkpointed its second epoch, a second node joins and
-        # `doomed` is removed, so the study must move that trial and finish on the newcomer.
+        # The head runs no trials; two one-CPU workers run one trial each at a time. Once the trial on
+        # `doomed` has checkpointed its second epoch and the survivor has reported, `doomed` is removed:
+        # the study must move that trial to the survivor and finish there.
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, shutdown_at_exit=False)
         try:
-            doomed = cluster.add_node(num_cpus=1)
+            doomed = cluster.add_node(num_cpus=1, env_vars={"HOME": str(homes["doomed"])})
+            survivor = cluster.add_node(num_cpus=1, env_vars={"HOME": str(homes["survivor"])})
             cluster.wait_for_nodes()
             ray.init(address=cluster.address)
             study = load_config(
                 StudyConfig,
                 SMOKE,
                 ["search.axes.real_fraction=[0.0]", "search.trials=3", "search.max_epochs=6",
-                 "search.grace_period=6", "search.max_failures=3", f"data.cache_dir={tmp_path}"],
+                 "search.grace_period=6", "search.max_failures=3"],
             )  # fmt: skip
-            lost: list[str] = []
-            notes = tmp_path / "notes"
+            assert study.data.cache_dir == "~/.cache/raylm"
+            notes, waiting = tmp_path / "notes", tmp_path / "waiting"
             notes.mkdir()
+            waiting.mkdir()
+            lost: list[str] = []
+            finished = threading.Event()
 
-            def move_the_study_mid_trial() -> None:
+            def remove_doomed_mid_trial() -> None:
                 deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    epochs = {path.name: [int(line.split()[1]) for line in path.read_text().splitlines()]
-                              for path in notes.iterdir()}  # fmt: skip
-                    finished = [trial for trial, seen in epochs.items() if 6 in seen]
-                    running = [trial for trial, seen in epochs.items() if 2 in seen and 6 not in seen]
-                    if finished and running:
-                        lost.append(running[0])
-                        cluster.add_node(num_cpus=1)
+                while not finished.is_set() and time.monotonic() < deadline:
+                    survivor_reported = any(
+                        node == survivor.node_id for seen in reports(notes).values() for node, _ in seen
+                    )
+                    stuck = [path.name for path in waiting.iterdir()]
+                    if stuck and survivor_reported:
+                        lost.extend(stuck)
                         cluster.remove_node(doomed)
                         return
-                    time.sleep(0.1)
+                    finished.wait(0.1)
 
-            watcher = threading.Thread(target=move_the_study_mid_trial)
+            watcher = threading.Thread(target=remove_doomed_mid_trial)
             watcher.start()
-            run_study(study, "s3://raylm/runs/multi", trainable=recording_trial(notes, doomed.node_id))
-            watcher.join()
+            try:
+                run_study(study, "s3://raylm/runs/multi", trainable=recording_trial(notes, waiting, doomed.node_id))
+            finally:
+                finished.set()
+                watcher.join()
         finally:
             ray.shutdown()
             cluster.shutdown()
 
-        assert lost, "the study finished before the node could be removed"
+        assert len(lost) == 1, f"the node was not removed mid-trial: {reports(notes)}"
         trials = list(csv.DictReader(io.StringIO(client.get_object(Bucket="raylm", Key="runs/multi/trials.csv")[
             "Body"].read().decode())))  # fmt: skip
         assert len(trials) == 3 and all(t["status"] == "TERMINATED" and t["epochs"] == "6" for t in trials)
-        assert len({t["node_id"] for t in trials}) == 2  # trials finished on both nodes
-        reports = epochs_by_node(client, "runs/multi/trials/")
-        history = reports[lost[0]]
+        assert {t["node_id"] for t in trials} == {survivor.node_id}  # the trial on `doomed` never got to finish
+        found = epochs_by_node(client, "runs/multi/trials/")
+        assert set(found) == {t["trial_id"] for t in trials}
+        assert {node for history in found.values() for node, _ in history} == {doomed.node_id, survivor.node_id}
+        history = found[lost[0]]
         moved = next(i for i, (node, _) in enumerate(history) if node != doomed.node_id)
+        assert history[:moved] == [(doomed.node_id, 1), (doomed.node_id, 2)]
+        assert {node for node, _ in history[moved:]} == {survivor.node_id}
         assert history[moved][1] > 1 and history[-1][1] == 6  # resumed from its last checkpoint, not from epoch 0
         summary = client.get_object(Bucket="raylm", Key="runs/multi/summary.csv")["Body"].read().decode()
         assert len(summary.splitlines()) == 2
+        # Each worker prepared the trial's faces in its own home; the driver its test faces in its own.
+        assert prepared_sets(homes["doomed"]) and prepared_sets(homes["doomed"]) == prepared_sets(homes["survivor"])
+        assert prepared_sets(homes["driver"])
 
 
 def test_a_node_that_cannot_read_the_data_is_named_before_any_trial(tmp_path: Path):

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from raylm.search import SearchError, storage
 from raylm.search.__main__ import main
 from tests.s3 import keys
+from tests.search.test_study import descendants, saved_rungs, wait_for
 
-SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "experiments" / "smoke.yaml"
 
 
 def test_storage_round_trips_and_names_an_unwritable_bucket(bucket):
@@ -42,3 +50,65 @@ def test_a_study_on_s3_leaves_its_report_checkpoints_and_tensorboard_in_the_buck
         local.mkdir()
         bucket.download_file("raylm", events, str(local / Path(events).name))
         assert "val/nme" in EventAccumulator(str(local)).Reload().Tags()["scalars"]
+
+
+def read_key(bucket, key: str) -> str:
+    return bucket.get_object(Bucket="raylm", Key=key)["Body"].read().decode()
+
+
+def trial_results(bucket, run: str, cell_slug: str) -> dict[str, int]:
+    """A cell's trial result files in the bucket, with their line counts (one line per epoch reported)."""
+    return {
+        key: len(read_key(bucket, key).splitlines())
+        for key in keys(bucket, f"{run}/trials/{cell_slug}__")
+        if key.endswith("/result.json")
+    }
+
+
+@pytest.mark.slow
+def test_a_study_on_s3_resumes_after_its_driver_is_killed_mid_study(bucket, tmp_path: Path):
+    run = "runs/killed"
+    command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", "s3://raylm/runs",
+               "--name", "killed", "--set", "search.trials=4", "--set", "search.concurrency=1",
+               "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    # The driver inherits the S3 server's settings (AWS_ENDPOINT_URL, keys, region) from this process.
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def second_cell_reported() -> bool:
+        return any(trial_results(bucket, run, "ours-tiny_n=48_r=0.25").values())
+
+    try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
+        wait_for(second_cell_reported, 300, "a trial of the second cell to report an epoch to the bucket")
+    finally:
+        processes = descendants(driver.pid)
+        for pid in [driver.pid, *processes]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        driver.wait()
+    first_cell = trial_results(bucket, run, "ours-tiny_n=48_r=0")
+    assert len(first_cell) == 4 and f"{run}/summary.csv" not in keys(bucket, f"{run}/")
+    rungs = saved_rungs(download_experiment_state(bucket, run, tmp_path / "killed"))["ours-tiny/n=48/r=0"]
+    assert sum(len(recorded) for recorded in rungs) >= 4  # the first cell's rung statistics reached the bucket
+
+    assert main(["--resume", f"s3://raylm/{run}"]) == 0
+    trials = list(csv.DictReader(io.StringIO(read_key(bucket, f"{run}/trials.csv"))))
+    errors = [read_key(bucket, key)[-2000:] for key in keys(bucket, f"{run}/") if key.endswith("/error.txt")]
+    assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials), errors
+    assert trial_results(bucket, run, "ours-tiny_n=48_r=0") == first_cell  # finished and stopped trials not rerun
+    for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"):
+        rates = [t["train.lr"] for t in trials if t["cell"] == cell]
+        assert len(rates) == 4 == len(set(rates)), cell  # a searcher restarted from scratch repeats its proposals
+    resumed = saved_rungs(download_experiment_state(bucket, run, tmp_path / "resumed"))["ours-tiny/n=48/r=0"]
+    assert sum(len(recorded) for recorded in resumed) == sum(len(recorded) for recorded in rungs)
+
+
+def download_experiment_state(bucket, run: str, to: Path) -> Path:
+    """The Tune experiment's state files (`trials/*.pkl`, `trials/*.json`) of `run`, copied to `to/trials/`."""
+    (to / "trials").mkdir(parents=True)
+    for key in keys(bucket, f"{run}/trials/"):
+        name = key.removeprefix(f"{run}/trials/")
+        if "/" not in name and name.endswith((".pkl", ".json")):
+            bucket.download_file("raylm", key, str(to / "trials" / name))
+    return to

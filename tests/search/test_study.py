@@ -104,6 +104,7 @@ def test_trials_summary_plot_and_best_checkpoint_agree_on_the_selection_metric(s
     best_epoch = min(epochs, key=lambda r: r["val_real/nme"])["epoch"]
     saved = torch.load(study_run / "best" / "checkpoint.pt", weights_only=True)
     assert int(saved["epoch"]) + 1 == best_epoch  # the checkpoint of the winner's best epoch by the same metric
+    assert "optimizer" not in saved  # exported for use: only resuming needs the optimizer's state
 
 
 @pytest.mark.slow

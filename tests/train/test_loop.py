@@ -11,7 +11,8 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from raylm.config import ConfigError, RunConfig, TrainConfig, load_config
 from raylm.train import fit, load_checkpoint
-from raylm.train.checkpoint import TrainingState
+from raylm.train.checkpoint import TrainingState, export_checkpoint
+from raylm.train.evaluation import load_trained
 from raylm.train.hardware import Hardware, check_device
 from raylm.train.loop import Diverged, hparam_metrics, train_one_epoch, validate
 
@@ -55,6 +56,17 @@ def test_reports_every_epoch_with_the_metric_names(tmp_path: Path):
     checkpoint = load_checkpoint(tmp_path / "epoch2")
     assert checkpoint["epoch"] == 1 and checkpoint["config"]["model"]["name"] == "ours-tiny"
     assert (tmp_path / "epoch2" / "config.yaml").is_file()
+
+
+def test_an_exported_checkpoint_keeps_the_model_and_drops_what_only_resuming_needs(tmp_path: Path):
+    run(tiny("train.epochs=1"), keep=tmp_path)
+    export_checkpoint(tmp_path / "epoch1", tmp_path / "best")
+    full, exported = load_checkpoint(tmp_path / "epoch1"), load_checkpoint(tmp_path / "best")
+    assert set(full) - set(exported) == {"optimizer", "schedule", "scaler", "torch_rng"}
+    assert all(torch.equal(exported["model"][key], value) for key, value in full["model"].items())
+    assert (exported["epoch"], exported["metrics"], exported["config"]) == (0, full["metrics"], full["config"])
+    assert (tmp_path / "best" / "checkpoint.pt").stat().st_size < (tmp_path / "epoch1" / "checkpoint.pt").stat().st_size
+    assert load_trained(tmp_path / "best", "cpu").epoch == 1
 
 
 def test_same_seed_same_numbers_on_cpu():
