@@ -9,6 +9,7 @@ from ray import tune
 
 from raylm.config import SearchConfig
 from raylm.search.space import CELL_KEYS, cell_of
+from raylm.selection import VALIDATION_SETS
 
 Row = dict[str, Any]
 
@@ -28,6 +29,19 @@ def error_reason(error: BaseException | None) -> str:
     return f"{name.rpartition('.')[2]}: {message}" if sep and " " not in name else last
 
 
+def best_reported(search: SearchConfig, result: tune.Result) -> Row:
+    """The validation metrics of a trial's best kept checkpoint, from Tune's own trial state.
+
+    For a trial whose result files never reached storage (a driver killed while Tune was
+    uploading them), so `ResultGrid.get_dataframe` has no row for it; the checkpoints Tune
+    keeps are the best by the same metric, so the best epoch is among them.
+    """
+    best = search.selection.best(result.best_checkpoints or [], lambda pair: pair[1].get(search.metric))
+    if best is None:
+        return {search.metric: float("nan")}
+    return {key: float(value) for key, value in best[1].items() if key.startswith(VALIDATION_SETS)}
+
+
 def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], dict[str, tune.Result]]:
     """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, why it failed, the
     validation metrics at its best epoch by the selection metric, node, compute, start and end), and
@@ -36,7 +50,7 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
     Start and end (`started_at`, `finished_at`) are seconds since the first trial started.
     """
     best = grid.get_dataframe(filter_metric=search.metric, filter_mode=search.metric_mode)
-    validation = [column for column in best.columns if column.startswith(("val/", "val_real/"))]
+    validation = [column for column in best.columns if column.startswith(VALIDATION_SETS)]
     at_best = {row["trial_id"]: {key: float(row[key]) for key in validation} for _, row in best.iterrows()}
     rows, results = [], {}
     for result in grid:
@@ -59,7 +73,7 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
                 "stopped_early": result.error is None and epochs < search.max_epochs,
                 "status": "ERROR" if result.error is not None else "TERMINATED",
                 "reason": error_reason(result.error),
-                **at_best.get(trial_id, {search.metric: float("nan")}),
+                **(at_best.get(trial_id) or best_reported(search, result)),
                 "node": metrics.get("node_ip", ""),
                 "node_id": metrics.get("node_id", ""),
                 "compute_s": compute_s,

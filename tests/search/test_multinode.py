@@ -1,6 +1,7 @@
 """A study on several Ray nodes on one machine (`ray.cluster_utils.Cluster`): trials spread over the
-nodes, and losing a node mid-study loses nothing. Storage is a bucket on a local S3 server, so nothing
-depends on a folder the nodes share."""
+nodes, and losing a node mid-study loses nothing. Storage is a bucket on a local S3 server and each node
+has a home of its own (so its own default data cache, ~/.cache/raylm): the study depends on no folder the
+nodes share. (Only the test's notes on the trials' progress, how it watches them, are in one folder.)"""
 
 from __future__ import annotations
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -65,20 +68,63 @@ def trial_results(bucket, run: str, cell_slug: str) -> dict[str, int]:
     }
 
 
+def snapshot_in_bucket(bucket, staging: Path, prefix: str) -> bool:
+    """Whether the bucket holds every file of Tune's staging folder on the driver under `prefix`, byte for byte.
+
+    Tune writes each experiment snapshot there (trial states, searcher and scheduler state, each trial's
+    result.json), then uploads the whole folder file by file: while an upload is under way, the bucket holds
+    some files of the new snapshot and the rest of the one before."""
+    for path in (path for path in staging.rglob("*") if path.is_file()):
+        key = f"{prefix}/{path.relative_to(staging).as_posix()}"
+        try:
+            if bucket.get_object(Bucket="raylm", Key=key)["Body"].read() != path.read_bytes():
+                return False
+        except bucket.exceptions.NoSuchKey:
+            return False
+    return True
+
+
+def process_title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return ""
+
+
 @pytest.mark.slow
 def test_a_study_on_s3_resumes_after_its_driver_is_killed_mid_study(bucket, tmp_path: Path):
     run = "runs/killed"
     command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", "s3://raylm/runs",
                "--name", "killed", "--set", "search.trials=4", "--set", "search.concurrency=1",
                "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
-    # The driver inherits the S3 server's settings (AWS_ENDPOINT_URL, keys, region) from this process.
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The driver inherits the S3 server's settings (AWS_ENDPOINT_URL, keys, region) from this process. Its Ray
+    # files go to a folder of this test's (short: Ray's sockets live there), where Tune's staging folder is found.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="raylm-"))
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def second_cell_reported() -> bool:
         return any(trial_results(bucket, run, "ours-tiny_n=48_r=0.25").values())
 
     try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
         wait_for(second_cell_reported, 300, "a trial of the second cell to report an epoch to the bucket")
+        # The driver dies between two snapshot uploads, not during one: a kill during an upload leaves the bucket
+        # with a mix of two snapshots, from which a resume can run finished trials again under new ids or lose
+        # a finished trial's result.json (Tune uploads the folder file by file, with nothing marking an upload
+        # complete). So the trial processes stop first: no result changes the driver's state any more, and the
+        # kill waits until a snapshot the driver took after that is in the bucket whole.
+        for pid in descendants(driver.pid):
+            if process_title(pid).startswith("ray::") and not process_title(pid).endswith("Agent"):
+                os.kill(pid, signal.SIGSTOP)  # workers only: Ray's agents, raylet and GCS go on
+        stopped_at = time.time()
+        staging_folders = ray_tmp.glob("ray/session_*/artifacts/*/trials/driver_artifacts")
+        (staging,) = [path for path in staging_folders if "session_latest" not in path.parts]  # not Ray's link
+        (state,) = staging.glob("experiment_state-*.json")
+
+        def snapshot_since_stop_uploaded() -> bool:
+            return state.stat().st_mtime > stopped_at and snapshot_in_bucket(bucket, staging, f"{run}/trials")
+
+        wait_for(snapshot_since_stop_uploaded, 60, "a snapshot taken after the trials stopped, whole in the bucket")
     finally:
         processes = descendants(driver.pid)
         for pid in [driver.pid, *processes]:
@@ -87,6 +133,7 @@ def test_a_study_on_s3_resumes_after_its_driver_is_killed_mid_study(bucket, tmp_
             except ProcessLookupError:
                 pass
         driver.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     first_cell = trial_results(bucket, run, "ours-tiny_n=48_r=0")
     assert len(first_cell) == 4 and f"{run}/summary.csv" not in keys(bucket, f"{run}/")
     rungs = saved_rungs(download_experiment_state(bucket, run, tmp_path / "killed"))["ours-tiny/n=48/r=0"]
@@ -97,6 +144,9 @@ def test_a_study_on_s3_resumes_after_its_driver_is_killed_mid_study(bucket, tmp_
     errors = [read_key(bucket, key)[-2000:] for key in keys(bucket, f"{run}/") if key.endswith("/error.txt")]
     assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials), errors
     assert trial_results(bucket, run, "ours-tiny_n=48_r=0") == first_cell  # finished and stopped trials not rerun
+    folders = {key.removeprefix(f"{run}/trials/").split("/")[0] for key in keys(bucket, f"{run}/trials/")}
+    trial_dirs = {folder.rpartition("__")[2] for folder in folders if "__" in folder}
+    assert trial_dirs == {t["trial_id"] for t in trials}  # no trial was started afresh under another id
     for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"):
         rates = [t["train.lr"] for t in trials if t["cell"] == cell]
         assert len(rates) == 4 == len(set(rates)), cell  # a searcher restarted from scratch repeats its proposals
