@@ -178,3 +178,28 @@ def test_a_node_that_cannot_read_the_data_is_named_before_any_trial(tmp_path: Pa
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_a_node_that_cannot_see_the_storage_is_named_before_any_trial(tmp_path: Path, monkeypatch):
+    # Two nodes on one machine that see different home folders: `~/runs` is node-local storage.
+    monkeypatch.setenv("HOME", str(tmp_path / "head"))  # the driver writes its marker where the head looks
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "env_vars": {"HOME": str(tmp_path / "head")}},
+        shutdown_at_exit=False,
+    )
+    other = cluster.add_node(num_cpus=1, env_vars={"HOME": str(tmp_path / "other")})
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    try:
+        with pytest.raises(SearchError) as caught:
+            storage.check_nodes_see("~/runs")
+        message = str(caught.value)
+        assert message.startswith(
+            f"search.storage_path '~/runs': node {other.node_ip_address} ({other.node_id[:8]}) cannot use it ("
+        )
+        assert message.endswith("an NFS path mounted on every node, or a bucket (s3://..., gs://...)")
+        assert not list((tmp_path / "head" / "runs").glob(".raylm-marker-*"))  # the driver's marker is cleaned up
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
