@@ -18,6 +18,7 @@ from raylm.evaluate import main
 from raylm.metrics import nme
 from raylm.train.evaluation import evaluate_trained, load_trained, predict_trained, seen_ids
 from raylm.train.loop import fit
+from tests.data.fakes import write_pts_dataset
 
 # Trains on 30 synthetic + 10 real faces and selects on 16 synthetic ones: 46 synthetic and
 # 10 real faces are the checkpoint's. Its 10 real test faces are carved out first and are not.
@@ -98,6 +99,15 @@ def test_jitter_protocol_is_named_and_seeded(checkpoint: Path, capsys):
     assert evaluate("--boxes", "jitter", "--jitter", "0.1", "--seed", "3")["jitter"] == 0.1
     assert main([str(checkpoint), "--data", "builtin:realistic?n=12&seed=9", "--boxes", "jitter"]) == 0
     assert "boxes: jitter (+-5% of the landmark box side, seed 0)" in capsys.readouterr().out
+
+
+def test_a_pts_folder_is_evaluated_under_a_protocol(checkpoint: Path, tmp_path: Path, capsys):
+    write_pts_dataset(tmp_path / "300w", {"afw": 6})
+    spec = f"pts:{tmp_path / '300w'}"
+    assert main([str(checkpoint), "--data", spec, "--boxes", "jitter", "--json", "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["protocol"], printed["jitter"], printed["n"], printed["skipped"]) == ("jitter", 0.05, 6, 0)
+    assert 0 < printed["nme"] < 5
 
 
 def test_seen_faces_are_the_training_and_validation_faces(checkpoint: Path):
