@@ -54,7 +54,7 @@ from raylm.search.cluster import WORKER_ENV, connect
 from raylm.search.experiment import asha, run_experiment
 from raylm.search.per_cell import CellScheduler, CellSearcher
 from raylm.search.results import trial_rows
-from raylm.search.selection import best_trials, rank
+from raylm.search.selection import best_trials
 from raylm.search.space import cell_of, cells, hyper_space
 from raylm.search.trainable import train_trial
 
@@ -129,7 +129,7 @@ def outcome(search: SearchConfig, grid: ResultGrid) -> dict[str, Any]:
             reports.append((float(reported_at), float(value) if selectable else math.nan))
     curve, best_so_far = [], math.inf
     for spent, (_, value) in enumerate(sorted(reports), start=1):
-        best_so_far = min(best_so_far, rank(search, value))
+        best_so_far = min(best_so_far, search.selection.rank(value))
         curve.append((spent, best_so_far))
     return {
         "best": next((row[search.metric] for row in best.values()), math.nan),
@@ -159,7 +159,7 @@ def compare(config: StudyConfig, storage: Path) -> dict[str, Any]:
     grids = {name: run_experiment(config, train_trial, str(storage), name, plan) for name, plan in plans.items()}
     outcomes = {name: outcome(search, grid) for name, grid in grids.items()}
     full = outcomes["random_full"]
-    target = rank(search, full["best"])
+    target = search.selection.rank(full["best"])
     seed_result: dict[str, Any] = {"seed": search.seed}
     for name, result in outcomes.items():
         curve = result.pop("curve")
