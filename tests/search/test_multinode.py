@@ -5,16 +5,19 @@ nodes share. (Only the test's notes on the trials' progress, how it watches them
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 import ray
+from ray._private.node import Node
 from ray.cluster_utils import Cluster
 
 from raylm.config import StudyConfig, load_config
@@ -154,52 +157,47 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
         assert prepared_sets(homes["driver"])
 
 
-def test_a_node_that_cannot_read_the_data_is_named_before_any_trial(tmp_path: Path):
-    # Two nodes on one machine that see different home folders: `pts:~/faces` exists on the head only.
-    (tmp_path / "head").mkdir()
-    write_pts_dataset(tmp_path / "head" / "faces", {"a": 4})
+@contextlib.contextmanager
+def two_homes(tmp_path: Path) -> Iterator[Node]:  # the Node that Cluster.add_node returns
+    """A head and one more node on this machine that see different home folders (`tmp_path/head`, `/other`):
+    what `~` names is node-local. Yields the other node, with Ray connected to the cluster."""
+    (tmp_path / "head").mkdir(exist_ok=True)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "env_vars": {"HOME": str(tmp_path / "head")}},
         shutdown_at_exit=False,
     )
-    other = cluster.add_node(num_cpus=1, env_vars={"HOME": str(tmp_path / "other")})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
     try:
+        other = cluster.add_node(num_cpus=1, env_vars={"HOME": str(tmp_path / "other")})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        yield other
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_a_node_that_cannot_read_the_data_is_named_before_any_trial(tmp_path: Path):
+    write_pts_dataset(tmp_path / "head" / "faces", {"a": 4})  # `pts:~/faces` exists on the head only
+    with two_homes(tmp_path) as other:
         config = DataConfig(synthetic="pts:~/faces", real=None, tests={}, train_size=2, val_size=1)
         with pytest.raises(SearchError) as caught:
             storage.check_nodes_read([config])
-        message = str(caught.value)
-        assert message.startswith(
-            f"node {other.node_ip_address} ({other.node_id[:8]}) cannot read the study's data: pts:~/faces"
-        )
-        assert "folder not found" in message and "python -m raylm.data prepare" in message
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    message = str(caught.value)
+    assert message.startswith(
+        f"node {other.node_ip_address} ({other.node_id[:8]}) cannot read the study's data: pts:~/faces"
+    )
+    assert "folder not found" in message and "python -m raylm.data prepare" in message
 
 
 def test_a_node_that_cannot_see_the_storage_is_named_before_any_trial(tmp_path: Path, monkeypatch):
-    # Two nodes on one machine that see different home folders: `~/runs` is node-local storage.
     monkeypatch.setenv("HOME", str(tmp_path / "head"))  # the driver writes its marker where the head looks
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "env_vars": {"HOME": str(tmp_path / "head")}},
-        shutdown_at_exit=False,
-    )
-    other = cluster.add_node(num_cpus=1, env_vars={"HOME": str(tmp_path / "other")})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address)
-    try:
+    with two_homes(tmp_path) as other:
         with pytest.raises(SearchError) as caught:
-            storage.check_nodes_see("~/runs")
-        message = str(caught.value)
-        assert message.startswith(
-            f"search.storage_path '~/runs': node {other.node_ip_address} ({other.node_id[:8]}) cannot use it ("
-        )
-        assert message.endswith("an NFS path mounted on every node, or a bucket (s3://..., gs://...)")
-        assert not list((tmp_path / "head" / "runs").glob(".raylm-marker-*"))  # the driver's marker is cleaned up
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+            storage.check_nodes_see("~/runs")  # node-local storage
+    message = str(caught.value)
+    assert message.startswith(
+        f"search.storage_path '~/runs': node {other.node_ip_address} ({other.node_id[:8]}) cannot use it ("
+    )
+    assert message.endswith("an NFS path mounted on every node, or a bucket (s3://..., gs://...)")
+    assert not list((tmp_path / "head" / "runs").glob(".raylm-marker-*"))  # the driver's marker is cleaned up

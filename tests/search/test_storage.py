@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from raylm.search import SearchError, storage
 from raylm.search.__main__ import main
 from tests.s3 import keys
-from tests.search.test_study import descendants, saved_rungs, wait_for
+from tests.search.test_study import descendants, kill_tree, saved_rungs, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "experiments" / "smoke.yaml"
@@ -126,13 +126,7 @@ def test_a_study_on_s3_resumes_after_its_driver_is_killed_mid_study(bucket, tmp_
 
         wait_for(snapshot_since_stop_uploaded, 60, "a snapshot taken after the trials stopped, whole in the bucket")
     finally:
-        processes = descendants(driver.pid)
-        for pid in [driver.pid, *processes]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        driver.wait()
+        kill_tree(driver)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     first_cell = trial_results(bucket, run, "ours-tiny_n=48_r=0")
     assert len(first_cell) == 4 and f"{run}/summary.csv" not in keys(bucket, f"{run}/")

@@ -194,6 +194,16 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def kill_tree(process: subprocess.Popen) -> None:
+    """SIGKILL a driver and every process under it (its Ray workers), as losing its machine would."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -228,13 +238,7 @@ def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_ru
     try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
         wait_for(lambda: trial_results(run_dir, "ours-tiny_n=48_r=0.25"), 300, "a trial of the second cell")
     finally:
-        processes = descendants(driver.pid)
-        for pid in [driver.pid, *processes]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        driver.wait()
+        kill_tree(driver)
     first_cell = trial_results(run_dir, "ours-tiny_n=48_r=0")
     rungs = saved_rungs(run_dir)["ours-tiny/n=48/r=0"]
     assert len(first_cell) == 4 and not (run_dir / "summary.csv").exists()
