@@ -61,8 +61,7 @@ from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part
 from raylm.errors import RaylmError
 from raylm.metrics import REGIONS, nme, region_nme
-from raylm.train.checkpoint import FILE as CHECKPOINT_FILE
-from raylm.train.checkpoint import CheckpointError
+from raylm.train.checkpoint import checkpoint_file
 from raylm.train.evaluation import Trained, load_trained, predict_trained, seen_ids
 
 ADAPTER_FILE = "adapter.json"
@@ -259,19 +258,12 @@ def adapted(trained: Trained, adapter: Adapter) -> Trained:
     return replace(trained, model=AdaptedModel(trained.model, adapter).eval())
 
 
-def checkpoint_file(checkpoint_path: str | Path) -> Path:
-    path = Path(checkpoint_path)
-    return path / CHECKPOINT_FILE if path.is_dir() else path
-
-
 def adapter_path(checkpoint_path: str | Path, file: str | Path | None = None) -> Path:
     """`file`, or by default `adapter.json` in the checkpoint's directory."""
     return Path(file) if file else checkpoint_file(checkpoint_path).parent / ADAPTER_FILE
 
 
 def checkpoint_digest(checkpoint_path: str | Path) -> str:
-    if not checkpoint_file(checkpoint_path).is_file():
-        raise CheckpointError(f"{checkpoint_path}: no raylm checkpoint here")
     with checkpoint_file(checkpoint_path).open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

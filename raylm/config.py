@@ -290,11 +290,10 @@ class StudyConfig:
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
-        if self.search.metric.startswith("val_real/") and self.data.val_real_size == 0:
-            raise ConfigError(
-                f"search.metric is {self.search.metric!r} but data.val_real_size is 0, so no real faces are held "
-                "out for it: set data.val_real_size (e.g. 100) or select on a val/ metric"
-            )
+        try:
+            self.search.selection.check_held_out(self.data.val_real_size)
+        except SelectionError as error:
+            raise ConfigError(f"search.metric {error}") from None
         check_trial_device(self.train.device, self.search.resources.gpu)
 
     def base(self) -> RunConfig:

@@ -49,6 +49,14 @@ class Selection:
     def __str__(self) -> str:
         return f"{self.metric} ({self.mode})"
 
+    def check_held_out(self, val_real_size: int) -> None:
+        """Refuse a `val_real/` rule when the run holds no real validation faces out."""
+        if self.metric.startswith("val_real/") and val_real_size == 0:
+            raise SelectionError(
+                f"{self.metric!r} needs real validation faces: set data.val_real_size (e.g. 100; it is 0), "
+                "or select on a val/ metric"
+            )
+
     def rank(self, value: float | None) -> float:
         """Lower is better, whatever the mode; NaN and None rank last (inf)."""
         if value is None or math.isnan(value):

@@ -84,8 +84,8 @@ def study(*overrides: str) -> StudyConfig:
     [
         (
             ["search.metric=val_real/nme"],
-            "search.metric is 'val_real/nme' but data.val_real_size is 0, so no real faces are held out for it: "
-            "set data.val_real_size (e.g. 100) or select on a val/ metric",
+            "search.metric 'val_real/nme' needs real validation faces: set data.val_real_size (e.g. 100; it is 0), "
+            "or select on a val/ metric",
         ),
         (
             ["search.metric=train/loss"],

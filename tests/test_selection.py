@@ -44,3 +44,10 @@ def test_rules_that_are_not_validation_selection_are_refused(metric: str, mode: 
 def test_a_single_run_selects_on_real_validation_faces_when_it_holds_some_out():
     assert default_selection(100) == Selection("val_real/nme", "min")
     assert default_selection(0) == Selection("val/nme", "min")
+
+
+def test_a_real_validation_rule_needs_real_faces_held_out():
+    Selection("val_real/nme").check_held_out(100)
+    Selection("val/nme").check_held_out(0)
+    with pytest.raises(SelectionError, match=r"'val_real/nme' needs real validation faces: set data.val_real_size"):
+        Selection("val_real/nme").check_held_out(0)

@@ -24,6 +24,7 @@ from ray.train._internal.session import _TrainingResult
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
+from raylm.fs import kind
 from raylm.train.checkpoint import load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ class LatestAvailableCheckpoint(Callback):
                 repair(trial)
 
 
-def repair(trial: Trial) -> bool:
-    """Rebuild `trial`'s checkpoint list from its storage folder when its latest checkpoint is gone; True if it did."""
+def repair(trial: Trial) -> None:
+    """Rebuild `trial`'s checkpoint list from its storage folder when its latest checkpoint is gone."""
     latest = trial.checkpoint
     if latest is None or exists(latest):
-        return False
+        return
     filesystem = latest.filesystem
     manager = _CheckpointManager(trial.run_metadata.checkpoint_manager.checkpoint_config)
     for result in available(filesystem, posixpath.dirname(latest.path)):
@@ -61,12 +62,10 @@ def repair(trial: Trial) -> bool:
         posixpath.basename(latest.path),
         f"resuming from {posixpath.basename(found.path)}" if found else "no checkpoint loads, so it starts again",
     )
-    return True
 
 
 def exists(checkpoint: Checkpoint) -> bool:
-    info = checkpoint.filesystem.get_file_info(checkpoint.path)
-    return info.type != pyarrow.fs.FileType.NotFound
+    return kind(checkpoint.filesystem, checkpoint.path) != pyarrow.fs.FileType.NotFound
 
 
 def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[_TrainingResult]:

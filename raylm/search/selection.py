@@ -21,10 +21,11 @@ Row = dict[str, Any]
 def best_trials(search: SearchConfig, rows: list[Row]) -> dict[str, Row]:
     """Each cell's best trial (rows from `results.trial_rows`): full-budget trials first, then by the metric."""
 
+    selection = search.selection
+
     def key(row: Row) -> tuple[bool, float]:
         return row["epochs"] < search.max_epochs, selection.rank(row[search.metric])
 
-    selection = search.selection
     best: dict[str, Row] = {}
     for row in rows:
         if row["status"] != "TERMINATED" or math.isinf(selection.rank(row[search.metric])):

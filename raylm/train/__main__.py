@@ -46,15 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(RunConfig, args.config, args.set)
-        default = default_selection(config.data.val_real_size)
-        try:
-            selection = Selection(args.metric, args.mode) if args.metric else default
-        except SelectionError as error:
-            raise ConfigError(f"--metric {error}") from None
+        selection = Selection(args.metric, args.mode) if args.metric else default_selection(config.data.val_real_size)
         output = Path(args.output or f"results/train/{datetime.now():%Y%m%d-%H%M%S}")
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
         metrics = run(config, output, Path(args.resume) if args.resume else None, selection)
+    except SelectionError as error:  # only --metric can be one: the default rule always fits the run
+        print(f"error: --metric {error}", file=sys.stderr)
+        return 2
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -65,14 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(config: RunConfig, output: Path, resume: Path | None, selection: Selection | None = None) -> dict[str, float]:
-    """Train, keep the last and the best (by `selection`, by default `default_selection`) checkpoints, then test
-    the best on the real test sets."""
-    selection = selection or default_selection(config.data.val_real_size)
-    if selection.metric.startswith("val_real/") and config.data.val_real_size == 0:
-        raise ConfigError(
-            f"--metric {selection.metric!r} needs real validation faces: set data.val_real_size, or use a val/ metric"
-        )
+def run(config: RunConfig, output: Path, resume: Path | None, selection: Selection) -> dict[str, float]:
+    """Train, keep the last and the best (by `selection`) checkpoints, then test the best on the real test sets."""
+    selection.check_held_out(config.data.val_real_size)
     check_device(config.train)
     check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
     check_data(config.data)

@@ -60,12 +60,18 @@ class CheckpointError(RaylmError):
     """A checkpoint path with no checkpoint, or a file that does not load as one."""
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint file or directory (from `train` or `search`) safely (weights_only)."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The `checkpoint.pt` of a checkpoint folder, or the file itself; CheckpointError when there is none."""
     path = Path(path)
     file = path / FILE if path.is_dir() else path
     if not file.is_file():
         raise CheckpointError(f"{path}: no raylm checkpoint here (expected {FILE} in a run's checkpoint folder)")
+    return file
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint file or directory (from `train` or `search`) safely (weights_only)."""
+    file = checkpoint_file(path)
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, or unsafe to unpickle: torch raises many kinds
