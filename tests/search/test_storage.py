@@ -113,16 +113,30 @@ def test_a_study_on_s3_resumes_after_its_driver_is_killed_mid_study(bucket, tmp_
         # a finished trial's result.json (Tune uploads the folder file by file, with nothing marking an upload
         # complete). So the trial processes stop first: no result changes the driver's state any more, and the
         # kill waits until a snapshot the driver took after that is in the bucket whole.
-        for pid in descendants(driver.pid):
-            if process_title(pid).startswith("ray::") and not process_title(pid).endswith("Agent"):
-                os.kill(pid, signal.SIGSTOP)  # workers only: Ray's agents, raylet and GCS go on
-        stopped_at = time.time()
+        stopped: dict[int, float] = {}
+
+        def stop_workers() -> float:
+            """Stop every trial process (also one started for a new trial since); when the last one stopped."""
+            for pid in descendants(driver.pid):
+                title = process_title(pid)
+                if pid not in stopped and title.startswith("ray::") and not title.endswith("Agent"):
+                    os.kill(pid, signal.SIGSTOP)  # workers only: Ray's agents, raylet and GCS go on
+                    stopped[pid] = time.time()
+            return max(stopped.values(), default=0.0)
+
+        stop_workers()
         staging_folders = ray_tmp.glob("ray/session_*/artifacts/*/trials/driver_artifacts")
         (staging,) = [path for path in staging_folders if "session_latest" not in path.parts]  # not Ray's link
         (state,) = staging.glob("experiment_state-*.json")
 
         def snapshot_since_stop_uploaded() -> bool:
-            return state.stat().st_mtime > stopped_at and snapshot_in_bucket(bucket, staging, f"{run}/trials")
+            """A snapshot written after the last trial process stopped and after every trial's staged files (so it
+            holds every trial that has a folder), whole in the bucket."""
+            stopped_at = stop_workers()
+            written = state.stat().st_mtime
+            trial_files = (path for path in staging.glob("*/**/*") if path.is_file())
+            newest = max((path.stat().st_mtime for path in trial_files), default=0.0)
+            return written > stopped_at and written >= newest and snapshot_in_bucket(bucket, staging, f"{run}/trials")
 
         wait_for(snapshot_since_stop_uploaded, 60, "a snapshot taken after the trials stopped, whole in the bucket")
     finally:
