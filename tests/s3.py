@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import boto3
@@ -64,3 +66,62 @@ def keys(client, prefix: str, bucket: str = "raylm") -> list[str]:
     """The keys under `prefix` in the bucket, every page of them."""
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+class OnPut:
+    """WSGI middleware for moto: runs `action` (once) at the `nth` PUT of a key matching `pattern`, before moto
+    stores it, and answers that PUT with an error. What a test does at an exact moment of a client's uploads."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.armed: tuple[str, int, Callable[[], None]] | None = None
+        self.seen = 0
+        self.fired = threading.Event()
+
+    def arm(self, pattern: str, nth: int, action: Callable[[], None]) -> None:
+        with self.lock:
+            self.armed, self.seen = (pattern, nth, action), 0
+            self.fired.clear()
+
+    def __call__(self, environ, start_response):
+        key = environ.get("PATH_INFO", "").lstrip("/").partition("/")[2]  # path-style: /<bucket>/<key>
+        fire = None
+        with self.lock:
+            if self.armed and environ["REQUEST_METHOD"] == "PUT" and fnmatch.fnmatch(key, self.armed[0]):
+                self.seen += 1
+                if self.seen == self.armed[1]:
+                    fire, self.armed = self.armed[2], None
+        if fire is None:
+            return self.app(environ, start_response)
+        fire()
+        self.fired.set()
+        start_response("503 Service Unavailable", [("Content-Length", "0")])
+        return [b""]
+
+
+@contextmanager
+def s3_server_in_process() -> Iterator[tuple[dict[str, str], OnPut]]:
+    """moto's S3 server in a thread of this process, behind `OnPut`; yields the AWS settings and the hook.
+
+    moto keeps its buckets in this process, so a bucket made here lasts until the process ends."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    hook = OnPut(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, hook, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield (
+            {
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+            hook,
+        )
+    finally:
+        server.shutdown()
+        thread.join()

@@ -4,7 +4,7 @@
 Optuna (TPE) search and its own ASHA (see `per_cell`); `optimize` mode folds the axes
 into one space with one searcher and one ASHA. Restoring the experiment keeps
 finished trials, resumes the rest from their checkpoints, and restores the searchers'
-and the schedulers' state.
+and the schedulers' state, all from the last whole snapshot (`recovery`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from raylm.config import SearchConfig, StudyConfig
 from raylm.models import model_flops
 from raylm.search.cluster import trial_slots
 from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
-from raylm.search.recovery import LatestAvailableCheckpoint
+from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
 
 Trainable = Callable[[dict[str, Any], StudyConfig], None]
@@ -120,7 +120,9 @@ def make_tuner(
             callbacks=[
                 CSVLoggerCallback(),
                 JsonLoggerCallback(),
-                LatestAvailableCheckpoint(),  # a driver killed mid-study may leave snapshots naming deleted checkpoints
+                # A driver killed at any moment resumes exactly from its last whole snapshot (see recovery).
+                WholeSnapshot(),
+                RollBack(),
                 *([SchedulerState(scheduler)] if searching else []),
             ],
             # Files a trial writes in its working directory (TensorBoard events) reach storage with
@@ -147,6 +149,7 @@ def run_experiment(
     """Run an experiment of the study (its search, or `plan`) as `storage/name`, or continue an interrupted one."""
     path = f"{storage.rstrip('/')}/{name}"
     if tune.Tuner.can_restore(path):
+        restore_whole_snapshot(path)
         tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
     else:
         tuner = make_tuner(study, trainable, storage, name, plan)

@@ -1,37 +1,142 @@
-"""Resume trials from the checkpoints that survive, not from the ones Tune's last snapshot names.
+"""Resume a study exactly, whenever its driver died: one whole snapshot, and storage rolled back to it.
 
-Tune deletes a trial's surplus checkpoints (`CheckpointConfig.num_to_keep`) the
-moment a newer one registers, but writes its experiment snapshot at most every
-10 seconds. A driver killed in between (a lost head node, a closed SSH session)
-leaves a snapshot whose trials name checkpoints that are gone, and Ray 2.60 then
-fails each such trial on restore ("Could not recover from checkpoint as it does
-not exist on storage anymore") until its `max_failures` are spent
-(ray-project/ray#27790; the fallback of ray#29099 did not survive Tune's storage
-rewrite). `LatestAvailableCheckpoint` repairs those trials before any restarts:
-each gets the checkpoints still in its storage folder that load, newest last, so
-it resumes from the newest one, which may be newer than the snapshot.
+What Tune 2.60 guarantees. Every experiment snapshot (`experiment_state-<session>.json`:
+the trials; `searcher-state-<session>.pkl`: the searcher; `callback-states-<session>.pkl`:
+the callbacks, raylm's ASHA state among them) is written whole into a staging folder
+on the driver, at most every 10 s, and then uploaded to storage file by file, several
+at once, with nothing marking an upload complete. Each file in a bucket is replaced
+whole (one PUT). Trials upload their own checkpoints as they report, and the driver
+uploads each trial's `result.json`/`progress.csv` with the snapshots. So a driver
+killed at any moment (a lost head node, an OOM kill, a closed laptop) can leave:
+files of two snapshots mixed (a searcher that does not know a trial the trial list
+holds, or the reverse: one trial too many or too few), folders of trials no snapshot
+names, checkpoints and result lines newer than the snapshot, and, since Tune deletes
+surplus checkpoints (`num_to_keep`) at once, a snapshot naming a checkpoint that is
+gone (ray-project/ray#27790; Ray 2.60 then fails the trial until its `max_failures`
+are spent).
+
+What raylm adds, so that a resume continues exactly from the last whole snapshot:
+1. `WholeSnapshot`, a callback: Tune writes the callbacks' state last in every
+   snapshot, in one file, so this callback's state carries copies of that snapshot's
+   other files. `restore_whole_snapshot` (before `Tuner.restore`) writes them back
+   over whatever mix storage holds and removes the state files of other sessions.
+2. `RollBack`, a callback, at the first step of a restored experiment: folders of
+   trials the snapshot does not know are removed (the restored searcher proposes
+   them again), and every unfinished trial resumes from its newest checkpoint that
+   loads and is not newer than the snapshot; its later checkpoints and result lines
+   are removed, and it trains those epochs again, bit for bit as the first time.
+What a resume redoes is the work since the last whole snapshot: Tune snapshots every
+10 s or more (19 times what a snapshot takes) and after a trial's `num_to_keep`
+checkpoints. The copy doubles what Tune's snapshots write (the state files and the
+result files of every trial this session ran).
 """
 
 from __future__ import annotations
 
+import csv
+import fnmatch
+import io
+import json
 import logging
 import posixpath
+from pathlib import Path
+from typing import Any
 
 import pyarrow.fs
+import ray.cloudpickle as cloudpickle
 from ray.train import Checkpoint
 from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.train._internal.session import _TrainingResult
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from raylm.fs import kind
+from raylm.fs import filesystem, kind, list_files, read_bytes
 from raylm.train.checkpoint import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
+CALLBACK_STATES = "callback-states-*.pkl"  # Tune's CallbackList.CKPT_FILE_TMPL
+# What Tune's snapshot writes besides the callbacks' state: the trials, the search generator, the searcher.
+STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "basic-variant-state-*")
+KEY = "whole_snapshot"  # this callback's entry in the callbacks' state
 
-class LatestAvailableCheckpoint(Callback):
-    """At the first step of a (restored) experiment, point unfinished trials at checkpoints that exist."""
+
+class WholeSnapshot(Callback):
+    """Carry a copy of each snapshot's other files inside the one callback-state file.
+
+    That is what Tune uploads with every snapshot anyway (the state files and every
+    trial's result files this session wrote), so the copy doubles a cost Tune has.
+    """
+
+    def setup(self, **info) -> None:
+        self.staging: str | None = None
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
+        if trials:  # restored trials are there from the first step
+            self.staging = trials[0].storage.experiment_driver_staging_path
+
+    def on_trial_add(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        self.staging = trial.storage.experiment_driver_staging_path
+
+    def get_state(self) -> dict[str, Any] | None:
+        staging = getattr(self, "staging", None)
+        if staging is None:  # no trial yet: nothing a resume could get wrong
+            return None
+        files = {
+            path.relative_to(staging).as_posix(): path.read_bytes()
+            for path in sorted(Path(staging).rglob("*"))
+            if path.is_file() and snapshot_file(path.relative_to(staging).as_posix())
+        }
+        return {KEY: files}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        pass  # restore_whole_snapshot already put the files back before Tune read them
+
+
+def snapshot_file(relative: str) -> bool:
+    """Whether a file of Tune's staging folder belongs to the snapshot: the state files, and the trials' own
+    files (params, result.json, progress.csv), which the driver writes there and uploads with every snapshot."""
+    folder, _, name = relative.rpartition("/")
+    if not folder:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in STATE_FILES)
+    return "/" not in folder and "__" in folder  # raylm names trial folders `<cell>__<trial id>`
+
+
+def restore_whole_snapshot(experiment: str) -> None:
+    """Make `experiment`'s state files in storage one whole snapshot: the newest one a callback-state file carries.
+
+    A callback-state file that cannot be read (cut short on a local disk) is passed over
+    for the one before it; with none, the files are left as Tune wrote them.
+    """
+    fs, root = filesystem(experiment)
+    names = [posixpath.basename(path) for path in list_files(fs, root)]
+    for chosen in sorted(fnmatch.filter(names, CALLBACK_STATES), reverse=True):
+        try:
+            states = cloudpickle.loads(read_bytes(fs, f"{root}/{chosen}"))
+        except Exception as error:  # a partial file fails in many ways (EOF, pickle)
+            logger.warning("%s/%s is not a whole snapshot (%s); trying the one before", experiment, chosen, error)
+            continue
+        found = [state[KEY] for state in states.values() if isinstance(state, dict) and KEY in state]
+        if found:
+            break
+        return  # taken before the first trial: there is nothing to make whole
+    else:
+        return
+    (files,) = found
+    for name in names:  # other sessions' state files: incomplete uploads, or older than the chosen snapshot
+        ours = any(fnmatch.fnmatch(name, p) for p in (*STATE_FILES, CALLBACK_STATES))
+        if ours and name != chosen and name not in files:
+            fs.delete_file(f"{root}/{name}")
+    for name, data in files.items():
+        fs.create_dir(posixpath.dirname(f"{root}/{name}"), recursive=True)
+        with fs.open_output_stream(f"{root}/{name}") as stream:
+            stream.write(data)
+    trials = len({name.partition("/")[0] for name in files if "/" in name})
+    logger.warning("resuming from the whole snapshot in %s/%s (%d trial folders in it)", experiment, chosen, trials)
+
+
+class RollBack(Callback):
+    """At the first step of a restored experiment, make storage match the snapshot the trials were restored from."""
 
     def setup(self, **info) -> None:
         self.checked = False
@@ -39,29 +144,82 @@ class LatestAvailableCheckpoint(Callback):
     def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
         if self.checked:
             return
-        self.checked = True  # only restored trials are there before the first step; later checkpoints are consistent
+        self.checked = True  # only restored trials are there before the first step
+        if not trials:
+            return
+        remove_unknown_trials(trials)
         for trial in trials:
             if trial.status != Trial.TERMINATED:
-                repair(trial)
+                roll_back(trial)
 
 
-def repair(trial: Trial) -> None:
-    """Rebuild `trial`'s checkpoint list from its storage folder when its latest checkpoint is gone."""
+def remove_unknown_trials(trials: list[Trial]) -> None:
+    """Remove the folders of trials started after the snapshot (raylm names them `<cell>__<trial id>`)."""
+    storage = trials[0].storage
+    fs, root = storage.storage_filesystem, storage.experiment_fs_path
+    known = {trial.trial_id for trial in trials}
+    folders = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    for folder in folders:
+        if folder.type == pyarrow.fs.FileType.Directory and "__" in folder.base_name:
+            if folder.base_name.rpartition("__")[2] not in known:
+                logger.warning("%s: a trial started after the last whole snapshot; it runs again", folder.base_name)
+                fs.delete_dir(folder.path)
+
+
+def roll_back(trial: Trial) -> None:
+    """Resume `trial` from its newest loadable checkpoint not newer than the snapshot; remove what came after it."""
+    snapshot_iteration = trial.last_result.get("training_iteration", 0)
     latest = trial.checkpoint
-    if latest is None or exists(latest):
+    if latest is not None and not exists(latest):
+        manager = _CheckpointManager(trial.run_metadata.checkpoint_manager.checkpoint_config)
+        trial_dir = posixpath.dirname(latest.path)
+        for result in available(latest.filesystem, trial_dir):
+            if result.metrics["training_iteration"] <= snapshot_iteration:
+                manager.register_checkpoint(result)  # oldest first, so num_to_keep prunes as Tune would have
+        trial.run_metadata.checkpoint_manager = manager
+        found = trial.checkpoint
+        logger.warning(
+            "trial %s: its checkpoint %s is gone (Tune deleted it after its last experiment snapshot); %s",
+            trial.trial_id,
+            posixpath.basename(latest.path),
+            f"resuming from {posixpath.basename(found.path)}" if found else "no checkpoint loads, so it starts again",
+        )
+    storage = trial.storage
+    if storage.trial_dir_name is None:  # never started: nothing of it in storage
         return
-    filesystem = latest.filesystem
-    manager = _CheckpointManager(trial.run_metadata.checkpoint_manager.checkpoint_config)
-    for result in available(filesystem, posixpath.dirname(latest.path)):
-        manager.register_checkpoint(result)  # oldest first, so num_to_keep prunes as Tune would have
-    trial.run_metadata.checkpoint_manager = manager
-    found = trial.checkpoint
-    logger.warning(
-        "trial %s: its checkpoint %s is gone (Tune deleted it after its last experiment snapshot); %s",
-        trial.trial_id,
-        posixpath.basename(latest.path),
-        f"resuming from {posixpath.basename(found.path)}" if found else "no checkpoint loads, so it starts again",
-    )
+    result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    resumed_at = result.metrics.get("training_iteration", 0) if result else 0
+    last = posixpath.basename(result.checkpoint.path) if result else ""
+    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+    for folder in fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True)):
+        if folder.base_name.startswith("checkpoint_") and folder.base_name > last:
+            fs.delete_dir(folder.path)
+    truncate_results(fs, trial_dir, resumed_at)
+
+
+def truncate_results(fs: pyarrow.fs.FileSystem, trial_dir: str, iterations: int) -> None:
+    """Keep the first `iterations` results in the trial's result.json and progress.csv (Tune appends to them)."""
+    path = f"{trial_dir}/result.json"
+    if kind(fs, path) == pyarrow.fs.FileType.File:
+        text = read_bytes(fs, path).decode()
+        lines = text.splitlines(keepends=True)
+        kept = "".join(line for line in lines if json.loads(line).get("training_iteration", 0) <= iterations)
+        write_if_changed(fs, path, text, kept)
+    path = f"{trial_dir}/progress.csv"
+    if kind(fs, path) == pyarrow.fs.FileType.File:
+        text = read_bytes(fs, path).decode()
+        rows = list(csv.reader(io.StringIO(text)))
+        if rows:
+            column = rows[0].index("training_iteration")
+            kept = io.StringIO()
+            csv.writer(kept).writerows([rows[0], *(row for row in rows[1:] if int(row[column]) <= iterations)])
+            write_if_changed(fs, path, text, kept.getvalue())
+
+
+def write_if_changed(fs: pyarrow.fs.FileSystem, path: str, text: str, kept: str) -> None:
+    if kept != text:
+        with fs.open_output_stream(path) as stream:
+            stream.write(kept.encode())
 
 
 def exists(checkpoint: Checkpoint) -> bool:

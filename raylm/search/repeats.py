@@ -46,6 +46,9 @@ def run_repeats(
 def evaluate_repeats(study: StudyConfig, grid: tune.ResultGrid, directory: Path, test_set: str) -> dict[str, dict]:
     """Each cell's repeats on the first test set: `<test_set>/nme_seeds` (the values, `;`-separated), `_mean`, `_std`.
 
+    The values are written at full precision (`repr`, which round-trips), so the mean and
+    std in the same row can be recomputed from them exactly.
+
     Every repeat's best checkpoint (by the selection metric) is tested once, like the
     search's best; a repeat that failed counts as NaN, so the mean says so.
     """
@@ -60,7 +63,7 @@ def evaluate_repeats(study: StudyConfig, grid: tune.ResultGrid, directory: Path,
         values.setdefault(cell.name, []).append(score)
     return {
         cell: {
-            f"{test_set}/nme_seeds": ";".join(f"{score:.5f}" for score in scores),
+            f"{test_set}/nme_seeds": ";".join(repr(score) for score in scores),
             f"{test_set}/nme_seeds_mean": float(np.mean(scores)),
             f"{test_set}/nme_seeds_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
         }

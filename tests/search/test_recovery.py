@@ -1,4 +1,4 @@
-"""A restored trial whose snapshot names a checkpoint Tune has since deleted resumes from the newest one that loads.
+"""A restored trial resumes exactly from its snapshot: from the newest checkpoint that loads and is not newer.
 
 The race is rebuilt with Ray's own pieces: a trial registers checkpoints as Tune's
 driver does, its state is snapshotted as Tune's experiment checkpoint does, a newer
@@ -8,6 +8,7 @@ restored from that snapshot.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from ray.train._internal.session import _TrainingResult
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 
-from raylm.search.recovery import LatestAvailableCheckpoint, exists
+from raylm.search.recovery import RollBack, exists
 from raylm.train.checkpoint import FILE
 
 
@@ -32,7 +33,15 @@ def tracked_trial(tmp_path: Path) -> tuple[Trial, callable]:
         torch.save({"epoch": epoch, "metrics": {"val/nme": nme}}, local / FILE)
         storage.current_checkpoint_index = epoch
         persisted = storage.persist_current_checkpoint(Checkpoint.from_directory(str(local)))
-        trial.on_checkpoint(_TrainingResult(persisted, {"val/nme": nme, "training_iteration": epoch + 1}))
+        result = {"val/nme": nme, "training_iteration": epoch + 1}
+        trial.update_last_result(dict(result))
+        trial.on_checkpoint(_TrainingResult(persisted, result))
+        trial_dir = Path(storage.trial_fs_path)
+        with (trial_dir / "result.json").open("a") as file:  # as Tune's JSON and CSV loggers append them
+            file.write(json.dumps(result) + "\n")
+        progress = trial_dir / "progress.csv"
+        progress.write_text((progress.read_text() if progress.exists() else "val/nme,training_iteration\r\n")
+                            + f"{nme},{epoch + 1}\r\n")  # fmt: skip
 
     return trial, report
 
@@ -43,11 +52,13 @@ def restored(snapshot: tuple[str, str]) -> Trial:
     return trial
 
 
-def test_a_trial_whose_snapshot_names_a_deleted_checkpoint_resumes_from_the_newest_that_loads(tmp_path: Path):
+def test_a_trial_whose_snapshot_names_a_deleted_checkpoint_resumes_from_the_newest_not_newer_that_loads(
+    tmp_path: Path,
+):
     trial, report = tracked_trial(tmp_path)
     report(0, 0.30)
     report(1, 0.50)
-    snapshot = trial.get_json_state()  # names checkpoint_000001, the latest
+    snapshot = trial.get_json_state()  # names checkpoint_000001, the latest, at iteration 2
     report(2, 0.40)  # keeps the best two (epochs 0 and 2): Tune deletes checkpoint_000001 now
     report(3, 0.35)  # deletes checkpoint_000002, keeps 000000 and 000003
     trial_dir = Path(trial.storage.trial_fs_path)
@@ -58,15 +69,16 @@ def test_a_trial_whose_snapshot_names_a_deleted_checkpoint_resumes_from_the_newe
     trial = restored(snapshot)
     assert trial.checkpoint.path.endswith("checkpoint_000001") and not exists(trial.checkpoint)
 
-    callback = LatestAvailableCheckpoint()
+    callback = RollBack()
     callback.setup()
     callback.on_step_begin(0, [trial])
-    latest = trial.latest_checkpoint_result
-    assert Path(latest.checkpoint.path).name == "checkpoint_000003"
-    assert latest.metrics == {"val/nme": 0.35, "epoch": 4, "training_iteration": 4}
-    kept = trial.run_metadata.checkpoint_manager.best_checkpoint_results
-    assert sorted(Path(r.checkpoint.path).name for r in kept) == ["checkpoint_000000", "checkpoint_000003"]
-    assert all(exists(r.checkpoint) for r in kept)
+    latest = trial.latest_checkpoint_result  # 000003 is newer than the snapshot: ASHA and the searcher never saw it
+    assert Path(latest.checkpoint.path).name == "checkpoint_000000"
+    assert latest.metrics == {"val/nme": 0.30, "epoch": 1, "training_iteration": 1}
+    assert sorted(path.name for path in trial_dir.glob("checkpoint_*")) == ["checkpoint_000000"]
+    results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert results == [{"val/nme": 0.30, "training_iteration": 1}]  # the epochs it trains again, reported once
+    assert (trial_dir / "progress.csv").read_text().splitlines() == ["val/nme,training_iteration", "0.3,1"]
 
 
 def test_trials_whose_checkpoints_exist_and_later_steps_are_left_alone(tmp_path: Path):
@@ -74,10 +86,11 @@ def test_trials_whose_checkpoints_exist_and_later_steps_are_left_alone(tmp_path:
     report(0, 0.30)
     report(1, 0.50)
     manager = trial.run_metadata.checkpoint_manager
-    callback = LatestAvailableCheckpoint()
+    callback = RollBack()
     callback.setup()
     callback.on_step_begin(0, [trial])
     assert trial.run_metadata.checkpoint_manager is manager
+    assert len((Path(trial.storage.trial_fs_path) / "result.json").read_text().splitlines()) == 2
 
     gone, report_gone = tracked_trial(tmp_path / "other")
     report_gone(0, 0.30)

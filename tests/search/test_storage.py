@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import signal
+import json
+import pickle
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
+import boto3
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from raylm.search import SearchError, storage
 from raylm.search.__main__ import main
-from tests.s3 import keys
-from tests.search.test_study import descendants, kill_tree, saved_rungs, wait_for
+from tests.s3 import keys, s3_server_in_process
+from tests.search.test_study import kill_tree
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "experiments" / "smoke.yaml"
@@ -59,107 +57,85 @@ def read_key(bucket, key: str) -> str:
     return bucket.get_object(Bucket="raylm", Key=key)["Body"].read().decode()
 
 
-def trial_results(bucket, run: str, cell_slug: str) -> dict[str, int]:
-    """A cell's trial result files in the bucket, with their line counts (one line per epoch reported)."""
+# Moments the driver is SIGKILLed at, one per run of it, each the `nth` PUT of a key (under the run) that
+# matches: they are spread over the study and chosen by what the driver uploads, not by what is safe.
+KILLS = [
+    ("trials/experiment_state-*.json", 3),  # a snapshot upload under way: its other files old, new or missing
+    ("trials/*_r=0.25__*/checkpoint_*", 2),  # a trial of the second cell uploading its second checkpoint
+    ("trials/callback-states-*.pkl", 2),  # the file raylm makes whole snapshots of, mid-upload
+]
+
+
+def iterations(text: str, reader) -> list[int]:
+    return [int(row["training_iteration"]) for row in reader(text)]
+
+
+def json_rows(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def csv_rows(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def rungs_with_milestones(state_dir: Path) -> dict[str, dict[int, set[str]]]:
+    """Each cell's ASHA rungs in the run's last snapshot: milestone -> the trial ids recorded there."""
+    path = max((state_dir / "trials").glob("callback-states-*.pkl"))
+    (state,) = [s for s in pickle.loads(path.read_bytes()).values() if s and "scheduler" in s]
+    schedulers = pickle.loads(state["scheduler"])
     return {
-        key: len(read_key(bucket, key).splitlines())
-        for key in keys(bucket, f"{run}/trials/{cell_slug}__")
-        if key.endswith("/result.json")
+        cell: {int(milestone): set(recorded) for milestone, recorded in s["_brackets"][0]._rungs}
+        for cell, s in schedulers.items()
     }
 
 
-def snapshot_in_bucket(bucket, staging: Path, prefix: str) -> bool:
-    """Whether the bucket holds every file of Tune's staging folder on the driver under `prefix`, byte for byte.
-
-    Tune writes each experiment snapshot there (trial states, searcher and scheduler state, each trial's
-    result.json), then uploads the whole folder file by file: while an upload is under way, the bucket holds
-    some files of the new snapshot and the rest of the one before."""
-    for path in (path for path in staging.rglob("*") if path.is_file()):
-        key = f"{prefix}/{path.relative_to(staging).as_posix()}"
-        try:
-            if bucket.get_object(Bucket="raylm", Key=key)["Body"].read() != path.read_bytes():
-                return False
-        except bucket.exceptions.NoSuchKey:
-            return False
-    return True
-
-
-def process_title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return ""
-
-
 @pytest.mark.slow
-def test_a_study_on_s3_resumes_after_its_driver_is_killed_mid_study(bucket, tmp_path: Path):
+def test_a_study_on_s3_resumes_exactly_after_its_driver_is_killed_at_any_moment(tmp_path: Path):
+    """The driver dies three times (SIGKILL of it and its Ray processes, as a lost head node) at moments of its
+    uploads; after each death `--resume` continues; in the end every trial ran once, every epoch once."""
     run = "runs/killed"
-    command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", "s3://raylm/runs",
-               "--name", "killed", "--set", "search.trials=4", "--set", "search.concurrency=1",
-               "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
-    # The driver inherits the S3 server's settings (AWS_ENDPOINT_URL, keys, region) from this process. Its Ray
-    # files go to a folder of this test's (short: Ray's sockets live there), where Tune's staging folder is found.
-    ray_tmp = Path(tempfile.mkdtemp(prefix="raylm-"))
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
-    driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    study = ["--config", str(SMOKE), "--set", "search.trials=4", "--set", "search.concurrency=1",
+             "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    first = [sys.executable, "-m", "raylm.search", *study, "--storage-path", "s3://raylm/runs", "--name", "killed"]
+    resume = [sys.executable, "-m", "raylm.search", "--resume", f"s3://raylm/{run}"]
+    with s3_server_in_process() as (aws, hook), pytest.MonkeyPatch.context() as patch:
+        for key, value in aws.items():
+            patch.setenv(key, value)
+        bucket = boto3.client("s3")
+        bucket.create_bucket(Bucket="raylm")
+        for number, (pattern, nth) in enumerate(KILLS):
+            log = tmp_path / f"driver-{number}.log"
+            driver: list[subprocess.Popen] = []  # armed before it starts, so no upload of it goes unseen
+            hook.arm(f"{run}/{pattern}", nth, lambda process=driver: kill_tree(process[0], wait=False))
+            with log.open("w") as output:
+                driver.append(subprocess.Popen(resume if number else first, cwd=REPO, stdout=output, stderr=output))
+                driver[0].wait()
+            ended = f"the driver ended before the kill at {pattern} #{nth}: {log.read_text()[-3000:]}"
+            assert hook.fired.is_set(), ended
+            assert f"{run}/summary.csv" not in keys(bucket, f"{run}/")
+        final = subprocess.run(resume, cwd=REPO, capture_output=True, text=True)
+        assert final.returncode == 0, final.stderr[-3000:]
 
-    def second_cell_reported() -> bool:
-        return any(trial_results(bucket, run, "ours-tiny_n=48_r=0.25").values())
-
-    try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
-        wait_for(second_cell_reported, 300, "a trial of the second cell to report an epoch to the bucket")
-        # The driver dies between two snapshot uploads, not during one: a kill during an upload leaves the bucket
-        # with a mix of two snapshots, from which a resume can run finished trials again under new ids or lose
-        # a finished trial's result.json (Tune uploads the folder file by file, with nothing marking an upload
-        # complete). So the trial processes stop first: no result changes the driver's state any more, and the
-        # kill waits until a snapshot the driver took after that is in the bucket whole.
-        stopped: dict[int, float] = {}
-
-        def stop_workers() -> float:
-            """Stop every trial process (also one started for a new trial since); when the last one stopped."""
-            for pid in descendants(driver.pid):
-                title = process_title(pid)
-                if pid not in stopped and title.startswith("ray::") and not title.endswith("Agent"):
-                    os.kill(pid, signal.SIGSTOP)  # workers only: Ray's agents, raylet and GCS go on
-                    stopped[pid] = time.time()
-            return max(stopped.values(), default=0.0)
-
-        stop_workers()
-        staging_folders = ray_tmp.glob("ray/session_*/artifacts/*/trials/driver_artifacts")
-        (staging,) = [path for path in staging_folders if "session_latest" not in path.parts]  # not Ray's link
-        (state,) = staging.glob("experiment_state-*.json")
-
-        def snapshot_since_stop_uploaded() -> bool:
-            """A snapshot written after the last trial process stopped and after every trial's staged files (so it
-            holds every trial that has a folder), whole in the bucket."""
-            stopped_at = stop_workers()
-            written = state.stat().st_mtime
-            trial_files = (path for path in staging.glob("*/**/*") if path.is_file())
-            newest = max((path.stat().st_mtime for path in trial_files), default=0.0)
-            return written > stopped_at and written >= newest and snapshot_in_bucket(bucket, staging, f"{run}/trials")
-
-        wait_for(snapshot_since_stop_uploaded, 60, "a snapshot taken after the trials stopped, whole in the bucket")
-    finally:
-        kill_tree(driver)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-    first_cell = trial_results(bucket, run, "ours-tiny_n=48_r=0")
-    assert len(first_cell) == 4 and f"{run}/summary.csv" not in keys(bucket, f"{run}/")
-    rungs = saved_rungs(download_experiment_state(bucket, run, tmp_path / "killed"))["ours-tiny/n=48/r=0"]
-    assert sum(len(recorded) for recorded in rungs) >= 4  # the first cell's rung statistics reached the bucket
-
-    assert main(["--resume", f"s3://raylm/{run}"]) == 0
-    trials = list(csv.DictReader(io.StringIO(read_key(bucket, f"{run}/trials.csv"))))
-    errors = [read_key(bucket, key)[-2000:] for key in keys(bucket, f"{run}/") if key.endswith("/error.txt")]
-    assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials), errors
-    assert trial_results(bucket, run, "ours-tiny_n=48_r=0") == first_cell  # finished and stopped trials not rerun
-    folders = {key.removeprefix(f"{run}/trials/").split("/")[0] for key in keys(bucket, f"{run}/trials/")}
-    trial_dirs = {folder.rpartition("__")[2] for folder in folders if "__" in folder}
-    assert trial_dirs == {t["trial_id"] for t in trials}  # no trial was started afresh under another id
-    for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"):
-        rates = [t["train.lr"] for t in trials if t["cell"] == cell]
-        assert len(rates) == 4 == len(set(rates)), cell  # a searcher restarted from scratch repeats its proposals
-    resumed = saved_rungs(download_experiment_state(bucket, run, tmp_path / "resumed"))["ours-tiny/n=48/r=0"]
-    assert sum(len(recorded) for recorded in resumed) == sum(len(recorded) for recorded in rungs)
+        trials = list(csv.DictReader(io.StringIO(read_key(bucket, f"{run}/trials.csv"))))
+        errors = [read_key(bucket, key)[-2000:] for key in keys(bucket, f"{run}/") if key.endswith("/error.txt")]
+        assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials), errors
+        folders = {key.removeprefix(f"{run}/trials/").split("/")[0] for key in keys(bucket, f"{run}/trials/")}
+        assert {folder.rpartition("__")[2] for folder in folders if "__" in folder} == {t["trial_id"] for t in trials}
+        for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"):
+            rates = [t["train.lr"] for t in trials if t["cell"] == cell]
+            assert len(rates) == 4 == len(set(rates)), cell  # a searcher restarted from scratch repeats its proposals
+        reached: dict[str, int] = {}  # trial id -> its last epoch
+        for trial in trials:
+            (folder,) = [folder for folder in folders if folder.endswith(f"__{trial['trial_id']}")]
+            results = iterations(read_key(bucket, f"{run}/trials/{folder}/result.json"), json_rows)
+            progress = iterations(read_key(bucket, f"{run}/trials/{folder}/progress.csv"), csv_rows)
+            assert results == progress == list(range(1, len(results) + 1)), folder  # every epoch reported once
+            reached[trial["trial_id"]] = len(results)
+        rungs = rungs_with_milestones(download_experiment_state(bucket, run, tmp_path / "state"))
+        for cell, milestones in rungs.items():
+            for milestone, recorded in milestones.items():  # ASHA saw every trial at every rung it reached
+                expected = {t["trial_id"] for t in trials if t["cell"] == cell and reached[t["trial_id"]] >= milestone}
+                assert recorded == expected, (cell, milestone)
 
 
 def download_experiment_state(bucket, run: str, to: Path) -> Path:
