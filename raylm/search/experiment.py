@@ -121,7 +121,7 @@ def make_tuner(
                 CSVLoggerCallback(),
                 JsonLoggerCallback(),
                 # A driver killed at any moment resumes exactly from its last whole snapshot (see recovery).
-                WholeSnapshot(),
+                WholeSnapshot(name),
                 RollBack(),
                 *([SchedulerState(scheduler)] if searching else []),
             ],

@@ -39,19 +39,22 @@ import io
 import json
 import logging
 import posixpath
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
+import ray
 import ray.cloudpickle as cloudpickle
 from ray.train import Checkpoint
 from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.train._internal.session import _TrainingResult
+from ray.train._internal.storage import _get_ray_train_session_dir
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from raylm.fs import filesystem, kind, list_files, read_bytes
-from raylm.train.checkpoint import load_checkpoint
+from raylm.train.checkpoint import FILE, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +71,12 @@ class WholeSnapshot(Callback):
     trial's result files this session wrote), so the copy doubles a cost Tune has.
     """
 
-    def setup(self, **info) -> None:
-        self.staging: str | None = None
-
-    def on_step_begin(self, iteration: int, trials: list[Trial], **info) -> None:
-        if trials:  # restored trials are there from the first step
-            self.staging = trials[0].storage.experiment_driver_staging_path
-
-    def on_trial_add(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
-        self.staging = trial.storage.experiment_driver_staging_path
+    def __init__(self, name: str) -> None:
+        self.name = name  # the experiment's folder name
 
     def get_state(self) -> dict[str, Any] | None:
-        staging = getattr(self, "staging", None)
-        if staging is None:  # no trial yet: nothing a resume could get wrong
+        staging = newest_staging(self.name)
+        if staging is None:
             return None
         files = {
             path.relative_to(staging).as_posix(): path.read_bytes()
@@ -91,6 +87,19 @@ class WholeSnapshot(Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         pass  # restore_whole_snapshot already put the files back before Tune read them
+
+
+def stagings(name: str) -> list[Path]:
+    """Tune's driver staging folders of experiments called `name` in this Ray session."""
+    if not ray.is_initialized():
+        return []
+    return list(Path(_get_ray_train_session_dir()).glob(f"*/{name}/driver_artifacts"))
+
+
+def newest_staging(name: str) -> Path | None:
+    """The staging folder Tune wrote a snapshot into last: get_state runs right after Tune wrote its trial state."""
+    written = [(state.stat().st_mtime, folder) for folder in stagings(name) for state in folder.glob(STATE_FILES[0])]
+    return max(written)[1] if written else None
 
 
 def snapshot_file(relative: str) -> bool:
@@ -106,8 +115,12 @@ def restore_whole_snapshot(experiment: str) -> None:
     """Make `experiment`'s state files in storage one whole snapshot: the newest one a callback-state file carries.
 
     A callback-state file that cannot be read (cut short on a local disk) is passed over
-    for the one before it; with none, the files are left as Tune wrote them.
+    for the one before it; with none, the files are left as Tune wrote them. A restored
+    run reuses its staging folder's name, so a Ray session that outlived the driver
+    would hand it the dead driver's files: they go first.
     """
+    for folder in stagings(posixpath.basename(experiment.rstrip("/"))):
+        shutil.rmtree(folder, ignore_errors=True)
     fs, root = filesystem(experiment)
     names = [posixpath.basename(path) for path in list_files(fs, root)]
     for chosen in sorted(fnmatch.filter(names, CALLBACK_STATES), reverse=True):
@@ -157,11 +170,11 @@ def remove_unknown_trials(trials: list[Trial]) -> None:
     """Remove the folders of trials started after the snapshot (raylm names them `<cell>__<trial id>`)."""
     storage = trials[0].storage
     fs, root = storage.storage_filesystem, storage.experiment_fs_path
-    known = {trial.trial_id for trial in trials}
+    known = {trial.storage.trial_dir_name for trial in trials}
     folders = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     for folder in folders:
         if folder.type == pyarrow.fs.FileType.Directory and "__" in folder.base_name:
-            if folder.base_name.rpartition("__")[2] not in known:
+            if folder.base_name not in known:
                 logger.warning("%s: a trial started after the last whole snapshot; it runs again", folder.base_name)
                 fs.delete_dir(folder.path)
 
@@ -185,8 +198,6 @@ def roll_back(trial: Trial) -> None:
             f"resuming from {posixpath.basename(found.path)}" if found else "no checkpoint loads, so it starts again",
         )
     storage = trial.storage
-    if storage.trial_dir_name is None:  # never started: nothing of it in storage
-        return
     result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
     resumed_at = result.metrics.get("training_iteration", 0) if result else 0
     last = posixpath.basename(result.checkpoint.path) if result else ""
@@ -203,7 +214,7 @@ def truncate_results(fs: pyarrow.fs.FileSystem, trial_dir: str, iterations: int)
     if kind(fs, path) == pyarrow.fs.FileType.File:
         text = read_bytes(fs, path).decode()
         lines = text.splitlines(keepends=True)
-        kept = "".join(line for line in lines if json.loads(line).get("training_iteration", 0) <= iterations)
+        kept = "".join(line for line in lines if 0 < reported_iteration(line) <= iterations)
         write_if_changed(fs, path, text, kept)
     path = f"{trial_dir}/progress.csv"
     if kind(fs, path) == pyarrow.fs.FileType.File:
@@ -212,8 +223,17 @@ def truncate_results(fs: pyarrow.fs.FileSystem, trial_dir: str, iterations: int)
         if rows:
             column = rows[0].index("training_iteration")
             kept = io.StringIO()
-            csv.writer(kept).writerows([rows[0], *(row for row in rows[1:] if int(row[column]) <= iterations)])
+            whole = [row for row in rows[1:] if len(row) == len(rows[0]) and row[column].isdigit()]
+            csv.writer(kept).writerows([rows[0], *(row for row in whole if int(row[column]) <= iterations)])
             write_if_changed(fs, path, text, kept.getvalue())
+
+
+def reported_iteration(line: str) -> int:
+    """A result.json line's training_iteration; 0 for a line cut short."""
+    try:
+        return int(json.loads(line)["training_iteration"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def write_if_changed(fs: pyarrow.fs.FileSystem, path: str, text: str, kept: str) -> None:
@@ -223,7 +243,8 @@ def write_if_changed(fs: pyarrow.fs.FileSystem, path: str, text: str, kept: str)
 
 
 def exists(checkpoint: Checkpoint) -> bool:
-    return kind(checkpoint.filesystem, checkpoint.path) != pyarrow.fs.FileType.NotFound
+    """Whether the checkpoint's file is there (a folder Tune was deleting when the driver died may be left)."""
+    return kind(checkpoint.filesystem, f"{checkpoint.path}/{FILE}") == pyarrow.fs.FileType.File
 
 
 def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[_TrainingResult]:
