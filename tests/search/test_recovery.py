@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ray.cloudpickle as cloudpickle
 import torch
 from ray.train import Checkpoint, CheckpointConfig
 from ray.train._internal.session import _TrainingResult
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 
-from raylm.search.recovery import RollBack, exists
+from raylm.search.recovery import KEY, RollBack, exists, restore_whole_snapshot
 from raylm.train.checkpoint import FILE
 
 
@@ -98,3 +99,50 @@ def test_trials_whose_checkpoints_exist_and_later_steps_are_left_alone(tmp_path:
     Path(gone.checkpoint.path).rmdir()
     callback.on_step_begin(1, [gone])  # after the first step every checkpoint Tune names was registered this session
     assert not exists(gone.checkpoint)
+
+
+def write_snapshot(trials: Path, session: str, trial_count: int, extra: dict[str, bytes] | None = None) -> bytes:
+    """Tune's state files of one session, and a callback-state file whose copy holds them (as WholeSnapshot's)."""
+    files = {
+        f"experiment_state-{session}.json": json.dumps({"trial_data": list(range(trial_count))}).encode(),
+        f"searcher-state-{session}.pkl": f"searcher after {trial_count} trials".encode(),
+        f"search_gen_state-{session}.json": b"{}",
+        **(extra or {}),
+    }
+    for name, data in files.items():
+        (trials / name).parent.mkdir(parents=True, exist_ok=True)
+        (trials / name).write_bytes(data)
+    states = {0: {"scheduler": b"asha"}, 1: {KEY: files}}
+    (trials / f"callback-states-{session}.pkl").write_bytes(cloudpickle.dumps(states))
+    return files[f"experiment_state-{session}.json"]
+
+
+def test_a_mixed_upload_is_replaced_by_the_newest_whole_snapshot(tmp_path: Path):
+    trials = tmp_path / "trials"
+    trials.mkdir()
+    write_snapshot(trials, "A", 1)
+    whole = write_snapshot(trials, "B", 3, {"t__1/result.json": b'{"training_iteration": 1}\n'})
+    # The driver died uploading B's next snapshot: the trial list and a trial's results are newer than the rest.
+    (trials / "experiment_state-B.json").write_text(json.dumps({"trial_data": [0, 1, 2, 3]}))
+    (trials / "t__1" / "result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 2}\n')
+    # A resume of B started a session C that died before its first callback-state file reached storage.
+    (trials / "experiment_state-C.json").write_text("{}")
+    restore_whole_snapshot(str(trials))
+    assert sorted(path.name for path in trials.glob("*.*")) == [
+        "callback-states-B.pkl", "experiment_state-B.json", "search_gen_state-B.json", "searcher-state-B.pkl",
+    ]  # fmt: skip
+    assert (trials / "experiment_state-B.json").read_bytes() == whole
+    assert (trials / "searcher-state-B.pkl").read_text() == "searcher after 3 trials"
+    assert (trials / "t__1" / "result.json").read_text() == '{"training_iteration": 1}\n'
+
+
+def test_a_callback_state_file_cut_short_gives_way_to_the_one_before(tmp_path: Path):
+    trials = tmp_path / "trials"
+    trials.mkdir()
+    whole = write_snapshot(trials, "A", 2)
+    write_snapshot(trials, "B", 3)
+    cut = trials / "callback-states-B.pkl"
+    cut.write_bytes(cut.read_bytes()[:20])
+    restore_whole_snapshot(str(trials))
+    assert (trials / "experiment_state-A.json").read_bytes() == whole
+    assert not (trials / "experiment_state-B.json").exists() and not cut.exists()
