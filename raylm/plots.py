@@ -122,7 +122,11 @@ def ced_figure(per_image_nme: dict[str, np.ndarray]) -> Figure | None:
 
 def progress_figure(trials: list[dict], selection: Selection) -> Figure | None:
     """The selection metric's best-so-far against trials completed and compute spent; None when no
-    trial has a value of it."""
+    trial has a value of it.
+
+    Every trial is a dot; the best-so-far line follows the selection rule, so it counts only
+    trials that ran the full budget (a trial ASHA stopped is never selected, however good its
+    best early epoch was), and it ends at the selected trial's value."""
     metric = selection.metric
 
     def finished(trial: dict) -> tuple[bool, float]:
@@ -133,7 +137,8 @@ def progress_figure(trials: list[dict], selection: Selection) -> Figure | None:
     values = np.array([finite_number(trial.get(metric)) for trial in ordered], dtype=np.float64)
     if not np.isfinite(values).any():
         return None
-    best = selection.best_so_far(values)  # errored trials (NaN) carry the best forward
+    selectable = np.where([bool(trial.get("stopped_early")) for trial in ordered], np.nan, values)
+    best = selection.best_so_far(selectable)  # stopped and errored trials (NaN) carry the best forward
     count = np.arange(1, len(ordered) + 1)
     hours = np.cumsum([finite_number(trial.get("compute_s")) or 0.0 for trial in ordered]) / 3600
     figure = Figure(figsize=(11, 4.5))

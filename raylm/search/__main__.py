@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--name", help="run directory name (default: <search.name>-<date-time>)")
     parser.add_argument(
-        "--address", help="join a running Ray cluster, e.g. 'auto' on a cluster node (default: start one here)"
+        "--address",
+        help="join a running Ray cluster, e.g. 'auto' on a cluster node "
+        "(default: start a Ray of its own here, even where `ray start` runs one)",
     )
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted study (a folder or URI); finished trials are kept"

@@ -24,7 +24,8 @@ WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGE
 
 
 def connect(address: str | None, study: StudyConfig) -> StudyConfig:
-    """Start a local Ray (dashboard on 127.0.0.1) or join `address`; return the study with its GPUs resolved.
+    """Start a Ray of this process's own (dashboard on 127.0.0.1) or join `address`; return the study with
+    its GPUs resolved.
 
     A process already connected to Ray (a notebook, a test) keeps its connection.
     Fails when a trial's resources exceed the whole cluster, before any trial starts.
@@ -36,8 +37,8 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
     try:
         if ray.is_initialized():
             pass
-        elif address is None:
-            ray.init(dashboard_host="127.0.0.1", runtime_env=runtime_env, configure_logging=False)
+        elif address is None:  # "local": Ray would otherwise join any cluster `ray start` left on this machine
+            ray.init(address="local", dashboard_host="127.0.0.1", runtime_env=runtime_env, configure_logging=False)
         else:
             ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as error:

@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def recording_trial(notes: Path, waiting: Path, doomed: str):
         report(metrics, checkpoint=checkpoint)  # returns once the driver took the result (and its checkpoint)
         if metrics["node_id"] == doomed and metrics["epoch"] == 2:
             (waiting / trial).touch()
-            threading.Event().wait(timeout=120)  # ends when the node is removed; the timeout only bounds a failure
+            threading.Event().wait(timeout=600)  # ends when the node is removed; the timeout only bounds a failure
 
     return hooked_trial(note_then_report)
 
@@ -113,9 +112,8 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
             lost: list[str] = []
             finished = threading.Event()
 
-            def remove_doomed_mid_trial() -> None:
-                deadline = time.monotonic() + 120
-                while not finished.is_set() and time.monotonic() < deadline:
+            def remove_doomed_mid_trial() -> None:  # until the study ends: a slow, loaded machine only takes longer
+                while not finished.is_set():
                     survivor_reported = any(
                         node == survivor.node_id for seen in reports(notes).values() for node, _ in seen
                     )
