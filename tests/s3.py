@@ -21,6 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def aws_settings(port: int) -> dict[str, str]:
+    """The environment that points S3 clients (boto3, pyarrow) at a server on 127.0.0.1:`port`."""
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
 @contextmanager
 def s3_server() -> Iterator[dict[str, str]]:
     """Start moto's S3 server; yields the environment variables that point S3 clients (boto3, pyarrow) at it."""
@@ -40,12 +50,7 @@ def s3_server() -> Iterator[dict[str, str]]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("moto's S3 server did not start") from None
                 time.sleep(0.1)
-        yield {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+        yield aws_settings(port)
     finally:
         server.terminate()
         server.wait()
@@ -113,15 +118,7 @@ def s3_server_in_process() -> Iterator[tuple[dict[str, str], OnPut]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield (
-            {
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_port}",
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-            },
-            hook,
-        )
+        yield aws_settings(server.server_port), hook
     finally:
         server.shutdown()
         thread.join()

@@ -78,11 +78,11 @@ class WholeSnapshot(Callback):
         staging = newest_staging(self.name)
         if staging is None:
             return None
-        files = {
-            path.relative_to(staging).as_posix(): path.read_bytes()
-            for path in sorted(Path(staging).rglob("*"))
-            if path.is_file() and snapshot_file(path.relative_to(staging).as_posix())
-        }
+        files = {}
+        for path in sorted(staging.rglob("*")):
+            relative = path.relative_to(staging).as_posix()
+            if path.is_file() and snapshot_file(relative):
+                files[relative] = path.read_bytes()
         return {KEY: files}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -108,7 +108,11 @@ def snapshot_file(relative: str) -> bool:
     folder, _, name = relative.rpartition("/")
     if not folder:
         return any(fnmatch.fnmatch(name, pattern) for pattern in STATE_FILES)
-    return "/" not in folder and "__" in folder  # raylm names trial folders `<cell>__<trial id>`
+    return "/" not in folder and is_trial_folder(folder)
+
+
+def is_trial_folder(name: str) -> bool:
+    return "__" in name  # raylm names trial folders `<cell>__<trial id>` (experiment.trial_dirname)
 
 
 def restore_whole_snapshot(experiment: str) -> None:
@@ -123,19 +127,10 @@ def restore_whole_snapshot(experiment: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     fs, root = filesystem(experiment)
     names = [posixpath.basename(path) for path in list_files(fs, root)]
-    for chosen in sorted(fnmatch.filter(names, CALLBACK_STATES), reverse=True):
-        try:
-            states = cloudpickle.loads(read_bytes(fs, f"{root}/{chosen}"))
-        except Exception as error:  # a partial file fails in many ways (EOF, pickle)
-            logger.warning("%s/%s is not a whole snapshot (%s); trying the one before", experiment, chosen, error)
-            continue
-        found = [state[KEY] for state in states.values() if isinstance(state, dict) and KEY in state]
-        if found:
-            break
-        return  # taken before the first trial: there is nothing to make whole
-    else:
+    newest = newest_whole_snapshot(fs, root, names)
+    if newest is None:
         return
-    (files,) = found
+    chosen, files = newest
     for name in names:  # other sessions' state files: incomplete uploads, or older than the chosen snapshot
         ours = any(fnmatch.fnmatch(name, p) for p in (*STATE_FILES, CALLBACK_STATES))
         if ours and name != chosen and name not in files:
@@ -146,6 +141,20 @@ def restore_whole_snapshot(experiment: str) -> None:
             stream.write(data)
     trials = len({name.partition("/")[0] for name in files if "/" in name})
     logger.warning("resuming from the whole snapshot in %s/%s (%d trial folders in it)", experiment, chosen, trials)
+
+
+def newest_whole_snapshot(fs: pyarrow.fs.FileSystem, root: str, names: list[str]) -> tuple[str, dict] | None:
+    """The newest callback-state file that loads, and the snapshot copy in it; None when it carries none (taken
+    before the first trial: there is nothing to make whole) or no callback-state file loads."""
+    for name in sorted(fnmatch.filter(names, CALLBACK_STATES), reverse=True):
+        try:
+            states = cloudpickle.loads(read_bytes(fs, f"{root}/{name}"))
+        except Exception as error:  # a partial file fails in many ways (EOF, pickle)
+            logger.warning("%s/%s is not a whole snapshot (%s); trying the one before", root, name, error)
+            continue
+        found = [state[KEY] for state in states.values() if isinstance(state, dict) and KEY in state]
+        return (name, found[0]) if found else None
+    return None
 
 
 class RollBack(Callback):
@@ -173,7 +182,7 @@ def remove_unknown_trials(trials: list[Trial]) -> None:
     known = {trial.storage.trial_dir_name for trial in trials}
     folders = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     for folder in folders:
-        if folder.type == pyarrow.fs.FileType.Directory and "__" in folder.base_name:
+        if folder.type == pyarrow.fs.FileType.Directory and is_trial_folder(folder.base_name):
             if folder.base_name not in known:
                 logger.warning("%s: a trial started after the last whole snapshot; it runs again", folder.base_name)
                 fs.delete_dir(folder.path)
