@@ -203,10 +203,14 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     seed: int = 0
     device: str = "auto"  # auto: CUDA when available, else CPU
-    amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a scaler
-    channels_last: bool = True  # CUDA only
+    # autocast dtype on any device (fp16 adds a gradient scaler); auto: bf16 on a CUDA device that has it, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None  # None: on CUDA only
     compile: bool = False  # torch.compile the model
-    workers: int = -1  # data-loading processes; -1: 0 on CPU, up to 4 on CUDA
+    # device: faces held and augmented on the run's device; loader: albumentations in DataLoader workers;
+    # auto: device, unless the faces do not fit in the trial's share of it (raylm.train.feed)
+    feed: Literal["auto", "device", "loader"] = "auto"
+    workers: int = -1  # loader path's data-loading processes; -1: 0 on CPU, up to 4 on CUDA
     threads: int = 0  # CPU threads for torch; 0: the CPUs this process may use
     image_every: int = 5  # write a grid of validation faces to TensorBoard every N epochs; 0 = never
 

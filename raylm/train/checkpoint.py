@@ -28,7 +28,7 @@ class TrainingState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler | None
+    scaler: torch.amp.GradScaler  # enabled in fp16 only
 
 
 def save_checkpoint(
@@ -43,7 +43,7 @@ def save_checkpoint(
             "model": model.state_dict(),
             "optimizer": state.optimizer.state_dict(),
             "schedule": state.schedule.state_dict(),
-            "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+            "scaler": state.scaler.state_dict(),
             "epoch": epoch,
             "torch_rng": torch.get_rng_state(),
             "config": to_dict(config),

@@ -18,8 +18,9 @@ from raylm.data import pipeline
 from raylm.data.splits import Part
 from raylm.train.board import Board
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
+from raylm.train.feed import centre_crops
 from raylm.train.hardware import Hardware, choose_hardware
-from raylm.train.loaders import LandmarkDataset, make_loader
+from raylm.train.loaders import LandmarkDataset
 from raylm.train.loop import evaluate_part, predict
 
 
@@ -40,7 +41,7 @@ def load_trained(checkpoint_path: str | Path, device: str = "auto") -> Trained:
     `device` takes `train.device`'s values: auto (CUDA when available, else CPU), cpu,
     cuda, cuda:1, mps. One this machine lacks raises ConfigError naming train.device.
     The checkpoint's own `train.device` is not used: it names where the model was
-    trained, not where it is evaluated. AMP and channels_last follow its config.
+    trained, not where it is evaluated. Precision and channels_last follow its config.
     """
     checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint_config(checkpoint)
@@ -59,8 +60,10 @@ def predict_trained(trained: Trained, part: Part) -> tuple[np.ndarray, np.ndarra
 
     The faces are centre-cropped as in validation, as `evaluate_trained` scores them.
     """
-    dataset = LandmarkDataset([part], trained.config.data.augment, train=False)
-    return predict(trained.model, make_loader(dataset, 64, False, trained.hardware.workers), trained.hardware)
+    config = trained.config
+    return predict(
+        trained.model, centre_crops(part, config.data.augment, config.train.feed, trained.hardware), trained.hardware
+    )
 
 
 def log_faces(trained: Trained, parts: dict[str, Part], log_dir: Path) -> None:

@@ -1,8 +1,7 @@
-"""Where a run computes: device, mixed precision, memory format, loader workers, CPU threads."""
+"""Where a run computes: device, mixed precision, memory format, loader workers, CPU threads, device share."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -10,13 +9,16 @@ import torch
 
 from raylm.config import ConfigError, TrainConfig
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass(frozen=True)
 class Hardware:
     device: torch.device
-    amp_dtype: torch.dtype | None  # None: full precision
+    amp_dtype: torch.dtype | None  # autocast dtype; None: full precision
     channels_last: bool
-    workers: int
+    workers: int  # the loader path's processes
+    share: float = 1.0  # the fraction of the device's memory this run may use (a fractional Ray GPU)
 
 
 def check_device(config: TrainConfig, cuda_devices: int | None = None) -> None:
@@ -56,8 +58,13 @@ def check_device(config: TrainConfig, cuda_devices: int | None = None) -> None:
         raise ConfigError(f"train.device {config.device!r}: raylm trains on auto, cpu, cuda, cuda:<index> or mps")
 
 
-def choose_hardware(config: TrainConfig) -> Hardware:
-    """CUDA when available (AMP, channels_last, loader workers), else a CPU run with a sane thread count."""
+def choose_hardware(config: TrainConfig, share: float = 1.0) -> Hardware:
+    """CUDA when available, else a CPU run with a sane thread count; precision and memory format as configured.
+
+    `train.precision: auto` is bf16 on a CUDA device that supports it and fp32
+    elsewhere; fp16 and bf16 can be set on any device (autocast runs on the CPU too).
+    `share` is the fraction of the device a fractional Ray GPU gives this run.
+    """
     check_device(config)
     name = config.device if config.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -65,17 +72,23 @@ def choose_hardware(config: TrainConfig) -> Hardware:
     on_cuda = device.type == "cuda"
     if not on_cuda:
         torch.set_num_threads(config.threads or int(os.environ.get("OMP_NUM_THREADS", cpus)))
-    amp_dtype = None
-    if on_cuda and config.amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    precision = config.precision
+    if precision == "auto":
+        precision = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    channels_last = on_cuda if config.channels_last is None else config.channels_last
     workers = config.workers if config.workers >= 0 else (min(4, cpus) if on_cuda else 0)
-    return Hardware(device, amp_dtype, on_cuda and config.channels_last, workers)
+    return Hardware(device, PRECISIONS[precision], channels_last, workers, share)
 
 
-def autocast(hardware: Hardware):
-    if hardware.amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(hardware.device.type, dtype=hardware.amp_dtype)
+def grad_scaler(hardware: Hardware) -> torch.amp.GradScaler:
+    """A gradient scaler that scales only in fp16 (bf16's range needs none); disabled, its calls pass through."""
+    return torch.amp.GradScaler(hardware.device.type, enabled=hardware.amp_dtype == torch.float16)
+
+
+def autocast(hardware: Hardware) -> torch.autocast:
+    """Mixed precision in `hardware.amp_dtype` on any device; disabled (a no-op) in fp32."""
+    enabled = hardware.amp_dtype is not None
+    return torch.autocast(hardware.device.type, dtype=hardware.amp_dtype or torch.float32, enabled=enabled)
 
 
 def to_device(images: torch.Tensor, hardware: Hardware) -> torch.Tensor:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
 from raylm.config import RunConfig
 from raylm.coords import to_pixels
@@ -26,8 +25,9 @@ from raylm.metrics import landmark_metrics, nme
 from raylm.models import create_model
 from raylm.train.board import Board
 from raylm.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from raylm.train.hardware import Hardware, autocast, choose_hardware, to_device
-from raylm.train.loaders import LandmarkDataset, make_loader, mean_shape, set_epoch
+from raylm.train.feed import Batches, batches, centre_crops, choose_feed, faces_bytes
+from raylm.train.hardware import Hardware, autocast, choose_hardware, grad_scaler
+from raylm.train.loaders import LandmarkDataset, mean_shape
 from raylm.train.losses import build_loss
 from raylm.train.optim import build_optimizer, build_schedule
 
@@ -60,61 +60,56 @@ def hparam_metrics(validation_sets: Iterable[str]) -> tuple[str, ...]:
 
 def train_one_epoch(
     state: TrainingState,
-    loader: DataLoader,
+    batches: Batches,
     loss_fn: Callable,
     hardware: Hardware,
     epoch: int,
     grad_clip: float = 0.0,
 ) -> dict[str, float]:
-    """One pass over the training loader; returns `train/loss` (mean over samples).
+    """One pass over the training batches; returns `train/loss` (mean over samples).
 
-    Raises Diverged, naming `epoch` (counted from 1), on a non-finite batch loss, before it reaches the weights.
+    One step for every precision: autocast (a no-op in fp32) and the gradient
+    scaler (a pass-through unless fp16). Raises Diverged, naming `epoch` (counted
+    from 1), on a non-finite batch loss, before it reaches the weights.
     """
     state.model.train()
-    total, count = 0.0, 0
-    for images, targets in loader:
-        images, targets = to_device(images, hardware), targets.to(hardware.device, non_blocking=True)
+    total, count = torch.zeros((), device=hardware.device), 0
+    for images, targets in batches:
         with autocast(hardware):
             loss = loss_fn(state.model(images).float(), targets)
         if not torch.isfinite(loss):
             raise Diverged(epoch, "train/loss", loss.item())
         state.optimizer.zero_grad(set_to_none=True)
-        if state.scaler is not None:
-            state.scaler.scale(loss).backward()
-            state.scaler.unscale_(state.optimizer)
-        else:
-            loss.backward()
+        state.scaler.scale(loss).backward()
         if grad_clip:
+            state.scaler.unscale_(state.optimizer)
             nn.utils.clip_grad_norm_(state.model.parameters(), grad_clip)
-        if state.scaler is not None:
-            state.scaler.step(state.optimizer)
-            state.scaler.update()
-        else:
-            state.optimizer.step()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
         state.schedule.step()
-        total += loss.item() * len(images)
+        total += loss.detach() * len(images)
         count += len(images)
-    return {"train/loss": total / max(count, 1)}
+    return {"train/loss": total.item() / max(count, 1)}
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, hardware: Hardware) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true landmarks (N, 68, 2), normalised, for every sample of `loader`."""
+def predict(model: nn.Module, batches: Batches, hardware: Hardware) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true landmarks (N, 68, 2), normalised, for every sample of `batches`."""
     model.eval()
     predictions, targets = [], []
-    for images, batch_targets in loader:
+    for images, batch_targets in batches:
         with autocast(hardware):
-            output = model(to_device(images, hardware))
+            output = model(images)
         predictions.append(output.float().cpu().numpy())
-        targets.append(batch_targets.numpy())
+        targets.append(batch_targets.cpu().numpy())
     return np.concatenate(predictions).reshape(-1, 68, 2), np.concatenate(targets).reshape(-1, 68, 2)
 
 
 def evaluate(
-    model: nn.Module, loader: DataLoader, hardware: Hardware, input_size: int, baseline: np.ndarray | None = None
+    model: nn.Module, batches: Batches, hardware: Hardware, input_size: int, baseline: np.ndarray | None = None
 ) -> dict[str, float]:
-    """All landmark metrics over every sample of `loader` (not averaged per batch)."""
-    predictions, targets = predict(model, loader, hardware)
+    """All landmark metrics over every sample of `batches` (not averaged per batch)."""
+    predictions, targets = predict(model, batches, hardware)
     return score(predictions, targets, input_size, baseline)
 
 
@@ -135,7 +130,7 @@ def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 def validate(
     model: nn.Module,
-    loaders: dict[str, DataLoader],
+    sets: dict[str, Batches],
     hardware: Hardware,
     input_size: int,
     baseline: np.ndarray,
@@ -143,14 +138,15 @@ def validate(
 ) -> dict[str, float]:
     """Metrics of every validation set (`val`, `val_real`), prefixed by its name; Diverged on a non-finite NME.
 
-    Iterating a DataLoader draws its seed from torch's global generator, which dropout
-    also uses: validation runs on a fork of it, so how many sets are validated (whether
-    `data.val_real_size` is 0 or not) does not change the training curve.
+    Iterating a DataLoader (the loader path) draws its seed from torch's global
+    generator, which dropout also uses: validation runs on a fork of it, so how many
+    sets are validated (whether `data.val_real_size` is 0 or not) does not change the
+    training curve.
     """
     metrics: dict[str, float] = {}
     with torch.random.fork_rng(devices=[]):
-        for name, loader in loaders.items():
-            metrics.update(prefixed(name, evaluate(model, loader, hardware, input_size, baseline)))
+        for name, held_out in sets.items():
+            metrics.update(prefixed(name, evaluate(model, held_out, hardware, input_size, baseline)))
             if not np.isfinite(metrics[f"{name}/nme"]):
                 raise Diverged(epoch, f"{name}/nme", metrics[f"{name}/nme"])
     return metrics
@@ -163,6 +159,7 @@ def fit(
     resume_from: Path | None = None,
     data: PreparedData | None = None,
     hparams: dict[str, Any] | None = None,
+    gpu_share: float = 1.0,
 ) -> dict[str, float]:
     """Train `config` to the end, calling `report` after each epoch; returns the last epoch's metrics.
 
@@ -171,32 +168,33 @@ def fit(
     faces held out of the mixing pool). With `resume_from` (a checkpoint directory)
     training continues after that checkpoint's epoch exactly as if it had never stopped.
     TensorBoard events go to `log_dir` when given, with `hparams` declared for
-    TensorBoard's HParams dashboard. Raises Diverged when the loss or a validation NME
-    stops being finite.
+    TensorBoard's HParams dashboard. Faces reach the model through the executor
+    `train.feed` picks (`raylm.train.feed`); `gpu_share` is the fraction of the GPU a
+    search trial holds, which bounds what the device path may put on it. Raises
+    Diverged when the loss or a validation NME stops being finite.
     """
     train_config = config.train
-    hardware = choose_hardware(train_config)
+    hardware = choose_hardware(train_config, gpu_share)
     data = data or prepare_data(config.data)
     augment = config.data.augment
-    train_set = LandmarkDataset(data.split.train, augment, train=True, seed=train_config.seed)
     held_out = {"val": data.split.val, "val_real": data.split.val_real}
-    val_sets = {
-        name: LandmarkDataset([part], augment, train=False) for name, part in held_out.items() if part is not None
-    }
-    pin = hardware.device.type == "cuda"
-    train_loader = make_loader(train_set, train_config.batch_size, True, hardware.workers, pin)
-    val_batch = max(64, train_config.batch_size)
-    val_loaders = {
-        name: make_loader(dataset, val_batch, False, hardware.workers, pin) for name, dataset in val_sets.items()
-    }
-    baseline = mean_shape(train_set)
+    held_out = {name: part for name, part in held_out.items() if part is not None}
 
     torch.manual_seed(train_config.seed)
     model = create_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
     model = model.to(hardware.device, memory_format=torch.channels_last if hardware.channels_last else None)
+    on_device = faces_bytes(data.split.train, augment, True) + faces_bytes(held_out.values(), augment, False)
+    feed, why = choose_feed(train_config.feed, augment, on_device, model, hardware)
+    if why:
+        print(f"raylm: {why}", flush=True)
+    train_batches = batches(feed, data.split.train, augment, train_config.batch_size, True, hardware, train_config.seed)
+    val_batch = max(64, train_config.batch_size)
+    val_sets = {name: batches(feed, [part], augment, val_batch, False, hardware) for name, part in held_out.items()}
+    baseline = mean_shape(LandmarkDataset(data.split.train, augment, train=True))
+
     optimizer = build_optimizer(model.parameters(), train_config)
-    scaler = torch.amp.GradScaler("cuda") if hardware.amp_dtype == torch.float16 else None
-    state = TrainingState(model, optimizer, build_schedule(optimizer, train_config, len(train_loader)), scaler)
+    schedule = build_schedule(optimizer, train_config, len(train_batches))
+    state = TrainingState(model, optimizer, schedule, grad_scaler(hardware))
     start_epoch = 0
     if resume_from is not None:
         start_epoch = restore(state, load_checkpoint(resume_from))
@@ -210,9 +208,9 @@ def fit(
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, train_config.epochs):
         started = time.perf_counter()
-        set_epoch(train_loader, epoch)
-        metrics = train_one_epoch(state, train_loader, loss_fn, hardware, epoch + 1, train_config.grad_clip)
-        metrics.update(validate(state.model, val_loaders, hardware, augment.input_size, baseline, epoch + 1))
+        train_batches.set_epoch(epoch)
+        metrics = train_one_epoch(state, train_batches, loss_fn, hardware, epoch + 1, train_config.grad_clip)
+        metrics.update(validate(state.model, val_sets, hardware, augment.input_size, baseline, epoch + 1))
         metrics["lr"] = optimizer.param_groups[0]["lr"]
         metrics["epoch_s"] = time.perf_counter() - started
         if board is not None:
@@ -220,8 +218,9 @@ def fit(
             if train_config.image_every and (
                 (epoch + 1) % train_config.image_every == 0 or epoch + 1 == train_config.epochs
             ):
-                for name, dataset in val_sets.items():
-                    board.faces(f"{name}/faces", state.model, dataset, hardware, epoch + 1)
+                for name, part in held_out.items():
+                    faces = LandmarkDataset([part], augment, train=False)
+                    board.faces(f"{name}/faces", state.model, faces, hardware, epoch + 1)
         with tempfile.TemporaryDirectory(prefix="raylm-checkpoint-") as directory:
             save_checkpoint(Path(directory), config, state, epoch, baseline, metrics)
             report(epoch + 1, metrics, Path(directory))
@@ -235,8 +234,7 @@ def restore(state: TrainingState, checkpoint: dict) -> int:
     state.model.load_state_dict(checkpoint["model"])
     state.optimizer.load_state_dict(checkpoint["optimizer"])
     state.schedule.load_state_dict(checkpoint["schedule"])
-    if state.scaler is not None and checkpoint["scaler"] is not None:
-        state.scaler.load_state_dict(checkpoint["scaler"])
+    state.scaler.load_state_dict(checkpoint["scaler"])
     torch.set_rng_state(checkpoint["torch_rng"])
     return int(checkpoint["epoch"]) + 1
 
@@ -246,8 +244,8 @@ def evaluate_part(
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of `model` on held-out faces (centre-cropped as in validation), and the per-image NMEs for CEDs."""
     size = config.data.augment.input_size
-    loader = make_loader(LandmarkDataset([part], config.data.augment, train=False), 64, False, hardware.workers)
-    predictions, targets = predict(model, loader, hardware)
+    held_out = centre_crops(part, config.data.augment, config.train.feed, hardware)
+    predictions, targets = predict(model, held_out, hardware)
     per_image = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
     return score(predictions, targets, size, baseline), per_image
 

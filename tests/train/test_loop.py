@@ -13,7 +13,7 @@ from raylm.config import ConfigError, RunConfig, TrainConfig, load_config
 from raylm.train import fit, load_checkpoint
 from raylm.train.checkpoint import TrainingState, export_checkpoint
 from raylm.train.evaluation import load_trained
-from raylm.train.hardware import Hardware, check_device
+from raylm.train.hardware import Hardware, check_device, grad_scaler
 from raylm.train.loop import Diverged, hparam_metrics, train_one_epoch, validate
 
 TINY = [
@@ -89,8 +89,8 @@ def test_resuming_continues_the_same_curve(tmp_path: Path):
 
 
 def test_workers_do_not_change_the_numbers():
-    in_process = run(tiny("train.epochs=1", "train.workers=0"))
-    two_workers = run(tiny("train.epochs=1", "train.workers=2"))
+    in_process = run(tiny("train.epochs=1", "train.feed=loader", "train.workers=0"))
+    two_workers = run(tiny("train.epochs=1", "train.feed=loader", "train.workers=2"))
     assert two_workers[-1]["train/loss"] == pytest.approx(in_process[-1]["train/loss"], rel=1e-6)
 
 
@@ -160,7 +160,7 @@ def test_a_nan_training_loss_stops_the_epoch_before_it_reaches_the_weights():
     model = nn.Linear(4, 136)
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    state = TrainingState(model, optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0), None)
+    state = TrainingState(model, optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, 1.0), grad_scaler(CPU))
     batches = [(torch.ones(2, 4), torch.zeros(2, 136))]
 
     def nan_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

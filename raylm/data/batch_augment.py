@@ -1,0 +1,344 @@
+"""The augmentation recipe (`AugmentConfig`) as batched tensor ops, on whatever device holds the faces.
+
+`raylm.data.augment` runs the recipe with albumentations, one face at a time, in
+DataLoader workers; this module runs the same recipe on a whole batch at once, so a
+GPU trial augments on the GPU and a CPU trial needs no per-face Python. Parameters
+are drawn per face, with the distributions `augment.build_transform` gives
+albumentations (`draw`), from a seeded CPU `torch.Generator`: the same seed gives the
+same parameters on any device. Pixel noise (Gaussian noise, procedural backgrounds)
+comes from a generator on the faces' device, so it is never copied there.
+
+Geometry is one matrix per face: flip, scale and shift (`A.Affine`), rotation
+(`A.Rotate`) and the random crop (`A.RandomCrop`) compose into a 3x3 map from
+prepared-face pixels to input-crop pixels; the image is resampled once through its
+inverse (one bilinear `grid_sample`, where albumentations interpolates once per
+step) and the landmarks go through the matrix itself, so they move exactly with the
+pixels. Coordinates put pixel (i, j)'s centre at x=i, y=j, as everywhere in raylm.
+
+Written here rather than taken from a library, and why:
+- torchvision v2 transforms draw one set of parameters per call, so a batch would
+  share one rotation; per-face parameters need a call per face.
+- kornia's augmentation (per-face parameters, keypoints) resamples once per
+  geometric step and relabels no landmarks on a flip; one composed matrix is one
+  resample, and `bench.gpu` measures this module against the albumentations loader.
+- Colour: brightness, contrast and saturation as albumentations' `ColorJitter`
+  defines them, in that fixed order (albumentations shuffles it per face); hue as a
+  rotation of the chroma plane (YIQ), a 3x3 matrix per face, where albumentations
+  shifts HSV hue: the same shift, without a colour-space round trip.
+- Compositing draws procedural backgrounds (gradients, smooth noise, clutter of
+  rectangles, disks and bars) like `composite.procedural_background`, batched; smooth
+  noise takes its grid size from powers of two. A folder of background images is
+  not held on the device: a run with one takes the loader path (`raylm.train.feed`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from raylm.data.augment import AugmentConfig, flip_permutation
+from raylm.data.composite import FEATHER_SIGMA, REFERENCE_SIZE
+
+GAMMA = (0.8, 1.2)  # A.RandomGamma's default gamma_limit (80, 120), p=0.5
+BLUR_SIGMA = (0.5, 3.0)  # A.GaussianBlur's default sigma_limit; kernel 3 or 5 (blur_limit=(3, 5))
+NOISE_STD = (0.2, 0.44)  # A.GaussNoise's default std_range, a fraction of 255, per channel
+GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2 and albumentations convert
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Per-face augmentation parameters of one batch, each a (B,) CPU tensor; neutral values mean "off"."""
+
+    flip: torch.Tensor  # bool
+    scale: torch.Tensor  # (B, 2): x, y zoom factors, drawn apart as A.Affine does (keep_ratio=False)
+    shift: torch.Tensor  # (B, 2): x, y shift as a fraction of the prepared size (whole pixels)
+    angle: torch.Tensor  # degrees, counter-clockwise as A.Rotate
+    crop: torch.Tensor  # (B, 2) int: the input crop's top-left corner in the warped prepared face
+    brightness: torch.Tensor  # factors; 1: unchanged
+    contrast: torch.Tensor
+    saturation: torch.Tensor
+    hue: torch.Tensor  # fraction of a full turn; 0: unchanged
+    gamma: torch.Tensor  # 1: unchanged
+    blur: torch.Tensor  # Gaussian sigma in px; 0: no blur
+    blur_size: torch.Tensor  # int kernel size, 3 or 5
+    noise: torch.Tensor  # noise std as a fraction of the full range; 0: none
+    composite: torch.Tensor  # bool: paste onto a new background (faces with a mask only)
+
+    def __len__(self) -> int:
+        return len(self.flip)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+
+def _chance(n: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator, dtype=torch.float64) < p
+
+
+def draw(config: AugmentConfig, n: int, prepared_size: int, generator: torch.Generator) -> Draws:
+    """Parameters for `n` faces of `prepared_size` px, with the distributions the albumentations recipe uses."""
+    one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+
+    def factor(limit: float) -> torch.Tensor:
+        return _uniform(n, 1 - limit, 1 + limit, generator) if limit else one
+
+    margin = prepared_size - config.input_size
+    gamma_on = _chance(n, 0.5, generator) if config.gamma else torch.zeros(n, dtype=torch.bool)
+    blur_on = _chance(n, config.blur, generator)
+    noise_on = _chance(n, config.noise, generator)
+    shift = torch.zeros(n, 2, dtype=torch.float64)
+    if config.shift:  # whole pixels, truncated towards 0 as A.Affine converts translate_percent
+        pixels = _uniform(2 * n, -config.shift, config.shift, generator).reshape(n, 2) * prepared_size
+        shift = torch.trunc(pixels) / prepared_size
+    return Draws(
+        flip=_chance(n, config.flip, generator),
+        scale=torch.stack([factor(config.scale), factor(config.scale)], dim=1),
+        shift=shift,
+        angle=_uniform(n, -config.rotate, config.rotate, generator) if config.rotate else zero,
+        crop=torch.randint(0, margin + 1, (n, 2), generator=generator),
+        brightness=factor(config.brightness),
+        contrast=factor(config.contrast),
+        saturation=factor(config.saturation),
+        hue=_uniform(n, -config.hue, config.hue, generator) if config.hue else zero,
+        gamma=torch.where(gamma_on, _uniform(n, *GAMMA, generator), one),
+        blur=torch.where(blur_on, _uniform(n, *BLUR_SIGMA, generator), zero),
+        blur_size=torch.where(blur_on, 3 + 2 * torch.randint(0, 2, (n,), generator=generator), 0),
+        noise=torch.where(noise_on, _uniform(n, *NOISE_STD, generator), zero),
+        composite=_chance(n, config.composite, generator),
+    )
+
+
+def geometry(draws: Draws, prepared_size: int) -> torch.Tensor:
+    """(B, 3, 3) float64 maps from prepared-face pixels to input-crop pixels: flip, scale and shift, rotate, crop."""
+    n, centre = len(draws), (prepared_size - 1) / 2
+    eye = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+    flip = eye.clone()
+    flip[:, 0, 0] = torch.where(draws.flip, -1.0, 1.0)
+    flip[:, 0, 2] = torch.where(draws.flip, prepared_size - 1.0, 0.0)
+    affine = eye.clone()  # about the centre, then shifted (A.Affine's translate_percent of the size)
+    affine[:, 0, 0], affine[:, 1, 1] = draws.scale[:, 0], draws.scale[:, 1]
+    affine[:, :2, 2] = centre * (1 - draws.scale) + draws.shift * prepared_size
+    radians = torch.deg2rad(draws.angle)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    rotate = eye.clone()  # A.Rotate's direction: x' = c + cos dx + sin dy, y' = c - sin dx + cos dy
+    rotate[:, 0, 0], rotate[:, 0, 1], rotate[:, 1, 0], rotate[:, 1, 1] = cos, sin, -sin, cos
+    rotate[:, 0, 2] = centre - cos * centre - sin * centre
+    rotate[:, 1, 2] = centre + sin * centre - cos * centre
+    crop = eye.clone()
+    crop[:, :2, 2] = -draws.crop.to(torch.float64)
+    return crop @ rotate @ affine @ flip
+
+
+def warp(images: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample (B, C, S, S) float images through (B, 3, 3) forward maps into (B, C, size, size); zeros outside."""
+    n, _, height, width = images.shape
+    inverse = torch.linalg.inv(matrices)[:, :2].to(images.device, torch.float32)  # output pixel -> source pixel
+    axis = torch.arange(size, device=images.device, dtype=torch.float32)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    grid = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)
+    source = grid @ inverse.transpose(1, 2)  # (B, size*size, 2) in source pixels
+    scale = torch.tensor([2 / (width - 1), 2 / (height - 1)], device=images.device)
+    normalised = (source * scale - 1).reshape(n, size, size, 2)
+    return F.grid_sample(images, normalised, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def move_points(points: torch.Tensor, matrices: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """(B, P, 2) landmarks through the same maps as the pixels, relabelled (iBUG left <-> right) where flipped."""
+    matrices = matrices.to(points.device, torch.float64)
+    moved = points.double() @ matrices[:, :2, :2].transpose(1, 2) + matrices[:, None, :2, 2]
+    flipped = flip.to(points.device)
+    if flipped.any():
+        order = torch.as_tensor(flip_permutation(points.shape[1]), device=points.device)
+        moved = torch.where(flipped[:, None, None], moved[:, order], moved)
+    return moved.to(points.dtype)
+
+
+def _grey(images: torch.Tensor) -> torch.Tensor:
+    if images.shape[1] == 1:
+        return images
+    weights = torch.tensor(GREY, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * weights).sum(1, keepdim=True)
+
+
+def _per_face(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return values.to(images.device, images.dtype).view(-1, 1, 1, 1)
+
+
+def colour(images: torch.Tensor, draws: Draws) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue of (B, C, H, W) images in [0, 1] (grey faces: the first two)."""
+    images = (images * _per_face(draws.brightness, images)).clamp_(0, 1)
+    mean = _grey(images).mean(dim=(1, 2, 3), keepdim=True)
+    images = (mean + _per_face(draws.contrast, images) * (images - mean)).clamp_(0, 1)
+    if images.shape[1] == 3:
+        grey = _grey(images)
+        images = (grey + _per_face(draws.saturation, images) * (images - grey)).clamp_(0, 1)
+        images = _hue(images, draws.hue)
+    return images
+
+
+def _hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate each face's chroma by `turns` of a full circle in YIQ (luma kept)."""
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
+    angle = 2 * math.pi * turns
+    rotation = torch.eye(3, dtype=torch.float64).repeat(len(turns), 1, 1)
+    rotation[:, 1, 1], rotation[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
+    rotation[:, 2, 1], rotation[:, 2, 2] = torch.sin(angle), torch.cos(angle)
+    matrices = (torch.linalg.inv(to_yiq) @ rotation @ to_yiq).to(images.device, images.dtype)
+    return torch.einsum("bij,bjhw->bihw", matrices, images).clamp_(0, 1)
+
+
+def blur(images: torch.Tensor, sigma: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """A separable Gaussian blur per face (kernel `size` 3 or 5, reflected borders); sigma 0 leaves a face as it is."""
+    if not (sigma > 0).any():
+        return images
+    n, channels, height, width = images.shape
+    offsets = torch.arange(-2, 3, dtype=torch.float64)
+    kernels = torch.exp(-(offsets**2) / (2 * sigma.clamp(min=1e-6)[:, None] ** 2))
+    kernels = torch.where(offsets.abs() <= (size[:, None] - 1) / 2, kernels, 0)  # a 3-tap kernel inside 5 taps
+    kernels = torch.where(sigma[:, None] > 0, kernels, (offsets == 0).double())
+    kernels = (kernels / kernels.sum(1, keepdim=True)).to(images.device, images.dtype)
+    weights = kernels.repeat_interleave(channels, 0)  # one kernel per (face, channel) plane
+    planes = F.pad(images.reshape(1, n * channels, height, width), (2, 2, 2, 2), mode="reflect")
+    planes = F.conv2d(planes, weights.view(-1, 1, 1, 5), groups=n * channels)
+    planes = F.conv2d(planes, weights.view(-1, 1, 5, 1), groups=n * channels)
+    return planes.reshape(n, channels, height, width)
+
+
+def noise(images: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian noise per pixel and channel, std per face (0: none); clipped to [0, 1]."""
+    if not (std > 0).any():
+        return images
+    values = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    return (images + values * _per_face(std, images)).clamp_(0, 1)
+
+
+def gamma(images: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
+    return images.pow(_per_face(exponents, images))
+
+
+def composite(
+    images: torch.Tensor, masks: torch.Tensor, chosen: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Faces `chosen` (B,) bool pasted by their masks (B, 1, S, S) in [0, 1] onto new procedural backgrounds."""
+    index = chosen.to(images.device).nonzero().flatten()
+    if len(index) == 0:
+        return images
+    size = images.shape[-1]
+    background = procedural_backgrounds(len(index), size, generator, images.device)
+    if images.shape[1] == 1:
+        background = _grey(background)
+    sigma = FEATHER_SIGMA[0] + (FEATHER_SIGMA[1] - FEATHER_SIGMA[0]) * _rand(len(index), generator, images.device)
+    alpha = gaussian_blur(masks[index].to(images.dtype), sigma * size / REFERENCE_SIZE)
+    pasted = background + alpha * (images[index] - background)
+    images = images.clone()
+    images[index] = pasted
+    return images
+
+
+def _rand(n: int, generator: torch.Generator, device: torch.device, *shape: int) -> torch.Tensor:
+    return torch.rand((n, *shape), generator=generator, device=device)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """A separable Gaussian blur of (B, C, H, W) with its own sigma (B,) per face, reflected borders (as cv2)."""
+    n, channels, height, width = images.shape
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernels = torch.exp(-(offsets**2) / (2 * sigma[:, None].to(images.dtype) ** 2))
+    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(channels, 0)
+    planes = F.pad(images.reshape(1, n * channels, height, width), (radius,) * 4, mode="reflect")
+    planes = F.conv2d(planes, kernels.view(-1, 1, 1, 2 * radius + 1), groups=n * channels)
+    planes = F.conv2d(planes, kernels.view(-1, 1, 2 * radius + 1, 1), groups=n * channels)
+    return planes.reshape(n, channels, height, width)
+
+
+def _muted(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n, 3) colours in [0, 1] pulled towards their grey by 20-80%, like walls and skies."""
+    colours = _rand(n, generator, device, 3)
+    mean = colours.mean(1, keepdim=True)
+    return mean + (colours - mean) * (0.2 + 0.6 * _rand(n, generator, device, 1))
+
+
+def procedural_backgrounds(n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(n, 3, size, size) RGB backgrounds in [0, 1]: a gradient, smooth noise or blurred clutter each, with grain."""
+    kind = torch.randint(0, 3, (n,), generator=generator, device=device)
+    axis = torch.linspace(-0.5, 0.5, size, device=device)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    # Gradients: a ramp at a random angle between two muted colours.
+    angle = 2 * math.pi * _rand(n, generator, device)
+    ramp = (torch.cos(angle)[:, None, None] * xs + torch.sin(angle)[:, None, None] * ys + 0.5)[:, None]
+    start, end = _muted(n, generator, device), _muted(n, generator, device)
+    pictures = start[:, :, None, None] + ramp * (end - start)[:, :, None, None]
+    # Smooth noise: Gaussian values on a coarse grid (2 to 32 cells), upsampled; light plus a faint tint.
+    cells = 2 ** torch.randint(1, 6, (n,), generator=generator, device=device)
+    light = (15 + 45 * _rand(n, generator, device)) / 255
+    tint = 12 / 255 * _rand(n, generator, device)
+    textured = _muted(n, generator, device)[:, :, None, None].expand(n, 3, size, size).clone()
+    for count in cells.unique().tolist():
+        rows = (cells == count).nonzero().flatten()
+        grid = torch.randn((len(rows), 4, count, count), generator=generator, device=device)
+        smooth = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
+        textured[rows] += light[rows, None, None, None] * smooth[:, :1] + tint[rows, None, None, None] * smooth[:, 1:]
+    pictures = torch.where((kind == 1)[:, None, None, None], textured, pictures)
+    pictures = torch.where((kind == 2)[:, None, None, None], _clutter(n, size, generator, device), pictures)
+    grain = 6 / 255 * _rand(n, generator, device)[:, None, None, None]
+    pictures = pictures + grain * torch.randn((n, 1, size, size), generator=generator, device=device)
+    return pictures.clamp_(0, 1)
+
+
+def _clutter(n: int, size: int, generator: torch.Generator, device: torch.device, shapes: int = 9) -> torch.Tensor:
+    """Up to `shapes` rectangles, disks and bars over a muted colour, blurred: a room out of focus."""
+    base = _muted(n, generator, device)
+    pictures = base[:, :, None, None].expand(n, 3, size, size).clone()
+    axis = torch.arange(size, device=device, dtype=torch.float32)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    count = torch.randint(3, shapes + 1, (n,), generator=generator, device=device)
+    for k in range(shapes):
+        colour = (_rand(n, generator, device, 3) + base) / 2
+        a, b = (
+            (-0.2 + 1.4 * _rand(n, generator, device, 2)) * size,
+            (-0.2 + 1.4 * _rand(n, generator, device, 2)) * size,
+        )
+        kind = torch.randint(0, 3, (n,), generator=generator, device=device)
+        radius = (0.05 + 0.25 * _rand(n, generator, device)) * size
+        width = 1 + _rand(n, generator, device) * max(1, size // 16 - 1)
+        ax, ay, bx, by = (v[:, None, None] for v in (a[:, 0], a[:, 1], b[:, 0], b[:, 1]))
+        rectangle = (xs >= torch.minimum(ax, bx)) & (xs <= torch.maximum(ax, bx))
+        rectangle &= (ys >= torch.minimum(ay, by)) & (ys <= torch.maximum(ay, by))
+        disk = (xs - ax) ** 2 + (ys - ay) ** 2 <= radius[:, None, None] ** 2
+        dx, dy = bx - ax, by - ay  # a bar: points within width/2 of the segment a-b
+        t = (((xs - ax) * dx + (ys - ay) * dy) / (dx**2 + dy**2).clamp(min=1e-6)).clamp(0, 1)
+        bar = (xs - ax - t * dx) ** 2 + (ys - ay - t * dy) ** 2 <= (width[:, None, None] / 2) ** 2
+        inside = torch.where((kind == 0)[:, None, None], rectangle, torch.where((kind == 1)[:, None, None], disk, bar))
+        inside &= (k < count)[:, None, None]
+        pictures = torch.where(inside[:, None], colour[:, :, None, None], pictures)
+    return gaussian_blur(pictures, 0.5 + 2.0 * _rand(n, generator, device))
+
+
+def augment_batch(
+    images: torch.Tensor,
+    points: torch.Tensor,
+    config: AugmentConfig,
+    draws: Draws,
+    generator: torch.Generator,
+    masks: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipe on a batch: (B, C, S, S) uint8 faces and (B, P, 2) landmarks in prepared pixels, on one device.
+
+    Returns (B, C, input_size, input_size) float images in [-1, 1] (the networks' input)
+    and the landmarks in input-crop pixels. `masks` (B, 1, S, S) uint8, 255 on the
+    person, with zeros for faces that have none, are what compositing pastes by.
+    """
+    faces = images.float().div_(255)
+    if masks is not None and config.composite:
+        chosen = draws.composite.to(masks.device) & (masks.flatten(1).amax(1) > 0)
+        faces = composite(faces, masks.float().div_(255), chosen, generator)
+    matrices = geometry(draws, images.shape[-1])
+    faces = warp(faces, matrices, config.input_size)
+    faces = gamma(colour(faces, draws), draws.gamma)
+    faces = noise(blur(faces, draws.blur, draws.blur_size), draws.noise, generator)
+    return faces.mul_(2).sub_(1), move_points(points, matrices, draws.flip)

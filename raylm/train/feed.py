@@ -1,0 +1,224 @@
+"""How a run's faces reach its model: held on the device and augmented there, or through DataLoader workers.
+
+Both executors run the one recipe (`AugmentConfig`) and yield the same batches'
+shape: (B, C, input_size, input_size) float images in [-1, 1] on the run's device
+and (B, 136) normalised landmarks. Every random choice is a pure function of
+(seed, epoch), so a resumed run continues exactly on either.
+
+- `DeviceBatches` (the default, `train.feed: auto`): a run moves its prepared faces
+  (uint8, and the masks compositing uses) to its device once; each epoch draws a
+  seeded permutation and each batch is augmented there in a few batched tensor ops
+  (`raylm.data.batch_augment`). No loader processes, no per-face Python.
+- `LoaderBatches`: albumentations one face at a time in DataLoader workers
+  (`raylm.train.loaders`). A run takes it only for what the device path cannot do,
+  and says so: a training set larger than its share of the device's memory, or
+  compositing onto a folder of background images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from raylm.config import ConfigError
+from raylm.coords import to_normalised
+from raylm.data.augment import AugmentConfig
+from raylm.data.batch_augment import augment_batch, draw
+from raylm.data.composite import PROCEDURAL
+from raylm.data.record import N_POINTS
+from raylm.data.splits import Part
+from raylm.train.hardware import Hardware, to_device
+from raylm.train.loaders import SAMPLE_STREAM, SHUFFLE_STREAM, LandmarkDataset, make_loader, sample_seed, set_epoch
+
+Feed = Literal["device", "loader"]
+DEVICE_HEADROOM = 0.5  # of a run's share of device memory, what faces and model states may take; the rest: activations
+MODEL_STATE_COPIES = 4  # weights, gradients and Adam's two moments
+
+
+class Batches(Protocol):
+    """An epoch-seeded iterable of (images, normalised landmarks) batches."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+class DeviceBatches:
+    """Faces of `parts` held on `hardware.device`: shuffled and augmented there (training) or centre-cropped."""
+
+    def __init__(
+        self,
+        parts: Sequence[Part],
+        config: AugmentConfig,
+        batch_size: int,
+        train: bool,
+        hardware: Hardware,
+        seed: int = 0,
+    ):
+        parts = [part for part in parts if len(part)]
+        device = hardware.device
+        images = np.concatenate([np.asarray(part.source.images)[part.indices] for part in parts])
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, S, S) uint8
+        points = np.concatenate([np.asarray(part.source.landmarks)[part.indices, :N_POINTS] for part in parts])
+        self.points = torch.from_numpy(points.astype(np.float32)).to(device)
+        self.masks = _masks(parts, device) if train and config.composite else None
+        self.config, self.batch_size, self.train, self.hardware, self.seed = config, batch_size, train, hardware, seed
+        self.epoch = 0
+        self.drop_last = train and len(self.images) > batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        whole, rest = divmod(len(self.images), self.batch_size)
+        return whole if self.drop_last else whole + bool(rest)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count, size = len(self.images), self.config.input_size
+        if not self.train:
+            start = (self.images.shape[-1] - size) // 2  # albumentations' CenterCrop
+            for first in range(0, count, self.batch_size):
+                rows = slice(first, first + self.batch_size)
+                faces = self.images[rows, :, start : start + size, start : start + size].float().div_(127.5).sub_(1)
+                yield self._batch(faces, self.points[rows] - start)
+            return
+        shuffle = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0, SHUFFLE_STREAM))
+        order = torch.randperm(count, generator=shuffle)
+        pixels = torch.Generator(self.images.device).manual_seed(sample_seed(self.seed, self.epoch, 0, SAMPLE_STREAM))
+        for first in range(0, len(self) * self.batch_size, self.batch_size):
+            rows = order[first : first + self.batch_size].to(self.images.device)
+            draws = draw(self.config, len(rows), self.images.shape[-1], shuffle)
+            masks = None if self.masks is None else self.masks[rows]
+            faces, points = augment_batch(self.images[rows], self.points[rows], self.config, draws, pixels, masks)
+            yield self._batch(faces, points)
+
+    def _batch(self, faces: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        targets = to_normalised(points, self.config.input_size).reshape(len(points), -1)
+        return to_device(faces, self.hardware), targets
+
+
+def _masks(parts: Sequence[Part], device: torch.device) -> torch.Tensor:
+    """(N, 1, S, S) uint8 foreground masks of the faces that have one, zeros for the rest (real photographs)."""
+    rows = []
+    for part in parts:
+        masks = getattr(part.source, "masks", None)
+        size = part.source.images.shape[1]
+        if masks is None:
+            rows.append(np.zeros((len(part), size, size), np.uint8))
+        else:
+            rows.append(np.asarray(masks)[part.indices])
+    return torch.from_numpy(np.concatenate(rows)[:, None]).to(device)
+
+
+class LoaderBatches:
+    """The albumentations executor: a DataLoader over `LandmarkDataset`, seeded per epoch, batches on the device."""
+
+    def __init__(
+        self,
+        parts: Sequence[Part],
+        config: AugmentConfig,
+        batch_size: int,
+        train: bool,
+        hardware: Hardware,
+        seed: int = 0,
+    ):
+        dataset = LandmarkDataset(parts, config, train=train, seed=seed)
+        pin = hardware.device.type == "cuda"
+        self.loader = make_loader(dataset, batch_size, train, hardware.workers, pin)
+        self.hardware = hardware
+
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch(self.loader, epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, targets in self.loader:
+            yield to_device(images, self.hardware), targets.to(self.hardware.device, non_blocking=True)
+
+
+def batches(
+    feed: Feed,
+    parts: Sequence[Part],
+    config: AugmentConfig,
+    batch_size: int,
+    train: bool,
+    hardware: Hardware,
+    seed: int = 0,
+) -> Batches:
+    """Batches of `parts` through the chosen executor."""
+    executor = DeviceBatches if feed == "device" else LoaderBatches
+    return executor(parts, config, batch_size, train, hardware, seed)
+
+
+def centre_crops(
+    part: Part, config: AugmentConfig, requested: Literal["auto", "device", "loader"], hardware: Hardware
+) -> Batches:
+    """Held-out faces as evaluation sees them (the centre crop), on the device path unless `train.feed` is loader.
+
+    Evaluation holds one held-out part at a time, a part that fitted beside the training set when the model trained.
+    """
+    return batches("loader" if requested == "loader" else "device", [part], config, 64, False, hardware)
+
+
+def faces_bytes(parts: Sequence[Part], config: AugmentConfig, train: bool) -> int:
+    """Device memory the faces of `parts` take on the device path (uint8 faces, masks when compositing)."""
+    total = 0
+    for part in parts:
+        _, height, width, channels = part.source.images.shape
+        total += len(part) * height * width * (channels + (train and config.composite > 0))
+    return total
+
+
+def choose_feed(
+    requested: Literal["auto", "device", "loader"],
+    config: AugmentConfig,
+    data_bytes: int,
+    model: nn.Module,
+    hardware: Hardware,
+) -> tuple[Feed, str]:
+    """The executor a run uses and, when it is not the one asked for (auto: device), why: one line for the log.
+
+    On CUDA the faces and the model's training states must fit in half of the run's
+    share of the device's memory (`hardware.share`, from `search.resources.gpu`); the
+    other half is for activations. When the model's states alone exceed the share,
+    no executor helps: a ConfigError names the share and the sizes.
+    """
+    if requested == "loader":
+        return "loader", ""
+    if config.composite and config.backgrounds != PROCEDURAL:
+        why = f"compositing onto images from {config.backgrounds} runs on the loader path"
+        return _refuse(requested, why)
+    if hardware.device.type != "cuda":
+        return "device", ""
+    share = hardware.share * torch.cuda.get_device_properties(hardware.device).total_memory
+    states = MODEL_STATE_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
+    if states > share:
+        raise ConfigError(
+            f"the model's weights, gradients and optimizer states take {_gib(states)} but this trial's share of "
+            f"{hardware.device} is {_gib(share)} ({hardware.share:g} of it): raise search.resources.gpu or "
+            "choose a smaller model"
+        )
+    if data_bytes + states > DEVICE_HEADROOM * share:
+        why = (
+            f"the training faces ({_gib(data_bytes)}) and model states ({_gib(states)}) exceed half of this trial's "
+            f"share of {hardware.device} ({_gib(share)}, {hardware.share:g} of it): faces come through loader workers"
+        )
+        return _refuse(requested, why)
+    return "device", ""
+
+
+def _refuse(requested: str, why: str) -> tuple[Feed, str]:
+    if requested == "device":
+        raise ConfigError(f"train.feed is 'device' but {why}; set train.feed to auto or loader")
+    return "loader", why
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**27 else f"{math.ceil(size / 2**20)} MiB"
