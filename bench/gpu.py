@@ -1,27 +1,35 @@
-"""Benchmark: training images/s of raylm's models on the GPU, fp32 vs AMP + channels_last, and sharing one GPU.
+"""Benchmark: the device data path vs the loader path, fp32 vs AMP + channels_last, and sharing one GPU.
 
-Prints one JSON line. The model and sharing figures run raylm's own training step
-(`train_one_epoch`: forward, loss, backward, Adam step, schedule step, the loss read
-back each batch) on a fixed random batch of 128 px grey faces (raylm's default
-input), so they measure the GPU, not the data pipeline (`bench.data` does that):
+Prints one JSON line. Each comparison is measured in the same run:
 
+- `data`: faces/s the two executors of the augmentation recipe deliver, nothing
+  trained: the device path (`train.feed: device`: faces held on the device, each
+  batch augmented there by `raylm.data.batch_augment`) vs the loader path
+  (albumentations one face at a time in `--workers` DataLoader workers on CUDA; in
+  the process itself, one torch thread, on the CPU: per thread). 512 random
+  108 px grey faces, the recipe of `experiments/train_sample.yaml` (96 px crop,
+  rotation, scale, shift, flip, colour, gamma). ratio = device / loader
+  (goal >= 1.5 per thread on the CPU).
+- `trial`: whole-trial images/s (training faces / epoch wall time, validation
+  included) of raylm's `fit` on built-in faces with each executor, `--trial-model`
+  (resnet18, integral head) at 96 px, and the GPU's utilisation (NVML via
+  `torch.cuda.utilization`, else `nvidia-smi`, sampled every 0.2 s) during each.
+  ratio = device / loader (goal >= 1.0 on the CPU; >= 3 on a GPU at 2 workers).
 - per model (`ours`, and timm's `resnet50`, `mobilenetv2_100` and `legacy_xception`
-  as raylm's registry builds them, unpretrained): images/s in fp32, and with AMP +
-  channels_last as raylm trains on CUDA (bf16 where supported, else fp16 with a
-  scaler); ratio = AMP + channels_last / fp32. The top-level ratio is the worst model's.
-- `trial`: the GPU's utilisation (NVML via `torch.cuda.utilization`, else `nvidia-smi`),
-  sampled every 0.2 s during a trial's work: raylm's `fit` (data loader, training,
-  validation, checkpoints) of `--share-model` on built-in faces, with raylm's default
-  training settings (batch 32, AMP + channels_last, up to 4 loader workers).
+  as raylm's registry builds them, unpretrained): raylm's training step
+  (`train_one_epoch`) on a fixed batch already on the device, images/s in fp32, and
+  with bf16 autocast (fp16 where bf16 is missing) + channels_last; ratio = AMP / fp32.
+  The top-level `ratio` is the worst model's.
 - `sharing`: 1, 2 and 4 trials training at once on the one GPU, as fractional Ray
   trials (`search.resources.gpu: 0.5`, `0.25`) share it: that many processes,
   started together after their warm-up, each training for `--share-seconds`;
-  images/s summed over them, and its ratio to one trial alone.
+  images/s summed over them, its ratio to one trial alone, and the GPU's utilisation.
 
-Without CUDA it runs a short fp32 pass on the CPU (few, small batches; one torch thread) and
-says so: `"device": "cpu"`, with null for everything that needs CUDA.
+Without CUDA the data and trial figures run on the CPU (one torch thread, a one-CPU
+trial), the model figures are a short fp32 pass, and everything that needs CUDA is
+null: `"device": "cpu"`.
 
-    python -m bench.gpu [--batch-size 32] [--steps 50] [--share-seconds 15] [--tiny]
+    python -m bench.gpu [--batch-size 32] [--steps 50] [--share-seconds 15] [--workers 2] [--tiny]
 """
 
 from __future__ import annotations
@@ -37,19 +45,24 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from raylm.config import RunConfig, TrainConfig, with_values
+from raylm.data.augment import AugmentConfig
+from raylm.data.crop import CropConfig
 from raylm.data.pipeline import DataConfig, prepare_data
 from raylm.data.record import N_POINTS
+from raylm.data.splits import Part
 from raylm.models import create_model
 from raylm.train import fit, train_one_epoch
 from raylm.train.checkpoint import TrainingState
-from raylm.train.hardware import Hardware, choose_hardware
+from raylm.train.feed import DeviceBatches, LoaderBatches
+from raylm.train.hardware import Hardware, grad_scaler, to_device
 from raylm.train.losses import build_loss
 from raylm.train.optim import build_optimizer, build_schedule
 
@@ -80,13 +93,11 @@ class Step:
         optimizer = build_optimizer(model.parameters(), config)
         # A constant schedule: the benchmark runs any number of steps.
         schedule = build_schedule(optimizer, replace(config, schedule="constant"), steps_per_epoch=1)
-        scaler = torch.amp.GradScaler("cuda") if self.hardware.amp_dtype == torch.float16 else None
-        self.state = TrainingState(model, optimizer, schedule, scaler)
+        self.state = TrainingState(model, optimizer, schedule, grad_scaler(self.hardware))
         self.loss_fn = build_loss(config.loss, INPUT_SIZE)
         images = torch.rand(batch_size, CHANNELS, INPUT_SIZE, INPUT_SIZE).mul_(2).sub_(1)
         targets = torch.rand(batch_size, 2 * N_POINTS)
-        pin = device.type == "cuda"  # as raylm's loader pins memory for CUDA
-        self.batch = (images.pin_memory(), targets.pin_memory()) if pin else (images, targets)
+        self.batch = (to_device(images, self.hardware), targets.to(device))  # as the device path's batches
 
     def run(self, steps: int) -> float:
         """Train `steps` batches; returns the seconds taken, the device synchronised."""
@@ -144,44 +155,107 @@ class Sampler(threading.Thread):
                 self.source = reading[1]
 
 
-def trial_utilisation(device: torch.device, model: str, train_size: int, epochs: int, cache: Path) -> dict[str, Any]:
-    """GPU utilisation while raylm's `fit` trains `model` on built-in faces, as a trial does (data prepared first).
+TRIAL_AUGMENT = {"input_size": 96, "scale": 0.05, "shift": 0.05, "flip": 0.5}  # experiments/train_sample.yaml's
+TRIAL_CROP = 108
 
-    The trial's settings are raylm's defaults (batch size, AMP, channels_last, loader workers) but for its size.
-    """
+
+@dataclass(frozen=True)
+class RandomFaces:
+    """Prepared faces as the cache holds them, random pixels: what the executors cost does not depend on content."""
+
+    images: np.ndarray  # (N, S, S, 1) uint8
+    landmarks: np.ndarray  # (N, 68, 2) float32 prepared pixels
+    ids: tuple[str, ...]
+
+    @classmethod
+    def make(cls, count: int, size: int = TRIAL_CROP) -> RandomFaces:
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, (count, size, size, 1), dtype=np.uint8)
+        points = rng.uniform(0.2 * size, 0.8 * size, (count, N_POINTS, 2)).astype(np.float32)
+        return cls(images, points, tuple(map(str, range(count))))
+
+
+def data_rates(device: torch.device, count: int, batch_size: int, workers: int, epochs: int) -> dict[str, Any]:
+    """Faces/s each executor delivers to `device`, best of `epochs` epochs, nothing trained; ratio device / loader."""
+    part = Part(RandomFaces.make(count), np.arange(count), "synthetic")
+    config = AugmentConfig(**TRIAL_AUGMENT)
+    rates = {}
+    for feed, executor in (("device", DeviceBatches), ("loader", LoaderBatches)):
+        hardware = Hardware(device, None, False, workers if feed == "loader" else 0)
+        batches = executor([part], config, batch_size, True, hardware, seed=0)
+        best = 0.0
+        for epoch in range(epochs):
+            batches.set_epoch(epoch)
+            started = time.perf_counter()
+            faces = 0
+            for images, _ in batches:
+                faces += len(images)
+            synchronize(device)
+            best = max(best, faces / (time.perf_counter() - started))
+        rates[feed] = best
+    return {
+        "device_per_s": round(rates["device"], 1),
+        "loader_per_s": round(rates["loader"], 1),
+        "ratio": round(rates["device"] / rates["loader"], 2),
+        "faces": count,
+        "workers": workers,
+    }
+
+
+def trial_rate(device: torch.device, feed: str, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    """Whole-trial images/s of raylm's `fit` with executor `feed` (last epoch, validation included) and GPU use."""
     data = DataConfig(
-        synthetic=f"builtin:synthetic?n={train_size + 200}",
+        synthetic=f"builtin:synthetic?n={args.trial_size + 128}",
         real=None,
         tests={},
-        train_size=train_size,
+        train_size=args.trial_size,
         val_size=128,
         cache_dir=str(cache),
+        crop=CropConfig(size=TRIAL_CROP, channels=CHANNELS),
+        augment=AugmentConfig(**TRIAL_AUGMENT),
     )
-    values = {"model.name": model, "train.epochs": epochs, "train.image_every": 0, "train.device": device.type}
+    values = {
+        "model.name": args.trial_model,
+        "model.options": {"head": "integral"},
+        "train.epochs": args.trial_epochs,
+        "train.batch_size": args.batch_size,
+        "train.image_every": 0,
+        "train.device": device.type,
+        "train.feed": feed,
+        "train.workers": args.workers if device.type == "cuda" else 0,
+        "train.threads": args.threads,
+    }
     config = with_values(RunConfig(data=data), values)
     prepared = prepare_data(config.data, progress=False)
     epoch_s: list[float] = []
-    sampler = Sampler(device)
-    sampler.start()
-    started = time.perf_counter()
+    sampler = Sampler(device) if device.type == "cuda" else None
+    if sampler is not None:
+        sampler.start()
     try:
         fit(config, lambda epoch, metrics, checkpoint: epoch_s.append(metrics["epoch_s"]), data=prepared)
     finally:
-        sampler.done.set()
-        sampler.join()
-    seconds = time.perf_counter() - started
-    samples = sampler.samples
+        if sampler is not None:
+            sampler.done.set()
+            sampler.join()
+    trained = args.trial_size // args.batch_size * args.batch_size
+    samples = sampler.samples if sampler is not None else []
     return {
-        "model": model,
+        "train_per_s": round(trained / epoch_s[-1], 1),
         "utilisation": round(statistics.fmean(samples) / 100, 3) if samples else None,
-        "samples": len(samples),
-        "source": sampler.source,
-        "fit_s": round(seconds, 1),
-        "train_per_s": round(train_size // config.train.batch_size * config.train.batch_size / epoch_s[-1], 1),
-        "train_size": train_size,
-        "epochs": epochs,
-        "batch_size": config.train.batch_size,
-        "workers": choose_hardware(config.train).workers,
+    }
+
+
+def trial_rates(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    """`trial_rate` of both executors on the same prepared faces; ratio device / loader."""
+    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as cache:
+        rates = {feed: trial_rate(device, feed, args, Path(cache)) for feed in ("device", "loader")}
+    return {
+        "model": args.trial_model,
+        **rates,
+        "ratio": round(rates["device"]["train_per_s"] / rates["loader"]["train_per_s"], 2),
+        "train_size": args.trial_size,
+        "epochs": args.trial_epochs,
+        "workers": args.workers if device.type == "cuda" else 0,
     }
 
 
@@ -233,23 +307,28 @@ def shared_rate(name: str, processes: int, batch_size: int, warmup: int, seconds
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--batch-size", type=int, default=32, help="train.batch_size's default (CUDA)")
+    parser.add_argument("--batch-size", type=int, default=32, help="train.batch_size's default")
     parser.add_argument("--steps", type=int, default=50, help="timed batches per model and precision (CUDA)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches first (CUDA)")
+    parser.add_argument("--workers", type=int, default=2, help="the loader path's workers on CUDA (CPUs per trial)")
+    parser.add_argument("--data-faces", type=int, default=512, help="faces per epoch of the data figures")
     parser.add_argument("--share-model", default="ours")
     parser.add_argument("--share-seconds", type=float, default=15.0, help="each sharing trial's timed training")
-    parser.add_argument("--trial-size", type=int, default=2000, help="training faces of the utilisation trial")
-    parser.add_argument("--trial-epochs", type=int, default=2)
+    parser.add_argument("--trial-model", default="timm:resnet18")
+    parser.add_argument("--trial-size", type=int, default=0, help="training faces per trial (0: 5000 CUDA, 256 CPU)")
+    parser.add_argument("--trial-epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (a one-CPU trial's)")
     parser.add_argument("--tiny", action="store_true", help="seconds of work, for the test: checks it runs, not speed")
     args = parser.parse_args(argv)
     args.cuda = torch.cuda.is_available()
-    if not args.cuda:  # a short CPU pass: the figures that matter need CUDA
-        args.batch_size, args.steps, args.warmup = 4, 2, 1
+    args.trial_size = args.trial_size or (5000 if args.cuda else 256)
+    if not args.cuda:  # a short CPU pass of the models: their figures that matter need CUDA
+        args.steps, args.warmup = 2, 1
     args.shares = SHARES
     if args.tiny:
-        args.batch_size, args.steps, args.warmup = 2, 1, 1
-        args.shares, args.share_seconds, args.trial_size, args.trial_epochs = (1, 2), 1.0, 64, 1
+        args.batch_size, args.steps, args.warmup, args.data_faces = 2, 1, 1, 8
+        args.shares, args.share_seconds, args.trial_size, args.trial_epochs = (1, 2), 1.0, 8, 1
+        args.trial_model = "ours-tiny"
     return args
 
 
@@ -260,11 +339,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = torch.device("cuda" if args.cuda else "cpu")
     if not args.cuda:
         torch.set_num_threads(args.threads)
+    data = data_rates(device, args.data_faces, args.batch_size, args.workers if args.cuda else 0, epochs=3)
+    trial = trial_rates(device, args)
     models: dict[str, dict[str, Any]] = {}
+    model_batch = args.batch_size if args.cuda else min(args.batch_size, 4)
     for name in args.models:
-        fp32 = training_rate(name, device, args.batch_size, args.steps, args.warmup, amp=False, channels_last=False)
+        fp32 = training_rate(name, device, model_batch, args.steps, args.warmup, amp=False, channels_last=False)
         fast = (
-            training_rate(name, device, args.batch_size, args.steps, args.warmup, amp=True, channels_last=True)
+            training_rate(name, device, model_batch, args.steps, args.warmup, amp=True, channels_last=True)
             if args.cuda
             else None
         )
@@ -273,17 +355,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             "amp_channels_last_per_s": round(fast, 1) if fast else None,
             "ratio": round(fast / fp32, 2) if fast else None,
         }
-    trial = sharing = None
+    sharing = None
     if args.cuda:
-        with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary:
-            trial = trial_utilisation(device, args.share_model, args.trial_size, args.trial_epochs, Path(temporary))
-        rates = {
-            k: shared_rate(args.share_model, k, args.batch_size, args.warmup, args.share_seconds) for k in args.shares
-        }
+        rates, utilisation = {}, {}
+        for k in args.shares:
+            sampler = Sampler(device)
+            sampler.start()
+            try:
+                rates[k] = shared_rate(args.share_model, k, args.batch_size, args.warmup, args.share_seconds)
+            finally:
+                sampler.done.set()
+                sampler.join()
+            utilisation[k] = round(statistics.fmean(sampler.samples) / 100, 3) if sampler.samples else None
         sharing = {
             "model": args.share_model,
             **{f"{k}_per_s": round(rate, 1) for k, rate in rates.items()},
             "ratio": {str(k): round(rate / rates[1], 2) for k, rate in rates.items() if k != 1},
+            "utilisation": {str(k): value for k, value in utilisation.items()},
         }
     ratios = [figures["ratio"] for figures in models.values() if figures["ratio"] is not None]
     print(
@@ -291,8 +379,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             {
                 "name": "gpu",
                 "device": torch.cuda.get_device_name(device) if args.cuda else "cpu",
-                "models": models,
+                "loader_ratio": data["ratio"],
+                "trial_ratio": trial["ratio"],
+                "data": data,
                 "trial": trial,
+                "models": models,
                 "sharing": sharing,
                 "ratio": min(ratios) if ratios else None,
                 "settings": {
@@ -303,6 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "warmup": args.warmup,
                     "amp_dtype": str(amp_dtype()).removeprefix("torch.") if args.cuda else None,
                     "threads": torch.get_num_threads(),
+                    "cpus": len(os.sched_getaffinity(0)),
                     "torch": torch.__version__,
                     "wall_s": round(time.perf_counter() - started, 1),
                 },

@@ -61,6 +61,12 @@ def check_storage_visible() -> None:
         ) from None
 
 
+def gpu_share() -> float:
+    """The fraction of its GPU's memory this trial may use: its fractional GPU (search.resources.gpu: 0.25), else 1."""
+    gpus = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    return min(gpus, 1.0) or 1.0
+
+
 def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     """Train one trial; its TensorBoard events go to the trial's working directory.
 
@@ -81,7 +87,7 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     log_dir = Path.cwd()
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        fit(config, report, log_dir=log_dir, hparams=params)
+        fit(config, report, log_dir=log_dir, hparams=params, gpu_share=gpu_share())
         return
     with checkpoint.as_directory() as directory:
-        fit(config, report, log_dir=log_dir, resume_from=Path(directory), hparams=params)
+        fit(config, report, log_dir=log_dir, resume_from=Path(directory), hparams=params, gpu_share=gpu_share())

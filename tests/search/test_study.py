@@ -113,6 +113,21 @@ def test_trials_summary_plot_and_best_checkpoint_agree_on_the_selection_metric(s
 
 
 @pytest.mark.slow
+def test_a_bf16_study_finds_models_as_good_as_the_fp32_one(tmp_path: Path):
+    # Every trial at full budget (no rung before the last epoch) and two per cell: both studies train the same
+    # configurations (TPE's seeded start-up draws), so their bests differ only by precision.
+    same = ("search.trials=2", "search.grace_period=4", f"data.cache_dir={tmp_path / 'cache'}")
+    best = {}
+    for precision in ("fp32", "bf16"):
+        run_study(smoke(*same, f"train.precision={precision}", "train.channels_last=true"), tmp_path / precision)
+        trials = read_csv(tmp_path / precision / "trials.csv")
+        assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["epochs"] == "4" for t in trials)
+        assert load_config(StudyConfig, tmp_path / precision / "study.yaml").train.precision == precision
+        best[precision] = min(float(t["val/nme"]) for t in trials)
+    assert best["bf16"] == pytest.approx(best["fp32"], rel=0.1)
+
+
+@pytest.mark.slow
 def test_tensorboard_has_our_metric_names_and_hparams(study_run: Path):
     trial_dirs = [p.parent for p in (study_run / "trials").rglob("events.out.tfevents.*")]
     assert len({d for d in trial_dirs if d.name.startswith("ours-tiny_n=48_r=")}) == 8
