@@ -216,7 +216,7 @@ def trial_rate(device: torch.device, feed: str, args: argparse.Namespace, cache:
     )
     values = {
         "model.name": args.trial_model,
-        "model.options": {"head": "integral"},
+        "model.options": {"head": "integral"} if args.trial_model.startswith("timm:") else {},
         "train.epochs": args.trial_epochs,
         "train.batch_size": args.batch_size,
         "train.image_every": 0,

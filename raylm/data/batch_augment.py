@@ -5,8 +5,10 @@ DataLoader workers; this module runs the same recipe on a whole batch at once, s
 GPU trial augments on the GPU and a CPU trial needs no per-face Python. Parameters
 are drawn per face, with the distributions `augment.build_transform` gives
 albumentations (`draw`), from a seeded CPU `torch.Generator`: the same seed gives the
-same parameters on any device. Pixel noise (Gaussian noise, procedural backgrounds)
-comes from a generator on the faces' device, so it is never copied there.
+same parameters on any device, every choice (flip or not, which faces to composite,
+which background) is made on the CPU, and a batch's per-face values reach the device
+in one copy, so a GPU is never made to report back and never waited on. Pixel noise
+(Gaussian noise, procedural backgrounds) comes from a generator on the faces' device.
 
 Geometry is one matrix per face: flip, scale and shift (`A.Affine`), rotation
 (`A.Rotate`) and the random crop (`A.RandomCrop`) compose into a 3x3 map from
@@ -19,8 +21,10 @@ Written here rather than taken from a library, and why:
 - torchvision v2 transforms draw one set of parameters per call, so a batch would
   share one rotation; per-face parameters need a call per face.
 - kornia's augmentation (per-face parameters, keypoints) resamples once per
-  geometric step and relabels no landmarks on a flip; one composed matrix is one
-  resample, and `bench.gpu` measures this module against the albumentations loader.
+  geometric step and relabels no landmarks on a flip. Its `AugmentationSequential`
+  of the same recipe (flip, affine, crop, colour, gamma; 32 faces of 108 px to
+  96 px) ran at 0.6x this module's rate on one CPU thread (kornia 0.9, 2026-12-02),
+  so it would be a dependency that costs speed.
 - Colour: brightness, contrast and saturation as albumentations' `ColorJitter`
   defines them, in that fixed order (albumentations shuffles it per face); hue as a
   rotation of the chroma plane (YIQ), a 3x3 matrix per face, where albumentations
@@ -46,6 +50,7 @@ GAMMA = (0.8, 1.2)  # A.RandomGamma's default gamma_limit (80, 120), p=0.5
 BLUR_SIGMA = (0.5, 3.0)  # A.GaussianBlur's default sigma_limit; kernel 3 or 5 (blur_limit=(3, 5))
 NOISE_STD = (0.2, 0.44)  # A.GaussNoise's default std_range, a fraction of 255, per channel
 GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as cv2 and albumentations convert
+SHAPES = 9  # most clutter shapes on a procedural background, as composite.procedural_background draws
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,9 @@ class Draws:
     blur: torch.Tensor  # Gaussian sigma in px; 0: no blur
     blur_size: torch.Tensor  # int kernel size, 3 or 5
     noise: torch.Tensor  # noise std as a fraction of the full range; 0: none
-    composite: torch.Tensor  # bool: paste onto a new background (faces with a mask only)
+    composite: torch.Tensor  # bool: paste onto a new background (the caller clears it for faces without a mask)
+    background: torch.Tensor  # (B, 2 + SHAPES) int: kind (gradient, noise, clutter), noise grid, clutter shapes' kinds
+    shapes: torch.Tensor  # int: how many clutter shapes
 
     def __len__(self) -> int:
         return len(self.flip)
@@ -109,7 +116,24 @@ def draw(config: AugmentConfig, n: int, prepared_size: int, generator: torch.Gen
         blur_size=torch.where(blur_on, 3 + 2 * torch.randint(0, 2, (n,), generator=generator), 0),
         noise=torch.where(noise_on, _uniform(n, *NOISE_STD, generator), zero),
         composite=_chance(n, config.composite, generator),
+        **_background_choices(n, generator if config.composite else None),
     )
+
+
+def _background_choices(n: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """The discrete choices of `n` procedural backgrounds, drawn here so the device never reports them back."""
+    if generator is None:  # no compositing: nothing drawn, so the other parameters' stream is the same
+        return {
+            "background": torch.zeros(n, 2 + SHAPES, dtype=torch.int64),
+            "shapes": torch.zeros(n, dtype=torch.int64),
+        }
+    kind = torch.randint(0, 3, (n, 1), generator=generator)  # gradient, smooth noise, clutter
+    cells = 2 ** torch.randint(1, 6, (n, 1), generator=generator)  # smooth noise on 2 to 32 cells
+    shape_kinds = torch.randint(0, 3, (n, SHAPES), generator=generator)  # rectangle, disk, bar
+    return {
+        "background": torch.cat([kind, cells, shape_kinds], dim=1),
+        "shapes": torch.randint(3, SHAPES + 1, (n,), generator=generator),
+    }
 
 
 def geometry(draws: Draws, prepared_size: int) -> torch.Tensor:
@@ -133,10 +157,18 @@ def geometry(draws: Draws, prepared_size: int) -> torch.Tensor:
     return crop @ rotate @ affine @ flip
 
 
-def warp(images: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tensor:
-    """Resample (B, C, S, S) float images through (B, 3, 3) forward maps into (B, C, size, size); zeros outside."""
+def _on(device: torch.device, **values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Small per-face CPU tensors as float32 on `device`, in one copy (one transfer per batch, not one per value)."""
+    flat = torch.cat([value.reshape(len(value), -1).to(torch.float32) for value in values.values()], dim=1)
+    flat = flat.to(device)
+    widths = [value[0].numel() for value in values.values()]
+    parts = torch.split(flat, widths, dim=1)
+    return {name: part.reshape(value.shape) for (name, value), part in zip(values.items(), parts, strict=True)}
+
+
+def warp(images: torch.Tensor, inverse: torch.Tensor, size: int) -> torch.Tensor:
+    """Resample (B, C, S, S) images through (B, 2, 3) maps from output to source pixels; zeros outside."""
     n, _, height, width = images.shape
-    inverse = torch.linalg.inv(matrices)[:, :2].to(images.device, torch.float32)  # output pixel -> source pixel
     axis = torch.arange(size, device=images.device, dtype=torch.float32)
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     grid = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)
@@ -146,15 +178,13 @@ def warp(images: torch.Tensor, matrices: torch.Tensor, size: int) -> torch.Tenso
     return F.grid_sample(images, normalised, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-def move_points(points: torch.Tensor, matrices: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """(B, P, 2) landmarks through the same maps as the pixels, relabelled (iBUG left <-> right) where flipped."""
-    matrices = matrices.to(points.device, torch.float64)
-    moved = points.double() @ matrices[:, :2, :2].transpose(1, 2) + matrices[:, None, :2, 2]
-    flipped = flip.to(points.device)
-    if flipped.any():
+def move_points(points: torch.Tensor, matrices: torch.Tensor, flip: torch.Tensor, any_flip: bool) -> torch.Tensor:
+    """(B, P, 2) landmarks through (B, 2, 3) maps, relabelled (iBUG left <-> right) where `flip` (B,) is set."""
+    moved = points @ matrices[:, :, :2].transpose(1, 2) + matrices[:, None, :, 2]
+    if any_flip:
         order = torch.as_tensor(flip_permutation(points.shape[1]), device=points.device)
-        moved = torch.where(flipped[:, None, None], moved[:, order], moved)
-    return moved.to(points.dtype)
+        moved = torch.where(flip[:, None, None] > 0, moved[:, order], moved)
+    return moved
 
 
 def _grey(images: torch.Tensor) -> torch.Tensor:
@@ -164,43 +194,47 @@ def _grey(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(1, keepdim=True)
 
 
-def _per_face(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    return values.to(images.device, images.dtype).view(-1, 1, 1, 1)
+def _per_face(values: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, 1, 1, 1)
 
 
-def colour(images: torch.Tensor, draws: Draws) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue of (B, C, H, W) images in [0, 1] (grey faces: the first two)."""
-    images = (images * _per_face(draws.brightness, images)).clamp_(0, 1)
+def colour(images: torch.Tensor, factors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue of (B, C, H, W) images in [0, 1] (grey faces: the first two).
+
+    `factors` hold per-face brightness, contrast and saturation factors and (B, 3, 3) hue rotations, on the device.
+    """
+    images = (images * _per_face(factors["brightness"])).clamp_(0, 1)
     mean = _grey(images).mean(dim=(1, 2, 3), keepdim=True)
-    images = (mean + _per_face(draws.contrast, images) * (images - mean)).clamp_(0, 1)
+    images = (mean + _per_face(factors["contrast"]) * (images - mean)).clamp_(0, 1)
     if images.shape[1] == 3:
         grey = _grey(images)
-        images = (grey + _per_face(draws.saturation, images) * (images - grey)).clamp_(0, 1)
-        images = _hue(images, draws.hue)
+        images = (grey + _per_face(factors["saturation"]) * (images - grey)).clamp_(0, 1)
+        images = torch.einsum("bij,bjhw->bihw", factors["hue"], images).clamp_(0, 1)
     return images
 
 
-def _hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """Rotate each face's chroma by `turns` of a full circle in YIQ (luma kept)."""
+def hue_rotations(turns: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 3) RGB maps rotating each face's chroma by `turns` of a full circle in YIQ (luma kept)."""
     to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64)
     angle = 2 * math.pi * turns
     rotation = torch.eye(3, dtype=torch.float64).repeat(len(turns), 1, 1)
     rotation[:, 1, 1], rotation[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
     rotation[:, 2, 1], rotation[:, 2, 2] = torch.sin(angle), torch.cos(angle)
-    matrices = (torch.linalg.inv(to_yiq) @ rotation @ to_yiq).to(images.device, images.dtype)
-    return torch.einsum("bij,bjhw->bihw", matrices, images).clamp_(0, 1)
+    return torch.linalg.inv(to_yiq) @ rotation @ to_yiq
 
 
-def blur(images: torch.Tensor, sigma: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-    """A separable Gaussian blur per face (kernel `size` 3 or 5, reflected borders); sigma 0 leaves a face as it is."""
-    if not (sigma > 0).any():
-        return images
-    n, channels, height, width = images.shape
+def blur_kernels(sigma: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """(B, 5) normalised Gaussian taps: `size` 3 or 5 (a 3-tap kernel inside 5 taps), sigma 0 the identity."""
     offsets = torch.arange(-2, 3, dtype=torch.float64)
     kernels = torch.exp(-(offsets**2) / (2 * sigma.clamp(min=1e-6)[:, None] ** 2))
-    kernels = torch.where(offsets.abs() <= (size[:, None] - 1) / 2, kernels, 0)  # a 3-tap kernel inside 5 taps
+    kernels = torch.where(offsets.abs() <= (size[:, None] - 1) / 2, kernels, 0)
     kernels = torch.where(sigma[:, None] > 0, kernels, (offsets == 0).double())
-    kernels = (kernels / kernels.sum(1, keepdim=True)).to(images.device, images.dtype)
+    return kernels / kernels.sum(1, keepdim=True)
+
+
+def blur(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """A separable blur of each face by its own 5-tap kernel (B, 5), reflected borders as cv2's default."""
+    n, channels, height, width = images.shape
     weights = kernels.repeat_interleave(channels, 0)  # one kernel per (face, channel) plane
     planes = F.pad(images.reshape(1, n * channels, height, width), (2, 2, 2, 2), mode="reflect")
     planes = F.conv2d(planes, weights.view(-1, 1, 1, 5), groups=n * channels)
@@ -209,33 +243,28 @@ def blur(images: torch.Tensor, sigma: torch.Tensor, size: torch.Tensor) -> torch
 
 
 def noise(images: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Gaussian noise per pixel and channel, std per face (0: none); clipped to [0, 1]."""
-    if not (std > 0).any():
-        return images
+    """Gaussian noise per pixel and channel, std (B,) per face (0: none); clipped to [0, 1]."""
     values = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-    return (images + values * _per_face(std, images)).clamp_(0, 1)
+    return (images + values * _per_face(std)).clamp_(0, 1)
 
 
 def gamma(images: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
-    return images.pow(_per_face(exponents, images))
+    return images.pow(_per_face(exponents))
 
 
-def composite(
-    images: torch.Tensor, masks: torch.Tensor, chosen: torch.Tensor, generator: torch.Generator
-) -> torch.Tensor:
-    """Faces `chosen` (B,) bool pasted by their masks (B, 1, S, S) in [0, 1] onto new procedural backgrounds."""
-    index = chosen.to(images.device).nonzero().flatten()
-    if len(index) == 0:
-        return images
+def composite(images: torch.Tensor, masks: torch.Tensor, draws: Draws, generator: torch.Generator) -> torch.Tensor:
+    """Faces `draws.composite` picks, pasted by their masks (B, 1, S, S) uint8 onto new procedural backgrounds."""
+    chosen = draws.composite.nonzero().flatten()  # on the CPU: the device is never asked
+    index = chosen.to(images.device)
     size = images.shape[-1]
-    background = procedural_backgrounds(len(index), size, generator, images.device)
+    background = procedural_backgrounds(len(chosen), size, generator, draws.background[chosen], draws.shapes[chosen])
     if images.shape[1] == 1:
         background = _grey(background)
-    sigma = FEATHER_SIGMA[0] + (FEATHER_SIGMA[1] - FEATHER_SIGMA[0]) * _rand(len(index), generator, images.device)
-    alpha = gaussian_blur(masks[index].to(images.dtype), sigma * size / REFERENCE_SIZE)
-    pasted = background + alpha * (images[index] - background)
+    spread = FEATHER_SIGMA[1] - FEATHER_SIGMA[0]
+    sigma = (FEATHER_SIGMA[0] + spread * _rand(len(chosen), generator, images.device)) * size / REFERENCE_SIZE
+    alpha = gaussian_blur(masks[index].float().div_(255), sigma, FEATHER_SIGMA[1] * size / REFERENCE_SIZE)
     images = images.clone()
-    images[index] = pasted
+    images[index] = background + alpha * (images[index] - background)
     return images
 
 
@@ -243,10 +272,10 @@ def _rand(n: int, generator: torch.Generator, device: torch.device, *shape: int)
     return torch.rand((n, *shape), generator=generator, device=device)
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """A separable Gaussian blur of (B, C, H, W) with its own sigma (B,) per face, reflected borders (as cv2)."""
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, largest: float) -> torch.Tensor:
+    """A separable Gaussian blur of (B, C, H, W), its own sigma (B,) per face (at most `largest`), reflected borders."""
     n, channels, height, width = images.shape
-    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    radius = max(1, math.ceil(3 * largest))
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
     kernels = torch.exp(-(offsets**2) / (2 * sigma[:, None].to(images.dtype) ** 2))
     kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(channels, 0)
@@ -263,9 +292,14 @@ def _muted(n: int, generator: torch.Generator, device: torch.device) -> torch.Te
     return mean + (colours - mean) * (0.2 + 0.6 * _rand(n, generator, device, 1))
 
 
-def procedural_backgrounds(n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """(n, 3, size, size) RGB backgrounds in [0, 1]: a gradient, smooth noise or blurred clutter each, with grain."""
-    kind = torch.randint(0, 3, (n,), generator=generator, device=device)
+def procedural_backgrounds(
+    n: int, size: int, generator: torch.Generator, choices: torch.Tensor, shapes: torch.Tensor
+) -> torch.Tensor:
+    """(n, 3, size, size) RGB backgrounds in [0, 1] on `generator`'s device, with grain: per `choices` (`Draws`),
+    a gradient, smooth noise or blurred clutter each."""
+    device = generator.device
+    kind, cells = choices[:, 0], choices[:, 1]
+    on_device = _on(device, kind=kind, shape_kinds=choices[:, 2:], shapes=shapes)
     axis = torch.linspace(-0.5, 0.5, size, device=device)
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     # Gradients: a ramp at a random angle between two muted colours.
@@ -273,37 +307,37 @@ def procedural_backgrounds(n: int, size: int, generator: torch.Generator, device
     ramp = (torch.cos(angle)[:, None, None] * xs + torch.sin(angle)[:, None, None] * ys + 0.5)[:, None]
     start, end = _muted(n, generator, device), _muted(n, generator, device)
     pictures = start[:, :, None, None] + ramp * (end - start)[:, :, None, None]
-    # Smooth noise: Gaussian values on a coarse grid (2 to 32 cells), upsampled; light plus a faint tint.
-    cells = 2 ** torch.randint(1, 6, (n,), generator=generator, device=device)
+    # Smooth noise: Gaussian values on a coarse grid, upsampled; light plus a faint tint.
     light = (15 + 45 * _rand(n, generator, device)) / 255
     tint = 12 / 255 * _rand(n, generator, device)
     textured = _muted(n, generator, device)[:, :, None, None].expand(n, 3, size, size).clone()
-    for count in cells.unique().tolist():
-        rows = (cells == count).nonzero().flatten()
+    for count in cells.unique().tolist():  # on the CPU
+        rows = (cells == count).nonzero().flatten().to(device)
         grid = torch.randn((len(rows), 4, count, count), generator=generator, device=device)
         smooth = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
         textured[rows] += light[rows, None, None, None] * smooth[:, :1] + tint[rows, None, None, None] * smooth[:, 1:]
-    pictures = torch.where((kind == 1)[:, None, None, None], textured, pictures)
-    pictures = torch.where((kind == 2)[:, None, None, None], _clutter(n, size, generator, device), pictures)
+    kinds = on_device["kind"][:, None, None, None]
+    pictures = torch.where(kinds == 1, textured, pictures)
+    clutter = _clutter(size, generator, on_device["shape_kinds"], on_device["shapes"])
+    pictures = torch.where(kinds == 2, clutter, pictures)
     grain = 6 / 255 * _rand(n, generator, device)[:, None, None, None]
     pictures = pictures + grain * torch.randn((n, 1, size, size), generator=generator, device=device)
     return pictures.clamp_(0, 1)
 
 
-def _clutter(n: int, size: int, generator: torch.Generator, device: torch.device, shapes: int = 9) -> torch.Tensor:
-    """Up to `shapes` rectangles, disks and bars over a muted colour, blurred: a room out of focus."""
+def _clutter(size: int, generator: torch.Generator, kinds: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Rectangles, disks and bars (`kinds` (n, SHAPES), the first `count` of them) over a muted colour, blurred."""
+    n, device = len(kinds), generator.device
     base = _muted(n, generator, device)
     pictures = base[:, :, None, None].expand(n, 3, size, size).clone()
     axis = torch.arange(size, device=device, dtype=torch.float32)
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
-    count = torch.randint(3, shapes + 1, (n,), generator=generator, device=device)
-    for k in range(shapes):
+    for k in range(kinds.shape[1]):
         colour = (_rand(n, generator, device, 3) + base) / 2
         a, b = (
             (-0.2 + 1.4 * _rand(n, generator, device, 2)) * size,
             (-0.2 + 1.4 * _rand(n, generator, device, 2)) * size,
         )
-        kind = torch.randint(0, 3, (n,), generator=generator, device=device)
         radius = (0.05 + 0.25 * _rand(n, generator, device)) * size
         width = 1 + _rand(n, generator, device) * max(1, size // 16 - 1)
         ax, ay, bx, by = (v[:, None, None] for v in (a[:, 0], a[:, 1], b[:, 0], b[:, 1]))
@@ -313,10 +347,10 @@ def _clutter(n: int, size: int, generator: torch.Generator, device: torch.device
         dx, dy = bx - ax, by - ay  # a bar: points within width/2 of the segment a-b
         t = (((xs - ax) * dx + (ys - ay) * dy) / (dx**2 + dy**2).clamp(min=1e-6)).clamp(0, 1)
         bar = (xs - ax - t * dx) ** 2 + (ys - ay - t * dy) ** 2 <= (width[:, None, None] / 2) ** 2
-        inside = torch.where((kind == 0)[:, None, None], rectangle, torch.where((kind == 1)[:, None, None], disk, bar))
-        inside &= (k < count)[:, None, None]
+        kind = kinds[:, k, None, None]
+        inside = torch.where(kind == 0, rectangle, torch.where(kind == 1, disk, bar)) & (k < count)[:, None, None]
         pictures = torch.where(inside[:, None], colour[:, :, None, None], pictures)
-    return gaussian_blur(pictures, 0.5 + 2.0 * _rand(n, generator, device))
+    return gaussian_blur(pictures, 0.5 + 2.0 * _rand(n, generator, device), largest=2.5)
 
 
 def augment_batch(
@@ -331,14 +365,33 @@ def augment_batch(
 
     Returns (B, C, input_size, input_size) float images in [-1, 1] (the networks' input)
     and the landmarks in input-crop pixels. `masks` (B, 1, S, S) uint8, 255 on the
-    person, with zeros for faces that have none, are what compositing pastes by.
+    person, are what compositing pastes the faces `draws.composite` picks by.
+    `generator` (on the faces' device) draws pixel noise. Per-face values reach the
+    device in one copy and every choice is made on the CPU, so the device is never
+    waited on.
     """
-    faces = images.float().div_(255)
-    if masks is not None and config.composite:
-        chosen = draws.composite.to(masks.device) & (masks.flatten(1).amax(1) > 0)
-        faces = composite(faces, masks.float().div_(255), chosen, generator)
     matrices = geometry(draws, images.shape[-1])
-    faces = warp(faces, matrices, config.input_size)
-    faces = gamma(colour(faces, draws), draws.gamma)
-    faces = noise(blur(faces, draws.blur, draws.blur_size), draws.noise, generator)
-    return faces.mul_(2).sub_(1), move_points(points, matrices, draws.flip)
+    per_face = _on(
+        images.device,
+        forward=matrices[:, :2],
+        inverse=torch.linalg.inv(matrices)[:, :2],
+        flip=draws.flip,
+        brightness=draws.brightness,
+        contrast=draws.contrast,
+        saturation=draws.saturation,
+        hue=hue_rotations(draws.hue),
+        gamma=draws.gamma,
+        blur=blur_kernels(draws.blur, draws.blur_size),
+        noise=draws.noise,
+    )
+    faces = images.float().div_(255)
+    if masks is not None and bool(draws.composite.any()):
+        faces = composite(faces, masks, draws, generator)
+    faces = warp(faces, per_face["inverse"], config.input_size)
+    faces = gamma(colour(faces, per_face), per_face["gamma"])
+    if bool((draws.blur > 0).any()):
+        faces = blur(faces, per_face["blur"])
+    if bool((draws.noise > 0).any()):
+        faces = noise(faces, per_face["noise"], generator)
+    moved = move_points(points, per_face["forward"], per_face["flip"], bool(draws.flip.any()))
+    return faces.mul_(2).sub_(1), moved

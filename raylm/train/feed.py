@@ -7,8 +7,10 @@ and (B, 136) normalised landmarks. Every random choice is a pure function of
 
 - `DeviceBatches` (the default, `train.feed: auto`): a run moves its prepared faces
   (uint8, and the masks compositing uses) to its device once; each epoch draws a
-  seeded permutation and each batch is augmented there in a few batched tensor ops
-  (`raylm.data.batch_augment`). No loader processes, no per-face Python.
+  seeded permutation (on the CPU, so the order is the same on every device; a
+  batch's indices are one small copy) and each batch is gathered and augmented on
+  the device in a few batched tensor ops (`raylm.data.batch_augment`). No loader
+  processes, no per-face Python.
 - `LoaderBatches`: albumentations one face at a time in DataLoader workers
   (`raylm.train.loaders`). A run takes it only for what the device path cannot do,
   and says so: a training set larger than its share of the device's memory, or
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Literal, Protocol
 
 import numpy as np
@@ -66,7 +69,7 @@ class DeviceBatches:
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, C, S, S) uint8
         points = np.concatenate([np.asarray(part.source.landmarks)[part.indices, :N_POINTS] for part in parts])
         self.points = torch.from_numpy(points.astype(np.float32)).to(device)
-        self.masks = _masks(parts, device) if train and config.composite else None
+        self.masks, self.masked = _masks(parts, device) if train and config.composite else (None, None)
         self.config, self.batch_size, self.train, self.hardware, self.seed = config, batch_size, train, hardware, seed
         self.epoch = 0
         self.drop_last = train and len(self.images) > batch_size
@@ -91,9 +94,11 @@ class DeviceBatches:
         order = torch.randperm(count, generator=shuffle)
         pixels = torch.Generator(self.images.device).manual_seed(sample_seed(self.seed, self.epoch, 0, SAMPLE_STREAM))
         for first in range(0, len(self) * self.batch_size, self.batch_size):
-            rows = order[first : first + self.batch_size].to(self.images.device)
-            draws = draw(self.config, len(rows), self.images.shape[-1], shuffle)
-            masks = None if self.masks is None else self.masks[rows]
+            chosen = order[first : first + self.batch_size]
+            draws = draw(self.config, len(chosen), self.images.shape[-1], shuffle)
+            rows, masks = chosen.to(self.images.device), None
+            if self.masks is not None:  # only faces with a mask are composited
+                draws, masks = replace(draws, composite=draws.composite & self.masked[chosen]), self.masks[rows]
             faces, points = augment_batch(self.images[rows], self.points[rows], self.config, draws, pixels, masks)
             yield self._batch(faces, points)
 
@@ -102,17 +107,16 @@ class DeviceBatches:
         return to_device(faces, self.hardware), targets
 
 
-def _masks(parts: Sequence[Part], device: torch.device) -> torch.Tensor:
-    """(N, 1, S, S) uint8 foreground masks of the faces that have one, zeros for the rest (real photographs)."""
-    rows = []
+def _masks(parts: Sequence[Part], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 1, S, S) uint8 foreground masks on `device`, zeros for faces without one (real photographs), and
+    (N,) bool on the CPU: which faces have one."""
+    rows, masked = [], []
     for part in parts:
         masks = getattr(part.source, "masks", None)
         size = part.source.images.shape[1]
-        if masks is None:
-            rows.append(np.zeros((len(part), size, size), np.uint8))
-        else:
-            rows.append(np.asarray(masks)[part.indices])
-    return torch.from_numpy(np.concatenate(rows)[:, None]).to(device)
+        rows.append(np.zeros((len(part), size, size), np.uint8) if masks is None else np.asarray(masks)[part.indices])
+        masked.append(np.full(len(part), masks is not None))
+    return torch.from_numpy(np.concatenate(rows)[:, None]).to(device), torch.from_numpy(np.concatenate(masked))
 
 
 class LoaderBatches:
@@ -176,39 +180,48 @@ def faces_bytes(parts: Sequence[Part], config: AugmentConfig, train: bool) -> in
     return total
 
 
+def device_memory(hardware: Hardware) -> int | None:
+    """Bytes of memory on the run's GPU; None on the CPU, where the faces are in memory on either path."""
+    if hardware.device.type != "cuda":
+        return None
+    return torch.cuda.get_device_properties(hardware.device).total_memory
+
+
 def choose_feed(
     requested: Literal["auto", "device", "loader"],
     config: AugmentConfig,
     data_bytes: int,
     model: nn.Module,
     hardware: Hardware,
+    memory: int | None,
 ) -> tuple[Feed, str]:
     """The executor a run uses and, when it is not the one asked for (auto: device), why: one line for the log.
 
-    On CUDA the faces and the model's training states must fit in half of the run's
-    share of the device's memory (`hardware.share`, from `search.resources.gpu`); the
-    other half is for activations. When the model's states alone exceed the share,
-    no executor helps: a ConfigError names the share and the sizes.
+    With `memory` (the GPU's, `device_memory`) the faces and the model's training states
+    must fit in half of the run's share of it (`hardware.share`, from
+    `search.resources.gpu`); the other half is for activations. When the model's
+    states alone exceed the share, no executor helps: a ConfigError names the share
+    and the sizes.
     """
     if requested == "loader":
         return "loader", ""
     if config.composite and config.backgrounds != PROCEDURAL:
         why = f"compositing onto images from {config.backgrounds} runs on the loader path"
         return _refuse(requested, why)
-    if hardware.device.type != "cuda":
+    if memory is None:
         return "device", ""
-    share = hardware.share * torch.cuda.get_device_properties(hardware.device).total_memory
+    share = hardware.share * memory
     states = MODEL_STATE_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
+    where = f"this trial's share of {hardware.device} ({_size(share)}, {hardware.share:g} of {_size(memory)})"
     if states > share:
         raise ConfigError(
-            f"the model's weights, gradients and optimizer states take {_gib(states)} but this trial's share of "
-            f"{hardware.device} is {_gib(share)} ({hardware.share:g} of it): raise search.resources.gpu or "
-            "choose a smaller model"
+            f"the model's weights, gradients and optimizer states take {_size(states)}, more than {where}: "
+            "raise search.resources.gpu or choose a smaller model"
         )
     if data_bytes + states > DEVICE_HEADROOM * share:
         why = (
-            f"the training faces ({_gib(data_bytes)}) and model states ({_gib(states)}) exceed half of this trial's "
-            f"share of {hardware.device} ({_gib(share)}, {hardware.share:g} of it): faces come through loader workers"
+            f"the training and validation faces ({_size(data_bytes)}) and model states ({_size(states)}) exceed "
+            f"half of {where}, so faces come through loader workers"
         )
         return _refuse(requested, why)
     return "device", ""
@@ -220,5 +233,5 @@ def _refuse(requested: str, why: str) -> tuple[Feed, str]:
     return "loader", why
 
 
-def _gib(size: float) -> str:
+def _size(size: float) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**27 else f"{math.ceil(size / 2**20)} MiB"

@@ -25,7 +25,7 @@ from raylm.metrics import landmark_metrics, nme
 from raylm.models import create_model
 from raylm.train.board import Board
 from raylm.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from raylm.train.feed import Batches, batches, centre_crops, choose_feed, faces_bytes
+from raylm.train.feed import Batches, batches, centre_crops, choose_feed, device_memory, faces_bytes
 from raylm.train.hardware import Hardware, autocast, choose_hardware, grad_scaler
 from raylm.train.loaders import LandmarkDataset, mean_shape
 from raylm.train.losses import build_loss
@@ -184,7 +184,7 @@ def fit(
     model = create_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
     model = model.to(hardware.device, memory_format=torch.channels_last if hardware.channels_last else None)
     on_device = faces_bytes(data.split.train, augment, True) + faces_bytes(held_out.values(), augment, False)
-    feed, why = choose_feed(train_config.feed, augment, on_device, model, hardware)
+    feed, why = choose_feed(train_config.feed, augment, on_device, model, hardware, device_memory(hardware))
     if why:
         print(f"raylm: {why}", flush=True)
     train_batches = batches(feed, data.split.train, augment, train_config.batch_size, True, hardware, train_config.seed)

@@ -46,16 +46,23 @@ def test_a_training_step_trains_and_reports_a_rate():
     assert positive(gpu.training_rate("ours-tiny", torch.device("cpu"), 2, 1, 1, amp=False, channels_last=False))
 
 
+def test_data_rates_time_both_executors_and_divide_them():
+    data = gpu.data_rates(torch.device("cpu"), count=8, batch_size=4, workers=0, epochs=1)
+    assert positive(data["device_per_s"]) and positive(data["loader_per_s"])
+    assert data["ratio"] == round(data["device_per_s"] / data["loader_per_s"], 2)
+
+
 @pytest.mark.slow
-def test_trial_utilisation_runs_fit_and_says_nothing_without_a_gpu(tmp_path):
+def test_trial_rates_run_fit_with_each_executor_and_say_nothing_of_a_gpu_without_one():
     threads = torch.get_num_threads()
     try:
-        trial = gpu.trial_utilisation(torch.device("cpu"), "ours-tiny", 32, 1, tmp_path)
+        trial = gpu.trial_rates(torch.device("cpu"), gpu.parse(["--tiny"]))
     finally:
         torch.set_num_threads(threads)
-    assert (trial["model"], trial["train_size"], trial["epochs"], trial["workers"]) == ("ours-tiny", 32, 1, 0)
-    assert (trial["utilisation"], trial["samples"], trial["source"]) == (None, 0, None)  # no GPU to ask
-    assert positive(trial["fit_s"]) and positive(trial["train_per_s"])
+    assert (trial["model"], trial["train_size"], trial["epochs"], trial["workers"]) == ("ours-tiny", 8, 1, 0)
+    for feed in ("device", "loader"):
+        assert positive(trial[feed]["train_per_s"]) and trial[feed]["utilisation"] is None  # no GPU to ask
+    assert positive(trial["ratio"])
 
 
 @pytest.mark.slow
@@ -71,6 +78,8 @@ def test_tiny_run_prints_one_json_line():
     for figures in result["models"].values():
         assert set(figures) == {"fp32_per_s", "amp_channels_last_per_s", "ratio"}
         assert positive(figures["fp32_per_s"])
+    assert (result["loader_ratio"], result["trial_ratio"]) == (result["data"]["ratio"], result["trial"]["ratio"])
+    assert positive(result["loader_ratio"]) and positive(result["trial_ratio"])
     if torch.cuda.is_available():
         assert all(positive(figures["ratio"]) for figures in result["models"].values())
         assert positive(result["ratio"]) and positive(result["sharing"]["1_per_s"])
@@ -78,5 +87,5 @@ def test_tiny_run_prints_one_json_line():
         assert result["device"] == "cpu"
         assert all(figures["amp_channels_last_per_s"] is None for figures in result["models"].values())
         assert all(figures["ratio"] is None for figures in result["models"].values())
-        assert (result["trial"], result["sharing"], result["ratio"]) == (None, None, None)
+        assert (result["sharing"], result["ratio"], result["trial"]["device"]["utilisation"]) == (None, None, None)
     assert positive(result["settings"]["wall_s"])
