@@ -30,8 +30,8 @@ def smoke(*overrides: str) -> StudyConfig:
 
 
 def test_node_shapes_are_the_node_types_at_their_max_workers(on_a_head_node):
-    # cluster.yaml: an m6i.2xlarge head (8 CPU, no GPU) and up to 4 g5.2xlarge workers (8 CPU, 1 GPU each)
-    assert sorted(node_shapes(), key=lambda shape: shape.gpus) == [NodeShape(8, 0, 1), NodeShape(8, 1, 4)]
+    # cluster.yaml: an m6i.2xlarge head (no CPU for trials, no GPU) and up to 4 g5.2xlarge workers (8 CPU, 1 GPU each)
+    assert sorted(node_shapes(), key=lambda shape: shape.gpus) == [NodeShape(0, 0, 1), NodeShape(8, 1, 4)]
 
 
 def test_a_gpu_study_starts_while_the_gpu_workers_are_at_zero(on_a_head_node):
