@@ -27,6 +27,7 @@ import yaml
 
 from tests.s3 import free_port
 
+REPO = Path(__file__).resolve().parents[2]
 HEAD = "ray.head.default"  # the one head type name the fake provider accepts
 
 
@@ -101,6 +102,8 @@ def autoscaling_cluster(
     (driver_home / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(config))
     marker = f"RAY_TMPDIR={temp}"
     node_env = {**os.environ, **env, "RAY_FAKE_CLUSTER": "1", "RAY_TMPDIR": str(temp), "HOME": str(nodes_home)}
+    # The tests' own trainables are pickled by reference to their modules: the nodes import them from here.
+    node_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}"]
     start += [f"--autoscaling-config={driver_home / 'ray_bootstrap_config.yaml'}", f"--temp-dir={temp}"]
     start += ["--num-cpus=0", "--num-gpus=0", "--include-dashboard=false", "--dashboard-host=127.0.0.1"]
