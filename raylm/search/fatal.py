@@ -33,7 +33,7 @@ def checked(trainable: Trainable) -> Trainable:
     @functools.wraps(trainable)  # Tune names the experiment's trainable after it, also when restoring
     def trial(params: dict[str, Any], study: StudyConfig) -> None:
         try:
-            nodes.check_node(study)
+            nodes.check_node(study, params)
             trainable(params, study)
         except RaylmError as error:
             message = f"trial {tune.get_context().get_trial_id()} on node {cluster.this_node()}: {error}"

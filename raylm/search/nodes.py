@@ -12,6 +12,8 @@ fails raises a `SearchError`, which stops the study (`fatal`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -21,7 +23,7 @@ from raylm.data.pipeline import check_data
 from raylm.errors import RaylmError
 from raylm.search import cluster
 from raylm.search.errors import SearchError
-from raylm.search.space import cell_data
+from raylm.search.space import trial_config
 from raylm.search.storage import SHARED_DATA_FIX, SHARED_STORAGE_FIX
 
 REGISTRY = "raylm-node-checks"  # in the driver's namespace: each driver (study) has its own
@@ -93,24 +95,29 @@ def gpu_problem() -> str | None:
     )
 
 
-def node_problem(study: StudyConfig) -> str | None:
-    """Inside a trial: why this node cannot run the study's trials (storage, data, GPU), or None."""
+def node_problem(study: StudyConfig, params: dict[str, Any]) -> str | None:
+    """Inside a trial of `params`: why this node cannot run it (storage, its data, GPU), or None.
+
+    The data checked is the trial's own: every cell reads the same datasets (the driver has
+    checked every cell's splits before any trial), so one trial's verdict holds for the node.
+    """
     if not cluster.storage_marker_visible():
         return f"cannot see search.storage_path; {SHARED_STORAGE_FIX}"
     try:
-        check_data(*cell_data(study))
+        check_data(trial_config(study, params).data)
     except (RaylmError, OSError) as error:
         return f"cannot read the study's data: {error}. {SHARED_DATA_FIX}"
     return gpu_problem()
 
 
-def check_node(study: StudyConfig) -> None:
-    """Inside a trial, before it trains: fail unless this node passed (now, or for an earlier trial) its checks."""
+def check_node(study: StudyConfig, params: dict[str, Any]) -> None:
+    """Inside a trial of `params`, before it trains: fail unless this node passed (now, or for an earlier trial)
+    its checks."""
     node_id = ray.get_runtime_context().get_node_id()
     checks = registry()
     checked, problem = ray.get(checks.verdict.remote(node_id))
     if not checked:
-        problem = node_problem(study)
+        problem = node_problem(study, params)
         ray.get(checks.record.remote(node_id, problem))
     if problem is not None:
         raise SearchError(f"node check failed: {problem}")

@@ -139,7 +139,7 @@ def unseen_storage_trial(params: dict, study: StudyConfig) -> None:
     from raylm.search import nodes
 
     Path(tune.get_context().get_storage().experiment_fs_path, ".validate_storage_marker").unlink()
-    raise SearchError(nodes.node_problem(study))
+    raise SearchError(nodes.node_problem(study, params))
 
 
 @pytest.mark.slow
