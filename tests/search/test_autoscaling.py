@@ -29,6 +29,7 @@ from tests.s3 import keys, s3_server
 from tests.search.attempts import failures
 from tests.search.autoscaling import autoscaling_cluster
 
+pytestmark = pytest.mark.slow  # the module's cluster takes seconds to start, its studies tens of seconds
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
 WORKERS = {
     "cpu_worker": {"resources": {"CPU": 1}, "max_workers": 2},
@@ -113,7 +114,6 @@ def test_storage_that_would_not_outlive_the_cluster_is_refused_before_any_trial(
     assert not list(Path("results").rglob("study.yaml"))
 
 
-@pytest.mark.slow
 def test_a_cpu_study_run_as_a_job_grows_the_cluster_from_no_workers_and_records_its_commit(cluster: Cluster):
     head = set(live_nodes(cluster.address))
     assert len(head) == 1  # no worker yet
@@ -142,7 +142,6 @@ def unseen_storage_trial(params: dict, study: StudyConfig) -> None:
     raise SearchError(nodes.node_problem(study, params))
 
 
-@pytest.mark.slow
 def test_a_node_that_cannot_see_the_storage_fails_its_check(on_the_head: Cluster, tmp_path: Path):
     study = load_config(StudyConfig, SMOKE, [*SMALL, "search.resources.gpu=0"])
     with pytest.raises(SearchError) as caught:
@@ -154,7 +153,6 @@ def test_a_node_that_cannot_see_the_storage_fails_its_check(on_the_head: Cluster
     assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))
 
 
-@pytest.mark.slow
 def test_a_gpu_study_on_gpus_torch_cannot_use_ends_in_seconds_naming_the_node(cluster: Cluster):
     before = live_nodes(cluster.address)
     started = time.monotonic()
@@ -179,7 +177,6 @@ def test_a_gpu_study_on_gpus_torch_cannot_use_ends_in_seconds_naming_the_node(cl
     print(f"broken GPU: {elapsed:.1f} s from submission to the error line")
 
 
-@pytest.mark.slow
 def test_a_node_the_autoscaler_adds_that_cannot_read_the_data_fails_its_check_before_training(
     on_the_head: Cluster,
 ):
