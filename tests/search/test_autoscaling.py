@@ -131,26 +131,41 @@ def test_a_cpu_study_run_as_a_job_grows_the_cluster_from_no_workers_and_records_
     assert cluster.read("runs/cpu/study.yaml").splitlines()[0] == f"# raylm 0.1.0, git {commit}"
 
 
-def unseen_storage_trial(params: dict, study: StudyConfig) -> None:
-    """After its node passed its checks: the node check as on a node that cannot see the study's storage (Tune's
-    marker gone, as a node-local folder looks from another machine), its problem raised as a study error."""
-    from ray import tune
+def unseen_storage_trial(broken: Path):
+    """The real trainable, but while `broken` exists, the node check as on a node that cannot see the study's
+    storage (Tune's marker gone, as a node-local folder looks from another machine), its problem raised."""
 
-    from raylm.search import nodes
+    def trial(params: dict, study: StudyConfig) -> None:
+        from ray import tune
 
-    Path(tune.get_context().get_storage().experiment_fs_path, ".validate_storage_marker").unlink()
-    raise SearchError(nodes.node_problem(study, params))
+        from raylm.search import nodes
+        from raylm.search.trainable import train_trial
+
+        if broken.exists():
+            Path(tune.get_context().get_storage().experiment_fs_path, ".validate_storage_marker").unlink()
+            raise SearchError(nodes.node_problem(study, params))
+        train_trial(params, study)
+
+    return trial
 
 
-def test_a_node_that_cannot_see_the_storage_fails_its_check(on_the_head: Cluster, tmp_path: Path):
+def test_a_node_that_cannot_see_the_storage_stops_the_study_which_resumes_once_fixed(
+    on_the_head: Cluster, tmp_path: Path
+):
     study = load_config(StudyConfig, SMOKE, [*SMALL, "search.resources.gpu=0"])
+    broken = tmp_path / "broken"
+    broken.touch()
     with pytest.raises(SearchError) as caught:
-        run_study(study, tmp_path / "run", address=on_the_head.address, trainable=unseen_storage_trial)
+        run_study(study, tmp_path / "run", address=on_the_head.address, trainable=unseen_storage_trial(broken))
     assert caught.value.args[0].endswith(
         "cannot see search.storage_path; on a cluster of several machines give shared storage: an NFS path mounted "
         "on every node, or a bucket (s3://..., gs://...)"
     )
     assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))
+    broken.unlink()  # fixed: the study continues where it stopped
+    run_study(study, tmp_path / "run", address=on_the_head.address, trainable=unseen_storage_trial(broken))
+    trials = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    assert len(trials) == 2 and all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials)
 
 
 def test_a_gpu_study_on_gpus_torch_cannot_use_ends_in_seconds_naming_the_node(cluster: Cluster):
