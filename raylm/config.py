@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import subprocess
 import types
 import typing
@@ -87,8 +88,17 @@ def save_config(config: Any, path: str | Path) -> None:
     Path(path).write_text(stamp + yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
-@functools.cache
 def git_commit() -> str | None:
+    """The commit of the code that runs (with `+dirty` for uncommitted changes), or None when unknown.
+
+    `RAYLM_COMMIT` when set: a Ray Job runs an upload of the working tree without its .git,
+    so the README's `ray job submit` passes the commit in the job's environment.
+    """
+    return os.environ.get("RAYLM_COMMIT") or checkout_commit()
+
+
+@functools.cache
+def checkout_commit() -> str | None:
     """The checkout's commit (with `+dirty` for uncommitted changes), or None outside a git checkout."""
     source = Path(__file__).resolve().parent
     try:

@@ -1,6 +1,7 @@
 """cluster.yaml is valid for Ray's cluster launcher and safe to `ray up`: checked offline, no credentials or network."""
 
 import re
+import subprocess
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_root_disk_holds_at_least_100_gb(node_type):
 
 @pytest.mark.parametrize("node_type", sorted(NODE_TYPES))
 def test_resources_are_explicit(node_type):
-    expected = {"head": {"CPU": 8, "GPU": 0}, "gpu_worker": {"CPU": 8, "GPU": 1}}
+    expected = {"head": {"CPU": 0, "GPU": 0}, "gpu_worker": {"CPU": 8, "GPU": 1}}
     assert NODE_TYPES[node_type]["resources"] == expected[node_type]
 
 
@@ -121,3 +122,26 @@ def test_ray_starts_with_a_raised_open_file_limit_and_a_local_dashboard():
     assert "--ulimit nofile=65536:65536" in CONFIG["docker"]["run_options"]
     assert "--dashboard-host=127.0.0.1" in ray_starts[0]
     assert "0.0.0.0" not in " ".join(starts)
+
+
+def test_the_head_runs_no_trial():
+    # No CPUs for Ray's scheduler (trials ask for at least one): the driver, Jobs API and test pass have the machine.
+    assert NODE_TYPES[CONFIG["head_node_type"]]["resources"]["CPU"] == 0
+    assert "ray start --head --num-cpus=0 " in CONFIG["head_start_ray_commands"][-1]
+
+
+def test_a_worker_with_a_broken_gpu_driver_joins_and_its_node_check_names_it():
+    # A failing setup would keep the node out and the autoscaler relaunching it; the trial's node check reports it.
+    assert not CONFIG.get("worker_setup_commands")
+
+
+def test_the_readme_submits_the_commit_the_study_records(tmp_path):
+    """The README's `RAYLM_COMMIT=...` line gives what a checkout's study.yaml records, and its job passes it on."""
+    from raylm.config import checkout_commit
+
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [line for line in readme.splitlines() if line.startswith("RAYLM_COMMIT=")]
+    computed = subprocess.run(["bash", "-c", f"{line}; echo $RAYLM_COMMIT"], cwd=ROOT, capture_output=True, text=True)
+    assert computed.stdout.strip() == checkout_commit()
+    assert '--runtime-env-json "{\\"env_vars\\": {\\"RAYLM_COMMIT\\": \\"$RAYLM_COMMIT\\"}}"' in readme
+    assert line in CLUSTER.read_text()  # cluster.yaml's summary of the steps says the same

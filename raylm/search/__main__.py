@@ -60,14 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.resume:
-            run_dir = args.resume if storage.is_uri(args.resume) else str(Path(args.resume).resolve())
+            run_dir = args.resume  # made absolute once connected to Ray, if a local folder will do there
             storage.check_location(run_dir, "--resume")
             study = load_config(StudyConfig, fetch_study_file(run_dir), args.set)
         else:
             study = load_config(StudyConfig, args.config or DEFAULT_STUDY, args.set)
-            storage_path = args.storage_path or study.search.storage_path
-            if not storage.is_uri(storage_path):
-                storage_path = str(Path(storage_path).resolve())
+            storage_path = args.storage_path or study.search.storage_path  # made absolute as `--resume` is
             storage.check_location(storage_path, "search.storage_path")
             run_dir = storage.join(storage_path, args.name or f"{study.search.name}-{datetime.now():%Y%m%d-%H%M%S}")
             if storage.exists(storage.join(run_dir, "study.yaml")):

@@ -4,6 +4,9 @@ On a cluster that `ray up` started, resources are counted over what the autoscal
 can grow the cluster to (its node types at their max workers, read from the
 bootstrap config `ray up` leaves on the head, as Tune itself does), not over the
 nodes up right now: GPU workers at `min_workers: 0` are no reason to refuse a GPU study.
+
+The few private Ray and Tune APIs raylm reads (the Job's environment, Ray's temporary
+folder, Tune's storage marker) are here, each in one small function.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 
 import ray
 import yaml
+from ray import tune
+from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
 from raylm.config import StudyConfig
 from raylm.search.errors import SearchError
@@ -126,3 +131,63 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
             f"--address {address}: no Ray cluster answers there ({error}); give the head node's host:port "
             "(`ray start --head` prints it), or 'auto' on a cluster node"
         ) from None
+
+
+def node_name(address: str, node_id: str) -> str:
+    """How errors name a node: its address and its whole id (`ray list nodes` shows both; fake nodes share an
+    address and the start of their ids)."""
+    return f"{address} ({node_id})"
+
+
+def this_node() -> str:
+    """`node_name` of the node this process runs on."""
+    return node_name(ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id())
+
+
+def trial_nodes(cpu: float, gpu: float) -> list[dict]:
+    """The live nodes (as `ray.nodes()` lists them) that can hold one trial of `cpu` + `gpu`.
+
+    A head that advertises no CPUs (cluster.yaml) runs the driver but never a trial:
+    what it cannot see does not matter to the study.
+    """
+    return [
+        node
+        for node in ray.nodes()
+        if node["Alive"] and node["Resources"].get("CPU", 0) >= cpu and node["Resources"].get("GPU", 0) >= gpu
+    ]
+
+
+def under_ray_job() -> bool:
+    """Whether this process is the driver of a Ray Job (`ray job submit`): Ray hands a Job's driver its config so."""
+    return RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ
+
+
+def ray_temp_dir() -> Path:
+    """Ray's temporary folder on this node (`--temp-dir`, /tmp/ray by default), which a Job's working directory
+    is unpacked into and which `ray down` deletes with the node."""
+    return Path(ray._private.worker._global_node.get_temp_dir_path())
+
+
+def beyond_one_machine() -> str | None:
+    """Why files the study writes must outlive this machine and be seen from others, or None for a one-machine Ray.
+
+    Asked of a connected Ray: a Job, an autoscaling cluster (its nodes come and go), or several live nodes.
+    """
+    if under_ray_job():
+        return "under a Ray Job"
+    if autoscaler_config() is not None:
+        return "on an autoscaling cluster"
+    nodes = sum(node["Alive"] for node in ray.nodes())
+    return f"on a cluster of {nodes} nodes" if nodes > 1 else None
+
+
+def storage_marker_visible() -> bool:
+    """Inside a trial: whether this node sees the marker Tune's driver wrote into the experiment's storage folder.
+
+    Tune itself looks for it only at the trial's first checkpoint, an epoch later.
+    """
+    try:
+        tune.get_context().get_storage()._check_validation_file()
+    except RuntimeError:
+        return False
+    return True

@@ -4,12 +4,12 @@
 Optuna (TPE) search and its own ASHA (see `per_cell`); `optimize` mode folds the axes
 into one space with one searcher and one ASHA. Restoring the experiment keeps
 finished trials, resumes the rest from their checkpoints, and restores the searchers'
-and the schedulers' state, all from the last whole snapshot (`recovery`).
+and the schedulers' state, all from the last whole snapshot (`recovery`). Every trial
+runs after its node's checks; an error retrying cannot fix ends the experiment (`fatal`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -22,17 +22,17 @@ from ray.tune.search.optuna import OptunaSearch
 from raylm.config import SearchConfig, StudyConfig
 from raylm.models import model_flops
 from raylm.search.cluster import trial_slots
+from raylm.search.fatal import StopOnFatal, Trainable, checked
 from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
 
-Trainable = Callable[[dict[str, Any], StudyConfig], None]
 EXPERIMENT = "trials"  # the experiment's folder in the run directory
 
 
 def wrap(trainable: Trainable, study: StudyConfig):
     resources = study.search.resources
-    with_study = tune.with_parameters(trainable, study=study)
+    with_study = tune.with_parameters(checked(trainable), study=study)
     return tune.with_resources(with_study, {"cpu": resources.cpu, "gpu": resources.gpu})
 
 
@@ -124,6 +124,7 @@ def make_tuner(
                 WholeSnapshot(name),
                 RollBack(),
                 *([SchedulerState(scheduler)] if searching else []),
+                StopOnFatal(),  # last: the other callbacks have seen the step it ends
             ],
             # Files a trial writes in its working directory (TensorBoard events) reach storage with
             # each checkpoint, when a trial stops, and when its process is reused for the next trial.
@@ -133,6 +134,7 @@ def make_tuner(
                 checkpoint_score_attribute=search.metric,
                 checkpoint_score_order=search.metric_mode,
             ),
+            # Transient failures only (a lost node, a killed process): StopOnFatal ends the rest at once.
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             verbose=1,
         ),

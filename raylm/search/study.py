@@ -52,12 +52,14 @@ def run_study(
     check_space(study)
     check_data(*cell_data(study))
     storage.check_writable(location)
-    local_dir = Path(tempfile.mkdtemp(prefix="raylm-run-")) if storage.is_uri(location) else Path(run_dir)
     owns_ray = not ray.is_initialized()
     try:
         study = connect(address, study)
-        storage.check_nodes_see(location)
-        storage.check_nodes_read(cell_data(study))
+        location = storage.outliving(location)
+        local_dir = Path(tempfile.mkdtemp(prefix="raylm-run-")) if storage.is_uri(location) else Path(location)
+        resources = study.search.resources
+        storage.check_nodes_see(location, resources.cpu, resources.gpu)
+        storage.check_nodes_read(cell_data(study), resources.cpu, resources.gpu)
         save_config(study, local_dir / "study.yaml")
         storage.upload(local_dir, location)
         grid = run_experiment(study, trainable, location)

@@ -9,8 +9,8 @@ import pytest
 import ray
 
 from raylm.config import StudyConfig, load_config
-from raylm.search import SearchError
-from raylm.search.cluster import NodeShape, connect, node_shapes, trial_slots
+from raylm.search import SearchError, storage
+from raylm.search.cluster import NodeShape, connect, node_shapes, ray_temp_dir, trial_slots
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,8 +30,8 @@ def smoke(*overrides: str) -> StudyConfig:
 
 
 def test_node_shapes_are_the_node_types_at_their_max_workers(on_a_head_node):
-    # cluster.yaml: an m6i.2xlarge head (8 CPU, no GPU) and up to 4 g5.2xlarge workers (8 CPU, 1 GPU each)
-    assert sorted(node_shapes(), key=lambda shape: shape.gpus) == [NodeShape(8, 0, 1), NodeShape(8, 1, 4)]
+    # cluster.yaml: an m6i.2xlarge head (no CPU for trials, no GPU) and up to 4 g5.2xlarge workers (8 CPU, 1 GPU each)
+    assert sorted(node_shapes(), key=lambda shape: shape.gpus) == [NodeShape(0, 0, 1), NodeShape(8, 1, 4)]
 
 
 def test_a_gpu_study_starts_while_the_gpu_workers_are_at_zero(on_a_head_node):
@@ -49,3 +49,20 @@ def test_slots_pack_each_node():
     assert NodeShape(8, 1, 4).slots(cpu=1, gpu=0.25) == 16
     assert NodeShape(8, 1, 4).slots(cpu=3, gpu=0) == 8  # two 3-CPU trials per 8-CPU node
     assert NodeShape(8, 0, 1).slots(cpu=1, gpu=1) == 0
+
+
+def test_storage_must_outlive_an_autoscaling_cluster_not_one_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        assert storage.outliving("results/run") == (tmp_path / "results" / "run").resolve().as_posix()
+        assert storage.outliving("s3://bucket/runs") == "s3://bucket/runs"
+        shutil.copy(REPO / "cluster.yaml", tmp_path / "ray_bootstrap_config.yaml")  # on a `ray up` head node
+        monkeypatch.setenv("HOME", str(tmp_path))
+        with pytest.raises(SearchError, match=r"'results/run' is relative: on an autoscaling cluster the study's"):
+            storage.outliving("results/run")
+        with pytest.raises(SearchError, match="is in Ray's temporary folder: on an autoscaling cluster"):
+            storage.outliving(str(ray_temp_dir() / "session_latest" / "results"))
+        assert storage.outliving("/mnt/efs/raylm") == "/mnt/efs/raylm"  # maybe shared: the node checks tell
+    finally:
+        ray.shutdown()

@@ -183,7 +183,7 @@ def test_a_node_that_cannot_read_the_data_is_named_before_any_trial(tmp_path: Pa
             storage.check_nodes_read([config])
     message = str(caught.value)
     assert message.startswith(
-        f"node {other.node_ip_address} ({other.node_id[:8]}) cannot read the study's data: pts:~/faces"
+        f"node {other.node_ip_address} ({other.node_id}) cannot read the study's data: pts:~/faces"
     )
     assert "folder not found" in message and "python -m raylm.data prepare" in message
 
@@ -195,7 +195,7 @@ def test_a_node_that_cannot_see_the_storage_is_named_before_any_trial(tmp_path: 
             storage.check_nodes_see("~/runs")  # node-local storage
     message = str(caught.value)
     assert message.startswith(
-        f"search.storage_path '~/runs': node {other.node_ip_address} ({other.node_id[:8]}) cannot use it ("
+        f"search.storage_path '~/runs': node {other.node_ip_address} ({other.node_id}) cannot use it ("
     )
     assert message.endswith("an NFS path mounted on every node, or a bucket (s3://..., gs://...)")
     assert not list((tmp_path / "head" / "runs").glob(".raylm-marker-*"))  # the driver's marker is cleaned up

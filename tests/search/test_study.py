@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from raylm.evaluate import main as evaluate_main
 from raylm.plots import progress_figure
 from raylm.search import SearchError, run_study
 from raylm.selection import Selection
+from tests.search.attempts import failures, noting_attempts, session_dir
 from tests.search.hooked import hooked_trial
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,23 +181,37 @@ def test_a_trial_that_raises_once_recovers_from_its_checkpoint(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_a_diverging_trial_ends_with_its_reason_in_trials_csv(tmp_path: Path):
+def test_a_diverging_trial_stops_the_study_at_its_first_failure(tmp_path: Path):
+    import ray
+
     study = smoke(
         "search.axes.real_fraction=[0.0]",
         "search.space={train.lr: {choice: [3.0e-3, 1.0e+30]}}",  # Adam steps of 1e30 overflow every activation
         "search.max_epochs=2",
         "search.grace_period=2",
+        "search.max_failures=2",  # retries are for transient failures; the same configuration diverges again
         f"data.cache_dir={tmp_path}",
     )
-    run_study(study, tmp_path / "run")
-    trials = read_csv(tmp_path / "run" / "trials.csv")
-    diverged = [t for t in trials if float(t["train.lr"]) > 1]
-    assert diverged and len(diverged) < len(trials)  # the seeded search tried both rates
-    for trial in diverged:
-        assert trial["status"] == "ERROR"
-        assert trial["reason"].startswith("Diverged: diverged in epoch 1: train/loss became "), trial["reason"]
-        assert trial["reason"].endswith("; lower train.lr or set train.grad_clip")
-    assert all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials if t not in diverged)
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        with pytest.raises(SearchError) as caught:
+            run_study(study, tmp_path / "run", trainable=noting_attempts(attempts))
+        session = session_dir()
+    finally:
+        ray.shutdown()
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"trial \w+ on node [\d.]+ \(\w+\): diverged in epoch 1: train/loss became \w+; "
+        r"lower train.lr or set train.grad_clip",
+        message,
+    ), message
+    diverged = message.split()[1]
+    assert (attempts / diverged).read_text() == "attempt\n"  # not retried
+    assert all(path.read_text() == "attempt\n" for path in attempts.iterdir())
+    assert failures(session) == {diverged: 1}
+    assert not (tmp_path / "run" / "trials.csv").exists()  # stopped: no report
 
 
 def descendants(pid: int) -> list[int]:
@@ -309,26 +325,6 @@ def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path:
     assert not (tmp_path / "run" / "trials").exists()
 
 
-def unseen_storage_trial(params: dict, study: StudyConfig) -> None:
-    """The real trainable on a node that cannot see the study's storage (as a node-local folder looks from a
-    worker the autoscaler added after the study checked its nodes): Tune's marker is not there."""
-    from ray import tune
-
-    from raylm.search.trainable import train_trial
-
-    storage = tune.get_context().get_storage()
-    Path(storage.experiment_fs_path, ".validate_storage_marker").unlink(missing_ok=True)
-    train_trial(params, study)
-
-
-@pytest.mark.slow
-def test_a_trial_on_a_node_that_cannot_see_the_storage_fails_before_training(tmp_path: Path):
-    study = smoke("search.axes.real_fraction=[0.0]", "search.trials=1", f"data.cache_dir={tmp_path}")
-    with pytest.raises(SearchError, match=r"the first error: SearchError: node .* cannot see search.storage_path"):
-        run_study(study, tmp_path / "run", trainable=unseen_storage_trial)
-    assert all(not path.read_text() for path in (tmp_path / "run" / "trials").rglob("result.json"))  # no epoch ran
-
-
 def test_unwritable_storage_path_is_named(tmp_path: Path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -371,28 +367,29 @@ def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_a_trial_given_a_gpu_torch_cannot_use_fails_naming_the_node(tmp_path: Path):
-    """Ray gives a (fake) GPU that torch cannot use: the trial fails saying so; it never trains on the CPU."""
+def test_a_trial_given_a_gpu_torch_cannot_use_stops_the_study_naming_the_node(tmp_path: Path):
+    """Ray gives a (fake) GPU that torch cannot use: the first trial's node check fails, the study stops with that
+    one line, and no trial is retried for it (nor ever trains on the CPU)."""
     import ray
 
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
-        study = smoke(
-            "search.axes.real_fraction=[0.0]", "search.trials=1", "search.max_failures=0", f"data.cache_dir={tmp_path}"
-        )
+        study = smoke("search.axes.real_fraction=[0.0]", "search.max_failures=2", f"data.cache_dir={tmp_path}")
         with pytest.raises(SearchError) as caught:
             run_study(study, tmp_path / "run")
         assert ray.is_initialized()  # the caller's Ray is left running
         node = ray.nodes()[0]
+        session = session_dir()
     finally:
         ray.shutdown()
     message = str(caught.value)
-    assert message.startswith("no trial of the study finished; the first error: SearchError: node ")
+    assert message.startswith("trial ")
     assert (
-        f"{node['NodeManagerAddress']} ({node['NodeID'][:8]}) gave this trial GPU [0] but torch cannot use it"
-        in message
+        f" on node {node['NodeManagerAddress']} ({node['NodeID']}): node check failed: Ray gave the trial GPU [0] "
+        "but torch cannot use it: " in message
     )
-    assert "search.resources.gpu: 0" in message
+    assert message.endswith("or run CPU trials with search.resources.gpu: 0")
+    assert failures(session) == {message.split()[1]: 1}  # one trial failed, once: not retried
     assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))  # not one epoch trained
 
 

@@ -1,0 +1,123 @@
+"""Node checks as nodes arrive: each node is checked once, in the first trial it runs, before that trial trains.
+
+The study's pre-flight (`storage.check_nodes_see`, `check_nodes_read`) sees only the
+nodes that are up when it starts; on an autoscaling cluster the GPU workers usually
+are not. So every trial first asks the experiment's registry (one small actor on the
+driver's node, named, gone with the driver) whether its node has passed; on a node
+not yet checked it checks that the node sees the study's storage, can read its data
+(or fetch the prepared faces) and, for a trial given GPUs, that torch can use them,
+and keeps the verdict so the next trial on that node does not pay again. A node that
+fails raises a `SearchError`, which stops the study (`fatal`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raylm.config import StudyConfig
+from raylm.data.pipeline import check_data
+from raylm.errors import RaylmError
+from raylm.search import cluster
+from raylm.search.errors import SearchError
+from raylm.search.space import trial_config
+from raylm.search.storage import SHARED_DATA_FIX, SHARED_STORAGE_FIX
+
+REGISTRY = "raylm-node-checks"  # in the driver's namespace: each driver (study) has its own
+
+
+@ray.remote(num_cpus=0)
+class Registry:
+    """One experiment's node verdicts (node id -> None when it passed, else its problem) and its first fatal
+    error (the line the study stops with)."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[str, str | None] = {}
+        self.fatal: str | None = None
+
+    def reset(self) -> None:
+        self.verdicts, self.fatal = {}, None
+
+    def verdict(self, node_id: str) -> tuple[bool, str | None]:
+        """(whether the node was checked, its problem)."""
+        return node_id in self.verdicts, self.verdicts.get(node_id)
+
+    def record(self, node_id: str, problem: str | None) -> None:
+        self.verdicts[node_id] = problem
+
+    def stop(self, message: str) -> None:
+        self.fatal = self.fatal or message
+
+    def fatal_error(self) -> str | None:
+        return self.fatal
+
+
+def start_registry() -> ray.actor.ActorHandle:
+    """The driver's registry, empty: created on the driver's node (it must outlive any worker) or reused.
+
+    Ray removes it once no handle refers to it: the caller keeps the one returned.
+    """
+    here = ray.get_runtime_context().get_node_id()
+    registry = Registry.options(
+        name=REGISTRY,
+        get_if_exists=True,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    ).remote()
+    ray.get(registry.reset.remote())
+    return registry
+
+
+def registry() -> ray.actor.ActorHandle:
+    """The registry `start_registry` made for the running experiment (from its driver or any of its trials)."""
+    return ray.get_actor(REGISTRY)
+
+
+def gpu_problem() -> str | None:
+    """Inside a trial: why torch cannot use the GPUs Ray gave it (no driver, a driver too old), or None."""
+    gpu_ids = ray.get_gpu_ids()
+    if not gpu_ids or torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        why = f"torch {torch.__version__} is a CPU-only build"
+    else:
+        try:
+            torch.cuda.init()
+            why = "torch.cuda.is_available() is False"
+        except (RuntimeError, AssertionError) as error:
+            why = str(error).strip().splitlines()[0]
+    return (
+        f"Ray gave the trial GPU {gpu_ids} but torch cannot use it: {why}. Install an NVIDIA driver for CUDA "
+        f"{torch.version.cuda} on that node (cluster.yaml's AMI has one), or run CPU trials with "
+        "search.resources.gpu: 0"
+    )
+
+
+def node_problem(study: StudyConfig, params: dict[str, Any]) -> str | None:
+    """Inside a trial of `params`: why this node cannot run it (storage, its data, GPU), or None.
+
+    The data checked is the trial's own: every cell reads the same datasets (the driver has
+    checked every cell's splits before any trial), so one trial's verdict holds for the node.
+    """
+    if not cluster.storage_marker_visible():
+        return f"cannot see search.storage_path; {SHARED_STORAGE_FIX}"
+    try:
+        check_data(trial_config(study, params).data)
+    except (RaylmError, OSError) as error:
+        return f"cannot read the study's data: {error}. {SHARED_DATA_FIX}"
+    return gpu_problem()
+
+
+def check_node(study: StudyConfig, params: dict[str, Any]) -> None:
+    """Inside a trial of `params`, before it trains: fail unless this node passed (now, or for an earlier trial)
+    its checks."""
+    node_id = ray.get_runtime_context().get_node_id()
+    checks = registry()
+    checked, problem = ray.get(checks.verdict.remote(node_id))
+    if not checked:
+        problem = node_problem(study, params)
+        ray.get(checks.record.remote(node_id, problem))
+    if problem is not None:
+        raise SearchError(f"node check failed: {problem}")

@@ -1,0 +1,217 @@
+"""Studies on a real autoscaling cluster (`autoscaling`): a head that runs no trials and worker types at
+`min_workers: 0` that Ray's autoscaler adds as trials wait, some with fake GPUs (Ray schedules on them,
+torch cannot use them). The nodes see a home folder of their own, not the driver's; results go to a
+bucket on a local S3 server. One cluster serves the module; the tests run in the order written, each
+asking for a node type no earlier test started, so each one's node is added by the autoscaler."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import ray
+from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+from raylm.config import StudyConfig, load_config
+from raylm.search import SearchError, run_study
+from raylm.search.__main__ import main
+from tests.data.fakes import write_pts_dataset
+from tests.s3 import keys, s3_server
+from tests.search.attempts import failures
+from tests.search.autoscaling import autoscaling_cluster
+
+pytestmark = pytest.mark.slow  # the module's cluster takes seconds to start, its studies tens of seconds
+SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
+WORKERS = {
+    "cpu_worker": {"resources": {"CPU": 1}, "max_workers": 2},
+    # Each test's trials fit one type only: 1 CPU (cpu_worker; the autoscaler keeps GPU nodes for GPU trials),
+    # 2 CPUs + 1 GPU (gpu_worker), 1 CPU + 2 GPUs (two_gpu_worker).
+    "gpu_worker": {"resources": {"CPU": 2, "GPU": 1}, "max_workers": 1},
+    "two_gpu_worker": {"resources": {"CPU": 1, "GPU": 2}, "max_workers": 1},
+}
+SMALL = ["search.axes.real_fraction=[0.0]", "search.trials=2", "search.max_epochs=2", "search.grace_period=2"]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    address: str  # the GCS's host:port
+    session: Path  # its session folder (Tune keeps the drivers' trial error files there)
+    driver_home: Path  # the driver's home, with `ray_bootstrap_config.yaml` as `ray up` leaves it on the head
+    aws: dict[str, str]  # the S3 server's settings
+    bucket: object  # a boto3 client for it; the bucket is `raylm`
+
+    def driver_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a study's driver on this cluster's head."""
+        return {**os.environ, **self.aws, "HOME": str(self.driver_home), **extra}
+
+    def read(self, key: str) -> str:
+        return self.bucket.get_object(Bucket="raylm", Key=key)["Body"].read().decode()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("autoscaling")
+    driver_home, nodes_home = root / "driver", root / "nodes"
+    driver_home.mkdir()
+    nodes_home.mkdir()
+    with s3_server() as aws, pytest.MonkeyPatch.context() as patch:
+        for key, value in aws.items():
+            patch.setenv(key, value)
+        bucket = boto3.client("s3")
+        bucket.create_bucket(Bucket="raylm")
+        with autoscaling_cluster(driver_home, nodes_home, WORKERS, aws) as (address, session):
+            yield Cluster(address, session, driver_home, aws, bucket)
+
+
+@pytest.fixture
+def on_the_head(cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Cluster:
+    """This process as a driver on the head: its home, the S3 settings, a fresh working directory."""
+    for key, value in cluster.driver_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return cluster
+
+
+def live_nodes(address: str) -> dict[str, dict]:
+    """Node id -> resources of the cluster's live nodes, asked by a short driver of its own."""
+    with ray.init(address=address):
+        return {node["NodeID"]: node["Resources"] for node in ray.nodes() if node["Alive"]}
+
+
+def cli(cluster: Cluster, name: str, *overrides: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m raylm.search` on the smoke study, its run in the bucket at runs/<name>, as a driver on the head."""
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--address", cluster.address]
+    command += ["--storage-path", "s3://raylm/runs", "--name", name, *sets]
+    return subprocess.run(command, env=cluster.driver_env(**env), capture_output=True, text=True, timeout=540)
+
+
+def test_storage_that_would_not_outlive_the_cluster_is_refused_before_any_trial(on_the_head: Cluster, capsys):
+    args = ["--config", str(SMOKE), "--storage-path", "results", "--address", on_the_head.address]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "is relative: on an autoscaling cluster the study's results would land on one node" in error
+    assert error.rstrip().endswith(
+        "give a bucket (--storage-path s3://BUCKET/raylm) or an absolute path shared by every node "
+        "(e.g. --storage-path /mnt/efs/raylm)"
+    )
+    # A Ray Job's driver: `results` would be inside Ray's temporary copy of the job.
+    os.environ[RAY_JOB_CONFIG_JSON_ENV_VAR] = json.dumps({"runtime_env": {}, "metadata": {}})
+    try:
+        assert main(args) == 2
+    finally:
+        del os.environ[RAY_JOB_CONFIG_JSON_ENV_VAR]
+    assert "is relative: under a Ray Job the study's results would land on one node" in capsys.readouterr().err
+    assert not list(Path("results").rglob("study.yaml"))
+
+
+def test_a_cpu_study_run_as_a_job_grows_the_cluster_from_no_workers_and_records_its_commit(cluster: Cluster):
+    head = set(live_nodes(cluster.address))
+    assert len(head) == 1  # no worker yet
+    # What `ray job submit --runtime-env-json '{"env_vars": {"RAYLM_COMMIT": ...}}'` gives the job's driver.
+    commit = "0123456789abcdef0123456789abcdef01234567+dirty"
+    job = json.dumps({"runtime_env": {"env_vars": {"RAYLM_COMMIT": commit}}, "metadata": {}})
+    run = cli(
+        cluster, "cpu", *SMALL, "search.resources.gpu=0", RAYLM_COMMIT=commit, **{RAY_JOB_CONFIG_JSON_ENV_VAR: job}
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    trials = list(csv.DictReader(io.StringIO(cluster.read("runs/cpu/trials.csv"))))
+    assert len(trials) == 2 and all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials)
+    added = set(live_nodes(cluster.address)) - head
+    assert {t["node_id"] for t in trials} <= added and added  # every trial on a worker the autoscaler added
+    assert cluster.read("runs/cpu/study.yaml").splitlines()[0] == f"# raylm 0.1.0, git {commit}"
+
+
+def unseen_storage_trial(broken: Path):
+    """The real trainable, but while `broken` exists, the node check as on a node that cannot see the study's
+    storage (Tune's marker gone, as a node-local folder looks from another machine), its problem raised."""
+
+    def trial(params: dict, study: StudyConfig) -> None:
+        from ray import tune
+
+        from raylm.search import nodes
+        from raylm.search.trainable import train_trial
+
+        if broken.exists():
+            Path(tune.get_context().get_storage().experiment_fs_path, ".validate_storage_marker").unlink()
+            raise SearchError(nodes.node_problem(study, params))
+        train_trial(params, study)
+
+    return trial
+
+
+def test_a_node_that_cannot_see_the_storage_stops_the_study_which_resumes_once_fixed(
+    on_the_head: Cluster, tmp_path: Path
+):
+    study = load_config(StudyConfig, SMOKE, [*SMALL, "search.resources.gpu=0"])
+    broken = tmp_path / "broken"
+    broken.touch()
+    with pytest.raises(SearchError) as caught:
+        run_study(study, tmp_path / "run", address=on_the_head.address, trainable=unseen_storage_trial(broken))
+    assert caught.value.args[0].endswith(
+        "cannot see search.storage_path; on a cluster of several machines give shared storage: an NFS path mounted "
+        "on every node, or a bucket (s3://..., gs://...)"
+    )
+    assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))
+    broken.unlink()  # fixed: the study continues where it stopped
+    run_study(study, tmp_path / "run", address=on_the_head.address, trainable=unseen_storage_trial(broken))
+    trials = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    assert len(trials) == 2 and all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials)
+
+
+def test_a_gpu_study_on_gpus_torch_cannot_use_ends_in_seconds_naming_the_node(cluster: Cluster):
+    before = live_nodes(cluster.address)
+    started = time.monotonic()
+    overrides = ["search.axes.real_fraction=[0.0]", "search.resources.cpu=2", "search.resources.gpu=1"]
+    run = cli(cluster, "gpu", *overrides, "search.max_failures=2")
+    elapsed = time.monotonic() - started
+    assert run.returncode == 2, run.stderr[-4000:]
+    lines = run.stderr.rstrip().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:]  # one error line, the last
+    (node,) = [node for node, resources in live_nodes(cluster.address).items() if resources.get("GPU") == 1]
+    assert node not in before  # added by the autoscaler for this study
+    message = lines[-1]
+    assert message.startswith("error: trial ")
+    address = cluster.address.rpartition(":")[0]  # every fake node has the head's address
+    assert f" on node {address} ({node}): node check failed: Ray gave the trial GPU [0] but torch cannot use it: " in (
+        message
+    )
+    trial = message.split()[2]
+    assert failures(cluster.session)[trial] == 1 and set(failures(cluster.session).values()) == {1}  # no retry
+    assert not [key for key in keys(cluster.bucket, "runs/gpu/trials/") if "checkpoint_" in key]
+    assert elapsed < 60, f"{elapsed:.0f} s from submission to the error"
+    print(f"broken GPU: {elapsed:.1f} s from submission to the error line")
+
+
+def test_a_node_the_autoscaler_adds_that_cannot_read_the_data_fails_its_check_before_training(
+    on_the_head: Cluster,
+):
+    # The faces are in the driver's home only: `pts:~/faces` is a folder on the head, none on a worker.
+    write_pts_dataset(on_the_head.driver_home / "faces", {"a": 100})
+    # Two GPUs a trial: only the node type no earlier test started can hold it.
+    study = load_config(StudyConfig, SMOKE, [*SMALL, "data.synthetic=pts:~/faces", "search.resources.gpu=2"])
+    ray.init(address=on_the_head.address)
+    try:
+        before = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        with pytest.raises(SearchError) as caught:
+            run_study(study, "s3://raylm/runs/data")
+        added = [node for node in ray.nodes() if node["Alive"] and node["NodeID"] not in before]
+    finally:
+        ray.shutdown()
+    assert len(added) == 1, (added, str(caught.value))
+    (node,) = added
+    assert node["Resources"]["GPU"] == 2
+    message = str(caught.value)
+    assert f" on node {node['NodeManagerAddress']} ({node['NodeID']}): node check failed: cannot read the study's " \
+        "data: pts:~/faces: folder not found" in message  # fmt: skip
+    assert message.endswith("and set data.prepared")
+    assert not [key for key in keys(on_the_head.bucket, "runs/data/trials/") if "checkpoint_" in key]
