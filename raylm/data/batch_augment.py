@@ -233,12 +233,13 @@ def blur_kernels(sigma: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
 
 
 def blur(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """A separable blur of each face by its own 5-tap kernel (B, 5), reflected borders as cv2's default."""
+    """A separable blur of each face (B, C, H, W) by its own odd-length kernel (B, K), reflected borders as cv2's."""
     n, channels, height, width = images.shape
+    taps = kernels.shape[1]
     weights = kernels.repeat_interleave(channels, 0)  # one kernel per (face, channel) plane
-    planes = F.pad(images.reshape(1, n * channels, height, width), (2, 2, 2, 2), mode="reflect")
-    planes = F.conv2d(planes, weights.view(-1, 1, 1, 5), groups=n * channels)
-    planes = F.conv2d(planes, weights.view(-1, 1, 5, 1), groups=n * channels)
+    planes = F.pad(images.reshape(1, n * channels, height, width), (taps // 2,) * 4, mode="reflect")
+    planes = F.conv2d(planes, weights.view(-1, 1, 1, taps), groups=n * channels)
+    planes = F.conv2d(planes, weights.view(-1, 1, taps, 1), groups=n * channels)
     return planes.reshape(n, channels, height, width)
 
 
@@ -273,16 +274,11 @@ def _rand(n: int, generator: torch.Generator, device: torch.device, *shape: int)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, largest: float) -> torch.Tensor:
-    """A separable Gaussian blur of (B, C, H, W), its own sigma (B,) per face (at most `largest`), reflected borders."""
-    n, channels, height, width = images.shape
+    """A Gaussian blur of (B, C, H, W), its own sigma (B,) per face (at most `largest`), reflected borders."""
     radius = max(1, math.ceil(3 * largest))
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
     kernels = torch.exp(-(offsets**2) / (2 * sigma[:, None].to(images.dtype) ** 2))
-    kernels = (kernels / kernels.sum(1, keepdim=True)).repeat_interleave(channels, 0)
-    planes = F.pad(images.reshape(1, n * channels, height, width), (radius,) * 4, mode="reflect")
-    planes = F.conv2d(planes, kernels.view(-1, 1, 1, 2 * radius + 1), groups=n * channels)
-    planes = F.conv2d(planes, kernels.view(-1, 1, 2 * radius + 1, 1), groups=n * channels)
-    return planes.reshape(n, channels, height, width)
+    return blur(images, kernels / kernels.sum(1, keepdim=True))
 
 
 def _muted(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
