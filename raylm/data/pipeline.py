@@ -156,7 +156,8 @@ def export_prepared(configs: Sequence[DataConfig], to: str, progress: bool = Tru
         )
         assert faces.directory is not None
         upload(faces.directory, join(to, faces.directory.parent.name, faces.directory.name))
-        index = {"spec": source.spec, "ids": source.ids, "subsets": source.subsets}
+        stamps = [source.stamp(i) for i in range(len(source))]
+        index = {"spec": source.spec, "ids": source.ids, "subsets": source.subsets, "stamps": stamps}
         write_text(join(to, "indexes", index_name(spec)), json.dumps(index))
         exported.append(faces)
     return exported
@@ -177,7 +178,8 @@ def _indexer(prepared: str | None) -> Callable[[str], FaceSet]:
             return open_dataset(spec)
         record = json.loads(read_text(location))
         ids, subsets = tuple(record["ids"]), tuple(record["subsets"])
-        return FaceSet(record["spec"], ids, subsets, _load_later(spec, ids))
+        stamps = record.get("stamps", [""] * len(ids))  # none in an index exported before faces were stamped
+        return FaceSet(record["spec"], ids, subsets, _load_later(spec, ids), stamps.__getitem__)
 
     return index
 
