@@ -53,6 +53,13 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prepared: str | None = None  # folder or bucket URI filled by `python -m raylm.data prepare`; read before the specs
 
+    def __post_init__(self) -> None:
+        # Checked where the file is read: a negative size would slice from the end of a shuffled
+        # dataset (test_size -5 tests on all but 5 faces) instead of failing.
+        for name, least in (("train_size", 1), ("val_size", 1), ("val_real_size", 0), ("test_size", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"data.{name} must be at least {least}, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class PreparedData:
