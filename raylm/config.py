@@ -232,9 +232,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Checked where the file is read: torch would fail on these mid-trial, or (epochs 0) end with no checkpoint.
-        if self.epochs < 1 or self.batch_size < 1:
-            name, value = ("train.epochs", self.epochs) if self.epochs < 1 else ("train.batch_size", self.batch_size)
-            raise ValueError(f"{name} must be at least 1, got {value}")
+        for name, value in (("epochs", self.epochs), ("batch_size", self.batch_size)):
+            if value < 1:
+                raise ValueError(f"train.{name} must be at least 1, got {value}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be above 0 (e.g. 1e-3), got {self.lr}")
 

@@ -309,8 +309,10 @@ def _allocate(path: Path, dtype: type, shape: tuple[int, ...]) -> np.memmap:
     process with SIGBUS. Reserving the space first turns that into an OSError (ENOSPC).
     """
     array = np.lib.format.open_memmap(path, "w+", dtype, shape)
-    with open(path, "r+b") as file:
-        os.posix_fallocate(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+    reserve = getattr(os, "posix_fallocate", None)  # Linux (where clusters run); macOS has none, its map stays sparse
+    if reserve is not None:
+        with open(path, "r+b") as file:
+            reserve(file.fileno(), 0, os.fstat(file.fileno()).st_size)
     return array
 
 
