@@ -71,7 +71,7 @@ def open_faces(source: str, n: int, scratch: Path) -> tuple[FaceSet, str]:
         faces = open_dataset(f"pts:{scratch / 'faces'}")
         what = f"random-noise {FAKE_SIZE} px jpg + pts (tests/data/fakes.py)"
     n = min(n, len(faces))
-    return FaceSet(faces.spec, faces.ids[:n], faces.subsets[:n], faces.load), what
+    return FaceSet(faces.spec, faces.ids[:n], faces.subsets[:n], faces.load, faces.stamp), what
 
 
 def read_rates(faces: FaceSet, prepared: PreparedSet, crop: CropConfig, repeats: int) -> tuple[float, float]:

@@ -28,6 +28,12 @@ from raylm.selection import Selection, SelectionError
 
 T = TypeVar("T")
 
+# The most restarts of one crashed trial. Each restarts from the trial's last checkpoint, so a
+# node lost now and then (spot instances) costs an epoch at most, and 20 covers a long trial's
+# share of them; a crash that comes back more often is a bug, and retrying it (Tune's -1 retries
+# forever) only spends the cluster's time.
+MAX_FAILURES = 20
+
 
 class ConfigError(RaylmError, ValueError):
     """A study file or override that does not fit the config's schema."""
@@ -224,6 +230,14 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0: the CPUs this process may use
     image_every: int = 5  # write a grid of validation faces to TensorBoard every N epochs; 0 = never
 
+    def __post_init__(self) -> None:
+        # Checked where the file is read: torch would fail on these mid-trial, or (epochs 0) end with no checkpoint.
+        for name, value in (("epochs", self.epochs), ("batch_size", self.batch_size)):
+            if value < 1:
+                raise ValueError(f"train.{name} must be at least 1, got {value}")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be above 0 (e.g. 1e-3), got {self.lr}")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -246,6 +260,8 @@ class Axes:
         for name in ("arch", "train_size", "real_fraction"):
             if not getattr(self, name):
                 raise ValueError(f"search.axes.{name} is empty; list at least one value")
+        if small := [size for size in self.train_size if size < 1]:
+            raise ValueError(f"search.axes.train_size values must be at least 1, got {small[0]}")
 
 
 @dataclass(frozen=True)
@@ -253,6 +269,15 @@ class Resources:
     cpu: float = 1.0  # per trial
     # per trial; fractions share a GPU (0.25 runs four trials on one); None: 1 where the cluster has GPUs, else 0
     gpu: float | None = None
+
+    def __post_init__(self) -> None:
+        # A trial's training loop and data feed run on its CPU share, so a trial needs some of one.
+        if not self.cpu > 0:
+            raise ValueError(f"search.resources.cpu must be above 0 (e.g. 1, or 0.5 to share a CPU), got {self.cpu}")
+        if self.gpu is not None and not self.gpu >= 0:
+            raise ValueError(
+                f"search.resources.gpu must be 0 or more (or null: 1 where the cluster has GPUs), got {self.gpu}"
+            )
 
 
 @dataclass(frozen=True)
@@ -283,6 +308,24 @@ class SearchConfig:
             raise ValueError("search.trials and search.max_epochs must be at least 1")
         if not 1 <= self.grace_period <= self.max_epochs:
             raise ValueError(f"search.grace_period must be between 1 and search.max_epochs ({self.max_epochs})")
+        if not self.reduction_factor > 1:
+            raise ValueError(
+                f"search.reduction_factor must be above 1 (ASHA keeps 1/reduction_factor per rung; e.g. 3), "
+                f"got {self.reduction_factor}"
+            )
+        if self.keep_checkpoints < 1:
+            raise ValueError(
+                f"search.keep_checkpoints must be at least 1 (the best is exported), got {self.keep_checkpoints}"
+            )
+        if self.concurrency < 0:
+            raise ValueError(
+                f"search.concurrency must be 0 (as many as the resources allow) or more, got {self.concurrency}"
+            )
+        if not 0 <= self.max_failures <= MAX_FAILURES:
+            raise ValueError(
+                f"search.max_failures must be between 0 and {MAX_FAILURES} (restarts of a crashed trial), "
+                f"got {self.max_failures}"
+            )
         try:
             Selection(self.metric, self.metric_mode)
         except SelectionError as error:

@@ -56,6 +56,17 @@ REGIONS: dict[str, range] = {
 # Thresholds (on inter-ocular NME) that `landmark_metrics` reports FR and AUC at.
 THRESHOLDS = (0.08, 0.10)
 
+# The names `landmark_metrics` reports, in its order (its test keeps the two in step).
+METRIC_NAMES = (
+    "nme",
+    "nme_inter_pupil",
+    "nme_bbox",
+    *(f"{kind}@{threshold:.2f}" for threshold in THRESHOLDS for kind in ("fr", "auc")),
+    "mse",
+    *(f"nme/{region}" for region in REGIONS),
+    "n",
+)
+
 
 def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
     """Raise ValueError unless pred and target are matching, non-empty (N, P, 2) arrays."""

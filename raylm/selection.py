@@ -18,8 +18,11 @@ from typing import Literal, TypeVar
 import numpy as np
 
 from raylm.errors import RaylmError
+from raylm.metrics import METRIC_NAMES
 
 VALIDATION_SETS = ("val/", "val_real/")
+# What the trainer reports per validation set that can rank trials (`n` counts faces: it ranks nothing).
+SELECTABLE = tuple(name for name in METRIC_NAMES if name != "n")
 T = TypeVar("T")
 
 
@@ -42,6 +45,11 @@ class Selection:
             raise SelectionError(
                 f"{self.metric!r} is not a validation metric; use val/<name> (synthetic "
                 "validation faces) or val_real/<name> (real ones, with data.val_real_size > 0), e.g. val/nme"
+            )
+        if self.metric.partition("/")[2] not in SELECTABLE:
+            raise SelectionError(
+                f"{self.metric!r} is not a metric the trainer reports; use val/ or val_real/ followed by one of "
+                f"{', '.join(SELECTABLE)}"
             )
         if self.mode not in ("min", "max"):
             raise SelectionError(f"mode {self.mode!r} is neither min nor max")

@@ -80,6 +80,78 @@ def study(*overrides: str) -> StudyConfig:
 
 
 @pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
+        ("train.lr=-0.001", "train.lr must be above 0 (e.g. 1e-3), got -0.001"),
+        ("train.lr=0", "train.lr must be above 0 (e.g. 1e-3), got 0.0"),
+        ("train.epochs=0", "train.epochs must be at least 1, got 0"),
+        ("data.train_size=0", "data.train_size must be at least 1, got 0"),
+        ("data.val_size=0", "data.val_size must be at least 1, got 0"),
+        ("data.test_size=-5", "data.test_size must be at least 0, got -5"),
+        ("data.val_real_size=-3", "data.val_real_size must be at least 0, got -3"),
+        ("search.axes.train_size=[100, 0]", "search.axes.train_size values must be at least 1, got 0"),
+        (
+            "search.keep_checkpoints=0",
+            "search.keep_checkpoints must be at least 1 (the best is exported), got 0",
+        ),
+        (
+            "search.reduction_factor=1",
+            "search.reduction_factor must be above 1 (ASHA keeps 1/reduction_factor per rung; e.g. 3), got 1.0",
+        ),
+        (
+            "search.concurrency=-1",
+            "search.concurrency must be 0 (as many as the resources allow) or more, got -1",
+        ),
+        (
+            "search.resources.cpu=0",
+            "search.resources.cpu must be above 0 (e.g. 1, or 0.5 to share a CPU), got 0.0",
+        ),
+        (
+            "search.resources.gpu=-1",
+            "search.resources.gpu must be 0 or more (or null: 1 where the cluster has GPUs), got -1.0",
+        ),
+        (
+            "search.max_failures=-1",
+            "search.max_failures must be between 0 and 20 (restarts of a crashed trial), got -1",
+        ),
+        (
+            "search.max_failures=1000",
+            "search.max_failures must be between 0 and 20 (restarts of a crashed trial), got 1000",
+        ),
+        (
+            "search.metric=val/nmee",
+            "search.metric 'val/nmee' is not a metric the trainer reports; use val/ or val_real/ followed by one of "
+            "nme, nme_inter_pupil, nme_bbox, fr@0.08, auc@0.08, fr@0.10, auc@0.10, mse, nme/jaw, nme/brows, nme/nose, "
+            "nme/eyes, nme/mouth",
+        ),
+        (
+            "search.metric=val/auc@0.05",
+            "search.metric 'val/auc@0.05' is not a metric the trainer reports; use val/ or val_real/ followed by",
+        ),
+    ],
+)
+def test_settings_out_of_range_fail_at_load_in_one_line_naming_the_field(override: str, message: str):
+    with pytest.raises(ConfigError) as caught:
+        study(override)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_settings_at_the_edge_of_their_range_load():
+    config = study(
+        "train.batch_size=1",
+        "train.epochs=1",
+        "data.test_size=0",
+        "search.keep_checkpoints=1",
+        "search.max_failures=20",
+        "search.concurrency=0",
+        "search.resources.gpu=0",
+        "search.metric=val/fr@0.10",
+    )
+    assert (config.data.test_size, config.search.max_failures, config.search.metric) == (0, 20, "val/fr@0.10")
+
+
+@pytest.mark.parametrize(
     "overrides, message",
     [
         (

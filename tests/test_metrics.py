@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from raylm.metrics import (
+    METRIC_NAMES,
     auc,
     bootstrap_interval,
     ced,
@@ -185,6 +186,7 @@ def test_landmark_metrics_names_and_values():
         "fr@0.08", "fr@0.10", "auc@0.08", "auc@0.10", "mse",
         "nme/jaw", "nme/brows", "nme/nose", "nme/eyes", "nme/mouth", "n",
     }  # fmt: skip
+    assert tuple(metrics) == METRIC_NAMES  # what a study file's search.metric is checked against
     # per-image inter-ocular NME: 0.5/10 = 0.05 and 0.5/20 = 0.025
     assert metrics["nme"] == pytest.approx(0.0375)
     assert metrics["nme_inter_pupil"] == pytest.approx(0.225)  # mean(0.5/(10/6), 0.5/(20/6))

@@ -4,7 +4,9 @@ A prepared set holds the requested faces of one dataset (the ones a run's splits
 use, not the whole dataset), cropped by one crop rule. Sets live under
 `<cache_dir>/<family>/<subset>/`: the family names the dataset, crop and bad-sample
 rule, the subset digests the requested ids. A run reuses any set of its family that
-holds every face it needs, so smaller cells of a study map the set a larger cell (or
+holds every face it needs, read from the same files: each face is keyed by its files'
+size and modification time (`FaceSet.stamp`), so a face whose `.pts` was edited, or
+whose bad file was fixed, is read again. Smaller cells of a study map the set a larger cell (or
 `python -m raylm.data prepare`) built. With a `remote` location (a folder or bucket
 that `prepare` uploaded to) a node fetches such a set onto its local disk instead
 of decoding the originals. A file lock per family makes concurrent trials on one
@@ -17,11 +19,13 @@ built before masks existed are never read as masked ones.
 
 Bad samples either stop the build with an error naming the file, or, when the user
 asked to skip them, are counted by reason and reported; a prepared set then holds
-fewer faces than were requested.
+fewer faces than were requested. A set that no longer loads (a file cut short) is
+removed and built again: it is derived data, so there is nothing for the user to fix.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -41,7 +45,7 @@ from raylm.data.crop import CropConfig, crop_face
 from raylm.data.record import BadSample, DataError, FaceSet, load_each
 from raylm.fs import FileType, StorageError, download, filesystem, join, kind, list_files, read_text
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: faces keyed by their files' stamps
 MAX_PROBLEMS = 20
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,7 @@ def slug(spec: str) -> str:
 
 
 def subset_key(ids: Sequence[str]) -> str:
+    """The folder of one prepared set in its family: a rebuild of the same faces replaces it."""
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
 
@@ -95,39 +100,68 @@ def prepare(
     faces up by id). `remote` is a folder or URI that `python -m raylm.data prepare`
     uploaded prepared sets to.
     """
-    ids = faces.ids if wanted is None else tuple(faces.ids[i] for i in sorted(set(wanted)))
+    indices = range(len(faces)) if wanted is None else sorted(set(wanted))
+    needed = _stamped(faces, indices)
     family = family_key(faces.spec, crop, skip_bad)
     local = Path(cache_dir).expanduser() / family
     local.mkdir(parents=True, exist_ok=True)
     with FileLock(str(local) + ".lock"):
-        found = _holding(local, ids)
+        found = _holding(local, needed)
         if found is None and remote:
-            found = _fetch(join(remote, family), ids, local)
+            found = _fetch(join(remote, family), needed, local)
         if found is None:
-            found = local / subset_key(ids)
-            indices = range(len(faces)) if wanted is None else sorted(set(wanted))
-            _build(faces, indices, crop, found, skip_bad, workers, progress)
+            found = local / subset_key(list(needed))
+            try:
+                _build(faces, indices, crop, found, skip_bad, workers, progress)
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                raise DataError(
+                    f"data.cache_dir {local.parent}: the disk is full (no room to prepare {faces.spec}); "
+                    "free space there or point data.cache_dir (or RAYLM_CACHE) at a disk with room"
+                ) from None
     return load_prepared(found)
 
 
-def _holding(family: Path, ids: Sequence[str]) -> Path | None:
-    """A prepared set in the local `family` folder whose requested faces include `ids`."""
-    needed = set(ids)
+def _stamped(faces: FaceSet, indices: Sequence[int]) -> dict[str, str]:
+    """Face id -> the stamp of the files it is read from, for the faces at `indices`."""
+    return {faces.ids[i]: faces.stamp(i) for i in indices}
+
+
+def _holds(meta: dict, needed: dict[str, str]) -> bool:
+    """Whether a prepared set's meta.json says it read every `needed` face (id -> stamp) from the same files."""
+    held = dict(zip(meta["requested"], meta["stamps"], strict=True))
+    return all(held.get(face) == stamp for face, stamp in needed.items())
+
+
+def _holding(family: Path, needed: dict[str, str]) -> Path | None:
+    """An intact prepared set in the local `family` folder holding the `needed` faces as their files are now."""
     for meta in sorted(family.glob("*/meta.json")):
-        if needed <= set(json.loads(meta.read_text())["requested"]):
+        if _intact(meta.parent) and _holds(json.loads(meta.read_text()), needed):
             return meta.parent
     return None
 
 
+def _intact(directory: Path) -> bool:
+    """Whether a prepared set loads; one that does not (a file cut short by a full disk or a kill) is removed."""
+    try:
+        load_prepared(directory)
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("%s: damaged prepared set removed, building it again (%s)", directory, error)
+        shutil.rmtree(directory, ignore_errors=True)
+        return False
+    return True
+
+
 def remote_holds(remote: str, faces: FaceSet, crop: CropConfig, skip_bad: bool, wanted: Sequence[int]) -> bool:
     """Whether `remote` has a prepared set of `faces` holding the faces `wanted` (no download)."""
-    ids = tuple(faces.ids[i] for i in sorted(set(wanted)))
-    return _remote_set(join(remote, family_key(faces.spec, crop, skip_bad)), ids) is not None
+    needed = _stamped(faces, sorted(set(wanted)))
+    return _remote_set(join(remote, family_key(faces.spec, crop, skip_bad)), needed) is not None
 
 
-def _fetch(family_uri: str, ids: Sequence[str], local: Path) -> Path | None:
-    """Download a remote prepared set whose requested faces include `ids` into `local`; None when there is none."""
-    subset = _remote_set(family_uri, ids)
+def _fetch(family_uri: str, needed: dict[str, str], local: Path) -> Path | None:
+    """Download a remote prepared set holding the `needed` faces into `local`; None when there is none."""
+    subset = _remote_set(family_uri, needed)
     if subset is None:
         return None
     staging = local / f"{subset}.fetching-{os.getpid()}"
@@ -138,18 +172,17 @@ def _fetch(family_uri: str, ids: Sequence[str], local: Path) -> Path | None:
         raise StorageError(f"data.prepared: cannot fetch {join(family_uri, subset)} ({error})") from None
     shutil.rmtree(local / subset, ignore_errors=True)
     os.replace(staging, local / subset)
-    return local / subset
+    return local / subset if _intact(local / subset) else None
 
 
-def _remote_set(family_uri: str, ids: Sequence[str]) -> str | None:
-    """The name of a prepared set under `family_uri` whose requested faces include `ids`."""
+def _remote_set(family_uri: str, needed: dict[str, str]) -> str | None:
+    """The name of a prepared set under `family_uri` holding the `needed` faces (id -> stamp)."""
     try:
         fs, path = filesystem(family_uri)
         if kind(fs, path) != FileType.Directory:
             return None
-        needed = set(ids)
         for meta in [file for file in list_files(fs, path, recursive=True) if file.endswith("/meta.json")]:
-            if needed <= set(json.loads(read_text(_uri(family_uri, path, meta)))["requested"]):
+            if _holds(json.loads(read_text(_uri(family_uri, path, meta))), needed):
                 return meta.rsplit("/", 2)[1]
     except (OSError, ValueError) as error:
         raise StorageError(f"data.prepared: cannot read prepared data at {family_uri} ({error})") from None
@@ -185,15 +218,34 @@ def _build(
     skip_bad: bool,
     workers: int | None,
     progress: bool,
-):
-    desc = f"preparing {faces.spec}" if progress else None
+) -> None:
+    """Prepare the faces at `indices` into `directory`, through a staging folder removed if anything fails."""
     if len(indices) == 0:
         raise DataError(f"{faces.spec}: the dataset is empty")
     staging = directory.with_name(f"{directory.name}.building-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    try:
+        _fill(faces, indices, crop, staging, skip_bad, workers, f"preparing {faces.spec}" if progress else None)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(staging, directory)
+
+
+def _fill(
+    faces: FaceSet,
+    indices: Sequence[int],
+    crop: CropConfig,
+    staging: Path,
+    skip_bad: bool,
+    workers: int | None,
+    desc: str | None,
+) -> None:
+    """Crop the faces at `indices` into arrays in `staging` and write its meta.json last."""
     n, size = len(indices), crop.size
-    images = np.lib.format.open_memmap(staging / "images.npy", "w+", np.uint8, (n, size, size, crop.channels))
+    images = _allocate(staging / "images.npy", np.uint8, (n, size, size, crop.channels))
     n_points = None
     landmarks = masks = None
     kept_ids, kept_subsets, skipped, problems = [], [], Counter(), []
@@ -206,7 +258,6 @@ def _build(
     for k, result in load_each(subset, cut, workers, desc):
         if isinstance(result, BadSample):
             if not skip_bad:
-                shutil.rmtree(staging, ignore_errors=True)
                 raise DataError(
                     f"{result} [{result.reason}]. Fix or remove the file, or skip bad samples "
                     "(data.skip_bad: true in the study file, --skip-bad on the command line)"
@@ -218,9 +269,9 @@ def _build(
         image, points, mask = result
         if landmarks is None:
             n_points = len(points)
-            landmarks = np.lib.format.open_memmap(staging / "landmarks.npy", "w+", np.float32, (n, n_points, 2))
+            landmarks = _allocate(staging / "landmarks.npy", np.float32, (n, n_points, 2))
             if mask is not None:
-                masks = np.lib.format.open_memmap(staging / "masks.npy", "w+", np.uint8, (n, size, size))
+                masks = _allocate(staging / "masks.npy", np.uint8, (n, size, size))
         row = len(kept_ids)
         images[row], landmarks[row] = image, points
         if masks is not None:
@@ -228,7 +279,6 @@ def _build(
         kept_ids.append(subset.ids[k])
         kept_subsets.append(faces.subsets[indices[k]])
     if not kept_ids:
-        shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"{faces.spec}: all {n} samples are bad ({_describe(skipped)}); first: {problems[0]}")
     if skipped:
         log.warning("%s: skipped %d of %d samples (%s)", faces.spec, sum(skipped.values()), n, _describe(skipped))
@@ -240,6 +290,7 @@ def _build(
         "spec": faces.spec,
         "count": len(kept_ids),
         "requested": subset.ids,
+        "stamps": [faces.stamp(i) for i in indices],
         "ids": kept_ids,
         "subsets": kept_subsets,
         "skipped": dict(skipped),
@@ -249,8 +300,20 @@ def _build(
         "masks": masks is not None,
     }
     (staging / "meta.json").write_text(json.dumps(meta))
-    shutil.rmtree(directory, ignore_errors=True)
-    os.replace(staging, directory)
+
+
+def _allocate(path: Path, dtype: type, shape: tuple[int, ...]) -> np.memmap:
+    """A writable .npy memory map whose disk space is reserved now.
+
+    The file numpy creates is sparse: on a full disk, writing its pages would kill the
+    process with SIGBUS. Reserving the space first turns that into an OSError (ENOSPC).
+    """
+    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    reserve = getattr(os, "posix_fallocate", None)  # Linux (where clusters run); macOS has none, its map stays sparse
+    if reserve is not None:
+        with open(path, "r+b") as file:
+            reserve(file.fileno(), 0, os.fstat(file.fileno()).st_size)
+    return array
 
 
 def _describe(skipped: Counter) -> str:

@@ -17,9 +17,18 @@ import numpy as np
 from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
 from raylm.data.composite import MaskedFace
-from raylm.data.record import N_POINTS, BadSample, DataError, Face, FaceSet, check_landmarks, read_image
+from raylm.data.record import (
+    N_POINTS,
+    BadSample,
+    DataError,
+    Face,
+    FaceSet,
+    check_landmarks,
+    read_image,
+    stamped_files,
+)
 from raylm.data.spec import register_reader
-from raylm.fs import filesystem, is_uri, kind, list_files, read_bytes
+from raylm.fs import filesystem, is_uri, kind, read_bytes
 
 N_LINES = 70  # 68 iBUG points + 2 pupils
 
@@ -60,11 +69,12 @@ def read_ldmks(path: str | Path, fs: FileSystem | None = None) -> np.ndarray:
 def read_foreground(path: str | Path, fs: FileSystem | None = None) -> np.ndarray:
     """A `_seg.png` label map as a foreground mask: (H, W) uint8, 255 where the label is not background."""
     try:
-        encoded = read_bytes(fs or LocalFileSystem(), str(path))
-    except OSError:
+        labels = read_image(path, fs, cv2.IMREAD_UNCHANGED)
+    except BadSample as bad:
+        if bad.reason != "missing_image":
+            raise
         raise BadSample("missing_image", path, "segmentation map not found (needed for ?masks=true)") from None
-    labels = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.ndim != 2 or labels.dtype != np.uint8:
+    if labels.ndim != 2 or labels.dtype != np.uint8:
         raise BadSample("corrupt_image", path, "segmentation map must be an 8-bit single-channel label map")
     return np.where(labels != BACKGROUND, np.uint8(255), np.uint8(0))
 
@@ -88,7 +98,8 @@ def open_facesynthetics(location: str, pupils: bool = False, masks: bool = False
         fs, root = filesystem(location)
         if kind(fs, root) != FileType.Directory:
             raise DataError(f"facesynthetics:{location}: folder not found")
-        landmark_files = [path for path in list_files(fs, root) if path.endswith("_ldmks.txt")]
+        present = stamped_files(fs, root)
+        landmark_files = [path for path in present if path.endswith("_ldmks.txt")]
     except OSError as error:
         raise DataError(f"facesynthetics:{location}: cannot list the folder ({error})") from None
     name = location.rstrip("/") if is_uri(location) else root
@@ -115,6 +126,10 @@ def open_facesynthetics(location: str, pupils: bool = False, masks: bool = False
             mask[:] = 255
         return MaskedFace(image, points, source_id, "facesynthetics", mask)
 
+    def stamp(i: int) -> str:
+        files = (landmark_files[i], f"{root}/{stems[i]}.png", *([f"{root}/{stems[i]}_seg.png"] if masks else []))
+        return " ".join(present.get(path, "missing") for path in files)
+
     # The options join the spec, so a masked dataset is prepared (cached) apart from a plain one.
     options = [option for option, on in (("pupils=true", pupils), ("masks=true", masks)) if on]
     return FaceSet(
@@ -122,4 +137,5 @@ def open_facesynthetics(location: str, pupils: bool = False, masks: bool = False
         ids=tuple(f"facesynthetics:{name}/{stem}" for stem in stems),
         subsets=("facesynthetics",) * len(stems),
         load=load,
+        stamp=stamp,
     )

@@ -14,13 +14,15 @@ x' = (x + 0.5) s - 0.5, not x s (which drifts by up to half a pixel of the refer
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 
 import numpy as np
 from pyarrow.fs import FileSystem, FileType
 
-from raylm.data.record import BadSample, DataError, Face, FaceSet, check_landmarks, read_image
+from raylm.data.record import BadSample, DataError, Face, FaceSet, check_landmarks, read_image, stamped_files
 from raylm.data.spec import register_reader
 from raylm.fs import filesystem, is_uri, kind, read_bytes
 
@@ -57,11 +59,26 @@ def open_ffhq(location: str, images: str = "auto") -> FaceSet:
         scaled = rescale(np.asarray(points, dtype=np.float32), image.shape[1] / reference_width)
         return Face(image, check_landmarks(scaled, image.shape, where), f"ffhq:{key}", record.get("category", "ffhq"))
 
+    @functools.cache
+    def images_present() -> dict[str, str]:
+        return stamped_files(image_fs, image_dir, recursive=True)  # listed once, when the cache first asks
+
+    def stamp(i: int) -> str:
+        """The record's own digest (its landmarks are in the JSON) and its image file's stamp."""
+        record = records[keys[i]]
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+        try:
+            path = _image_path(image_dir, _file_path(record, file_key, ""))
+        except BadSample:
+            return digest
+        return f"{digest} {images_present().get(path, 'missing')}"
+
     return FaceSet(
         spec=f"ffhq:{json_name}:{dir_name}?images={image_set}",
         ids=tuple(f"ffhq:{key}" for key in keys),
         subsets=tuple(str(records[key].get("category", "ffhq")) for key in keys),
         load=load,
+        stamp=stamp,
     )
 
 

@@ -53,6 +53,13 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prepared: str | None = None  # folder or bucket URI filled by `python -m raylm.data prepare`; read before the specs
 
+    def __post_init__(self) -> None:
+        # Checked where the file is read: a negative size would slice from the end of a shuffled
+        # dataset (test_size -5 tests on all but 5 faces) instead of failing.
+        for name, least in (("train_size", 1), ("val_size", 1), ("val_real_size", 0), ("test_size", 0)):
+            if getattr(self, name) < least:
+                raise ValueError(f"data.{name} must be at least {least}, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class PreparedData:
@@ -156,7 +163,8 @@ def export_prepared(configs: Sequence[DataConfig], to: str, progress: bool = Tru
         )
         assert faces.directory is not None
         upload(faces.directory, join(to, faces.directory.parent.name, faces.directory.name))
-        index = {"spec": source.spec, "ids": source.ids, "subsets": source.subsets}
+        stamps = [source.stamp(i) for i in range(len(source))]
+        index = {"spec": source.spec, "ids": source.ids, "subsets": source.subsets, "stamps": stamps}
         write_text(join(to, "indexes", index_name(spec)), json.dumps(index))
         exported.append(faces)
     return exported
@@ -177,7 +185,8 @@ def _indexer(prepared: str | None) -> Callable[[str], FaceSet]:
             return open_dataset(spec)
         record = json.loads(read_text(location))
         ids, subsets = tuple(record["ids"]), tuple(record["subsets"])
-        return FaceSet(record["spec"], ids, subsets, _load_later(spec, ids))
+        stamps = record.get("stamps", [""] * len(ids))  # none in an index exported before faces were stamped
+        return FaceSet(record["spec"], ids, subsets, _load_later(spec, ids), stamps.__getitem__)
 
     return index
 

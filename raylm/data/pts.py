@@ -13,9 +13,18 @@ from pathlib import Path
 import numpy as np
 from pyarrow.fs import FileSystem, FileType, LocalFileSystem
 
-from raylm.data.record import N_POINTS, BadSample, DataError, Face, FaceSet, check_landmarks, read_image
+from raylm.data.record import (
+    N_POINTS,
+    BadSample,
+    DataError,
+    Face,
+    FaceSet,
+    check_landmarks,
+    read_image,
+    stamped_files,
+)
 from raylm.data.spec import register_reader
-from raylm.fs import filesystem, is_uri, kind, list_files, read_bytes
+from raylm.fs import filesystem, is_uri, kind, read_bytes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 PTS_ORIGIN = 1.0  # the coordinate of the top-left pixel's centre in a .pts file
@@ -72,14 +81,13 @@ def open_pts(location: str, subsets: str = "") -> FaceSet:
         fs, root = filesystem(location)
         if kind(fs, root) != FileType.Directory:
             raise DataError(f"pts:{location}: folder not found")
-        files = list_files(fs, root, recursive=True)
+        present = stamped_files(fs, root, recursive=True)
     except OSError as error:
         raise DataError(f"pts:{location}: cannot list the folder ({error})") from None
     root_name = location.rstrip("/") if is_uri(location) else root
-    pts_files = [path for path in files if path.endswith(".pts")]
+    pts_files = [path for path in present if path.endswith(".pts")]
     if not pts_files:
         raise DataError(f"pts:{location}: no .pts files under {root_name}; expected image + .pts pairs (iBUG/300W)")
-    present = set(files)
     relative = [path[len(root) + 1 : -len(".pts")] for path in pts_files]
     if subsets:
         wanted = [name.strip() for name in subsets.split(",") if name.strip()]
@@ -95,15 +103,21 @@ def open_pts(location: str, subsets: str = "") -> FaceSet:
         points = check_landmarks(points, image.shape, pts_files[i])
         return Face(image, points, f"pts:{root_name}/{relative[i]}", _subset(relative[i]))
 
+    def stamp(i: int) -> str:
+        stem = pts_files[i][: -len(".pts")]
+        files = (pts_files[i], *(stem + suffix for suffix in IMAGE_SUFFIXES))
+        return " ".join(present[path] for path in files if path in present)
+
     return FaceSet(
         spec=f"pts:{root_name}" + (f"?subsets={','.join(wanted)}" if subsets else ""),
         ids=tuple(f"pts:{root_name}/{rel}" for rel in relative),
         subsets=tuple(_subset(rel) for rel in relative),
         load=load,
+        stamp=stamp,
     )
 
 
-def _find_image(pts_path: str, present: set[str]) -> str:
+def _find_image(pts_path: str, present: dict[str, str]) -> str:
     stem = pts_path[: -len(".pts")]
     for suffix in IMAGE_SUFFIXES:
         if stem + suffix in present:

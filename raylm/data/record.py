@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pyarrow.fs import FileSystem, LocalFileSystem
+from pyarrow.fs import FileSelector, FileSystem, FileType, LocalFileSystem
 from tqdm import tqdm
 
 from raylm.errors import RaylmError
@@ -76,13 +76,33 @@ class FaceSet:
     ids: tuple[str, ...]
     subsets: tuple[str, ...]
     load: Callable[[int], Face]  # raises BadSample
+    stamp: Callable[[int], str] = lambda i: ""  # what face i is read from (see `file_stamp`); "" for generated faces
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def read_image(path: str | Path, fs: FileSystem | None = None) -> np.ndarray:
-    """Decode an image file (on `fs`, default local) to (H, W, 3) uint8 RGB, or raise BadSample saying why not."""
+def file_stamp(size: int | None, mtime_ns: int | None) -> str:
+    """A file's size and modification time (ns) as text: the prepared cache keys each face on its files' stamps.
+
+    Size and time, not a hash of the contents: they come free with a folder listing (a
+    bucket's too), where hashing would read every byte the cache exists to avoid reading.
+    """
+    return f"{size}:{mtime_ns}"
+
+
+def stamped_files(fs: FileSystem, directory: str, recursive: bool = False) -> dict[str, str]:
+    """Path -> `file_stamp` of each file in `directory` (and below it when `recursive`), sorted by path."""
+    infos = fs.get_file_info(FileSelector(directory, recursive=recursive, allow_not_found=True))
+    files = sorted((info for info in infos if info.type == FileType.File), key=lambda info: info.path)
+    return {info.path: file_stamp(info.size, info.mtime_ns) for info in files}
+
+
+def read_image(path: str | Path, fs: FileSystem | None = None, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode an image file (on `fs`, default local) to (H, W, 3) uint8 RGB, or raise BadSample saying why not.
+
+    Other `flags` (e.g. cv2.IMREAD_UNCHANGED for a label map) return the decoded array as it is.
+    """
     fs = fs or LocalFileSystem()
     try:
         encoded = read_bytes(fs, str(path))
@@ -90,10 +110,12 @@ def read_image(path: str | Path, fs: FileSystem | None = None) -> np.ndarray:
         raise BadSample("missing_image", path, "image file not found") from None
     except OSError as error:
         raise BadSample("missing_image", path, f"cannot read the image file ({error})") from None
-    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    if not encoded:  # OpenCV asserts on an empty buffer instead of returning None
+        raise BadSample("corrupt_image", path, "the image file is empty (0 bytes: an interrupted download?)")
+    image = cv2.imdecode(np.frombuffer(encoded, np.uint8), flags)
     if image is None:
         raise BadSample("corrupt_image", path, "cannot decode image (corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if flags == cv2.IMREAD_COLOR else image
 
 
 def check_landmarks(

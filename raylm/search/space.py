@@ -68,10 +68,19 @@ def distribution(key: str, spec: dict[str, Any]):
     if not isinstance(arguments, list) or not arguments or (arity is not None and len(arguments) != arity):
         count = "a non-empty list of values" if arity is None else f"a list of {arity} numbers"
         raise ConfigError(f"{where}: {name} takes {count}, got {arguments!r}")
+    number = _whole if name == "randint" else float  # randint's bounds as ints, so its values fit an int key
     try:
-        return constructor(arguments) if arity is None else constructor(*(float(a) for a in arguments))
+        return constructor(arguments) if arity is None else constructor(*(number(a) for a in arguments))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {name}{arguments}: {error}") from None
+
+
+def _whole(value: Any) -> int:
+    """`value` as an int when it is a whole number (16, 16.0, "16"); ValueError otherwise."""
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number")
+    return int(number)
 
 
 def hyper_space(study: StudyConfig) -> dict[str, Any]:

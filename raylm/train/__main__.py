@@ -9,15 +9,17 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from raylm.config import ConfigError, RunConfig, load_config, save_config
+from raylm.config import RunConfig, load_config, save_config
 from raylm.data.pipeline import check_data, prepare_data
 from raylm.errors import RaylmError
 from raylm.models import check_model
-from raylm.selection import VALIDATION_SETS, Selection, SelectionError, default_selection
-from raylm.train.checkpoint import export_checkpoint
+from raylm.selection import Selection, SelectionError, default_selection
+from raylm.train.checkpoint import export_checkpoint, load_checkpoint
 from raylm.train.evaluation import evaluate_trained, load_trained
 from raylm.train.hardware import check_device
 from raylm.train.loop import fit, prefixed
+
+RUN_FILES = ("config.yaml", "checkpoints", "metrics.json")  # what marks a folder as holding a run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         help="override a config value by its dotted path, e.g. --set train.lr=3e-4 (repeatable)",
     )
     parser.add_argument("--output", help="run directory (default: results/train/<date-time>)")
-    parser.add_argument("--resume", metavar="CHECKPOINT_DIR", help="continue from a checkpoint of an earlier run")
+    parser.add_argument(
+        "--resume",
+        metavar="CHECKPOINT_DIR",
+        help="continue from a checkpoint of an earlier run (one inside --output continues that run in place)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --output (its checkpoints, metrics.json)"
+    )
     parser.add_argument(
         "--metric",
         help="selection metric of checkpoints/best, a validation metric (default: val_real/nme when the config "
@@ -48,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(RunConfig, args.config, args.set)
         selection = Selection(args.metric, args.mode) if args.metric else default_selection(config.data.val_real_size)
         output = Path(args.output or f"results/train/{datetime.now():%Y%m%d-%H%M%S}")
+        resume = Path(args.resume) if args.resume else None
+        continuing = claim_output(output, resume, args.overwrite)
         output.mkdir(parents=True, exist_ok=True)
         save_config(config, output / "config.yaml")
-        metrics = run(config, output, Path(args.resume) if args.resume else None, selection)
+        metrics = run(config, output, resume, selection, continuing)
     except SelectionError as error:  # only --metric can be one: the default rule always fits the run
         print(f"error: --metric {error}", file=sys.stderr)
         return 2
@@ -64,8 +75,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(config: RunConfig, output: Path, resume: Path | None, selection: Selection) -> dict[str, float]:
-    """Train, keep the last and the best (by `selection`) checkpoints, then test the best on the real test sets."""
+def claim_output(output: Path, resume: Path | None, overwrite: bool) -> bool:
+    """Make `output` this run's folder; True when the run continues the one already there.
+
+    An earlier run's checkpoints and metrics.json would be replaced unnoticed, so a folder
+    holding a run is refused unless `resume` is one of its checkpoints (the run goes on in
+    place) or `overwrite` (its checkpoints, metrics.json and TensorBoard events are removed,
+    so no curve mixes the two runs).
+    """
+    held = [name for name in RUN_FILES if (output / name).exists()]
+    if not held:
+        return False
+    if resume is not None and resume.resolve().is_relative_to(output.resolve()):
+        return True
+    if not overwrite:
+        raise RaylmError(
+            f"--output {output} already holds a run ({', '.join(held)}); give a new folder, "
+            f"--resume {output / 'checkpoints' / 'last'} to continue it, or --overwrite to replace it"
+        )
+    shutil.rmtree(output / "checkpoints", ignore_errors=True)
+    (output / "metrics.json").unlink(missing_ok=True)
+    for events in output.glob("events.out.tfevents.*"):
+        events.unlink()
+    return False
+
+
+def run(
+    config: RunConfig, output: Path, resume: Path | None, selection: Selection, continuing: bool = False
+) -> dict[str, float]:
+    """Train, keep the last and the best (by `selection`) checkpoints, then test the best on the real test sets.
+
+    `continuing` a run in `output`, its best checkpoint so far stays unless a resumed epoch beats it.
+    """
     selection.check_held_out(config.data.val_real_size)
     check_device(config.train)
     check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
@@ -75,14 +116,14 @@ def run(config: RunConfig, output: Path, resume: Path | None, selection: Selecti
         print(f"skipped samples in {spec}: {reasons}")
     checkpoints = output / "checkpoints"
     best: dict[str, float] = {}
+    if continuing and (checkpoints / "best").is_dir():
+        earlier = load_checkpoint(checkpoints / "best")
+        best.update(earlier["metrics"], best_epoch=earlier["epoch"] + 1)  # saved 0-based, reported from 1
     shown = dict.fromkeys(("train/loss", "val/nme", "val_real/nme", selection.metric, "lr"))  # in order, once each
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         print(f"epoch {epoch:3d}  " + "  ".join(f"{key} {metrics[key]:.4f}" for key in shown if key in metrics))
         shutil.copytree(checkpoint_dir, checkpoints / "last", dirs_exist_ok=True)
-        if selection.metric not in metrics:
-            known = ", ".join(sorted(key for key in metrics if key.startswith(VALIDATION_SETS)))
-            raise ConfigError(f"--metric {selection.metric!r} is not a metric of this run; its epochs report {known}")
         if selection.better(metrics[selection.metric], best.get(selection.metric)):
             best.update(metrics, best_epoch=epoch)
             export_checkpoint(checkpoint_dir, checkpoints / "best")

@@ -1,3 +1,5 @@
+import errno
+import os
 import threading
 from pathlib import Path
 
@@ -25,7 +27,7 @@ def counting(faces: FaceSet) -> tuple[FaceSet, list[int]]:
         loads.append(i)
         return faces.load(i)
 
-    return FaceSet(faces.spec, faces.ids, faces.subsets, load), loads
+    return FaceSet(faces.spec, faces.ids, faces.subsets, load, faces.stamp), loads
 
 
 def test_prepared_arrays_equal_cropping_the_originals(tmp_path: Path):
@@ -84,6 +86,84 @@ def test_bad_sample_stops_the_build_naming_the_file_unless_skipping(tmp_path: Pa
     assert prepared.skipped == {"wrong_point_count": 1, "missing_image": 1}
     assert any("face_002.pts" in problem for problem in prepared.problems)
     assert not any(source_id.endswith(("face_002", "face_003")) for source_id in prepared.ids)
+
+
+def edit(path: Path, text: str) -> None:
+    """Rewrite a file and move its modification time a second on: the file system's clock ticks in
+    milliseconds, coarser than a test runs, and a user's edit is never within the same tick."""
+    before = path.stat().st_mtime_ns
+    path.write_text(text)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
+def test_an_edited_pts_file_is_read_again(tmp_path: Path):
+    written = write_pts_dataset(tmp_path / "data", {"a": 3})
+    crop = CropConfig(size=32)
+    faces = open_pts(str(tmp_path / "data"))
+    before, original = prepare(faces, crop, tmp_path / "cache", progress=False), faces.load(1).landmarks
+    moved = written["a/face_001"].copy()
+    moved[30] += 6  # the nose tip, 6 px right and down
+    edit(tmp_path / "data" / "a" / "face_001.pts", "".join(f"{x:.3f} {y:.3f}\n" for x, y in moved))
+
+    edited = open_pts(str(tmp_path / "data"))
+    after = prepare(edited, crop, tmp_path / "cache", progress=False)
+    face = edited.load(1)
+    np.testing.assert_allclose(face.landmarks[30] - original[30], [6, 6], atol=1e-3)
+    np.testing.assert_allclose(after.landmarks[1], crop_face(face.image, face.landmarks, crop)[1], atol=1e-5)
+    assert not np.allclose(after.landmarks[1], before.landmarks[1])
+    np.testing.assert_array_equal(after.landmarks[0], before.landmarks[0])
+
+
+def test_a_face_skipped_as_bad_is_counted_back_once_fixed(tmp_path: Path):
+    written = write_pts_dataset(tmp_path / "data", {"a": 4})
+    broken = tmp_path / "data" / "a" / "face_002.pts"
+    write_pts(broken, np.ones((67, 2)))
+    crop = CropConfig(size=32)
+    skipping = prepare(open_pts(str(tmp_path / "data")), crop, tmp_path / "cache", skip_bad=True, progress=False)
+    assert len(skipping) == 3 and skipping.skipped == {"wrong_point_count": 1}
+
+    edit(broken, "".join(f"{x:.3f} {y:.3f}\n" for x, y in written["a/face_002"]))
+    fixed = prepare(open_pts(str(tmp_path / "data")), crop, tmp_path / "cache", skip_bad=True, progress=False)
+    assert len(fixed) == 4 and fixed.skipped == {}
+    assert fixed.ids[2].endswith("a/face_002")
+
+
+def test_an_empty_image_is_named_or_counted_as_a_corrupt_image(tmp_path: Path):
+    write_pts_dataset(tmp_path / "data", {"a": 3})
+    (tmp_path / "data" / "a" / "face_001.jpg").write_bytes(b"")  # what an interrupted download leaves
+    faces = open_pts(str(tmp_path / "data"))
+    with pytest.raises(DataError) as caught:
+        prepare(faces, CropConfig(size=32), tmp_path / "cache", progress=False)
+    message = str(caught.value)
+    assert "a/face_001.jpg: the image file is empty (0 bytes" in message and "data.skip_bad" in message
+    assert "\n" not in message
+    prepared = prepare(faces, CropConfig(size=32), tmp_path / "cache", skip_bad=True, progress=False)
+    assert len(prepared) == 2 and prepared.skipped == {"corrupt_image": 1}
+
+
+def test_a_cut_short_prepared_set_is_built_again(tmp_path: Path):
+    write_pts_dataset(tmp_path / "data", {"a": 3})
+    faces, loads = counting(open_pts(str(tmp_path / "data")))
+    crop = CropConfig(size=32)
+    whole = np.array(prepare(faces, crop, tmp_path / "cache", progress=False).images)
+    images = next((tmp_path / "cache").glob("*/*/images.npy"))
+    os.truncate(images, images.stat().st_size // 2)
+    again = prepare(faces, crop, tmp_path / "cache", progress=False)
+    np.testing.assert_array_equal(again.images, whole)
+    assert sorted(loads) == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_full_disk_is_named_with_the_cache_folder(tmp_path: Path, monkeypatch):
+    write_pts_dataset(tmp_path / "data", {"a": 2})
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(DataError) as caught:
+        prepare(open_pts(str(tmp_path / "data")), CropConfig(size=32), tmp_path / "cache", progress=False)
+    assert str(caught.value).startswith(f"data.cache_dir {tmp_path / 'cache'}: the disk is full")
+    assert [path.name for path in (tmp_path / "cache").glob("*/*")] == []  # no half-built set left
 
 
 def test_all_bad_is_an_error(tmp_path: Path):

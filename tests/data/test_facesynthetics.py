@@ -122,3 +122,14 @@ def test_reads_the_shared_label_maps(shared_data: Path):
         x, y = np.round(face.landmarks[27:68]).astype(int).T
         assert (face.mask[y, x] == 255).mean() > 0.75  # nose, eyes and mouth are on the person
     assert whole == [81]  # the one render whose respirator is labelled background
+
+
+def test_a_face_is_stamped_by_every_file_it_is_read_from(tmp_path: Path):
+    write_facesynthetics(tmp_path, 3)
+    plain, masked = open_facesynthetics(str(tmp_path)), open_facesynthetics(str(tmp_path), masks=True)
+    assert len(plain.stamp(0).split()) == 2 and len(masked.stamp(0).split()) == 3  # landmarks, render (+ label map)
+    before = [masked.stamp(i) for i in range(3)]
+    (tmp_path / "000002_seg.png").unlink()
+    after = open_facesynthetics(str(tmp_path), masks=True)
+    assert [i for i in range(3) if after.stamp(i) != before[i]] == [2]
+    assert after.stamp(2).endswith(" missing")

@@ -86,3 +86,16 @@ def test_thumbnail_points_keep_pixel_centres_on_pixel_centres(tmp_path: Path):
     # pixels 0..7 of the 1024 image make thumbnail pixel 0: their middle, 3.5, is its centre, 0.0
     np.testing.assert_allclose(face.landmarks[0], [0.0, 127.0])
     np.testing.assert_allclose(face.landmarks[1], [63.5625, 63.5625])  # (512.5 / 8) - 0.5
+
+
+def test_a_face_is_stamped_by_its_record_and_its_image_file(ffhq):
+    root, records = ffhq
+    before = open_ffhq(str(root / "ffhq-dataset-v2.json"))
+    stamps = [before.stamp(i) for i in range(5)]
+    assert len(set(stamps)) == 5 and all(" " in stamp and "missing" not in stamp for stamp in stamps)
+    records["1"]["image"]["face_landmarks"][30][0] += 6  # one point of face 1 moved in the JSON
+    (root / "ffhq-dataset-v2.json").write_text(json.dumps(records))
+    (root / records["3"]["image"]["file_path"]).write_bytes(b"")  # face 3's image replaced
+    after = open_ffhq(str(root / "ffhq-dataset-v2.json"))
+    changed = [i for i in range(5) if after.stamp(i) != stamps[i]]
+    assert changed == [1, 3]

@@ -108,3 +108,18 @@ def test_a_base_model_the_arch_axis_replaces_is_a_warning(caplog):
         check_space(study("model.name=ours", "search.axes.arch=[ours-tiny]"))
     (message,) = caplog.messages
     assert message.startswith("model.name 'ours' is not trained: search.axes.arch ['ours-tiny'] replaces it")
+
+
+def test_an_integer_space_on_an_integer_key_gives_trials_integers():
+    config = study("search.space={train.batch_size: {randint: [16, 65]}}")
+    check_space(config)
+    search_alg = optuna_search(config.search, hyper_space(config))
+    sizes = [trial_config(config, search_alg.suggest(f"trial{i}")).train.batch_size for i in range(4)]
+    assert all(isinstance(size, int) and 16 <= size <= 64 for size in sizes)
+    with pytest.raises(ConfigError, match=r"search.space.train.batch_size: randint\[16, 64.5\]: 64.5 is not a whole"):
+        check_space(study("search.space={train.batch_size: {randint: [16, 64.5]}}"))
+
+
+def test_a_space_reaching_out_of_a_settings_range_fails_naming_it():
+    with pytest.raises(ConfigError, match=r"search.space.train.lr: train.lr must be above 0 \(e.g. 1e-3\), got -0.1"):
+        check_space(study("search.space={train.lr: {uniform: [-0.1, 0.1]}}"))

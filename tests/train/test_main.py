@@ -1,11 +1,15 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from raylm.config import RunConfig, load_config
+from raylm.errors import RaylmError
 from raylm.evaluate import main as evaluate_main
+from raylm.train.__main__ import claim_output
 from raylm.train.__main__ import main as train_main
 from raylm.train.evaluation import load_trained
 
@@ -83,7 +87,8 @@ def test_selection_and_device_mistakes_are_one_line_errors(tmp_path: Path, capsy
     assert "selects on a test set" in capsys.readouterr().err
     assert train_main([*args, "--metric", "val/nmee", "--output", str(tmp_path / "b")]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "'val/nmee' is not a metric of this run" in error and "val/nme," in error
+    assert error.count("\n") == 1 and "'val/nmee' is not a metric the trainer reports" in error
+    assert "one of nme, nme_inter_pupil," in error
     assert train_main([*args, "--metric", "val_real/nme", "--output", str(tmp_path / "d")]) == 2
     assert "needs real validation faces: set data.val_real_size" in capsys.readouterr().err
     assert train_main([*args, "--set", "train.device=cuda:99", "--output", str(tmp_path / "c")]) == 2
@@ -133,3 +138,51 @@ def test_mistakes_fail_with_the_key_or_path(tmp_path: Path, capsys):
     assert evaluate_main([str(cut_short.parent), "--data", "builtin:synthetic"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{cut_short}: does not load as a raylm checkpoint (" in error
+
+
+def fake_run(folder: Path) -> dict[str, bytes]:
+    """A folder holding an earlier run's files (their contents only need to survive)."""
+    files = {"config.yaml": b"# raylm\n", "metrics.json": b'{"val/nme": 0.1}', "checkpoints/best/checkpoint.pt": b"x"}
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    return files
+
+
+def test_an_existing_run_is_refused_before_training(tmp_path: Path, capsys):
+    files = fake_run(tmp_path)
+    args = [item for override in TINY for item in ("--set", override)]
+    assert train_main([*args, "--output", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"error: --output {tmp_path} already holds a run (config.yaml, checkpoints, metrics.json); give a new "
+        f"folder, --resume {tmp_path / 'checkpoints' / 'last'} to continue it, or --overwrite to replace it\n"
+    )
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files
+
+
+def test_overwrite_replaces_a_run_and_resume_from_inside_continues_it(tmp_path: Path):
+    fake_run(tmp_path)
+    (tmp_path / "events.out.tfevents.1.host").write_bytes(b"curve")
+    assert claim_output(tmp_path, tmp_path / "checkpoints" / "last", overwrite=False) is True
+    assert (tmp_path / "metrics.json").is_file()
+    with pytest.raises(RaylmError, match="already holds a run"):
+        claim_output(tmp_path, tmp_path.parent / "elsewhere" / "last", overwrite=False)
+    assert claim_output(tmp_path, None, overwrite=True) is False
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.yaml"]  # rewritten by the new run
+    assert claim_output(tmp_path / "new", None, overwrite=False) is False
+
+
+def test_resuming_a_run_in_place_keeps_its_best_unless_beaten(run_dir: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    best = run / "checkpoints" / "best" / "checkpoint.pt"
+    saved = torch.load(best, weights_only=True)
+    saved["metrics"]["val/nme"] = 0.0  # no resumed epoch can beat it
+    torch.save(saved, best)
+    args = [item for override in [*TINY, "train.epochs=3"] for item in ("--set", override)]
+    assert train_main([*args, "--resume", str(run / "checkpoints" / "last"), "--output", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == saved["epoch"] + 1 and metrics["val/nme"] == 0.0
+    assert torch.load(best, weights_only=True)["epoch"] == saved["epoch"]
+    assert load_trained(run / "checkpoints" / "last", "cpu").epoch == 3
