@@ -120,7 +120,9 @@ def check_folders_known(grid: tune.ResultGrid) -> None:
 @contextlib.contextmanager
 def sigterm_stops_tune() -> Iterator[list[int]]:
     """While it is open, SIGTERM stops the study as Ctrl-C does (Tune's graceful stop and a last snapshot) instead
-    of Ray's exit(1); yields the list the signal is noted in, for the exit code. Main thread only (signals)."""
+    of Ray's exit(1); yields the list the signal is noted in, for the exit code. On leaving, the SIGINT handler is
+    put back too: Tune leaves its own installed after a fit() it was not interrupted in, and that one would swallow
+    a Ctrl-C during the test pass. Main thread only (signals)."""
     noted: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
@@ -132,11 +134,12 @@ def sigterm_stops_tune() -> Iterator[list[int]]:
         if callable(handler):
             handler(signal.SIGINT, frame)
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = signal.signal(signal.SIGTERM, forward), signal.getsignal(signal.SIGINT)
     try:
         yield noted
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
 
 
 class _RefuseRestart(logging.Filter):

@@ -16,7 +16,13 @@ import pytest
 from ray import tune
 
 from raylm.search.__main__ import main
-from raylm.search.ending import Interrupted, check_folders_known, check_no_errors, check_not_interrupted
+from raylm.search.ending import (
+    Interrupted,
+    check_folders_known,
+    check_no_errors,
+    check_not_interrupted,
+    sigterm_stops_tune,
+)
 from raylm.search.errors import SearchError
 from raylm.search.recovery import restore_whole_snapshot
 from tests.search.test_study import REPO, SMOKE, kill_tree, wait_for
@@ -180,3 +186,29 @@ def test_a_resume_whose_newest_state_is_cut_short_stops_without_starting_over(in
     )
     after = sorted(path.relative_to(copy) for path in copy.rglob("*"))
     assert after == before  # no new session's state, no new trial
+
+
+def test_ctrl_c_outside_the_experiment_exits_130_with_the_resume_line(tmp_path: Path, capsys, monkeypatch):
+    def stopped_in_the_test_pass(study, run_dir, address=None):
+        (Path(run_dir) / "study.yaml").parent.mkdir(parents=True)
+        (Path(run_dir) / "study.yaml").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("raylm.search.__main__.run_study", stopped_in_the_test_pass)
+    assert main(["--config", str(SMOKE), "--storage-path", str(tmp_path), "--name", "run"]) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "interrupted; nothing reported; continue with:",
+        f"python -m raylm.search --resume {tmp_path / 'run'}",
+    ]
+
+
+def test_sigterm_stops_the_experiment_as_ctrl_c_does_and_the_handlers_are_put_back():
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    stops = []
+    with sigterm_stops_tune() as noted:
+        signal.signal(signal.SIGINT, lambda signum, frame: stops.append(signum))  # Tune's graceful stop, in fit()
+        signal.raise_signal(signal.SIGTERM)
+        assert (stops, noted) == ([signal.SIGINT], [signal.SIGTERM])
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with pytest.raises(KeyboardInterrupt), sigterm_stops_tune():  # outside fit(): Python's own Ctrl-C
+        signal.raise_signal(signal.SIGTERM)
