@@ -46,7 +46,8 @@ def run_study(
     """Run (or, when `run_dir` holds an interrupted study, continue) `study` and write its report.
 
     `run_dir` is a folder (local or NFS) or a bucket URI; for a URI, the study's own
-    files are written to a local folder first and copied there.
+    files are written to a local folder first and copied there. Only a complete study is
+    reported: a signal raises `ending.Interrupted`, a failed one `SearchError` (see `ending`).
     """
     location = str(run_dir)
     study = replace(study, data=anchored(study.data, Path.cwd()))  # trials run in their own folders
