@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 import sys
 import tempfile
 from datetime import datetime
@@ -11,9 +13,11 @@ from pathlib import Path
 from raylm.config import StudyConfig, load_config
 from raylm.errors import RaylmError
 from raylm.search import storage
+from raylm.search.ending import Interrupted, resume_command
 from raylm.search.errors import SearchError
 from raylm.search.study import run_study
 
+RUN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]*")  # no "/", no "..", not empty
 DEFAULT_STUDY = Path(__file__).resolve().parents[2] / "experiments" / "default.yaml"
 
 
@@ -27,6 +31,16 @@ def fetch_study_file(run_dir: str) -> Path:
     local = Path(tempfile.mkdtemp(prefix="raylm-resume-")) / "study.yaml"
     local.write_text(storage.read_text(location))
     return local
+
+
+def check_run_name(name: str, field: str) -> str:
+    """`name` if it is one folder name, so the run stays under the storage path; otherwise the one-line error."""
+    if not RUN_NAME.fullmatch(name):
+        raise SearchError(
+            f"{field} {name!r}: a run name is one folder name of letters, digits and . _ - = "
+            "(not starting with '.'), e.g. smoke-2"
+        )
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override a study value by dotted path, e.g. --set search.trials=8 (repeatable)",
     )
     args = parser.parse_args(argv)
+    run_dir = None
     try:
         if args.resume:
             run_dir = args.resume  # made absolute once connected to Ray, if a local folder will do there
@@ -65,14 +80,25 @@ def main(argv: list[str] | None = None) -> int:
             study = load_config(StudyConfig, fetch_study_file(run_dir), args.set)
         else:
             study = load_config(StudyConfig, args.config or DEFAULT_STUDY, args.set)
+            check_run_name(study.search.name, "search.name")
+            run_name = check_run_name(args.name or f"{study.search.name}-{datetime.now():%Y%m%d-%H%M%S}", "--name")
             storage_path = args.storage_path or study.search.storage_path  # made absolute as `--resume` is
             storage.check_location(storage_path, "search.storage_path")
-            run_dir = storage.join(storage_path, args.name or f"{study.search.name}-{datetime.now():%Y%m%d-%H%M%S}")
+            run_dir = storage.join(storage_path, run_name)
             if storage.exists(storage.join(run_dir, "study.yaml")):
                 raise SearchError(
                     f"{run_dir} already holds a study; continue it with --resume {run_dir}, or pick --name"
                 )
+        print(f"if this study stops before it ends, continue it with: {resume_command(run_dir)}", flush=True)
         result = run_study(study, run_dir, address=args.address)
+    except Interrupted as interrupted:
+        print(f"{interrupted}; continue with:\n{interrupted.resume_line}", file=sys.stderr)
+        return interrupted.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside Tune's experiment (checks, the test pass, the report)
+        started = run_dir is not None and storage.exists(storage.join(run_dir, "study.yaml"))
+        where = f"; continue with:\n{resume_command(run_dir)}" if started else ""
+        print(f"interrupted; nothing reported{where}", file=sys.stderr)
+        return 128 + signal.SIGINT
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@
 Optuna (TPE) search and its own ASHA (see `per_cell`); `optimize` mode folds the axes
 into one space with one searcher and one ASHA. Restoring the experiment keeps
 finished trials, resumes the rest from their checkpoints, and restores the searchers'
-and the schedulers' state, all from the last whole snapshot (`recovery`). Every trial
+and the schedulers' state, all from the last whole snapshot (`recovery`); a restore Tune cannot do
+stops the study instead of starting it over (`ending`). Every trial
 runs after its node's checks; an error retrying cannot fix ends the experiment (`fatal`).
 """
 
@@ -22,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 from raylm.config import SearchConfig, StudyConfig
 from raylm.models import model_flops
 from raylm.search.cluster import trial_slots
+from raylm.search.ending import refusing_restart
 from raylm.search.fatal import StopOnFatal, Trainable, checked
 from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
@@ -150,9 +152,9 @@ def run_experiment(
 ) -> tune.ResultGrid:
     """Run an experiment of the study (its search, or `plan`) as `storage/name`, or continue an interrupted one."""
     path = f"{storage.rstrip('/')}/{name}"
-    if tune.Tuner.can_restore(path):
-        restore_whole_snapshot(path)
-        tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
-    else:
-        tuner = make_tuner(study, trainable, storage, name, plan)
-    return tuner.fit()
+    if not tune.Tuner.can_restore(path):
+        return make_tuner(study, trainable, storage, name, plan).fit()
+    restore_whole_snapshot(path)
+    tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
+    with refusing_restart(path):  # Tune would start over after a restore it cannot do, dropping finished trials
+        return tuner.fit()

@@ -22,6 +22,7 @@ from raylm.data.pipeline import anchored, check_data
 from raylm.report import write_report
 from raylm.search import storage
 from raylm.search.cluster import connect
+from raylm.search.ending import check_folders_known, check_no_errors, check_not_interrupted, quota, sigterm_stops_tune
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
 from raylm.search.repeats import evaluate_repeats, run_repeats
@@ -45,7 +46,8 @@ def run_study(
     """Run (or, when `run_dir` holds an interrupted study, continue) `study` and write its report.
 
     `run_dir` is a folder (local or NFS) or a bucket URI; for a URI, the study's own
-    files are written to a local folder first and copied there.
+    files are written to a local folder first and copied there. Only a complete study is
+    reported: a signal raises `ending.Interrupted`, a failed one `SearchError` (see `ending`).
     """
     location = str(run_dir)
     study = replace(study, data=anchored(study.data, Path.cwd()))  # trials run in their own folders
@@ -62,8 +64,12 @@ def run_study(
         storage.check_nodes_read(cell_data(study), resources.cpu, resources.gpu)
         save_config(study, local_dir / "study.yaml")
         storage.upload(local_dir, location)
-        grid = run_experiment(study, trainable, location)
-        repeats = _repeat_best(study, grid, trainable, location) if study.search.repeats else None
+        with sigterm_stops_tune() as signals:
+            grid = run_experiment(study, trainable, location)
+            check_not_interrupted(grid, quota(study), location, signals)
+            check_no_errors(grid, location, study.search.max_failures)
+            check_folders_known(grid)
+            repeats = _repeat_best(study, grid, trainable, location, signals) if study.search.repeats else None
     finally:
         if owns_ray:
             ray.shutdown()
@@ -76,11 +82,14 @@ def run_study(
 
 
 def _repeat_best(
-    study: StudyConfig, grid: ray.tune.ResultGrid, trainable: Trainable, location: str
+    study: StudyConfig, grid: ray.tune.ResultGrid, trainable: Trainable, location: str, signals: list[int]
 ) -> ray.tune.ResultGrid:
     rows, results = trial_rows(study.search, grid)
     best = {cell: results[row["trial_id"]].config for cell, row in best_trials(study.search, rows).items()}
-    return run_repeats(study, best, trainable, location)
+    repeats = run_repeats(study, best, trainable, location)
+    check_not_interrupted(repeats, dict.fromkeys(best, study.search.repeats), location, signals)
+    check_folders_known(repeats)  # a repeat that failed is a NaN in its cell's mean: the report says so
+    return repeats
 
 
 def summarise(

@@ -1,0 +1,185 @@
+"""How a study ends: complete, interrupted or failed, each named, and a report only for a complete one.
+
+`Tuner.fit()` returns normally in two cases: every trial has ended and the searcher
+has no more (the study is complete), or Tune caught SIGINT (Ctrl-C) and stopped
+gracefully, saving a last snapshot; it then marks the trials it stopped TERMINATED,
+like the ones ASHA stopped, and leaves the never-started ones PENDING. What tells
+them apart is Tune's own `done` flag in a trial's last result: Tune sets it when ASHA
+stops a trial and when the trainable returns after its last epoch, never when it
+stops a trial because the experiment was interrupted. So a study is complete when
+every trial is done without an error and every cell has used its quota of trials.
+
+A restore Tune cannot do (a state file cut short by a full disk or a lost upload)
+is logged by Tune, which then starts the experiment over in the same folder;
+`refusing_restart` turns that into an error before any trial starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import posixpath
+import shlex
+import signal
+import threading
+from collections import Counter
+from collections.abc import Iterator
+
+import pyarrow.fs
+from ray import tune
+
+from raylm.config import StudyConfig
+from raylm.errors import RaylmError
+from raylm.fs import filesystem, list_files
+from raylm.search.errors import SearchError
+from raylm.search.recovery import is_trial_folder
+from raylm.search.results import error_reason, trial_id_of
+from raylm.search.space import cell_of, cells
+
+ALL_CELLS = "*"  # the quota's key in optimize mode, where the quota is the study's total
+RESTORE_FAILED = "Failed to restore the run state."  # what TuneController logs before it starts over
+
+
+class Interrupted(RaylmError):
+    """A study stopped before it was complete (a signal); its run folder continues with `--resume`."""
+
+    def __init__(self, run_dir: str, detail: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(f"interrupted ({detail}); nothing reported")
+        self.run_dir = run_dir
+        self.exit_code = 128 + signum  # as shells report a process a signal ended: 130 for SIGINT, 143 for SIGTERM
+
+    @property
+    def resume_line(self) -> str:
+        return resume_command(self.run_dir)
+
+
+def resume_command(run_dir: str) -> str:
+    """The exact command that continues the study in `run_dir`."""
+    return f"python -m raylm.search --resume {shlex.quote(str(run_dir))}"
+
+
+def quota(study: StudyConfig) -> dict[str, int]:
+    """The trials each cell must end with: `search.trials` per cell (compare), or in all (optimize: ALL_CELLS)."""
+    search = study.search
+    if search.mode == "optimize":
+        return {ALL_CELLS: search.trials}
+    return {cell.name: search.trials for cell in cells(study)}
+
+
+def unfinished(grid: tune.ResultGrid) -> list[str]:
+    """The trials Tune neither finished (`done`: by ASHA or their epoch budget) nor failed: stopped by a signal,
+    or never started."""
+    return [trial_id_of(result) for result in grid if result.error is None and not result.metrics.get("done")]
+
+
+def shortfall(grid: tune.ResultGrid, wanted: dict[str, int]) -> dict[str, int]:
+    """Each cell's trials still to run: its quota less the trials Tune has for it (exact once every trial has
+    started: a trial knows its cell from its first result on)."""
+    have = Counter(
+        ALL_CELLS if ALL_CELLS in wanted else cell_of(result.config).name for result in grid if result.config
+    )
+    return {cell: count - have[cell] for cell, count in wanted.items() if have[cell] < count}
+
+
+def check_not_interrupted(grid: tune.ResultGrid, wanted: dict[str, int], run_dir: str, noted: list[int]) -> None:
+    """Raise `Interrupted` unless every trial is done or failed and every cell has its quota of trials; `noted`:
+    the signals `sigterm_stops_tune` saw (none: Tune stopped for Ctrl-C, the only other way fit() ends early)."""
+    stopped, never = unfinished(grid), max(0, sum(wanted.values()) - len(grid))
+    if stopped or never or shortfall(grid, wanted):
+        detail = f"{len(stopped)} of {len(grid)} trials unfinished, {never} more never created"
+        raise Interrupted(run_dir, detail, noted[0] if noted else signal.SIGINT)
+
+
+def check_no_errors(grid: tune.ResultGrid, run_dir: str, max_failures: int) -> None:
+    """A trial that failed after its retries makes the study failed: `--resume` retries it once the cause is fixed."""
+    failed = [result for result in grid if result.error is not None]
+    if failed:
+        first = failed[0]
+        raise SearchError(
+            f"{len(failed)} of {len(grid)} trials failed after search.max_failures={max_failures} retries "
+            f"(trial {trial_id_of(first)}: {error_reason(first.error)}); fix the cause and retry them with "
+            f"{resume_command(run_dir)}"
+        )
+
+
+def check_folders_known(grid: tune.ResultGrid) -> None:
+    """Every trial folder in the experiment's storage is a trial of `grid`: none was dropped by a restart."""
+    fs, root = grid.filesystem, grid.experiment_path
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    folders = {info.base_name for info in infos if info.type == pyarrow.fs.FileType.Directory}
+    known = {posixpath.basename(result.path) for result in grid}
+    lost = sorted(folder for folder in folders if is_trial_folder(folder) and folder not in known)
+    if lost:
+        raise SearchError(
+            f"{root} holds {len(lost)} trial folders the experiment does not know ({', '.join(lost)}): its state "
+            "was lost or replaced, so a report would leave those trials out; nothing reported"
+        )
+
+
+@contextlib.contextmanager
+def sigterm_stops_tune() -> Iterator[list[int]]:
+    """While it is open, SIGTERM stops the study as Ctrl-C does (Tune's graceful stop and a last snapshot) instead
+    of Ray's exit(1); yields the list the signal is noted in, for the exit code. On leaving, the SIGINT handler is
+    put back too: Tune leaves its own installed after a fit() it was not interrupted in, and that one would swallow
+    a Ctrl-C during the test pass. Main thread only (signals)."""
+    noted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def forward(signum: int, frame) -> None:
+        noted.append(signum)
+        handler = signal.getsignal(signal.SIGINT)  # Tune's during fit(); Python's KeyboardInterrupt otherwise
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, forward), signal.getsignal(signal.SIGINT)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+class _RefuseRestart(logging.Filter):
+    """Raise where Tune logs that it cannot restore the run state: Tune catches that error itself and starts the
+    experiment over, dropping every finished trial; raising here stops `fit()` before any trial starts."""
+
+    def __init__(self, experiment: str) -> None:
+        super().__init__()
+        self.experiment = experiment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == RESTORE_FAILED and record.exc_info:
+            cause = record.exc_info[1]
+            reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
+            raise SearchError(
+                f"{self.experiment}: Tune cannot restore the run state ({reason}); {advice(self.experiment)}"
+            )
+        return True
+
+
+def advice(experiment: str) -> str:
+    """What a user can do when the newest snapshot does not load: fall back on the session before, if any."""
+    fs, root = filesystem(experiment)
+    states = sorted(fnmatch.filter((posixpath.basename(p) for p in list_files(fs, root)), "experiment_state-*.json"))
+    if len(states) > 1:
+        session = states[-1].removeprefix("experiment_state-").removesuffix(".json")
+        return (
+            f"nothing was run; to resume from the snapshot before it, move the files *-{session}.* out of "
+            f"{experiment} and --resume again"
+        )
+    return "nothing was run; no earlier snapshot is there, so this run cannot continue: start a new run (--name)"
+
+
+@contextlib.contextmanager
+def refusing_restart(experiment: str) -> Iterator[None]:
+    """Within it, a restore of `experiment` that Tune cannot do raises `SearchError` instead of starting over."""
+    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    guard = _RefuseRestart(experiment)
+    logger.addFilter(guard)
+    try:
+        yield
+    finally:
+        logger.removeFilter(guard)
