@@ -171,7 +171,7 @@ def test_trials_csv_has_one_row_per_trial(report):
     assert header == [
         "trial_id", "cell", "arch", "train_size", "real_fraction",
         "batch_size", "loss", "lr", "weight_decay",
-        "epochs", "stopped_early", "status", "reason", "val/nme",
+        "epochs", "best_epoch", "stopped_early", "status", "reason", "val/nme",
         "node", "node_id", "compute_s", "started_at", "finished_at",
     ]  # fmt: skip
     assert len(rows) == 2 * 12 + 1
