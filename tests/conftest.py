@@ -11,6 +11,9 @@ from tests.shared_data import shared_data_dir
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Every Ray a test starts (ray.init, ray.cluster_utils, `ray start`, a study's own) listens on 127.0.0.1 only,
+# as a study's own does (raylm.search.cluster.loopback_nodes); set before Ray is imported, which reads it then.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")

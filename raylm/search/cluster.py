@@ -5,8 +5,12 @@ can grow the cluster to (its node types at their max workers, read from the
 bootstrap config `ray up` leaves on the head, as Tune itself does), not over the
 nodes up right now: GPU workers at `min_workers: 0` are no reason to refuse a GPU study.
 
+A Ray the study starts itself listens on 127.0.0.1 only (`start_local_ray`): nothing on
+the network can reach its GCS, raylet, object manager or workers, which run without auth.
+
 The few private Ray and Tune APIs raylm reads (the Job's environment, Ray's temporary
-folder, Tune's storage marker) are here, each in one small function.
+folder, Tune's storage marker, the switch that keeps a node on loopback) are here, each
+in one small function.
 """
 
 from __future__ import annotations
@@ -14,23 +18,27 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ray
 import yaml
 from ray import tune
+from ray._private import ray_constants
 from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
 from raylm.config import StudyConfig
 from raylm.search.errors import SearchError
 
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+LOOPBACK = "127.0.0.1"
 
 
 def connect(address: str | None, study: StudyConfig) -> StudyConfig:
-    """Start a Ray of this process's own (dashboard on 127.0.0.1) or join `address`; return the study with
-    its GPUs resolved.
+    """Start a Ray of this process's own (`start_local_ray`: on 127.0.0.1 only) or join `address`; return the
+    study with its GPUs resolved.
 
     A process already connected to Ray (a notebook, a test) keeps its connection.
     Fails when a trial's resources exceed the whole cluster, before any trial starts.
@@ -43,7 +51,7 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
         if ray.is_initialized():
             pass
         elif address is None:  # "local": Ray would otherwise join any cluster `ray start` left on this machine
-            ray.init(address="local", dashboard_host="127.0.0.1", runtime_env=runtime_env, configure_logging=False)
+            start_local_ray(runtime_env=runtime_env, configure_logging=False)
         else:
             ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as error:
@@ -59,6 +67,38 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
             "ever start; lower search.resources.cpu/gpu or add a node type that big"
         )
     return study
+
+
+def start_local_ray(**options) -> None:
+    """Start a Ray of this process's own (`ray.init` `options`) whose GCS, raylet, object manager, workers,
+    agents and dashboard listen on 127.0.0.1 only, never joining a cluster `ray start` left on this machine."""
+    with loopback_nodes():
+        ray.init(address="local", _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, **options)
+
+
+@contextmanager
+def loopback_nodes() -> Iterator[None]:
+    """Ray nodes started meanwhile from this process keep 127.0.0.1 as their address, so they listen on it only.
+
+    On Linux Ray replaces a node address of 127.0.0.1 by the machine's own, and its servers
+    then listen on every interface; it keeps loopback where clusters are off
+    (`ray_constants.ENABLE_RAY_CLUSTER`, read at every node start, from
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray is imported). The variable is set too, so the
+    node's own processes (workers the raylet starts) resolve their address the same way.
+    Tests set the variable for the whole session (tests/conftest.py).
+    """
+    saved, variable = ray_constants.ENABLE_RAY_CLUSTER, ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env = os.environ.get(variable)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[variable] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved_env
 
 
 @dataclass(frozen=True)
