@@ -17,23 +17,26 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import grpc
 import ray
 import yaml
 from ray import tune
 from ray._private import ray_constants
 from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+from ray.core.generated.gcs_service_pb2 import GetClusterIdRequest
+from ray.core.generated.gcs_service_pb2_grpc import NodeInfoGcsServiceStub
 
 from raylm.config import StudyConfig
 from raylm.search.errors import SearchError
 
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 LOOPBACK = "127.0.0.1"
+CONNECT_DEADLINE_S = 10.0  # for a head to answer `--address`: a GCS answers in milliseconds, even across regions
 
 
 def connect(address: str | None, study: StudyConfig) -> StudyConfig:
@@ -161,16 +164,32 @@ def resolve_gpus(study: StudyConfig, cluster_gpus: float) -> StudyConfig:
     return replace(study, search=search)
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds on an address nothing listens at (ray.init would retry for minutes)."""
+def check_reachable(address: str, deadline_s: float = CONNECT_DEADLINE_S) -> None:
+    """Fail within `deadline_s` unless a Ray head answers at `address`.
+
+    `ray.init` waits minutes on a port nothing listens at, and as long on one that some other
+    program holds and never answers. So the head's GCS is asked for its cluster id first, with
+    that deadline. A Ray Client server (`ray://`) is no GCS: any gRPC answer from it will do;
+    so will "unauthenticated" from a head with token auth (ray.init brings the token).
+    """
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
-    except (OSError, ValueError) as error:
-        raise SearchError(
-            f"--address {address}: no Ray cluster answers there ({error}); give the head node's host:port "
-            "(`ray start --head` prints it), or 'auto' on a cluster node"
-        ) from None
+    with grpc.insecure_channel(f"{host or LOOPBACK}:{port}") as channel:
+        try:
+            NodeInfoGcsServiceStub(channel).GetClusterId(GetClusterIdRequest(), timeout=deadline_s)
+            return
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details()
+    answered = code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    if code == grpc.StatusCode.UNAUTHENTICATED or (answered and address.startswith("ray://")):
+        return
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        why = f"no answer within {deadline_s:g} s: something holds the port, but not a Ray head"
+    else:
+        why = f"{code.name.lower()}: {details}"
+    raise SearchError(
+        f"--address {address}: no Ray cluster answers there ({why}); give the head node's host:port "
+        "(`ray start --head` prints it), or 'auto' on a cluster node"
+    )
 
 
 def node_name(address: str, node_id: str) -> str:

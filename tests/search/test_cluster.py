@@ -4,6 +4,10 @@ what `ray up`'s autoscaler can add, not only the nodes up now)."""
 from __future__ import annotations
 
 import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from ray._private import ray_constants
 
 from raylm.config import StudyConfig, load_config
 from raylm.search import SearchError, storage
-from raylm.search.cluster import NodeShape, connect, node_shapes, ray_temp_dir, trial_slots
+from raylm.search.cluster import CONNECT_DEADLINE_S, NodeShape, connect, node_shapes, ray_temp_dir, trial_slots
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,3 +98,46 @@ def test_a_studys_own_ray_listens_on_127_0_0_1_only(monkeypatch: pytest.MonkeyPa
     assert {"gcs_server", "raylet", "ray::IDLE", "ray::RuntimeEnvAgent"} <= set(listening), listening  # IDLE: a worker
     loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
     assert {process: addresses - loopback for process, addresses in listening.items() if addresses - loopback} == {}
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that accepts connections and never says anything; yields its host:port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:  # the listener closed
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (closing alone would not)
+        listener.close()
+        thread.join()
+        for connection in held:
+            connection.close()
+
+
+def test_an_address_that_is_open_but_not_ray_fails_at_the_deadline_naming_it():
+    with silent_server() as address, pytest.raises(SearchError) as raised:
+        connect(address, smoke())
+    assert str(raised.value) == (
+        f"--address {address}: no Ray cluster answers there (no answer within {CONNECT_DEADLINE_S:g} s: something "
+        "holds the port, but not a Ray head); give the head node's host:port (`ray start --head` prints it), "
+        "or 'auto' on a cluster node"
+    )
+    assert not ray.is_initialized()
+
+
+def test_an_address_nothing_listens_at_fails_at_once_naming_it():
+    with pytest.raises(
+        SearchError, match=r"^--address ray://127.0.0.1:1: no Ray cluster answers there \(unavailable: "
+    ):
+        connect("ray://127.0.0.1:1", smoke())
