@@ -4,10 +4,6 @@ what `ray up`'s autoscaler can add, not only the nodes up now)."""
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -100,33 +96,9 @@ def test_a_studys_own_ray_listens_on_127_0_0_1_only(monkeypatch: pytest.MonkeyPa
     assert {process: addresses - loopback for process, addresses in listening.items() if addresses - loopback} == {}
 
 
-@contextmanager
-def silent_server() -> Iterator[str]:
-    """A TCP server on 127.0.0.1 that accepts connections and never says anything; yields its host:port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                held.append(listener.accept()[0])
-            except OSError:  # the listener closed
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (closing alone would not)
-        listener.close()
-        thread.join()
-        for connection in held:
-            connection.close()
-
-
-def test_an_address_that_is_open_but_not_ray_fails_at_the_deadline_naming_it():
-    with silent_server() as address, pytest.raises(SearchError) as raised:
+def test_an_address_that_is_open_but_not_ray_fails_at_the_deadline_naming_it(silent_address: str):
+    address = silent_address
+    with pytest.raises(SearchError) as raised:
         connect(address, smoke())
     assert str(raised.value) == (
         f"--address {address}: no Ray cluster answers there (no answer within {CONNECT_DEADLINE_S:g} s: something "
