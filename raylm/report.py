@@ -29,7 +29,8 @@ __all__ = ["PowerLaw", "SizeEstimate", "fit_power_law", "minimum_viable_size", "
 # trials.csv: the hyperparameters (every other trial key, sorted) go between the head and the status,
 # the validation metrics (the selection metric first) between the reason and the node.
 TRIAL_HEAD = ("trial_id", "cell", "arch", "train_size", "real_fraction")
-TRIAL_STATUS = ("epochs", "stopped_early", "status", "reason")  # reason: why a trial errored
+# best_epoch: the epoch of the trial's best kept checkpoint, whose metrics the row shows and best/ exports
+TRIAL_STATUS = ("epochs", "best_epoch", "stopped_early", "status", "reason")  # reason: why a trial errored
 TRIAL_TAIL = ("node", "node_id", "compute_s", "started_at", "finished_at")
 TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `<test_set>/<metric>`
 JITTER = "_jitter"  # `<test_set>_jitter/...`: the same test set under the jitter protocol
@@ -326,6 +327,11 @@ def _best_section(cells: list[dict], best: dict | None, test_set: str, selection
         *(Column(column.removeprefix("config."), column, None) for column in _config_columns(cells)),
     ]
     table = _table(cells, columns)
+    fallbacks = [
+        f"- {cell['cell']}: {cell['checkpoint_fallback']}" for cell in cells if cell.get("checkpoint_fallback")
+    ]
+    if fallbacks:
+        table += ["", "Best checkpoints that did not load (the next best kept one was tested):", *fallbacks]
     lines = ["## Best configuration per cell", "", *table, ""]
     if best is None:
         return [*lines, f"No cell has a value of `{metric}`, so there is no overall best cell."]

@@ -6,6 +6,11 @@ best-so-far and the train CLI's `checkpoints/best`. A study's rule is
 `search.metric` and `search.metric_mode`; a single run's defaults to the real
 validation faces when it holds some out. Test metrics are refused, because
 selection uses validation only. NaN or a missing value never wins.
+
+Ties: among equal values the earliest epoch wins (`ranked`). A trial's best epoch is
+chosen among its kept checkpoints, never among all its epochs: Tune's `num_to_keep`
+deletes the earlier of tied checkpoints first, so the first best epoch may have no
+checkpoint left, and the row, `best/` and the test numbers must all be one epoch.
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ class Selection:
         """The item whose `value` is best, ties going to the earliest; None when none has a finite value."""
         ranked = [item for item in items if not math.isinf(self.rank(value(item)))]
         return min(ranked, key=lambda item: self.rank(value(item)), default=None)
+
+    def ranked(self, items: Iterable[T], value: Callable[[T], float | None], epoch: Callable[[T], int]) -> list[T]:
+        """The items with a finite `value`, best first; equal values go to the earlier `epoch`."""
+        ranked = [item for item in items if not math.isinf(self.rank(value(item)))]
+        return sorted(ranked, key=lambda item: (self.rank(value(item)), epoch(item)))
 
     def best_so_far(self, values: np.ndarray) -> np.ndarray:
         """The running best of `values` in order, carrying the best past NaN."""

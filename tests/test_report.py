@@ -171,7 +171,7 @@ def test_trials_csv_has_one_row_per_trial(report):
     assert header == [
         "trial_id", "cell", "arch", "train_size", "real_fraction",
         "batch_size", "loss", "lr", "weight_decay",
-        "epochs", "stopped_early", "status", "reason", "val/nme",
+        "epochs", "best_epoch", "stopped_early", "status", "reason", "val/nme",
         "node", "node_id", "compute_s", "started_at", "finished_at",
     ]  # fmt: skip
     assert len(rows) == 2 * 12 + 1
@@ -310,3 +310,18 @@ def test_report_skips_plots_without_data(tmp_path):
     markdown = written["summary.md"].read_text()
     assert "Only one real fraction (0) was searched." in markdown
     assert "![ced.png]" not in markdown and "![search_progress.png](search_progress.png)" in markdown
+
+
+def test_a_best_checkpoint_that_did_not_load_is_named_in_the_report(tmp_path: Path):
+    trials, cells, per_image = make_search()
+    fallback = "checkpoint_000001 (epoch 2) tested instead of the better checkpoint_000002: does not load"
+    cells[0]["checkpoint_fallback"] = fallback
+    files = write_report(tmp_path, trials, cells, per_image, Selection("val/nme", "min"))
+    markdown = files["summary.md"].read_text()
+    assert (
+        f"Best checkpoints that did not load (the next best kept one was tested):\n- {cells[0]['cell']}: {fallback}\n"
+        in markdown
+    )
+    header, *rows = read_csv(files["summary.csv"])
+    by_cell = {row[0]: row[header.index("checkpoint_fallback")] for row in rows}
+    assert by_cell[cells[0]["cell"]] == fallback and by_cell[cells[1]["cell"]] == ""

@@ -22,6 +22,12 @@ def test_min_and_max_rank_compare_and_pick_with_nan_and_none_last():
     assert low.best([{"v": math.nan}], lambda row: row["v"]) is None
 
 
+def test_ranked_puts_equal_values_at_the_earlier_epoch_and_leaves_out_nan():
+    kept = [(4, 0.2), (1, math.nan), (3, 0.2), (2, 0.3)]  # (epoch, val/nme), in Tune's order
+    assert Selection("val/nme", "min").ranked(kept, lambda k: k[1], lambda k: k[0]) == [(3, 0.2), (4, 0.2), (2, 0.3)]
+    assert Selection("val/nme", "max").ranked(kept, lambda k: k[1], lambda k: k[0]) == [(2, 0.3), (3, 0.2), (4, 0.2)]
+
+
 def test_best_so_far_carries_the_best_past_nan():
     values = np.array([0.5, np.nan, 0.4, 0.6, 0.3])
     np.testing.assert_array_equal(Selection("val/nme", "min").best_so_far(values), [0.5, 0.5, 0.4, 0.4, 0.3])

@@ -5,32 +5,43 @@ can grow the cluster to (its node types at their max workers, read from the
 bootstrap config `ray up` leaves on the head, as Tune itself does), not over the
 nodes up right now: GPU workers at `min_workers: 0` are no reason to refuse a GPU study.
 
+A Ray the study starts itself listens on 127.0.0.1 only (`start_local_ray`): nothing on
+the network can reach its GCS, raylet, object manager or workers, which run without auth.
+
 The few private Ray and Tune APIs raylm reads (the Job's environment, Ray's temporary
-folder, Tune's storage marker) are here, each in one small function.
+folder, Tune's storage marker, the switch that keeps a node on loopback) are here, each
+in one small function.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import grpc
 import ray
 import yaml
 from ray import tune
+from ray._private import ray_constants
 from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+from ray.core.generated.gcs_service_pb2 import GetClusterIdRequest
+from ray.core.generated.gcs_service_pb2_grpc import NodeInfoGcsServiceStub
 
 from raylm.config import StudyConfig
 from raylm.search.errors import SearchError
 
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+LOOPBACK = "127.0.0.1"
+CONNECT_DEADLINE_S = 10.0  # for a head to answer `--address`: a GCS answers in milliseconds, even across regions
 
 
 def connect(address: str | None, study: StudyConfig) -> StudyConfig:
-    """Start a Ray of this process's own (dashboard on 127.0.0.1) or join `address`; return the study with
-    its GPUs resolved.
+    """Start a Ray of this process's own (`start_local_ray`: on 127.0.0.1 only) or join `address`; return the
+    study with its GPUs resolved.
 
     A process already connected to Ray (a notebook, a test) keeps its connection.
     Fails when a trial's resources exceed the whole cluster, before any trial starts.
@@ -43,7 +54,7 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
         if ray.is_initialized():
             pass
         elif address is None:  # "local": Ray would otherwise join any cluster `ray start` left on this machine
-            ray.init(address="local", dashboard_host="127.0.0.1", runtime_env=runtime_env, configure_logging=False)
+            start_local_ray(runtime_env=runtime_env, configure_logging=False)
         else:
             ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as error:
@@ -59,6 +70,38 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
             "ever start; lower search.resources.cpu/gpu or add a node type that big"
         )
     return study
+
+
+def start_local_ray(**options) -> None:
+    """Start a Ray of this process's own (`ray.init` `options`) whose GCS, raylet, object manager, workers,
+    agents and dashboard listen on 127.0.0.1 only, never joining a cluster `ray start` left on this machine."""
+    with loopback_nodes():
+        ray.init(address="local", _node_ip_address=LOOPBACK, dashboard_host=LOOPBACK, **options)
+
+
+@contextmanager
+def loopback_nodes() -> Iterator[None]:
+    """Ray nodes started meanwhile from this process keep 127.0.0.1 as their address, so they listen on it only.
+
+    On Linux Ray replaces a node address of 127.0.0.1 by the machine's own, and its servers
+    then listen on every interface; it keeps loopback where clusters are off
+    (`ray_constants.ENABLE_RAY_CLUSTER`, read at every node start, from
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray is imported). The variable is set too, so the
+    node's own processes (workers the raylet starts) resolve their address the same way.
+    Tests set the variable for the whole session (tests/conftest.py).
+    """
+    saved, variable = ray_constants.ENABLE_RAY_CLUSTER, ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env = os.environ.get(variable)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[variable] = "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved_env
 
 
 @dataclass(frozen=True)
@@ -121,16 +164,32 @@ def resolve_gpus(study: StudyConfig, cluster_gpus: float) -> StudyConfig:
     return replace(study, search=search)
 
 
-def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds on an address nothing listens at (ray.init would retry for minutes)."""
+def check_reachable(address: str, deadline_s: float = CONNECT_DEADLINE_S) -> None:
+    """Fail within `deadline_s` unless a Ray head answers at `address`.
+
+    `ray.init` waits minutes on a port nothing listens at, and as long on one that some other
+    program holds and never answers. So the head's GCS is asked for its cluster id first, with
+    that deadline. A Ray Client server (`ray://`) is no GCS: any gRPC answer from it will do;
+    so will "unauthenticated" from a head with token auth (ray.init brings the token).
+    """
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
-    except (OSError, ValueError) as error:
-        raise SearchError(
-            f"--address {address}: no Ray cluster answers there ({error}); give the head node's host:port "
-            "(`ray start --head` prints it), or 'auto' on a cluster node"
-        ) from None
+    with grpc.insecure_channel(f"{host or LOOPBACK}:{port}") as channel:
+        try:
+            NodeInfoGcsServiceStub(channel).GetClusterId(GetClusterIdRequest(), timeout=deadline_s)
+            return
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details()
+    answered = code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE)
+    if code == grpc.StatusCode.UNAUTHENTICATED or (answered and address.startswith("ray://")):
+        return
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        why = f"no answer within {deadline_s:g} s: something holds the port, but not a Ray head"
+    else:
+        why = f"{code.name.lower()}: {details}"
+    raise SearchError(
+        f"--address {address}: no Ray cluster answers there ({why}); give the head node's host:port "
+        "(`ray start --head` prints it), or 'auto' on a cluster node"
+    )
 
 
 def node_name(address: str, node_id: str) -> str:

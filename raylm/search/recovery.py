@@ -25,6 +25,9 @@ What raylm adds, so that a resume continues exactly from the last whole snapshot
    them again), and every unfinished trial resumes from its newest checkpoint that
    loads and is not newer than the snapshot; its later checkpoints and result lines
    are removed, and it trains those epochs again, bit for bit as the first time.
+   The same callback, when Tune retries a failed trial in a running experiment
+   (`FailureConfig`), makes it resume from its newest checkpoint that loads: Tune
+   would hand the new process a checkpoint cut short by a full disk at every retry.
 What a resume redoes is the work since the last whole snapshot: Tune snapshots every
 10 s or more (19 times what a snapshot takes) and after a trial's `num_to_keep`
 checkpoints. The copy doubles what Tune's snapshots write (the state files and the
@@ -158,7 +161,8 @@ def newest_whole_snapshot(fs: pyarrow.fs.FileSystem, root: str, names: list[str]
 
 
 class RollBack(Callback):
-    """At the first step of a restored experiment, make storage match the snapshot the trials were restored from."""
+    """Make storage match what the trials resume from: at the first step of a restored experiment (the
+    snapshot), and whenever a trial is retried (`FailureConfig`) while its newest checkpoint does not load."""
 
     def setup(self, **info) -> None:
         self.checked = False
@@ -173,6 +177,15 @@ class RollBack(Callback):
         for trial in trials:
             if trial.status != Trial.TERMINATED:
                 roll_back(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
+        """Before Tune restarts a failed trial from its newest checkpoint: one that does not load (cut short by a
+        full disk, damaged in storage) would fail every retry, so the trial resumes from the newest that loads.
+
+        Tune has stopped the trial's process; it restores from `trial.latest_checkpoint_result`, its iteration
+        included, when the new process starts, so ASHA and the searcher see the redone epochs as the first time.
+        """
+        resume_from_loadable(trial, trial.last_result.get("training_iteration", 0))
 
 
 def remove_unknown_trials(trials: list[Trial]) -> None:
@@ -190,31 +203,44 @@ def remove_unknown_trials(trials: list[Trial]) -> None:
 
 def roll_back(trial: Trial) -> None:
     """Resume `trial` from its newest loadable checkpoint not newer than the snapshot; remove what came after it."""
-    snapshot_iteration = trial.last_result.get("training_iteration", 0)
+    resumed_at = resume_from_loadable(trial, trial.last_result.get("training_iteration", 0))
+    truncate_results(trial.storage.storage_filesystem, trial.storage.trial_fs_path, resumed_at)
+
+
+def resume_from_loadable(trial: Trial, up_to: int) -> int:
+    """Make `trial` resume from its newest checkpoint that loads and is not past iteration `up_to`, when its
+    newest does not load (or is gone); remove its checkpoint folders after that one. Returns the iteration it
+    resumes at (0: from the start).
+
+    The checkpoints are registered again oldest first, so `num_to_keep` keeps what Tune would have, with the
+    metrics Tune knew for them (time_total_s, which Tune restores, among them) or else their own.
+    """
     latest = trial.checkpoint
-    if latest is not None and not exists(latest):
-        manager = _CheckpointManager(trial.run_metadata.checkpoint_manager.checkpoint_config)
-        trial_dir = posixpath.dirname(latest.path)
-        for result in available(latest.filesystem, trial_dir):
-            if result.metrics["training_iteration"] <= snapshot_iteration:
-                manager.register_checkpoint(result)  # oldest first, so num_to_keep prunes as Tune would have
+    saved, problem = loaded(latest) if latest is not None else ({}, "")
+    if saved is None:
+        old = trial.run_metadata.checkpoint_manager
+        known = {result.checkpoint.path: result.metrics for result in old.best_checkpoint_results}
+        manager = _CheckpointManager(old.checkpoint_config)
+        for result in available(latest.filesystem, posixpath.dirname(latest.path)):
+            if result.metrics["training_iteration"] <= up_to:
+                metrics = known.get(result.checkpoint.path, result.metrics)
+                manager.register_checkpoint(_TrainingResult(result.checkpoint, metrics))
         trial.run_metadata.checkpoint_manager = manager
         found = trial.checkpoint
         logger.warning(
-            "trial %s: its checkpoint %s is gone (Tune deleted it after its last experiment snapshot); %s",
+            "trial %s: its checkpoint %s %s; %s",
             trial.trial_id,
             posixpath.basename(latest.path),
+            problem,
             f"resuming from {posixpath.basename(found.path)}" if found else "no checkpoint loads, so it starts again",
         )
-    storage = trial.storage
     result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
-    resumed_at = result.metrics.get("training_iteration", 0) if result else 0
     last = posixpath.basename(result.checkpoint.path) if result else ""
-    fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+    fs, trial_dir = trial.storage.storage_filesystem, trial.storage.trial_fs_path
     for folder in fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True)):
         if folder.base_name.startswith("checkpoint_") and folder.base_name > last:
             fs.delete_dir(folder.path)
-    truncate_results(fs, trial_dir, resumed_at)
+    return result.metrics.get("training_iteration", 0) if result else 0
 
 
 def truncate_results(fs: pyarrow.fs.FileSystem, trial_dir: str, iterations: int) -> None:
@@ -251,9 +277,19 @@ def write_if_changed(fs: pyarrow.fs.FileSystem, path: str, text: str, kept: str)
             stream.write(kept.encode())
 
 
-def exists(checkpoint: Checkpoint) -> bool:
-    """Whether the checkpoint's file is there (a folder Tune was deleting when the driver died may be left)."""
-    return kind(checkpoint.filesystem, f"{checkpoint.path}/{FILE}") == pyarrow.fs.FileType.File
+def loaded(checkpoint: Checkpoint) -> tuple[dict | None, str]:
+    """The checkpoint's saved state, or None and why it cannot be resumed from.
+
+    Its file may be gone (Tune was deleting the folder when the driver died) or cut short
+    (a full disk, a copy interrupted); resuming from either would fail every retry.
+    """
+    if kind(checkpoint.filesystem, f"{checkpoint.path}/{FILE}") != pyarrow.fs.FileType.File:
+        return None, "is gone"
+    try:
+        with checkpoint.as_directory() as directory:
+            return load_checkpoint(directory), ""
+    except Exception as error:  # partial files fail in many ways (EOF, zip, pickle); any of them means unusable
+        return None, f"does not load ({error})"
 
 
 def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[_TrainingResult]:
@@ -262,11 +298,9 @@ def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[_Traini
     results = []
     for folder in sorted(info.path for info in folders if info.base_name.startswith("checkpoint_")):
         checkpoint = Checkpoint(folder, filesystem)
-        try:
-            with checkpoint.as_directory() as directory:
-                saved = load_checkpoint(directory)
-        except Exception as error:  # partial files fail in many ways (EOF, zip, pickle); any of them means unusable
-            logger.warning("%s does not load (%s); not resuming from it", folder, error)
+        saved, problem = loaded(checkpoint)
+        if saved is None:
+            logger.warning("%s %s; not resuming from it", folder, problem)
             continue
         epoch = int(saved["epoch"]) + 1  # the trainable reports once per epoch, so epochs count Tune's iterations
         results.append(_TrainingResult(checkpoint, {**saved["metrics"], "epoch": epoch, "training_iteration": epoch}))

@@ -29,29 +29,42 @@ def error_reason(error: BaseException | None) -> str:
     return f"{name.rpartition('.')[2]}: {message}" if sep and " " not in name else last
 
 
-def best_reported(search: SearchConfig, result: tune.Result) -> Row:
-    """The validation metrics of a trial's best kept checkpoint, from Tune's own trial state.
+def epoch_of(metrics: dict[str, Any]) -> int:
+    """The epoch (1-based, as the trainable reports it) of a checkpoint's metrics."""
+    return int(metrics.get("epoch", metrics.get("training_iteration", 0)))
 
-    For a trial whose result files never reached storage (a driver killed while Tune was
-    uploading them), so `ResultGrid.get_dataframe` has no row for it; the checkpoints Tune
-    keeps are the best by the same metric, so the best epoch is among them.
+
+def ranked_checkpoints(search: SearchConfig, result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, Any]]]:
+    """A trial's kept checkpoints with their metrics, best first by the study's rule (`Selection.ranked`: equal
+    values go to the earlier epoch). The first is the trial's best epoch everywhere: its row, `best/`, its tests."""
+    return search.selection.ranked(
+        result.best_checkpoints or [], lambda pair: pair[1].get(search.metric), lambda pair: epoch_of(pair[1])
+    )
+
+
+def best_reported(search: SearchConfig, result: tune.Result) -> Row:
+    """The validation metrics and the epoch (`best_epoch`) of a trial's best kept checkpoint.
+
+    Read from the checkpoints Tune keeps, not from every epoch's results: on a tie, Tune may
+    have deleted the first best epoch's checkpoint, and the row must name the epoch `best/`
+    exports and the test pass evaluates. Also right for a trial whose result files never
+    reached storage (a driver killed while Tune was uploading them).
     """
-    best = search.selection.best(result.best_checkpoints or [], lambda pair: pair[1].get(search.metric))
-    if best is None:
-        return {search.metric: float("nan")}
-    return {key: float(value) for key, value in best[1].items() if key.startswith(VALIDATION_SETS)}
+    ranked = ranked_checkpoints(search, result)
+    if not ranked:
+        return {search.metric: float("nan"), "best_epoch": 0}
+    metrics = ranked[0][1]
+    validation = {key: float(value) for key, value in metrics.items() if key.startswith(VALIDATION_SETS)}
+    return {**validation, "best_epoch": epoch_of(metrics)}
 
 
 def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], dict[str, tune.Result]]:
     """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, why it failed, the
-    validation metrics at its best epoch by the selection metric, node, compute, start and end), and
-    Tune's result of each trial by id.
+    validation metrics at its best epoch by the selection metric and that epoch (`best_reported`), node,
+    compute, start and end), and Tune's result of each trial by id.
 
     Start and end (`started_at`, `finished_at`) are seconds since the first trial started.
     """
-    best = grid.get_dataframe(filter_metric=search.metric, filter_mode=search.metric_mode)
-    validation = [column for column in best.columns if column.startswith(VALIDATION_SETS)]
-    at_best = {row["trial_id"]: {key: float(row[key]) for key in validation} for _, row in best.iterrows()}
     rows, results = [], {}
     for result in grid:
         trial_id = trial_id_of(result)
@@ -73,7 +86,7 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
                 "stopped_early": result.error is None and epochs < search.max_epochs,
                 "status": "ERROR" if result.error is not None else "TERMINATED",
                 "reason": error_reason(result.error),
-                **(at_best.get(trial_id) or best_reported(search, result)),
+                **best_reported(search, result),
                 "node": metrics.get("node_ip", ""),
                 "node_id": metrics.get("node_id", ""),
                 "compute_s": compute_s,

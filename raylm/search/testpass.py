@@ -4,6 +4,11 @@ The test sets play no part in selection; this is the only place a search touches
 Each test set is evaluated under the `landmarks` protocol (`test_<name>/...`), the
 `jitter` protocol with its defaults (`test_<name>_jitter/...`) and, where dlib is
 installed, the `detector` protocol (`test_<name>_detector/...`); see raylm.protocols.
+
+The checkpoint tested is the trial's best kept one (`results.ranked_checkpoints`), the
+epoch its row names. One that does not load (cut short by a full disk or a lost node)
+gives way to the next best kept one; the returned metrics then name both
+(`checkpoint_fallback`) and carry the epoch and selection value actually tested.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from raylm.config import SearchConfig
 from raylm.data.pipeline import prepare_data
 from raylm.data.record import DataError
 from raylm.protocols import CropProtocol, evaluate_protocol
-from raylm.train.checkpoint import export_checkpoint
+from raylm.search.errors import SearchError
+from raylm.search.results import epoch_of, ranked_checkpoints
+from raylm.train.checkpoint import CheckpointError, export_checkpoint
 from raylm.train.evaluation import load_trained, log_faces
 
 log = logging.getLogger(__name__)
@@ -38,16 +45,16 @@ def test_best(search: SearchConfig, result: tune.Result, directory: Path) -> tup
     """Export a trial's best checkpoint (by the selection metric) to `directory` and evaluate it on the test sets.
 
     Returns the test metrics (`test_<name>[_<protocol>]/...`, the parameter count, skipped
-    samples) and the per-image NMEs of the first test set under the landmarks protocol, in
-    face order (for CED curves). Test faces with predicted and true landmarks go to
-    TensorBoard in `directory`. The model is evaluated where this driver runs (auto device).
+    samples, and `export_best`'s epoch, selection value and fallback) and the per-image
+    NMEs of the first test set under the landmarks protocol, in face order (for CED
+    curves). Test faces with predicted and true landmarks go to TensorBoard in `directory`.
+    The model is evaluated where this driver runs (auto device).
     """
-    checkpoint = result.get_best_checkpoint(search.metric, search.metric_mode)
-    with checkpoint.as_directory() as source:
-        export_checkpoint(source, directory)
+    exported = export_best(search, result, directory)
     trained = load_trained(directory)
     data = prepare_data(trained.config.data, progress=False)
     metrics: dict[str, Any] = {
+        **exported,
         "params": sum(p.numel() for p in trained.model.parameters()),
         "skipped": sum(sum(reasons.values()) for reasons in data.skipped.values()),  # bad samples left out
     }
@@ -64,3 +71,30 @@ def test_best(search: SearchConfig, result: tune.Result, directory: Path) -> tup
                 metrics["mean_shape_nme"], per_image = scores["mean_shape_nme"], errors
     log_faces(trained, {f"test_{name}": part for name, part in data.split.tests.items()}, directory)
     return metrics, per_image
+
+
+def export_best(search: SearchConfig, result: tune.Result, directory: Path) -> dict[str, Any]:
+    """Export the trial's best kept checkpoint that loads to `directory`; its epoch (`best_epoch`) and selection
+    value, and `checkpoint_fallback` (which checkpoint was used instead of which, and why) when not the best.
+
+    SearchError naming the trial's folder when none of its kept checkpoints loads.
+    """
+    ranked = ranked_checkpoints(search, result)
+    failed: list[str] = []  # "<checkpoint>: <why it does not load>", best first
+    for checkpoint, reported in ranked:
+        try:
+            with checkpoint.as_directory() as source:
+                export_checkpoint(source, directory)
+        except CheckpointError as error:
+            log.warning("%s; testing the next best kept checkpoint", error)
+            failed.append(f"{Path(checkpoint.path).name}: {str(error).partition(': ')[2]}")
+            continue
+        exported = {"best_epoch": epoch_of(reported), search.metric: float(reported[search.metric])}
+        if failed:
+            used = f"{Path(checkpoint.path).name} (epoch {epoch_of(reported)})"
+            exported["checkpoint_fallback"] = f"{used} tested instead of the better {'; '.join(failed)}"
+        return exported
+    raise SearchError(
+        f"{result.path}: none of the trial's {len(ranked)} kept checkpoints loads "
+        f"({'; '.join(failed) or 'none kept'}); restore them from a copy, or run the study again under a new --name"
+    )

@@ -1,4 +1,5 @@
-"""Resources on an autoscaling cluster: counted over what `ray up`'s autoscaler can add, not only the nodes up now."""
+"""Connecting a study to Ray: its own Ray on loopback only, and resources on an autoscaling cluster (counted over
+what `ray up`'s autoscaler can add, not only the nodes up now)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import ray
+from ray._private import ray_constants
 
 from raylm.config import StudyConfig, load_config
 from raylm.search import SearchError, storage
-from raylm.search.cluster import NodeShape, connect, node_shapes, ray_temp_dir, trial_slots
+from raylm.search.cluster import CONNECT_DEADLINE_S, NodeShape, connect, node_shapes, ray_temp_dir, trial_slots
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,3 +68,48 @@ def test_storage_must_outlive_an_autoscaling_cluster_not_one_machine(tmp_path: P
         assert storage.outliving("/mnt/efs/raylm") == "/mnt/efs/raylm"  # maybe shared: the node checks tell
     finally:
         ray.shutdown()
+
+
+def listening_addresses(process) -> dict[str, set[str]]:
+    """The addresses each process of this one's tree (the driver, Ray's servers, agents and workers) listens on."""
+    found: dict[str, set[str]] = {}
+    for each in [process, *process.children(recursive=True)]:
+        listening = {c.laddr.ip for c in each.net_connections(kind="inet") if c.status == "LISTEN"}
+        if listening:
+            found.setdefault(each.name(), set()).update(listening)
+    return found
+
+
+def test_a_studys_own_ray_listens_on_127_0_0_1_only(monkeypatch: pytest.MonkeyPatch):
+    import psutil  # Ray ships it (ray/thirdparty_files, on sys.path once ray is imported)
+
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # as in any process on Linux, tests' aside
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    connect(None, smoke())
+    try:
+        assert ray.get(ray.remote(lambda: "a worker started").remote()) == "a worker started"
+        listening = listening_addresses(psutil.Process())
+    finally:
+        ray.shutdown()
+    assert {"gcs_server", "raylet", "ray::IDLE", "ray::RuntimeEnvAgent"} <= set(listening), listening  # IDLE: a worker
+    loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+    assert {process: addresses - loopback for process, addresses in listening.items() if addresses - loopback} == {}
+
+
+def test_an_address_that_is_open_but_not_ray_fails_at_the_deadline_naming_it(silent_address: str):
+    address = silent_address
+    with pytest.raises(SearchError) as raised:
+        connect(address, smoke())
+    assert str(raised.value) == (
+        f"--address {address}: no Ray cluster answers there (no answer within {CONNECT_DEADLINE_S:g} s: something "
+        "holds the port, but not a Ray head); give the head node's host:port (`ray start --head` prints it), "
+        "or 'auto' on a cluster node"
+    )
+    assert not ray.is_initialized()
+
+
+def test_an_address_nothing_listens_at_fails_at_once_naming_it():
+    with pytest.raises(
+        SearchError, match=r"^--address ray://127.0.0.1:1: no Ray cluster answers there \(unavailable: "
+    ):
+        connect("ray://127.0.0.1:1", smoke())

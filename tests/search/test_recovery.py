@@ -18,7 +18,7 @@ from ray.train._internal.session import _TrainingResult
 from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 
-from raylm.search.recovery import KEY, RollBack, exists, restore_whole_snapshot
+from raylm.search.recovery import KEY, RollBack, loaded, restore_whole_snapshot
 from raylm.train.checkpoint import FILE
 
 
@@ -68,14 +68,14 @@ def test_a_trial_whose_snapshot_names_a_deleted_checkpoint_resumes_from_the_newe
     (partial / FILE).write_bytes((trial_dir / "checkpoint_000003" / FILE).read_bytes()[:100])  # a copy cut short
 
     trial = restored(snapshot)
-    assert trial.checkpoint.path.endswith("checkpoint_000001") and not exists(trial.checkpoint)
+    assert trial.checkpoint.path.endswith("checkpoint_000001") and loaded(trial.checkpoint) == (None, "is gone")
 
     callback = RollBack()
     callback.setup()
     callback.on_step_begin(0, [trial])
     latest = trial.latest_checkpoint_result  # 000003 is newer than the snapshot: ASHA and the searcher never saw it
     assert Path(latest.checkpoint.path).name == "checkpoint_000000"
-    assert latest.metrics == {"val/nme": 0.30, "epoch": 1, "training_iteration": 1}
+    assert latest.metrics == {"val/nme": 0.30, "training_iteration": 1}  # as Tune knew them
     assert sorted(path.name for path in trial_dir.glob("checkpoint_*")) == ["checkpoint_000000"]
     results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
     assert results == [{"val/nme": 0.30, "training_iteration": 1}]  # the epochs it trains again, reported once
@@ -98,7 +98,50 @@ def test_trials_whose_checkpoints_exist_and_later_steps_are_left_alone(tmp_path:
     Path(gone.checkpoint.path, FILE).unlink()
     Path(gone.checkpoint.path).rmdir()
     callback.on_step_begin(1, [gone])  # after the first step every checkpoint Tune names was registered this session
-    assert not exists(gone.checkpoint)
+    assert loaded(gone.checkpoint) == (None, "is gone")
+
+
+def cut_short(checkpoint: Checkpoint) -> None:
+    """What a full disk leaves of a checkpoint file: its first 100 bytes."""
+    file = Path(checkpoint.path, FILE)
+    file.write_bytes(file.read_bytes()[:100])
+
+
+def test_a_restored_trial_whose_newest_checkpoint_is_cut_short_resumes_from_the_one_before(tmp_path: Path):
+    trial, report = tracked_trial(tmp_path)
+    report(0, 0.30)
+    report(1, 0.50)
+    snapshot = trial.get_json_state()  # names checkpoint_000001, the latest, at iteration 2
+    cut_short(trial.checkpoint)
+    trial = restored(snapshot)
+    saved, problem = loaded(trial.checkpoint)
+    assert saved is None and problem.startswith(f"does not load ({trial.checkpoint.path}/{FILE}: does not load as")
+
+    callback = RollBack()
+    callback.setup()
+    callback.on_step_begin(0, [trial])
+    latest = trial.latest_checkpoint_result
+    assert Path(latest.checkpoint.path).name == "checkpoint_000000" and latest.metrics["training_iteration"] == 1
+    trial_dir = Path(trial.storage.trial_fs_path)
+    assert sorted(path.name for path in trial_dir.glob("checkpoint_*")) == ["checkpoint_000000"]
+    assert (trial_dir / "progress.csv").read_text().splitlines() == ["val/nme,training_iteration", "0.3,1"]
+
+
+def test_a_trial_retried_in_a_running_study_resumes_from_its_newest_checkpoint_that_loads(tmp_path: Path):
+    trial, report = tracked_trial(tmp_path)
+    report(0, 0.30)
+    report(1, 0.50)
+    report(2, 0.40)  # keeps epochs 0 and 2 (the best two) and deletes 1
+    cut_short(trial.checkpoint)  # the disk filled while epoch 2's checkpoint was written; then the process died
+    RollBack().on_trial_recover(0, [trial], trial)  # as Tune's controller calls it before restarting the trial
+    latest = trial.latest_checkpoint_result  # what Tune restores the new process from, its iteration included
+    assert Path(latest.checkpoint.path).name == "checkpoint_000000"
+    assert latest.metrics == {"val/nme": 0.30, "training_iteration": 1}  # as Tune knew them
+    assert sorted(path.name for path in Path(trial.storage.trial_fs_path).glob("checkpoint_*")) == ["checkpoint_000000"]
+
+    manager = trial.run_metadata.checkpoint_manager
+    RollBack().on_trial_recover(0, [trial], trial)  # a checkpoint that loads is left as it is
+    assert trial.run_metadata.checkpoint_manager is manager
 
 
 def write_snapshot(trials: Path, session: str, trial_count: int, extra: dict[str, bytes] | None = None) -> bytes:

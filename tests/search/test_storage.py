@@ -12,9 +12,11 @@ import boto3
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from raylm import fs
+from raylm.fs import StorageError
 from raylm.search import SearchError, storage
 from raylm.search.__main__ import main
-from tests.s3 import keys, s3_server_in_process
+from tests.s3 import aws_settings, keys, s3_server_in_process
 from tests.search.test_study import assert_every_trial_and_epoch_once, kill_tree, saved_rungs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +29,48 @@ def test_storage_round_trips_and_names_an_unwritable_bucket(bucket):
     assert bucket.get_object(Bucket="raylm", Key="probe/a.txt")["Body"].read() == b"hello"
     with pytest.raises(SearchError, match="search.storage_path: cannot write to s3://no-such-bucket/x"):
         storage.check_writable("s3://no-such-bucket/x")
+
+
+def test_a_full_disk_is_named_with_the_path(tmp_path: Path):
+    with pytest.raises(StorageError, match=r"^/dev/full: the disk is full \(no space left on device\); free space"):
+        storage.write_text("/dev/full", "study: ...")  # /dev/full: every write fails with ENOSPC
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.csv").symlink_to("/dev/full")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "summary.csv").write_text("cell,nme\n")
+    with pytest.raises(StorageError, match=rf"^{tmp_path / 'run'}: the disk is full"):
+        storage.upload(tmp_path / "report", str(tmp_path / "run"))
+
+
+def s3_at(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """Point S3 clients at `address` (host:port), one attempt each, with the connect and stall timeouts 1 s."""
+    for key, value in aws_settings(int(address.rpartition(":")[2])).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(fs, "S3_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(fs, "S3_STALL_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(fs, "S3_ATTEMPTS", 1)
+
+
+def test_an_s3_endpoint_that_refuses_is_one_line_naming_the_uri(monkeypatch: pytest.MonkeyPatch):
+    s3_at(monkeypatch, "127.0.0.1:1")
+    with pytest.raises(StorageError) as raised:
+        storage.exists("s3://raylm/runs/smoke/study.yaml")
+    assert str(raised.value) == (
+        "s3://raylm/runs/smoke/study.yaml: cannot reach its storage endpoint (Failed to connect to 127.0.0.1:1 "
+        "after 0 ms: Could not connect to server; raylm gives it 2 s); check the endpoint (AWS_ENDPOINT_URL) "
+        "and the network"
+    )
+
+
+def test_an_s3_endpoint_that_never_answers_fails_at_its_deadline_naming_the_uri(
+    monkeypatch: pytest.MonkeyPatch, silent_address: str
+):
+    s3_at(monkeypatch, silent_address)
+    with pytest.raises(StorageError) as raised:
+        storage.write_text("s3://raylm/runs/smoke/study.yaml", "study: ...")
+    assert str(raised.value).startswith("s3://raylm/runs/smoke/study.yaml: cannot reach its storage endpoint (")
+    assert str(raised.value).endswith("raylm gives it 2 s); check the endpoint (AWS_ENDPOINT_URL) and the network")
+    assert "\n" not in str(raised.value)
 
 
 @pytest.mark.slow
