@@ -8,9 +8,9 @@ nodes up right now: GPU workers at `min_workers: 0` are no reason to refuse a GP
 A Ray the study starts itself listens on 127.0.0.1 only (`start_local_ray`): nothing on
 the network can reach its GCS, raylet, object manager or workers, which run without auth.
 
-The few private Ray and Tune APIs raylm reads (the Job's environment, Ray's temporary
-folder, Tune's storage marker, the switch that keeps a node on loopback) are here, each
-in one small function.
+The private Ray and Tune APIs this reads (the Job's environment, Tune's storage marker,
+the switch that keeps a node on loopback, the GCS stub, where `ray up` leaves its config)
+are in `ray_internals`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,9 @@ from pathlib import Path
 import grpc
 import ray
 import yaml
-from ray import tune
-from ray._private import ray_constants
-from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
-from ray.core.generated.gcs_service_pb2 import GetClusterIdRequest
-from ray.core.generated.gcs_service_pb2_grpc import NodeInfoGcsServiceStub
 
 from raylm.config import StudyConfig
+from raylm.search import ray_internals
 from raylm.search.errors import SearchError
 
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
@@ -85,23 +81,11 @@ def loopback_nodes() -> Iterator[None]:
 
     On Linux Ray replaces a node address of 127.0.0.1 by the machine's own, and its servers
     then listen on every interface; it keeps loopback where clusters are off
-    (`ray_constants.ENABLE_RAY_CLUSTER`, read at every node start, from
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray is imported). The variable is set too, so the
-    node's own processes (workers the raylet starts) resolve their address the same way.
-    Tests set the variable for the whole session (tests/conftest.py).
+    (`ray_internals.ray_clusters`), also in the node's own processes (workers the raylet
+    starts). Tests set the switch's variable for the whole session (tests/conftest.py).
     """
-    saved, variable = ray_constants.ENABLE_RAY_CLUSTER, ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
-    saved_env = os.environ.get(variable)
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    os.environ[variable] = "0"
-    try:
+    with ray_internals.ray_clusters(False):
         yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
-        if saved_env is None:
-            os.environ.pop(variable, None)
-        else:
-            os.environ[variable] = saved_env
 
 
 @dataclass(frozen=True)
@@ -121,7 +105,7 @@ class NodeShape:
 
 def autoscaler_config() -> Path | None:
     """The cluster launcher's config on the head node (`ray up` copies it there), or None off such a cluster."""
-    path = Path("~/ray_bootstrap_config.yaml").expanduser()
+    path = Path(ray_internals.BOOTSTRAP_CONFIG).expanduser()
     return path if path.is_file() else None
 
 
@@ -175,7 +159,7 @@ def check_reachable(address: str, deadline_s: float = CONNECT_DEADLINE_S) -> Non
     host, _, port = address.removeprefix("ray://").rpartition(":")
     with grpc.insecure_channel(f"{host or LOOPBACK}:{port}") as channel:
         try:
-            NodeInfoGcsServiceStub(channel).GetClusterId(GetClusterIdRequest(), timeout=deadline_s)
+            ray_internals.ask_cluster_id(channel, deadline_s)
             return
         except grpc.RpcError as error:
             code, details = error.code(), error.details()
@@ -218,13 +202,13 @@ def trial_nodes(cpu: float, gpu: float) -> list[dict]:
 
 def under_ray_job() -> bool:
     """Whether this process is the driver of a Ray Job (`ray job submit`): Ray hands a Job's driver its config so."""
-    return RAY_JOB_CONFIG_JSON_ENV_VAR in os.environ
+    return ray_internals.JOB_CONFIG_ENV_VAR in os.environ
 
 
 def ray_temp_dir() -> Path:
     """Ray's temporary folder on this node (`--temp-dir`, /tmp/ray by default), which a Job's working directory
     is unpacked into and which `ray down` deletes with the node."""
-    return Path(ray._private.worker._global_node.get_temp_dir_path())
+    return ray_internals.temp_dir()
 
 
 def beyond_one_machine() -> str | None:
@@ -245,8 +229,4 @@ def storage_marker_visible() -> bool:
 
     Tune itself looks for it only at the trial's first checkpoint, an epoch later.
     """
-    try:
-        tune.get_context().get_storage()._check_validation_file()
-    except RuntimeError:
-        return False
-    return True
+    return ray_internals.storage_marker_visible()

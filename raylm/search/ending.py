@@ -32,13 +32,13 @@ from ray import tune
 from raylm.config import StudyConfig
 from raylm.errors import RaylmError
 from raylm.fs import filesystem, list_files
+from raylm.search import ray_internals
 from raylm.search.errors import SearchError
 from raylm.search.recovery import is_trial_folder
 from raylm.search.results import error_reason, trial_id_of
 from raylm.search.space import cell_of, cells
 
 ALL_CELLS = "*"  # the quota's key in optimize mode, where the quota is the study's total
-RESTORE_FAILED = "Failed to restore the run state."  # what TuneController logs before it starts over
 
 
 class Interrupted(RaylmError):
@@ -151,7 +151,7 @@ class _RefuseRestart(logging.Filter):
         self.experiment = experiment
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage() == RESTORE_FAILED and record.exc_info:
+        if record.getMessage() == ray_internals.RESTORE_FAILED and record.exc_info:
             cause = record.exc_info[1]
             reason = f"{type(cause).__name__}: {cause}".splitlines()[0]
             raise SearchError(
@@ -163,9 +163,10 @@ class _RefuseRestart(logging.Filter):
 def advice(experiment: str) -> str:
     """What a user can do when the newest snapshot does not load: fall back on the session before, if any."""
     fs, root = filesystem(experiment)
-    states = sorted(fnmatch.filter((posixpath.basename(p) for p in list_files(fs, root)), "experiment_state-*.json"))
+    names = (posixpath.basename(path) for path in list_files(fs, root))
+    states = sorted(fnmatch.filter(names, ray_internals.EXPERIMENT_STATE))
     if len(states) > 1:
-        session = states[-1].removeprefix("experiment_state-").removesuffix(".json")
+        session = ray_internals.session_of(states[-1], ray_internals.EXPERIMENT_STATE)
         return (
             f"nothing was run; to resume from the snapshot before it, move the files *-{session}.* out of "
             f"{experiment} and --resume again"
@@ -176,7 +177,7 @@ def advice(experiment: str) -> str:
 @contextlib.contextmanager
 def refusing_restart(experiment: str) -> Iterator[None]:
     """Within it, a restore of `experiment` that Tune cannot do raises `SearchError` instead of starting over."""
-    logger = logging.getLogger("ray.tune.execution.tune_controller")
+    logger = logging.getLogger(ray_internals.CONTROLLER_LOGGER)
     guard = _RefuseRestart(experiment)
     logger.addFilter(guard)
     try:

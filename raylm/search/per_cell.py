@@ -31,6 +31,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from raylm.search.ray_internals import restore_state, state_of
+
 CellOf = Callable[[dict[str, Any]], str]  # a trial's config -> its cell's name
 
 
@@ -84,12 +86,12 @@ class CellSearcher(Searcher):
         searcher.on_trial_complete(trial_id, result=None if stopped or error else result, error=error)
 
     def get_state(self) -> dict:
-        return {"cell_of_trial": self.cell_of_trial, "searchers": {c: s.__dict__ for c, s in self.searchers.items()}}
+        return {"cell_of_trial": self.cell_of_trial, "searchers": {c: state_of(s) for c, s in self.searchers.items()}}
 
     def set_state(self, state: dict) -> None:
         self.cell_of_trial = state["cell_of_trial"]
         for cell, searcher_state in state["searchers"].items():
-            self.searchers[cell].__dict__.update(searcher_state)
+            restore_state(self.searchers[cell], searcher_state)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
@@ -138,12 +140,12 @@ class CellScheduler(FIFOScheduler):
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as file:
-            pickle.dump({cell: scheduler.__dict__ for cell, scheduler in self.schedulers.items()}, file)
+            pickle.dump({cell: state_of(scheduler) for cell, scheduler in self.schedulers.items()}, file)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as file:
             for cell, state in pickle.load(file).items():
-                self.schedulers[cell].__dict__.update(state)
+                restore_state(self.schedulers[cell], state)
 
 
 class SchedulerState(Callback):

@@ -47,23 +47,24 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
-import ray
-import ray.cloudpickle as cloudpickle
 from ray.train import Checkpoint
-from ray.train._internal.checkpoint_manager import _CheckpointManager
-from ray.train._internal.session import _TrainingResult
-from ray.train._internal.storage import _get_ray_train_session_dir
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from raylm.fs import filesystem, kind, list_files, read_bytes
+from raylm.search import ray_internals
+from raylm.search.ray_internals import CALLBACK_STATES, TrainingResult
 from raylm.train.checkpoint import FILE, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
-CALLBACK_STATES = "callback-states-*.pkl"  # Tune's CallbackList.CKPT_FILE_TMPL
 # What Tune's snapshot writes besides the callbacks' state: the trials, the search generator, the searcher.
-STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "basic-variant-state-*")
+STATE_FILES = (
+    ray_internals.EXPERIMENT_STATE,
+    ray_internals.SEARCH_GEN_STATE,
+    ray_internals.SEARCHER_STATE,
+    ray_internals.BASIC_VARIANT_STATE,
+)
 KEY = "whole_snapshot"  # this callback's entry in the callbacks' state
 
 
@@ -94,9 +95,7 @@ class WholeSnapshot(Callback):
 
 def stagings(name: str) -> list[Path]:
     """Tune's driver staging folders of experiments called `name` in this Ray session."""
-    if not ray.is_initialized():
-        return []
-    return list(Path(_get_ray_train_session_dir()).glob(f"*/{name}/driver_artifacts"))
+    return ray_internals.staging_folders(name)
 
 
 def newest_staging(name: str) -> Path | None:
@@ -151,11 +150,11 @@ def newest_whole_snapshot(fs: pyarrow.fs.FileSystem, root: str, names: list[str]
     before the first trial: there is nothing to make whole) or no callback-state file loads."""
     for name in sorted(fnmatch.filter(names, CALLBACK_STATES), reverse=True):
         try:
-            states = cloudpickle.loads(read_bytes(fs, f"{root}/{name}"))
+            states = ray_internals.callback_states(read_bytes(fs, f"{root}/{name}"))
         except Exception as error:  # a partial file fails in many ways (EOF, pickle)
             logger.warning("%s/%s is not a whole snapshot (%s); trying the one before", root, name, error)
             continue
-        found = [state[KEY] for state in states.values() if isinstance(state, dict) and KEY in state]
+        found = [state[KEY] for state in states if isinstance(state, dict) and KEY in state]
         return (name, found[0]) if found else None
     return None
 
@@ -190,9 +189,8 @@ class RollBack(Callback):
 
 def remove_unknown_trials(trials: list[Trial]) -> None:
     """Remove the folders of trials started after the snapshot (raylm names them `<cell>__<trial id>`)."""
-    storage = trials[0].storage
-    fs, root = storage.storage_filesystem, storage.experiment_fs_path
-    known = {trial.storage.trial_dir_name for trial in trials}
+    fs, root = ray_internals.experiment_folder(trials[0])
+    known = {ray_internals.trial_folder_name(trial) for trial in trials}
     folders = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
     for folder in folders:
         if folder.type == pyarrow.fs.FileType.Directory and is_trial_folder(folder.base_name):
@@ -204,7 +202,7 @@ def remove_unknown_trials(trials: list[Trial]) -> None:
 def roll_back(trial: Trial) -> None:
     """Resume `trial` from its newest loadable checkpoint not newer than the snapshot; remove what came after it."""
     resumed_at = resume_from_loadable(trial, trial.last_result.get("training_iteration", 0))
-    truncate_results(trial.storage.storage_filesystem, trial.storage.trial_fs_path, resumed_at)
+    truncate_results(*ray_internals.trial_folder(trial), resumed_at)
 
 
 def resume_from_loadable(trial: Trial, up_to: int) -> int:
@@ -218,14 +216,15 @@ def resume_from_loadable(trial: Trial, up_to: int) -> int:
     latest = trial.checkpoint
     saved, problem = loaded(latest) if latest is not None else ({}, "")
     if saved is None:
-        old = trial.run_metadata.checkpoint_manager
-        known = {result.checkpoint.path: result.metrics for result in old.best_checkpoint_results}
-        manager = _CheckpointManager(old.checkpoint_config)
-        for result in available(latest.filesystem, posixpath.dirname(latest.path)):
-            if result.metrics["training_iteration"] <= up_to:
-                metrics = known.get(result.checkpoint.path, result.metrics)
-                manager.register_checkpoint(_TrainingResult(result.checkpoint, metrics))
-        trial.run_metadata.checkpoint_manager = manager
+        known = {result.checkpoint.path: result.metrics for result in ray_internals.kept_checkpoints(trial)}
+        ray_internals.replace_checkpoints(
+            trial,
+            [
+                TrainingResult(result.checkpoint, known.get(result.checkpoint.path, result.metrics))
+                for result in available(latest.filesystem, posixpath.dirname(latest.path))
+                if result.metrics["training_iteration"] <= up_to
+            ],
+        )
         found = trial.checkpoint
         logger.warning(
             "trial %s: its checkpoint %s %s; %s",
@@ -234,9 +233,9 @@ def resume_from_loadable(trial: Trial, up_to: int) -> int:
             problem,
             f"resuming from {posixpath.basename(found.path)}" if found else "no checkpoint loads, so it starts again",
         )
-    result = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    result = ray_internals.checkpoint_manager(trial).latest_checkpoint_result
     last = posixpath.basename(result.checkpoint.path) if result else ""
-    fs, trial_dir = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    fs, trial_dir = ray_internals.trial_folder(trial)
     for folder in fs.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True)):
         if folder.base_name.startswith("checkpoint_") and folder.base_name > last:
             fs.delete_dir(folder.path)
@@ -292,7 +291,7 @@ def loaded(checkpoint: Checkpoint) -> tuple[dict | None, str]:
         return None, f"does not load ({error})"
 
 
-def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[_TrainingResult]:
+def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[TrainingResult]:
     """The trial's checkpoints that load (a copy cut short by the kill does not), oldest first, with their metrics."""
     folders = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True))
     results = []
@@ -303,5 +302,5 @@ def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[_Traini
             logger.warning("%s %s; not resuming from it", folder, problem)
             continue
         epoch = int(saved["epoch"]) + 1  # the trainable reports once per epoch, so epochs count Tune's iterations
-        results.append(_TrainingResult(checkpoint, {**saved["metrics"], "epoch": epoch, "training_iteration": epoch}))
+        results.append(TrainingResult(checkpoint, {**saved["metrics"], "epoch": epoch, "training_iteration": epoch}))
     return results

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ray
-
 from raylm.config import StudyConfig
+from raylm.search import ray_internals
 
 
 def noting_attempts(folder: Path):
@@ -25,13 +24,14 @@ def noting_attempts(folder: Path):
 
 
 def session_dir() -> Path:
-    """The connected driver's Ray session folder, where Tune keeps each trial's error.txt (not in storage)."""
-    return Path(ray._private.worker._global_node.get_session_dir_path())
+    """The connected driver's Ray session folder, where Tune keeps each trial's error file (not in storage)."""
+    return ray_internals.session_dir()
 
 
 def failures(session: Path) -> dict[str, int]:
-    """Each failed trial's failure count, from the `Failure # N` lines Tune appends to its error.txt at each failure."""
+    """Each failed trial's failure count: the `Failure # N` lines Tune appends to its error file at each failure."""
     return {
-        path.parent.name.rpartition("__")[2]: path.read_text().count("Failure # ")
-        for path in session.glob("artifacts/*/*/driver_artifacts/*/error.txt")
+        path.parent.name.rpartition("__")[2]: path.read_text().count(ray_internals.FAILURE_LINE)
+        for staging in ray_internals.staging_folders("*", session)
+        for path in staging.glob(f"*/{ray_internals.ERROR_FILE}")
     }

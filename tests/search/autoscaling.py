@@ -25,6 +25,7 @@ from pathlib import Path
 import ray
 import yaml
 
+from raylm.search import ray_internals
 from tests.s3 import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,20 +100,21 @@ def autoscaling_cluster(
     port = free_port()
     address = f"{ray.util.get_node_ip_address()}:{port}"
     config = cluster_config(address, workers)
-    (driver_home / "ray_bootstrap_config.yaml").write_text(yaml.safe_dump(config))
+    bootstrap = Path(ray_internals.BOOTSTRAP_CONFIG.replace("~", str(driver_home)))
+    bootstrap.write_text(yaml.safe_dump(config))
     marker = f"RAY_TMPDIR={temp}"
     node_env = {**os.environ, **env, "RAY_FAKE_CLUSTER": "1", "RAY_TMPDIR": str(temp), "HOME": str(nodes_home)}
     # The tests' own trainables are pickled by reference to their modules: the nodes import them from here.
     node_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     start = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}"]
-    start += [f"--autoscaling-config={driver_home / 'ray_bootstrap_config.yaml'}", f"--temp-dir={temp}"]
+    start += [f"--autoscaling-config={bootstrap}", f"--temp-dir={temp}"]
     start += ["--num-cpus=0", "--num-gpus=0", "--include-dashboard=false", "--dashboard-host=127.0.0.1"]
     for option in ("dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
                    "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"):  # fmt: skip
         start.append(f"--{option}={free_port()}")  # none of Ray's fixed defaults: another Ray may hold them
     try:
         subprocess.run(start, env=node_env, check=True, capture_output=True, timeout=120)
-        yield address, temp / "session_latest"
+        yield address, temp / ray_internals.LATEST_SESSION
     finally:
         stop(marker)
         shutil.rmtree(temp, ignore_errors=True)

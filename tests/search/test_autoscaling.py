@@ -19,11 +19,11 @@ from pathlib import Path
 import boto3
 import pytest
 import ray
-from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
 
 from raylm.config import StudyConfig, load_config
 from raylm.search import SearchError, run_study
 from raylm.search.__main__ import main
+from raylm.search.ray_internals import JOB_CONFIG_ENV_VAR
 from tests.data.fakes import write_pts_dataset
 from tests.s3 import keys, s3_server
 from tests.search.attempts import failures
@@ -105,11 +105,11 @@ def test_storage_that_would_not_outlive_the_cluster_is_refused_before_any_trial(
         "(e.g. --storage-path /mnt/efs/raylm)"
     )
     # A Ray Job's driver: `results` would be inside Ray's temporary copy of the job.
-    os.environ[RAY_JOB_CONFIG_JSON_ENV_VAR] = json.dumps({"runtime_env": {}, "metadata": {}})
+    os.environ[JOB_CONFIG_ENV_VAR] = json.dumps({"runtime_env": {}, "metadata": {}})
     try:
         assert main(args) == 2
     finally:
-        del os.environ[RAY_JOB_CONFIG_JSON_ENV_VAR]
+        del os.environ[JOB_CONFIG_ENV_VAR]
     assert "is relative: under a Ray Job the study's results would land on one node" in capsys.readouterr().err
     assert not list(Path("results").rglob("study.yaml"))
 
@@ -120,9 +120,7 @@ def test_a_cpu_study_run_as_a_job_grows_the_cluster_from_no_workers_and_records_
     # What `ray job submit --runtime-env-json '{"env_vars": {"RAYLM_COMMIT": ...}}'` gives the job's driver.
     commit = "0123456789abcdef0123456789abcdef01234567+dirty"
     job = json.dumps({"runtime_env": {"env_vars": {"RAYLM_COMMIT": commit}}, "metadata": {}})
-    run = cli(
-        cluster, "cpu", *SMALL, "search.resources.gpu=0", RAYLM_COMMIT=commit, **{RAY_JOB_CONFIG_JSON_ENV_VAR: job}
-    )
+    run = cli(cluster, "cpu", *SMALL, "search.resources.gpu=0", RAYLM_COMMIT=commit, **{JOB_CONFIG_ENV_VAR: job})
     assert run.returncode == 0, run.stderr[-4000:]
     trials = list(csv.DictReader(io.StringIO(cluster.read("runs/cpu/trials.csv"))))
     assert len(trials) == 2 and all(t["status"] == "TERMINATED" and t["epochs"] == "2" for t in trials)

@@ -8,19 +8,23 @@ from pathlib import Path
 
 import pytest
 import ray
-from ray._private import ray_constants
 
 from raylm.config import StudyConfig, load_config
-from raylm.search import SearchError, storage
+from raylm.search import SearchError, ray_internals, storage
 from raylm.search.cluster import CONNECT_DEADLINE_S, NodeShape, connect, node_shapes, ray_temp_dir, trial_slots
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def bootstrap_config(home: Path) -> Path:
+    """Where `ray up` leaves the cluster config on a head node whose home is `home`."""
+    return Path(ray_internals.BOOTSTRAP_CONFIG.replace("~", str(home)))
+
+
 @pytest.fixture
 def on_a_head_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A home folder holding the repo's cluster.yaml where `ray up` leaves it on the head, and a CPU-only Ray."""
-    shutil.copy(REPO / "cluster.yaml", tmp_path / "ray_bootstrap_config.yaml")
+    shutil.copy(REPO / "cluster.yaml", bootstrap_config(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
     ray.init(num_cpus=1, include_dashboard=False)
     yield
@@ -59,12 +63,12 @@ def test_storage_must_outlive_an_autoscaling_cluster_not_one_machine(tmp_path: P
     try:
         assert storage.outliving("results/run") == (tmp_path / "results" / "run").resolve().as_posix()
         assert storage.outliving("s3://bucket/runs") == "s3://bucket/runs"
-        shutil.copy(REPO / "cluster.yaml", tmp_path / "ray_bootstrap_config.yaml")  # on a `ray up` head node
+        shutil.copy(REPO / "cluster.yaml", bootstrap_config(tmp_path))  # on a `ray up` head node
         monkeypatch.setenv("HOME", str(tmp_path))
         with pytest.raises(SearchError, match=r"'results/run' is relative: on an autoscaling cluster the study's"):
             storage.outliving("results/run")
         with pytest.raises(SearchError, match="is in Ray's temporary folder: on an autoscaling cluster"):
-            storage.outliving(str(ray_temp_dir() / "session_latest" / "results"))
+            storage.outliving(str(ray_temp_dir() / ray_internals.LATEST_SESSION / "results"))
         assert storage.outliving("/mnt/efs/raylm") == "/mnt/efs/raylm"  # maybe shared: the node checks tell
     finally:
         ray.shutdown()
@@ -80,17 +84,16 @@ def listening_addresses(process) -> dict[str, set[str]]:
     return found
 
 
-def test_a_studys_own_ray_listens_on_127_0_0_1_only(monkeypatch: pytest.MonkeyPatch):
+def test_a_studys_own_ray_listens_on_127_0_0_1_only():
     import psutil  # Ray ships it (ray/thirdparty_files, on sys.path once ray is imported)
 
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)  # as in any process on Linux, tests' aside
-    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    connect(None, smoke())
-    try:
-        assert ray.get(ray.remote(lambda: "a worker started").remote()) == "a worker started"
-        listening = listening_addresses(psutil.Process())
-    finally:
-        ray.shutdown()
+    with ray_internals.ray_clusters(True):  # as in any process on Linux, tests' aside
+        connect(None, smoke())
+        try:
+            assert ray.get(ray.remote(lambda: "a worker started").remote()) == "a worker started"
+            listening = listening_addresses(psutil.Process())
+        finally:
+            ray.shutdown()
     assert {"gcs_server", "raylet", "ray::IDLE", "ray::RuntimeEnvAgent"} <= set(listening), listening  # IDLE: a worker
     loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
     assert {process: addresses - loopback for process, addresses in listening.items() if addresses - loopback} == {}

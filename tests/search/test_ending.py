@@ -3,7 +3,6 @@ restore Tune cannot do stops the study; run names stay under the storage path.""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import pyarrow.fs
 import pytest
 from ray import tune
 
+from raylm.search import ray_internals
 from raylm.search.__main__ import main
 from raylm.search.ending import (
     Interrupted,
@@ -90,7 +90,7 @@ def test_trial_folders_the_result_grid_lacks_are_named_and_refused(tmp_path: Pat
     trials = tmp_path / "trials"
     for trial in ("ours-tiny_n=48_r=0__a1", "ours-tiny_n=48_r=0__old1", "ours-tiny_n=48_r=0__old2"):
         (trials / trial).mkdir(parents=True)
-    (trials / "driver_artifacts").mkdir()  # not a trial folder
+    (trials / ray_internals.STAGING_FOLDER).mkdir()  # not a trial folder
     grid = Grid([result(A, "a1", 4, True)], str(trials))
     grid[0].path = str(trials / "ours-tiny_n=48_r=0__a1")
     with pytest.raises(SearchError) as caught:
@@ -168,13 +168,13 @@ def test_a_resume_whose_newest_state_is_cut_short_stops_without_starting_over(in
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     trials = copy / "trials"
-    (state,) = trials.glob("experiment_state-*.json")
+    (state,) = trials.glob(ray_internals.EXPERIMENT_STATE)
     whole = state.read_bytes()
     os.truncate(state, len(whole) // 2)
     restore_whole_snapshot(str(trials))  # the snapshot copy in the callback state makes it whole again
-    assert state.read_bytes() == whole and json.loads(whole)["trial_data"]
+    assert state.read_bytes() == whole and ray_internals.snapshot_trials(whole.decode())
 
-    (callback_state,) = trials.glob("callback-states-*.pkl")
+    (callback_state,) = trials.glob(ray_internals.CALLBACK_STATES)
     os.truncate(callback_state, 20)  # no whole snapshot left: a run from before them, or a second file cut short
     os.truncate(state, len(whole) // 2)
     before = sorted(path.relative_to(copy) for path in copy.rglob("*"))

@@ -16,7 +16,6 @@ from pathlib import Path
 import boto3
 import pytest
 import ray
-from ray._private.node import Node
 from ray.cluster_utils import Cluster
 
 from raylm.config import StudyConfig, load_config
@@ -156,7 +155,7 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
 
 
 @contextlib.contextmanager
-def two_homes(tmp_path: Path) -> Iterator[Node]:  # the Node that Cluster.add_node returns
+def two_homes(tmp_path: Path) -> Iterator[object]:  # the node that Cluster.add_node returns
     """A head and one more node on this machine that see different home folders (`tmp_path/head`, `/other`):
     what `~` names is node-local. Yields the other node, with Ray connected to the cluster."""
     (tmp_path / "head").mkdir(exist_ok=True)

@@ -11,6 +11,7 @@ from ray.tune.search import Searcher
 from raylm.config import StudyConfig, load_config
 from raylm.search.experiment import asha, cell_cost, optuna_search, search_and_schedule
 from raylm.search.per_cell import CellScheduler, SchedulerState
+from raylm.search.ray_internals import optuna_study
 from raylm.search.space import cell_of, cells, hyper_space
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
@@ -57,7 +58,7 @@ def test_a_trial_the_scheduler_stopped_reaches_optuna_as_pruned_with_how_far_it_
             searcher.on_trial_result(trial_id, {"val/nme": 0.5 / epoch, "training_iteration": epoch})
         searcher.on_trial_complete(trial_id, {"val/nme": 0.5 / epochs, "training_iteration": epochs}, error=error)
     (optuna,) = searcher.searchers.values()
-    trials = {trial.number: trial for trial in optuna._ot_study.get_trials()}
+    trials = {trial.number: trial for trial in optuna_study(optuna).get_trials()}
     assert [trials[n].state.name for n in range(3)] == ["COMPLETE", "PRUNED", "FAIL"]
     assert trials[0].value == 0.125 and trials[1].intermediate_values == {1: 0.5}  # pruned at epoch 1
 

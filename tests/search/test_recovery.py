@@ -14,10 +14,18 @@ from pathlib import Path
 import ray.cloudpickle as cloudpickle
 import torch
 from ray.train import Checkpoint, CheckpointConfig
-from ray.train._internal.session import _TrainingResult
-from ray.train._internal.storage import StorageContext
 from ray.tune.experiment import Trial
 
+from raylm.search import ray_internals
+from raylm.search.ray_internals import (
+    CALLBACK_STATES,
+    EXPERIMENT_STATE,
+    SEARCH_GEN_STATE,
+    SEARCHER_STATE,
+    StorageContext,
+    TrainingResult,
+    state_file,
+)
 from raylm.search.recovery import KEY, RollBack, loaded, restore_whole_snapshot
 from raylm.train.checkpoint import FILE
 
@@ -36,7 +44,7 @@ def tracked_trial(tmp_path: Path) -> tuple[Trial, callable]:
         persisted = storage.persist_current_checkpoint(Checkpoint.from_directory(str(local)))
         result = {"val/nme": nme, "training_iteration": epoch + 1}
         trial.update_last_result(dict(result))
-        trial.on_checkpoint(_TrainingResult(persisted, result))
+        trial.on_checkpoint(TrainingResult(persisted, result))
         trial_dir = Path(storage.trial_fs_path)
         with (trial_dir / "result.json").open("a") as file:  # as Tune's JSON and CSV loggers append them
             file.write(json.dumps(result) + "\n")
@@ -62,7 +70,7 @@ def test_a_trial_whose_snapshot_names_a_deleted_checkpoint_resumes_from_the_newe
     snapshot = trial.get_json_state()  # names checkpoint_000001, the latest, at iteration 2
     report(2, 0.40)  # keeps the best two (epochs 0 and 2): Tune deletes checkpoint_000001 now
     report(3, 0.35)  # deletes checkpoint_000002, keeps 000000 and 000003
-    trial_dir = Path(trial.storage.trial_fs_path)
+    trial_dir = Path(ray_internals.trial_folder(trial)[1])
     partial = trial_dir / "checkpoint_000004"
     partial.mkdir()
     (partial / FILE).write_bytes((trial_dir / "checkpoint_000003" / FILE).read_bytes()[:100])  # a copy cut short
@@ -86,12 +94,12 @@ def test_trials_whose_checkpoints_exist_and_later_steps_are_left_alone(tmp_path:
     trial, report = tracked_trial(tmp_path)
     report(0, 0.30)
     report(1, 0.50)
-    manager = trial.run_metadata.checkpoint_manager
+    manager = ray_internals.checkpoint_manager(trial)
     callback = RollBack()
     callback.setup()
     callback.on_step_begin(0, [trial])
-    assert trial.run_metadata.checkpoint_manager is manager
-    assert len((Path(trial.storage.trial_fs_path) / "result.json").read_text().splitlines()) == 2
+    assert ray_internals.checkpoint_manager(trial) is manager
+    assert len((Path(ray_internals.trial_folder(trial)[1]) / "result.json").read_text().splitlines()) == 2
 
     gone, report_gone = tracked_trial(tmp_path / "other")
     report_gone(0, 0.30)
@@ -122,7 +130,7 @@ def test_a_restored_trial_whose_newest_checkpoint_is_cut_short_resumes_from_the_
     callback.on_step_begin(0, [trial])
     latest = trial.latest_checkpoint_result
     assert Path(latest.checkpoint.path).name == "checkpoint_000000" and latest.metrics["training_iteration"] == 1
-    trial_dir = Path(trial.storage.trial_fs_path)
+    trial_dir = Path(ray_internals.trial_folder(trial)[1])
     assert sorted(path.name for path in trial_dir.glob("checkpoint_*")) == ["checkpoint_000000"]
     assert (trial_dir / "progress.csv").read_text().splitlines() == ["val/nme,training_iteration", "0.3,1"]
 
@@ -137,27 +145,29 @@ def test_a_trial_retried_in_a_running_study_resumes_from_its_newest_checkpoint_t
     latest = trial.latest_checkpoint_result  # what Tune restores the new process from, its iteration included
     assert Path(latest.checkpoint.path).name == "checkpoint_000000"
     assert latest.metrics == {"val/nme": 0.30, "training_iteration": 1}  # as Tune knew them
-    assert sorted(path.name for path in Path(trial.storage.trial_fs_path).glob("checkpoint_*")) == ["checkpoint_000000"]
+    assert sorted(path.name for path in Path(ray_internals.trial_folder(trial)[1]).glob("checkpoint_*")) == [
+        "checkpoint_000000"
+    ]
 
-    manager = trial.run_metadata.checkpoint_manager
+    manager = ray_internals.checkpoint_manager(trial)
     RollBack().on_trial_recover(0, [trial], trial)  # a checkpoint that loads is left as it is
-    assert trial.run_metadata.checkpoint_manager is manager
+    assert ray_internals.checkpoint_manager(trial) is manager
 
 
 def write_snapshot(trials: Path, session: str, trial_count: int, extra: dict[str, bytes] | None = None) -> bytes:
     """Tune's state files of one session, and a callback-state file whose copy holds them (as WholeSnapshot's)."""
     files = {
-        f"experiment_state-{session}.json": json.dumps({"trial_data": list(range(trial_count))}).encode(),
-        f"searcher-state-{session}.pkl": f"searcher after {trial_count} trials".encode(),
-        f"search_gen_state-{session}.json": b"{}",
+        state_file(EXPERIMENT_STATE, session): json.dumps({"trial_data": list(range(trial_count))}).encode(),
+        state_file(SEARCHER_STATE, session): f"searcher after {trial_count} trials".encode(),
+        state_file(SEARCH_GEN_STATE, session): b"{}",
         **(extra or {}),
     }
     for name, data in files.items():
         (trials / name).parent.mkdir(parents=True, exist_ok=True)
         (trials / name).write_bytes(data)
     states = {0: {"scheduler": b"asha"}, 1: {KEY: files}}
-    (trials / f"callback-states-{session}.pkl").write_bytes(cloudpickle.dumps(states))
-    return files[f"experiment_state-{session}.json"]
+    (trials / state_file(CALLBACK_STATES, session)).write_bytes(cloudpickle.dumps(states))
+    return files[state_file(EXPERIMENT_STATE, session)]
 
 
 def test_a_mixed_upload_is_replaced_by_the_newest_whole_snapshot(tmp_path: Path):
@@ -166,16 +176,15 @@ def test_a_mixed_upload_is_replaced_by_the_newest_whole_snapshot(tmp_path: Path)
     write_snapshot(trials, "A", 1)
     whole = write_snapshot(trials, "B", 3, {"t__1/result.json": b'{"training_iteration": 1}\n'})
     # The driver died uploading B's next snapshot: the trial list and a trial's results are newer than the rest.
-    (trials / "experiment_state-B.json").write_text(json.dumps({"trial_data": [0, 1, 2, 3]}))
+    (trials / state_file(EXPERIMENT_STATE, "B")).write_text(json.dumps({"trial_data": [0, 1, 2, 3]}))
     (trials / "t__1" / "result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 2}\n')
     # A resume of B started a session C that died before its first callback-state file reached storage.
-    (trials / "experiment_state-C.json").write_text("{}")
+    (trials / state_file(EXPERIMENT_STATE, "C")).write_text("{}")
     restore_whole_snapshot(str(trials))
-    assert sorted(path.name for path in trials.glob("*.*")) == [
-        "callback-states-B.pkl", "experiment_state-B.json", "search_gen_state-B.json", "searcher-state-B.pkl",
-    ]  # fmt: skip
-    assert (trials / "experiment_state-B.json").read_bytes() == whole
-    assert (trials / "searcher-state-B.pkl").read_text() == "searcher after 3 trials"
+    kinds = (CALLBACK_STATES, EXPERIMENT_STATE, SEARCH_GEN_STATE, SEARCHER_STATE)
+    assert sorted(path.name for path in trials.glob("*.*")) == sorted(state_file(kind, "B") for kind in kinds)
+    assert (trials / state_file(EXPERIMENT_STATE, "B")).read_bytes() == whole
+    assert (trials / state_file(SEARCHER_STATE, "B")).read_text() == "searcher after 3 trials"
     assert (trials / "t__1" / "result.json").read_text() == '{"training_iteration": 1}\n'
 
 
@@ -184,8 +193,8 @@ def test_a_callback_state_file_cut_short_gives_way_to_the_one_before(tmp_path: P
     trials.mkdir()
     whole = write_snapshot(trials, "A", 2)
     write_snapshot(trials, "B", 3)
-    cut = trials / "callback-states-B.pkl"
+    cut = trials / state_file(CALLBACK_STATES, "B")
     cut.write_bytes(cut.read_bytes()[:20])
     restore_whole_snapshot(str(trials))
-    assert (trials / "experiment_state-A.json").read_bytes() == whole
-    assert not (trials / "experiment_state-B.json").exists() and not cut.exists()
+    assert (trials / state_file(EXPERIMENT_STATE, "A")).read_bytes() == whole
+    assert not (trials / state_file(EXPERIMENT_STATE, "B")).exists() and not cut.exists()

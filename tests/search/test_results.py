@@ -1,6 +1,6 @@
 """A trial's row and its tested checkpoint are one epoch: its best kept checkpoint, ties to the earliest kept.
 
-Tune's own checkpoint bookkeeping (`_CheckpointManager`, num_to_keep) decides what is kept,
+Tune's own checkpoint bookkeeping (`ray_internals.keep_checkpoints`, num_to_keep) decides what is kept,
 on checkpoint folders written here; the rows come from hand-built Tune `Result`s.
 """
 
@@ -15,11 +15,10 @@ import pytest
 import torch
 from ray import tune
 from ray.train import CheckpointConfig
-from ray.train._internal.checkpoint_manager import _CheckpointManager
-from ray.train._internal.session import _TrainingResult
 
 from raylm.config import RunConfig, SearchConfig, to_dict
 from raylm.search.errors import SearchError
+from raylm.search.ray_internals import TrainingResult, keep_checkpoints
 from raylm.search.results import best_reported, trial_rows
 from raylm.search.testpass import export_best
 from raylm.train.checkpoint import FILE, load_checkpoint
@@ -49,10 +48,7 @@ def test_a_trial_without_checkpoints_has_no_value():
 
 def trained_trial(folder: Path, nmes: list[float], keep: int = 2) -> tune.Result:
     """A trial that reported `nmes` (val/nme, epochs 1, 2, ...) with a checkpoint each, kept as Tune keeps them."""
-    manager = _CheckpointManager(
-        CheckpointConfig(keep, checkpoint_score_attribute="val/nme", checkpoint_score_order="min")
-    )
-    history = []
+    history, registered = [], []
     for epoch, nme in enumerate(nmes, start=1):
         checkpoint = folder / f"checkpoint_{epoch - 1:06d}"
         checkpoint.mkdir(parents=True)
@@ -60,10 +56,11 @@ def trained_trial(folder: Path, nmes: list[float], keep: int = 2) -> tune.Result
         saved = {"epoch": epoch - 1, "config": to_dict(RunConfig()), "metrics": metrics}
         torch.save(saved, checkpoint / FILE)
         reported = {**metrics, "epoch": epoch, "training_iteration": epoch, "trial_id": "t1", "config": CELL}
-        manager.register_checkpoint(_TrainingResult(tune.Checkpoint.from_directory(str(checkpoint)), reported))
+        registered.append(TrainingResult(tune.Checkpoint.from_directory(str(checkpoint)), reported))
         history.append(reported)
-    kept = [(result.checkpoint, result.metrics) for result in manager.best_checkpoint_results]
-    latest = manager.latest_checkpoint_result.checkpoint
+    config = CheckpointConfig(keep, checkpoint_score_attribute="val/nme", checkpoint_score_order="min")
+    kept = [(result.checkpoint, result.metrics) for result in keep_checkpoints(config, registered)]
+    latest = registered[-1].checkpoint
     return tune.Result(history[-1], latest, None, str(folder), pd.DataFrame(history), best_checkpoints=kept)
 
 

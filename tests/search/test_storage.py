@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from raylm import fs
 from raylm.fs import StorageError
-from raylm.search import SearchError, storage
+from raylm.search import SearchError, ray_internals, storage
 from raylm.search.__main__ import main
 from tests.s3 import aws_settings, keys, s3_server_in_process
 from tests.search.test_study import assert_every_trial_and_epoch_once, kill_tree, saved_rungs
@@ -102,9 +102,9 @@ def read_key(bucket, key: str) -> str:
 # Moments the driver is SIGKILLed at, one per run of it, each the `nth` PUT of a key (under the run) that
 # matches: they are spread over the study and chosen by what the driver uploads, not by what is safe.
 KILLS = [
-    ("trials/experiment_state-*.json", 3),  # a snapshot upload under way: its other files old, new or missing
+    (f"trials/{ray_internals.EXPERIMENT_STATE}", 3),  # a snapshot upload under way: its other files old, new or missing
     ("trials/*_r=0.25__*/checkpoint_*", 2),  # a trial of the second cell uploading its second checkpoint
-    ("trials/callback-states-*.pkl", 2),  # the file raylm makes whole snapshots of, mid-upload
+    (f"trials/{ray_internals.CALLBACK_STATES}", 2),  # the file raylm makes whole snapshots of, mid-upload
 ]
 
 
@@ -136,7 +136,11 @@ def test_a_study_on_s3_resumes_exactly_after_its_driver_is_killed_at_any_moment(
         assert final.returncode == 0, final.stderr[-3000:]
 
         trials = list(csv.DictReader(io.StringIO(read_key(bucket, f"{run}/trials.csv"))))
-        errors = [read_key(bucket, key)[-2000:] for key in keys(bucket, f"{run}/") if key.endswith("/error.txt")]
+        errors = [
+            read_key(bucket, key)[-2000:]
+            for key in keys(bucket, f"{run}/")
+            if key.endswith(f"/{ray_internals.ERROR_FILE}")
+        ]
         assert len(trials) == 8, errors
         folders = {key.removeprefix(f"{run}/trials/").split("/")[0] for key in keys(bucket, f"{run}/trials/")}
         rungs = saved_rungs(download_experiment_state(bucket, run, tmp_path / "state"))

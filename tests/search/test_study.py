@@ -21,7 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from raylm.config import StudyConfig, load_config
 from raylm.evaluate import main as evaluate_main
 from raylm.plots import progress_figure
-from raylm.search import SearchError, run_study
+from raylm.search import SearchError, ray_internals, run_study
 from raylm.selection import Selection
 from tests.search.attempts import failures, noting_attempts, session_dir
 from tests.search.hooked import hooked_trial
@@ -63,8 +63,8 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
     assert {"train.lr", "train.loss", "node", "compute_s", "val/nme", "val_real/nme", "reason"} <= set(trials[0])
     # One experiment holds every cell's trials (a slot freed by one cell goes to the next). Whether two cells'
     # trials overlap in time depends on when ASHA stops them, so the experiment's own trial list is checked.
-    (state,) = (study_run / "trials").glob("experiment_state-*.json")
-    listed = {json.loads(trial)["trial_id"] for trial, _ in json.loads(state.read_text())["trial_data"]}
+    (state,) = (study_run / "trials").glob(ray_internals.EXPERIMENT_STATE)
+    listed = {trial["trial_id"] for trial in ray_internals.snapshot_trials(state.read_text())}
     assert listed == {t["trial_id"] for t in trials}
     summary = read_csv(study_run / "summary.csv")
     assert len(summary) == 2
@@ -258,13 +258,10 @@ def saved_rungs(run_dir: Path) -> dict[str, dict[int, set[str]]]:
     """Each cell's ASHA rungs in the run's last snapshot (via SchedulerState): milestone -> the trial ids there."""
     import pickle
 
-    path = max((run_dir / "trials").glob("callback-states-*.pkl"))  # the latest session's
-    (state,) = [s for s in pickle.loads(path.read_bytes()).values() if s and "scheduler" in s]
+    path = max((run_dir / "trials").glob(ray_internals.CALLBACK_STATES))  # the latest session's
+    (state,) = [s for s in ray_internals.callback_states(path.read_bytes()) if s and "scheduler" in s]
     schedulers = pickle.loads(state["scheduler"])
-    return {
-        cell: {int(milestone): set(recorded) for milestone, recorded in s["_brackets"][0]._rungs}
-        for cell, s in schedulers.items()
-    }
+    return {cell: ray_internals.asha_rungs(s) for cell, s in schedulers.items()}
 
 
 def iterations(result_json: str, progress_csv: str) -> list[int]:

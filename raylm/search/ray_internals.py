@@ -1,0 +1,244 @@
+"""Every Ray and Tune internal raylm relies on, each behind one name here; checked against Ray 2.60.0.
+
+raylm uses Ray's public API everywhere else. Where it cannot, what it reads of Ray's
+private modules, attributes, folders, file names and log lines is here, with why:
+
+- resuming exactly after a killed driver (`recovery`, `ending`): Tune's staging folders
+  and state-file names, its checkpoint bookkeeping per trial, the log line of a restore
+  it cannot do;
+- connecting (`cluster`, `nodes`, `storage`): the switch that keeps a node on loopback,
+  the variable Ray hands a Job's driver, Ray's temporary folder, the GCS stub asked for
+  the cluster id, where `ray up` leaves its config, Tune's storage marker;
+- carrying searchers' and schedulers' state (`per_cell`): their whole state is their
+  `__dict__`, as their own save/restore pickle it;
+- tests: ASHA's rungs, the Optuna study inside OptunaSearch, a trial's error file, and
+  the cluster launcher's offline validation of cluster.yaml.
+
+tests/search/test_ray_internals.py checks each assumption against the installed Ray by
+name, so a Ray upgrade that breaks one fails there. Re-check them when Ray's version
+changes (`RAY_VERSION_CHECKED`); constraints.txt pins it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import ray
+import ray.cloudpickle as cloudpickle
+from ray import tune
+from ray._private import ray_constants
+from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+from ray.core.generated.gcs_service_pb2 import GetClusterIdRequest
+from ray.core.generated.gcs_service_pb2_grpc import NodeInfoGcsServiceStub
+from ray.train import CheckpointConfig
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+from ray.train._internal.session import _TrainingResult
+from ray.train._internal.storage import StorageContext
+from ray.tune.experiment import Trial
+
+__all__ = ["StorageContext", "TrainingResult"]
+
+RAY_VERSION_CHECKED = "2.60.0"
+
+# --- Ray core: nodes, Jobs, the GCS, the cluster launcher ---------------------------------------------------------
+
+JOB_CONFIG_ENV_VAR = RAY_JOB_CONFIG_JSON_ENV_VAR  # set in the environment of a Ray Job's driver (JobSupervisor)
+BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` copies the cluster config on the head
+
+
+@contextmanager
+def ray_clusters(enabled: bool) -> Iterator[None]:
+    """Within it, Ray nodes started from this process resolve an address of 127.0.0.1 as Ray does with clusters
+    on (`True`: replaced by the machine's own address, Linux's default) or off (`False`: kept).
+
+    Ray reads `ray_constants.ENABLE_RAY_CLUSTER` at every node start; it is set from
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when Ray is imported, so the variable is set too
+    for the node's own processes.
+    """
+    saved, variable = ray_constants.ENABLE_RAY_CLUSTER, ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env = os.environ.get(variable)
+    ray_constants.ENABLE_RAY_CLUSTER = enabled
+    os.environ[variable] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved_env
+
+
+LATEST_SESSION = "session_latest"  # in Ray's temporary folder: a link to the newest session's folder
+
+
+def temp_dir() -> Path:
+    """The connected Ray's temporary folder on this node (`--temp-dir`, /tmp/ray by default)."""
+    return Path(ray._private.worker._global_node.get_temp_dir_path())
+
+
+def session_dir() -> Path:
+    """The connected Ray's session folder on this node (`<temp dir>/session_<date>_<pid>`)."""
+    return Path(ray._private.worker._global_node.get_session_dir_path())
+
+
+def ask_cluster_id(channel: grpc.Channel, timeout_s: float) -> None:
+    """Ask the GCS at the other end of `channel` for its cluster id; raises `grpc.RpcError` when it does not answer."""
+    NodeInfoGcsServiceStub(channel).GetClusterId(GetClusterIdRequest(), timeout=timeout_s)
+
+
+def validate_cluster_config(config: dict[str, Any]) -> None:
+    """Validate a cluster.yaml as `ray up` would before launching anything: offline, no credentials."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(config))
+
+
+def default_ssh_rules() -> list[dict[str, Any]]:
+    """The inbound rules Ray's AWS provider gives a security group it creates itself (needs boto3)."""
+    from ray.autoscaler._private.aws.config import _create_default_ssh_inbound_rules
+
+    return _create_default_ssh_inbound_rules()
+
+
+# --- Tune's storage, staging folders and snapshot files -------------------------------------------------------------
+
+TRAIN_SESSION_FOLDER = "artifacts"  # in a Ray session's folder: what Tune stages on the driver
+STAGING_FOLDER = "driver_artifacts"  # an experiment's staging folder on the driver
+# Tune's snapshot files, as glob patterns (`*`: the driver session that wrote them; Tune's CKPT_FILE_TMPL of each).
+EXPERIMENT_STATE = "experiment_state-*.json"  # TuneController: the trials
+SEARCH_GEN_STATE = "search_gen_state-*.json"  # SearchGenerator
+SEARCHER_STATE = "searcher-state-*.pkl"  # Searcher
+BASIC_VARIANT_STATE = "basic-variant-state-*.json"  # BasicVariantGenerator
+CALLBACK_STATES = "callback-states-*.pkl"  # CallbackList: every callback's get_state, written last
+ERROR_FILE = "error.txt"  # a trial's errors, in its staging folder, one `Failure # N` line before each
+FAILURE_LINE = "Failure # "
+
+
+def state_file(pattern: str, session: str) -> str:
+    """The name of `session`'s snapshot file of the kind `pattern` (`EXPERIMENT_STATE`, ...)."""
+    return pattern.replace("*", session)
+
+
+def session_of(file_name: str, pattern: str) -> str:
+    """The driver session in a snapshot file's name (`experiment_state-2026-12-02_14-00-00.json` -> its date)."""
+    prefix, _, suffix = pattern.partition("*")
+    return file_name.removeprefix(prefix).removesuffix(suffix)
+
+
+def staging_folders(experiment: str, session: Path | None = None) -> list[Path]:
+    """The driver's staging folders of experiments called `experiment` (a glob) in the Ray session folder
+    `session` (by default the connected Ray's; none when Ray is not connected).
+
+    Tune writes each snapshot there whole before uploading it, in
+    `<session>/artifacts/<timestamp>/<experiment>/driver_artifacts`, with a folder per trial
+    holding its result files and `ERROR_FILE`.
+    """
+    if session is None:
+        if not ray.is_initialized():
+            return []
+        session = session_dir()
+    return list(session.glob(f"{TRAIN_SESSION_FOLDER}/*/{experiment}/{STAGING_FOLDER}"))
+
+
+def snapshot_trials(text: str) -> list[dict[str, Any]]:
+    """The trials an `EXPERIMENT_STATE` file lists, each as Tune's JSON state of it (`trial_id`, `config`, ...)."""
+    return [json.loads(trial) for trial, _ in json.loads(text)["trial_data"]]
+
+
+def callback_states(data: bytes) -> list[Any]:
+    """The callbacks' states in a `CALLBACK_STATES` file: what each callback's `get_state` returned."""
+    return list(cloudpickle.loads(data).values())
+
+
+def storage_marker_visible() -> bool:
+    """Inside a trial: whether this node sees the marker Tune's driver wrote into the experiment's storage folder."""
+    try:
+        tune.get_context().get_storage()._check_validation_file()
+    except RuntimeError:
+        return False
+    return True
+
+
+def trial_folder(trial: Trial) -> tuple[Any, str]:
+    """A trial's folder in storage: (its pyarrow filesystem, the path there)."""
+    return trial.storage.storage_filesystem, trial.storage.trial_fs_path
+
+
+def experiment_folder(trial: Trial) -> tuple[Any, str]:
+    """The folder in storage of the experiment `trial` belongs to: (its pyarrow filesystem, the path there)."""
+    return trial.storage.storage_filesystem, trial.storage.experiment_fs_path
+
+
+def trial_folder_name(trial: Trial) -> str:
+    """The name of the trial's folder (what `trial_dirname_creator` gave it)."""
+    return trial.storage.trial_dir_name
+
+
+# --- Tune's checkpoint bookkeeping of a trial -----------------------------------------------------------------------
+
+TrainingResult = _TrainingResult  # (checkpoint, metrics): one checkpoint as Tune registers it
+
+
+def checkpoint_manager(trial: Trial) -> _CheckpointManager:
+    """The driver's bookkeeping of a trial's checkpoints: which it keeps (`num_to_keep`) and resumes from."""
+    return trial.run_metadata.checkpoint_manager
+
+
+def kept_checkpoints(trial: Trial) -> list[TrainingResult]:
+    """The trial's checkpoints Tune keeps, with the metrics it knew them by."""
+    return checkpoint_manager(trial).best_checkpoint_results
+
+
+def _registered(config: CheckpointConfig, results: list[TrainingResult]) -> _CheckpointManager:
+    manager = _CheckpointManager(config)
+    for result in results:
+        manager.register_checkpoint(result)
+    return manager
+
+
+def keep_checkpoints(config: CheckpointConfig, results: list[TrainingResult]) -> list[TrainingResult]:
+    """What Tune keeps of a trial's checkpoints `results` (oldest first) under `config`: it deletes from storage the
+    ones `num_to_keep` drops, as it does while a trial runs. The newest is always kept (a trial resumes from it)."""
+    return _registered(config, results).best_checkpoint_results
+
+
+def replace_checkpoints(trial: Trial, results: list[TrainingResult]) -> None:
+    """Make the trial's checkpoints `results` (oldest first): it resumes from the last one kept."""
+    trial.run_metadata.checkpoint_manager = _registered(checkpoint_manager(trial).checkpoint_config, results)
+
+
+# --- Tune's log line of a restore it cannot do ----------------------------------------------------------------------
+
+CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+RESTORE_FAILED = "Failed to restore the run state."  # logged with the error, before Tune starts the experiment over
+
+
+# --- Searchers' and schedulers' state ---------------------------------------------------------------------------------
+
+
+def state_of(component: Any) -> dict[str, Any]:
+    """A Tune searcher's or scheduler's whole state: its `__dict__` (what OptunaSearch and ASHAScheduler save)."""
+    return component.__dict__
+
+
+def restore_state(component: Any, state: dict[str, Any]) -> None:
+    """Put back a state `state_of` gave (as OptunaSearch's and ASHAScheduler's own `restore` do)."""
+    component.__dict__.update(state)
+
+
+def asha_rungs(state: dict[str, Any]) -> dict[int, set[str]]:
+    """An ASHA scheduler's rungs, from its `state_of`: milestone -> the ids of the trials recorded there."""
+    (bracket,) = state["_brackets"]  # raylm's ASHA has one bracket (brackets=1, Tune's default)
+    return {int(milestone): set(recorded) for milestone, recorded in bracket._rungs}
+
+
+def optuna_study(searcher: Any) -> Any:
+    """The `optuna.Study` an OptunaSearch proposes from."""
+    return searcher._ot_study
