@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from ray.autoscaler._private.util import prepare_config, validate_config
+
+from raylm.search.ray_internals import default_ssh_rules, validate_cluster_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster.yaml"
@@ -26,7 +27,7 @@ def pins() -> dict[str, str]:
 
 def test_cluster_yaml_validates_and_is_safe():
     config = yaml.safe_load(CLUSTER.read_text())
-    validate_config(prepare_config(config))
+    validate_cluster_config(config)
     assert all("resources" in node for node in config["available_node_types"].values())  # else `ray up` asks AWS
     text = CLUSTER.read_text().lower()
     assert "aws_secret" not in text and "access_key" not in text
@@ -76,9 +77,7 @@ def test_cluster_ci_and_readme_install_from_one_set_of_pins():
 def test_rays_own_security_group_would_open_ssh_to_the_world():
     """Why every node type names the user's group: the one Ray creates always has this rule."""
     pytest.importorskip("boto3")  # Ray's AWS module imports it; the [cluster] extra has it, [test] may not
-    from ray.autoscaler._private.aws.config import _create_default_ssh_inbound_rules
-
-    assert _create_default_ssh_inbound_rules() == [
+    assert default_ssh_rules() == [
         {"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
     ]
 

@@ -204,8 +204,8 @@ def _registered(config: CheckpointConfig, results: list[TrainingResult]) -> _Che
 
 
 def keep_checkpoints(config: CheckpointConfig, results: list[TrainingResult]) -> list[TrainingResult]:
-    """What Tune keeps of a trial's checkpoints `results` (oldest first) under `config`: it deletes from storage the
-    ones `num_to_keep` drops, as it does while a trial runs. The newest is always kept (a trial resumes from it)."""
+    """The best checkpoints Tune keeps of a trial's `results` (oldest first) under `config`; it deletes the others
+    from storage as it does while a trial runs, except the newest (the one a trial resumes from)."""
     return _registered(config, results).best_checkpoint_results
 
 
