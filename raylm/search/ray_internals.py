@@ -39,10 +39,8 @@ from ray.core.generated.gcs_service_pb2_grpc import NodeInfoGcsServiceStub
 from ray.train import CheckpointConfig
 from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.train._internal.session import _TrainingResult
-from ray.train._internal.storage import StorageContext
+from ray.train._internal.storage import StorageContext as StorageContext  # tests build one to rebuild a trial
 from ray.tune.experiment import Trial
-
-__all__ = ["StorageContext", "TrainingResult"]
 
 RAY_VERSION_CHECKED = "2.60.0"
 
@@ -203,7 +201,7 @@ def _registered(config: CheckpointConfig, results: list[TrainingResult]) -> _Che
     return manager
 
 
-def keep_checkpoints(config: CheckpointConfig, results: list[TrainingResult]) -> list[TrainingResult]:
+def register_checkpoints(config: CheckpointConfig, results: list[TrainingResult]) -> list[TrainingResult]:
     """The best checkpoints Tune keeps of a trial's `results` (oldest first) under `config`; it deletes the others
     from storage as it does while a trial runs, except the newest (the one a trial resumes from)."""
     return _registered(config, results).best_checkpoint_results

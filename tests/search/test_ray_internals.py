@@ -181,7 +181,7 @@ def test_a_trials_folders_are_its_storage_contexts(tmp_path: Path):
 def test_tune_keeps_the_best_checkpoints_and_the_newest_and_deletes_the_rest(tmp_path: Path):
     results = checkpoints(tmp_path, [0.3, 0.5, 0.4, 0.6])
     config = CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="nme", checkpoint_score_order="min")
-    kept = ray_internals.keep_checkpoints(config, results)
+    kept = ray_internals.register_checkpoints(config, results)
     assert sorted(result.metrics["nme"] for result in kept) == [0.3, 0.4]
     names = sorted(path.name for path in (tmp_path / "runs" / "trials" / "t").iterdir())
     assert names == ["checkpoint_000000", "checkpoint_000002", "checkpoint_000003"]  # and the newest

@@ -1,6 +1,6 @@
 """A trial's row and its tested checkpoint are one epoch: its best kept checkpoint, ties to the earliest kept.
 
-Tune's own checkpoint bookkeeping (`ray_internals.keep_checkpoints`, num_to_keep) decides what is kept,
+Tune's own checkpoint bookkeeping (`ray_internals.register_checkpoints`, num_to_keep) decides what is kept,
 on checkpoint folders written here; the rows come from hand-built Tune `Result`s.
 """
 
@@ -18,7 +18,7 @@ from ray.train import CheckpointConfig
 
 from raylm.config import RunConfig, SearchConfig, to_dict
 from raylm.search.errors import SearchError
-from raylm.search.ray_internals import TrainingResult, keep_checkpoints
+from raylm.search.ray_internals import TrainingResult, register_checkpoints
 from raylm.search.results import best_reported, trial_rows
 from raylm.search.testpass import export_best
 from raylm.train.checkpoint import FILE, load_checkpoint
@@ -59,7 +59,7 @@ def trained_trial(folder: Path, nmes: list[float], keep: int = 2) -> tune.Result
         registered.append(TrainingResult(tune.Checkpoint.from_directory(str(checkpoint)), reported))
         history.append(reported)
     config = CheckpointConfig(keep, checkpoint_score_attribute="val/nme", checkpoint_score_order="min")
-    kept = [(result.checkpoint, result.metrics) for result in keep_checkpoints(config, registered)]
+    kept = [(result.checkpoint, result.metrics) for result in register_checkpoints(config, registered)]
     latest = registered[-1].checkpoint
     return tune.Result(history[-1], latest, None, str(folder), pd.DataFrame(history), best_checkpoints=kept)
 

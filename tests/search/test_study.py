@@ -308,7 +308,7 @@ def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_ru
 
     run_study(load_config(StudyConfig, run_dir / "study.yaml"), run_dir)
     trials = read_csv(run_dir / "trials.csv")
-    errors = [path.read_text()[-2000:] for path in run_dir.rglob("error.txt")]
+    errors = [path.read_text()[-2000:] for path in run_dir.rglob(ray_internals.ERROR_FILE)]
     assert len(trials) == 8, errors
     folders = {path.name for path in (run_dir / "trials").iterdir() if path.is_dir()}
     read = (run_dir / "trials").joinpath
