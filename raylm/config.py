@@ -191,16 +191,9 @@ def _convert(kind: Any, value: Any, path: str) -> Any:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "ours"  # a registered model (raylm.models.list_models()) or timm:<name>
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor arguments, e.g. width, dropout
-
-    def __post_init__(self) -> None:
-        # Checked here, where the study file is read, so a wrong path fails before any trial or GPU time.
-        path = self.options.get("pretrained_path")
-        if path is not None and not Path(str(path)).is_file():
-            raise ConfigError(
-                f"model.options.pretrained_path: no file at {path}; give a local weights file "
-                "(paths are read on every node that trains) or remove the option"
-            )
+    # constructor arguments, e.g. width, dropout; a `pretrained_path` is checked where it is read
+    # (raylm.models.check_pretrained), not here: a saved config must load where that file is absent
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ import pytest
 
 from raylm.config import ConfigError, Resources, SearchConfig, StudyConfig, from_dict, load_config, save_config
 from raylm.data.pipeline import DataConfig
+from raylm.models import UnknownModel
+from raylm.search.space import check_space
+from raylm.train.__main__ import main as train_main
 
 
 @dataclass(frozen=True)
@@ -178,11 +181,6 @@ def test_settings_at_the_edge_of_their_range_load():
             "train.device is 'cuda:1' but each trial sees only its own 1 GPU(s), numbered from cuda:0: "
             "set train.device to cuda or auto",
         ),
-        (
-            ["model.options={pretrained_path: /nowhere/weights.pth}"],
-            "model.options.pretrained_path: no file at /nowhere/weights.pth; give a local weights file "
-            "(paths are read on every node that trains) or remove the option",
-        ),
     ],
 )
 def test_study_mistakes_fail_at_load_in_one_line_naming_the_fields(overrides, message):
@@ -205,6 +203,23 @@ def test_valid_selection_metrics_devices_and_weights_load(tmp_path: Path):
     assert (config.search.metric, config.model.options["pretrained_path"]) == ("val_real/auc@0.08", str(weights))
     assert study("search.metric=val/nme_bbox").search.metric == "val/nme_bbox"
     assert SearchConfig().metric == "val/nme"  # no real validation faces by default
+
+
+def test_a_missing_pretrained_path_loads_but_fails_when_a_run_or_a_study_starts(tmp_path: Path, capsys):
+    missing = tmp_path / "weights.pth"
+    overrides = ["model.name=timm:test_resnet", f"model.options={{pretrained_path: {missing}}}"]
+    message = (
+        f"model.options.pretrained_path: {missing} is not a file here; give a local weights file "
+        "(read on every node that trains) or remove the option"
+    )
+    config = study(*overrides, "search.axes.arch=[timm:test_resnet]")  # a saved config reads back without it
+    assert config.model.options == {"pretrained_path": str(missing)}
+    with pytest.raises(UnknownModel) as caught:
+        check_space(config)  # the study's pre-flight, before Ray starts
+    assert str(caught.value) == message
+    arguments = [f"--set={override}" for override in overrides]
+    assert train_main([*arguments, "--output", str(tmp_path / "run")]) == 2  # before any data is read
+    assert capsys.readouterr().err == f"error: {message}\n"
 
 
 def test_a_resolved_study_is_checked_again():
