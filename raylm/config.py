@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from raylm import __version__
-from raylm.data.pipeline import DataConfig
+from raylm.data.config import DataConfig
 from raylm.errors import RaylmError
 from raylm.selection import Selection, SelectionError
 

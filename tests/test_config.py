@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -227,3 +229,12 @@ def test_a_resolved_study_is_checked_again():
     config = study("train.device=cuda")
     with pytest.raises(ConfigError, match="search.resources.gpu is 0"):
         replace(config, search=replace(config.search, resources=Resources(gpu=0.0)))
+
+
+def test_reading_a_config_imports_no_image_library_and_no_ray():
+    code = (
+        "import sys, raylm.config; raylm.config.load_config(raylm.config.StudyConfig); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'albumentations', 'cv2', 'ray'}))"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == "[]"

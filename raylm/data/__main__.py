@@ -13,6 +13,8 @@ from collections import Counter
 
 import cv2
 
+from raylm.cells import cell_data
+from raylm.config import StudyConfig, load_config
 from raylm.data.check import check, contact_sheet, format_report
 from raylm.data.pipeline import export_prepared
 from raylm.data.spec import known_forms, open_dataset
@@ -76,10 +78,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare(config: str, to: str, overrides: list[str]) -> int:
-    # The search layer knows a study's cells; this CLI sits above both layers.
-    from raylm.config import StudyConfig, load_config
-    from raylm.search.space import cell_data
-
     try:
         study = load_config(StudyConfig, config, overrides)
         exported = export_prepared(cell_data(study), to)
