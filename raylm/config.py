@@ -8,6 +8,7 @@ what differs. `--set key=value` overrides use the same paths, with values parsed
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
@@ -22,7 +23,7 @@ import yaml
 
 from raylm import __version__
 from raylm.data.config import DataConfig
-from raylm.schema import ConfigError, apply_override, from_dict, read_file, set_key, to_dict
+from raylm.schema import ConfigError, apply_override, from_dict, parse_override, read_file, set_key, to_dict
 from raylm.selection import Selection, SelectionError
 
 T = TypeVar("T")
@@ -44,6 +45,29 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         return from_dict(cls, data)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from None
+
+
+def add_set_option(parser: argparse.ArgumentParser, example: str = "train.lr=3e-4") -> None:
+    """Add the `--set KEY=VALUE` option every CLI shares; `args.set` is then `load_config`'s `overrides`.
+
+    A value without `=` is refused while the arguments are parsed, before any file is read.
+    """
+
+    def override(text: str) -> str:
+        try:
+            parse_override(text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=override,
+        metavar="KEY=VALUE",
+        help=f"override a config value by its dotted path, e.g. --set {example} (repeatable; values are YAML)",
+    )
 
 
 def save_config(config: Any, path: str | Path) -> None:
@@ -221,12 +245,10 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    """A search study: the base run (data, model, train) every trial starts from, and the search."""
+class StudyConfig(RunConfig):
+    """A search study: the base run (data, model, train: a RunConfig's fields) every trial starts from, and the
+    search."""
 
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
@@ -237,6 +259,7 @@ class StudyConfig:
         check_trial_device(self.train.device, self.search.resources.gpu)
 
     def base(self) -> RunConfig:
+        """The run every trial starts from, without the search."""
         return RunConfig(self.data, self.model, self.train)
 
 

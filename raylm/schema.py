@@ -85,14 +85,20 @@ def merged(base: dict, over: dict) -> dict:
 
 
 def apply_override(data: dict, override: str) -> None:
+    """Set one `--set key=value` on parsed config data (the key a dotted path, the value read as YAML)."""
+    key, value = parse_override(override)
+    set_key(data, key, value, f"--set {override!r}")
+
+
+def parse_override(override: str) -> tuple[str, Any]:
+    """`key=value` as (dotted key, value read as YAML, or the text itself when it is not YAML)."""
     key, sep, text = override.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {override!r}: expected key=value, e.g. --set data.train_size=500")
     try:
-        value = yaml.safe_load(text)
+        return key, yaml.safe_load(text)
     except yaml.YAMLError:
-        value = text
-    set_key(data, key, value, f"--set {override!r}")
+        return key, text
 
 
 def set_key(data: dict, key: str, value: Any, source: str) -> None:

@@ -1,13 +1,27 @@
+import argparse
 import subprocess
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import pytest
 
-from raylm.config import ConfigError, Resources, SearchConfig, StudyConfig, from_dict, load_config, save_config
+from raylm.baseline import main as baseline_main
+from raylm.config import (
+    ConfigError,
+    Resources,
+    RunConfig,
+    SearchConfig,
+    StudyConfig,
+    add_set_option,
+    from_dict,
+    load_config,
+    save_config,
+)
+from raylm.data.__main__ import main as data_main
 from raylm.data.pipeline import DataConfig
 from raylm.models import UnknownModel
+from raylm.search.__main__ import main as search_main
 from raylm.search.space import check_space
 from raylm.train.__main__ import main as train_main
 
@@ -238,3 +252,35 @@ def test_reading_a_config_imports_no_image_library_and_no_ray():
     )
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "[]"
+
+
+def test_the_set_option_feeds_load_config():
+    parser = argparse.ArgumentParser()
+    add_set_option(parser)
+    args = parser.parse_args(["--set", "train.lr=3e-4", "--set", "data.tests={}", "--set", "model.name=timm:resnet18"])
+    config = load_config(RunConfig, None, args.set)
+    assert (config.train.lr, config.data.tests, config.model.name) == (3e-4, {}, "timm:resnet18")
+
+
+@pytest.mark.parametrize(
+    "main, arguments",
+    [
+        (train_main, []),
+        (search_main, []),
+        (baseline_main, ["--config", "study.yaml", "--predictor", "p.dat"]),
+        (data_main, ["prepare", "--config", "study.yaml", "--to", "prepared"]),
+    ],
+)
+def test_every_cli_refuses_a_set_without_a_value_alike(main, arguments: list[str], capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*arguments, "--set", "train.lr"])
+    assert exited.value.code == 2
+    assert "argument --set: --set 'train.lr': expected key=value, e.g. --set" in capsys.readouterr().err
+
+
+def test_a_study_is_a_run_config_plus_a_search_section():
+    names = [field.name for field in fields(StudyConfig)]
+    assert names == [*(field.name for field in fields(RunConfig)), "search"] == ["data", "model", "train", "search"]
+    config = study("train.lr=0.02", "data.train_size=300", "search.trials=2")
+    assert config.base() == RunConfig(config.data, config.model, config.train)
+    assert (config.base().train.lr, config.base().data.train_size) == (0.02, 300)
