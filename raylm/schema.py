@@ -102,6 +102,7 @@ def parse_override(override: str) -> tuple[str, Any]:
 
 
 def set_key(data: dict, key: str, value: Any, source: str) -> None:
+    """Set dotted `key` in nested `data`, making the sections it names; `source` names the setting in an error."""
     *parents, leaf = key.split(".")
     node = data
     for i, part in enumerate(parents):
