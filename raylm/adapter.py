@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 
 from raylm.data.cache import prepare
-from raylm.data.pipeline import default_cache_dir
+from raylm.data.config import default_cache_dir
 from raylm.data.record import DataError
 from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raylm.config import StudyConfig, load_config
+from raylm.config import StudyConfig, add_set_option, load_config
 from raylm.data.crop import crop_box
 from raylm.data.pipeline import DataConfig, anchored, index_split
 from raylm.data.record import N_POINTS, BadSample, DataError, Face
@@ -301,9 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="jitter: seed of the random boxes")
     parser.add_argument("--output", metavar="FILE", help="write the results as JSON")
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a study value, e.g. data.test_size=10"
-    )
+    add_set_option(parser, "data.test_size=10")
     args = parser.parse_args(argv)
     try:
         study = load_config(StudyConfig, args.config, args.set)

@@ -1,19 +1,19 @@
 """Typed configuration: YAML files in `experiments/` become frozen dataclasses.
 
-Every key is checked against the dataclass it fills: an unknown key or a value of
-the wrong type is an error naming the key's dotted path (`data.crop.margin`).
-`--set key=value` overrides use the same paths, with values parsed as YAML.
+Every key is checked against the dataclass it fills (raylm.schema): an unknown key or
+a value of the wrong type is an error naming the key's dotted path (`data.crop.margin`).
+A file may start from another (`extends: fake_it.yaml`, relative to it) and state only
+what differs. `--set key=value` overrides use the same paths, with values parsed as YAML.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import math
 import os
 import subprocess
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from raylm import __version__
-from raylm.data.pipeline import DataConfig
-from raylm.errors import RaylmError
+from raylm.data.config import DataConfig
+from raylm.schema import ConfigError, apply_override, from_dict, parse_override, read_file, set_key, to_dict
 from raylm.selection import Selection, SelectionError
 
 T = TypeVar("T")
@@ -35,54 +35,39 @@ T = TypeVar("T")
 MAX_FAILURES = 20
 
 
-class ConfigError(RaylmError, ValueError):
-    """A study file or override that does not fit the config's schema."""
-
-
-def from_dict(cls: type[T], data: Any, path: str = "") -> T:
-    """Build dataclass `cls` from plain data (e.g. parsed YAML), checking every key and type."""
-    where = path or "the top level"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
-    fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
-    hints = typing.get_type_hints(cls)
-    for key in data:
-        if key not in fields:
-            known = ", ".join(fields)
-            raise ConfigError(f"{_join(path, str(key))}: unknown key; the keys allowed at {where} are: {known}")
-    values = {key: _convert(hints[key], value, _join(path, key)) for key, value in data.items()}
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as error:
-        message = str(error)
-        # A check that names its own dotted field ("search.metric ...") needs no "search: " before it.
-        named = not path or message.startswith(f"{path}.")
-        raise ConfigError(message if named else f"{path}: {message}") from None
-
-
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Read a YAML file (or only defaults when `path` is None), apply `key=value` overrides, build `cls`."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    """Read a YAML file (its `extends:` chain merged; only defaults when `path` is None), apply `key=value`
+    overrides, build `cls`."""
+    data = read_file(Path(path)) if path is not None else {}
     for override in overrides:
-        _apply_override(data, override)
+        apply_override(data, override)
     try:
         return from_dict(cls, data)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from None
 
 
-def to_dict(config: Any) -> dict:
-    return dataclasses.asdict(config)
+def add_set_option(parser: argparse.ArgumentParser, example: str = "train.lr=3e-4") -> None:
+    """Add the `--set KEY=VALUE` option every CLI shares; `args.set` is then `load_config`'s `overrides`.
+
+    A value without `=` is refused while the arguments are parsed, before any file is read.
+    """
+
+    def override(text: str) -> str:
+        try:
+            parse_override(text)
+        except ConfigError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        type=override,
+        metavar="KEY=VALUE",
+        help=f"override a config value by its dotted path, e.g. --set {example} (repeatable; values are YAML)",
+    )
 
 
 def save_config(config: Any, path: str | Path) -> None:
@@ -117,90 +102,12 @@ def checkout_commit() -> str | None:
     return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def _apply_override(data: dict, override: str) -> None:
-    key, sep, text = override.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {override!r}: expected key=value, e.g. --set data.train_size=500")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    _set(data, key, value, f"--set {override!r}")
-
-
-def _set(data: dict, key: str, value: Any, source: str) -> None:
-    *parents, leaf = key.split(".")
-    node = data
-    for i, part in enumerate(parents):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{source}: {'.'.join(parents[: i + 1])} is not a section")
-        node = child
-    node[leaf] = value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _convert(kind: Any, value: Any, path: str) -> Any:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if dataclasses.is_dataclass(kind):
-        return from_dict(kind, value, path)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in (arg for arg in args if arg is not type(None)):
-            try:
-                return _convert(option, value, path)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0])
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {_convert(args[0], k, path): _convert(args[1], v, _join(path, str(k))) for k, v in value.items()}
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        items = [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if origin is tuple:
-            return tuple(items)
-        return items
-    if kind is Any:
-        return value
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if kind is float and isinstance(value, str):
-        # PyYAML reads `3e-4` (no dot) as a string; accept what Python reads as a number.
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if kind in (int, str, bool) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(f"{path}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "ours"  # a registered model (raylm.models.list_models()) or timm:<name>
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # constructor arguments, e.g. width, dropout
-
-    def __post_init__(self) -> None:
-        # Checked here, where the study file is read, so a wrong path fails before any trial or GPU time.
-        path = self.options.get("pretrained_path")
-        if path is not None and not Path(str(path)).is_file():
-            raise ConfigError(
-                f"model.options.pretrained_path: no file at {path}; give a local weights file "
-                "(paths are read on every node that trains) or remove the option"
-            )
+    # constructor arguments, e.g. width, dropout; a `pretrained_path` is checked where it is read
+    # (raylm.models.check_pretrained), not here: a saved config must load where that file is absent
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -338,12 +245,10 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    """A search study: the base run (data, model, train) every trial starts from, and the search."""
+class StudyConfig(RunConfig):
+    """A search study: the base run (data, model, train: a RunConfig's fields) every trial starts from, and the
+    search."""
 
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
 
     def __post_init__(self) -> None:
@@ -354,6 +259,7 @@ class StudyConfig:
         check_trial_device(self.train.device, self.search.resources.gpu)
 
     def base(self) -> RunConfig:
+        """The run every trial starts from, without the search."""
         return RunConfig(self.data, self.model, self.train)
 
 
@@ -383,5 +289,5 @@ def with_values(config: T, values: dict[str, Any]) -> T:
     """A copy of `config` with dotted keys set to `values` (checked like a config file)."""
     data = to_dict(config)
     for key, value in values.items():
-        _set(data, key, value, f"{key}={value!r}")
+        set_key(data, key, value, f"{key}={value!r}")
     return from_dict(type(config), data)

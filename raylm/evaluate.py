@@ -22,7 +22,7 @@ import numpy as np
 from raylm.adapter import AdapterError, adapted, adapter_path, load_adapter
 from raylm.config import RunConfig
 from raylm.data.cache import prepare
-from raylm.data.pipeline import default_cache_dir
+from raylm.data.config import default_cache_dir
 from raylm.data.record import DataError
 from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part

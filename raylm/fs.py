@@ -140,6 +140,8 @@ def upload(local_dir: Path, location: str) -> None:
     if isinstance(fs, pyarrow.fs.LocalFileSystem) and Path(path) == local_dir.resolve():
         return
     with named(location):
+        if isinstance(fs, pyarrow.fs.LocalFileSystem):
+            Path(path).mkdir(parents=True, exist_ok=True)  # pyarrow copies into a local folder only if it exists
         pyarrow.fs.copy_files(str(local_dir), path, destination_filesystem=fs)
 
 

@@ -1,10 +1,29 @@
-from dataclasses import dataclass, field, replace
+import argparse
+import subprocess
+import sys
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import pytest
 
-from raylm.config import ConfigError, Resources, SearchConfig, StudyConfig, from_dict, load_config, save_config
+from raylm.baseline import main as baseline_main
+from raylm.config import (
+    ConfigError,
+    Resources,
+    RunConfig,
+    SearchConfig,
+    StudyConfig,
+    add_set_option,
+    from_dict,
+    load_config,
+    save_config,
+)
+from raylm.data.__main__ import main as data_main
 from raylm.data.pipeline import DataConfig
+from raylm.models import UnknownModel
+from raylm.search.__main__ import main as search_main
+from raylm.search.space import check_space
+from raylm.train.__main__ import main as train_main
 
 
 @dataclass(frozen=True)
@@ -178,11 +197,6 @@ def test_settings_at_the_edge_of_their_range_load():
             "train.device is 'cuda:1' but each trial sees only its own 1 GPU(s), numbered from cuda:0: "
             "set train.device to cuda or auto",
         ),
-        (
-            ["model.options={pretrained_path: /nowhere/weights.pth}"],
-            "model.options.pretrained_path: no file at /nowhere/weights.pth; give a local weights file "
-            "(paths are read on every node that trains) or remove the option",
-        ),
     ],
 )
 def test_study_mistakes_fail_at_load_in_one_line_naming_the_fields(overrides, message):
@@ -207,8 +221,66 @@ def test_valid_selection_metrics_devices_and_weights_load(tmp_path: Path):
     assert SearchConfig().metric == "val/nme"  # no real validation faces by default
 
 
+def test_a_missing_pretrained_path_loads_but_fails_when_a_run_or_a_study_starts(tmp_path: Path, capsys):
+    missing = tmp_path / "weights.pth"
+    overrides = ["model.name=timm:test_resnet", f"model.options={{pretrained_path: {missing}}}"]
+    message = (
+        f"model.options.pretrained_path: {missing} is not a file here; give a local weights file "
+        "(read on every node that trains) or remove the option"
+    )
+    config = study(*overrides, "search.axes.arch=[timm:test_resnet]")  # a saved config reads back without it
+    assert config.model.options == {"pretrained_path": str(missing)}
+    with pytest.raises(UnknownModel) as caught:
+        check_space(config)  # the study's pre-flight, before Ray starts
+    assert str(caught.value) == message
+    arguments = [f"--set={override}" for override in overrides]
+    assert train_main([*arguments, "--output", str(tmp_path / "run")]) == 2  # before any data is read
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_a_resolved_study_is_checked_again():
     # The search resolves `search.resources.gpu: null` with dataclasses.replace; the check still runs, as ConfigError.
     config = study("train.device=cuda")
     with pytest.raises(ConfigError, match="search.resources.gpu is 0"):
         replace(config, search=replace(config.search, resources=Resources(gpu=0.0)))
+
+
+def test_reading_a_config_imports_no_image_library_and_no_ray():
+    code = (
+        "import sys, raylm.config; raylm.config.load_config(raylm.config.StudyConfig); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'albumentations', 'cv2', 'ray'}))"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == "[]"
+
+
+def test_the_set_option_feeds_load_config():
+    parser = argparse.ArgumentParser()
+    add_set_option(parser)
+    args = parser.parse_args(["--set", "train.lr=3e-4", "--set", "data.tests={}", "--set", "model.name=timm:resnet18"])
+    config = load_config(RunConfig, None, args.set)
+    assert (config.train.lr, config.data.tests, config.model.name) == (3e-4, {}, "timm:resnet18")
+
+
+@pytest.mark.parametrize(
+    "main, arguments",
+    [
+        (train_main, []),
+        (search_main, []),
+        (baseline_main, ["--config", "study.yaml", "--predictor", "p.dat"]),
+        (data_main, ["prepare", "--config", "study.yaml", "--to", "prepared"]),
+    ],
+)
+def test_every_cli_refuses_a_set_without_a_value_alike(main, arguments: list[str], capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*arguments, "--set", "train.lr"])
+    assert exited.value.code == 2
+    assert "argument --set: --set 'train.lr': expected key=value, e.g. --set" in capsys.readouterr().err
+
+
+def test_a_study_is_a_run_config_plus_a_search_section():
+    names = [field.name for field in fields(StudyConfig)]
+    assert names == [*(field.name for field in fields(RunConfig)), "search"] == ["data", "model", "train", "search"]
+    config = study("train.lr=0.02", "data.train_size=300", "search.trials=2")
+    assert config.base() == RunConfig(config.data, config.model, config.train)
+    assert (config.base().train.lr, config.base().data.train_size) == (0.02, 300)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from raylm.config import RunConfig, StudyConfig, load_config
+from raylm.config import RunConfig, StudyConfig, load_config, to_dict
 from raylm.data.pipeline import check_data, index_split
 from raylm.data.splits import make_split
 from raylm.search.space import cells, check_space, trial_config
@@ -96,3 +96,45 @@ def test_the_sample_study_splits_on_the_shared_data_and_tests_on_another_source(
         assert {face.split("/")[-2] for face in split.tests["afw"].ids} == {"afw"} and len(split.tests["afw"]) == 100
         mixing = [part for part in split.train if part.kind == "real"] + [split.val_real]
         assert all(face.split("/")[-2] in ("lfpw_train", "lfpw_test", "helen_train") for p in mixing for face in p.ids)
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    """Dotted keys -> values; the mappings a study fills by name (data.tests, search.space) are values."""
+    items = {}
+    for key, value in config.items():
+        path = f"{prefix}.{key}" if prefix else key
+        nested = isinstance(value, dict) and path not in ("data.tests", "search.space")
+        items.update(flat(value, path) if nested else {path: value})
+    return items
+
+
+# What fake_it_gpu.yaml changed of fake_it.yaml, recorded from both files before the GPU study extended the other.
+BUCKET = "s3://REPLACE-with-your-bucket"
+GPU_CHANGES = {
+    "data.synthetic": f"facesynthetics:{BUCKET}/FaceSynthetics",
+    "data.real": f"ffhq:{BUCKET}/ffhq/ffhq-dataset-v2.json",
+    "data.tests": {"real": f"ffhq:{BUCKET}/ffhq/ffhq-dataset-v2.json", "300w": f"pts:{BUCKET}/300W"},
+    "data.prepared": f"{BUCKET}/prepared",
+    "train.batch_size": 64,
+    "train.precision": "bf16",
+    "train.channels_last": True,
+    "search.space": {
+        "train.lr": {"loguniform": [1e-4, 3e-3]},
+        "train.batch_size": {"choice": [32, 64, 128]},
+        "train.weight_decay": {"loguniform": [1e-6, 1e-3]},
+        "train.loss": {"choice": ["mse", "wing"]},
+    },
+    "search.trials": 12,
+    "search.resources.cpu": 4.0,
+    "search.resources.gpu": 0.5,
+    "search.storage_path": f"{BUCKET}/runs",
+    "search.name": "fake_it_gpu",
+}
+
+
+def test_the_gpu_study_extends_the_original_and_changes_only_what_it_did():
+    assert "extends: fake_it.yaml" in (EXPERIMENTS / "fake_it_gpu.yaml").read_text()
+    original = flat(to_dict(load_config(StudyConfig, EXPERIMENTS / "fake_it.yaml")))
+    gpu = flat(to_dict(load_config(StudyConfig, EXPERIMENTS / "fake_it_gpu.yaml")))
+    assert gpu.keys() == original.keys()
+    assert {key: value for key, value in gpu.items() if value != original[key]} == GPU_CHANGES

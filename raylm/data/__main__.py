@@ -13,6 +13,8 @@ from collections import Counter
 
 import cv2
 
+from raylm.cells import cell_data
+from raylm.config import StudyConfig, add_set_option, load_config
 from raylm.data.check import check, contact_sheet, format_report
 from raylm.data.pipeline import export_prepared
 from raylm.data.spec import known_forms, open_dataset
@@ -47,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     prepare_parser.add_argument("--config", required=True, help="study YAML whose cells' faces to prepare")
     prepare_parser.add_argument("--to", required=True, metavar="URI", help="a folder or s3://bucket/prefix, gs://...")
-    prepare_parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a study value"
-    )
+    add_set_option(prepare_parser, "search.axes.train_size=[2000]")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         return _prepare(args.config, args.to, args.set)
@@ -76,10 +76,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _prepare(config: str, to: str, overrides: list[str]) -> int:
-    # The search layer knows a study's cells; this CLI sits above both layers.
-    from raylm.config import StudyConfig, load_config
-    from raylm.search.space import cell_data
-
     try:
         study = load_config(StudyConfig, config, overrides)
         exported = export_prepared(cell_data(study), to)

@@ -16,12 +16,11 @@ left/right permutation ourselves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import albumentations as A
 import numpy as np
 
-from raylm.data.composite import PROCEDURAL, CompositeBackground, check_backgrounds
+from raylm.data.composite import CompositeBackground
+from raylm.data.config import AugmentConfig
 
 
 def _mirror_pairs() -> list[tuple[int, int]]:
@@ -41,29 +40,6 @@ def flip_permutation(n_points: int = 68) -> np.ndarray:
         if right < n_points:
             order[left], order[right] = right, left
     return order
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    input_size: int = 128  # the network's input; random crop of this size from the prepared face
-    brightness: float = 0.24
-    contrast: float = 0.15
-    saturation: float = 0.3
-    hue: float = 0.14
-    rotate: float = 14.0  # max degrees either way; 0 switches rotation off
-    gamma: bool = True
-    flip: float = 0.0  # probability of a horizontal flip
-    scale: float = 0.0  # max relative zoom either way (0.1: 0.9x..1.1x)
-    shift: float = 0.0  # max shift, as a fraction of the image size
-    blur: float = 0.0  # probability of a Gaussian blur
-    noise: float = 0.0  # probability of Gaussian noise
-    composite: float = 0.0  # probability of pasting a masked face onto a new background
-    backgrounds: str = PROCEDURAL  # "procedural" (gradients, noise, clutter) or an absolute folder / bucket of images
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.composite <= 1:
-            raise ValueError(f"augment.composite must be a probability between 0 and 1, got {self.composite}")
-        check_backgrounds(self.backgrounds)
 
 
 def build_transform(config: AugmentConfig, train: bool, seed: int | None = None) -> A.Compose:

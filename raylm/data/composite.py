@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 
 from raylm.data.builtin import _clutter, _smooth_noise
+from raylm.data.config import PROCEDURAL
 from raylm.data.crop import CropConfig, crop_box, cut_square
 from raylm.data.record import BadSample, DataError, Face, read_image
-from raylm.fs import filesystem, is_uri, list_files
+from raylm.fs import filesystem, list_files
 
-PROCEDURAL = "procedural"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 FEATHER_SIGMA = (0.5, 2.0)  # px at REFERENCE_SIZE; scaled with the crop
 REFERENCE_SIZE = 144  # the default prepared crop
@@ -143,16 +143,6 @@ def _image_files(location: str) -> tuple[Any, tuple[str, ...]]:
 def background_source(name: str) -> Backgrounds:
     """`procedural`, or a folder / bucket URI of background images."""
     return procedural_background if name == PROCEDURAL else image_backgrounds(name)
-
-
-def check_backgrounds(name: str) -> None:
-    """Raise ValueError unless `name` is `procedural` or a folder that works from any trial's folder."""
-    if name == PROCEDURAL or is_uri(name) or name.startswith("~") or name.startswith("/"):
-        return
-    raise ValueError(
-        f"augment.backgrounds must be {PROCEDURAL!r} or an absolute folder path or bucket URI "
-        f"(trials run in their own folders), got {name!r}"
-    )
 
 
 class CompositeBackground(A.ImageOnlyTransform):

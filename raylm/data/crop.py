@@ -10,25 +10,10 @@ test faces are cropped by exactly this rule too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
-
-@dataclass(frozen=True)
-class CropConfig:
-    margin: float = 0.1  # added on each side, as a fraction of the landmark box's longer side
-    size: int = 144  # prepared (stored) crop; augmentation takes `input_size` crops from it
-    channels: int = 1  # 1: grayscale (the study's), 3: RGB
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.margin <= 2:
-            raise ValueError(f"crop.margin must be between 0 and 2 (a fraction of the face box), got {self.margin}")
-        if self.size < 16:
-            raise ValueError(f"crop.size must be at least 16 px, got {self.size}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"crop.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+from raylm.data.config import CropConfig
 
 
 def crop_box(landmarks: np.ndarray, margin: float) -> tuple[int, int, int]:

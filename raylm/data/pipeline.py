@@ -15,50 +15,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from raylm.data.augment import AugmentConfig
 from raylm.data.cache import PreparedSet, prepare, remote_holds, slug
-from raylm.data.crop import CropConfig
+from raylm.data.config import DataConfig
 from raylm.data.record import DataError, Face, FaceSet
 from raylm.data.spec import absolute_spec, open_dataset
 from raylm.data.splits import Part, Split, make_split
 from raylm.fs import exists, is_uri, join, read_text, upload, write_text
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("RAYLM_CACHE", "~/.cache/raylm")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    synthetic: str = "builtin:synthetic?n=2400"  # training faces (spec syntax: see raylm.data.spec)
-    real: str | None = "builtin:realistic?n=1200"  # real faces to mix in; None for none
-    tests: dict[str, str] = field(default_factory=lambda: {"real": "builtin:realistic?n=1200"})  # name -> spec
-    train_size: int = 2000
-    real_fraction: float = 0.0
-    val_size: int = 200  # held-out synthetic faces: the selection set
-    val_real_size: int = 0  # held-out real faces from `real` (reported as val_real/...)
-    test_size: int = 300  # faces per test set (a test set from `real` is carved out of it first)
-    seed: int = 0
-    skip_bad: bool = False  # skip unreadable samples (counted by reason) instead of stopping
-    repeat_synthetic: bool = False  # fill a synthetic share larger than the synthetic pool by using its faces again
-    cache_dir: str = field(default_factory=default_cache_dir)
-    crop: CropConfig = field(default_factory=CropConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    prepared: str | None = None  # folder or bucket URI filled by `python -m raylm.data prepare`; read before the specs
-
-    def __post_init__(self) -> None:
-        # Checked where the file is read: a negative size would slice from the end of a shuffled
-        # dataset (test_size -5 tests on all but 5 faces) instead of failing.
-        for name, least in (("train_size", 1), ("val_size", 1), ("val_real_size", 0), ("test_size", 0)):
-            if getattr(self, name) < least:
-                raise ValueError(f"data.{name} must be at least {least}, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ Two kinds of name resolve:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -72,9 +74,24 @@ def create_model(name: str, **kwargs) -> nn.Module:
     )
 
 
+def check_pretrained(path: str | Path | None) -> None:
+    """Fail (UnknownModel) unless `path`, the `model.options.pretrained_path` of a run, is None or a file here.
+
+    Checked where the weights are read (building a model for training, a study's pre-flight, each
+    node), never when a saved config is read back: a checkpoint holds all its weights.
+    """
+    if path is not None and not Path(path).is_file():
+        raise UnknownModel(
+            f"model.options.pretrained_path: {path} is not a file here; give a local weights file "
+            "(read on every node that trains) or remove the option"
+        )
+
+
 def check_model(name: str, **kwargs) -> None:
     """Fail fast on an unknown name or bad constructor arguments, without allocating any weights."""
-    with torch.device("meta"):
+    with torch.device("meta"), warnings.catch_warnings():
+        # pretrained weights (model.options.pretrained_path) are read, and copied onto meta tensors as a no-op
+        warnings.filterwarnings("ignore", message=".*to a meta parameter in the current model")
         try:
             create_model(name, **kwargs)
         except TypeError as error:

@@ -23,7 +23,7 @@ from typing import Literal
 import timm
 import torch.nn as nn
 
-from raylm.models import UnknownModel, register_family, register_model
+from raylm.models import UnknownModel, check_pretrained, register_family, register_model
 from raylm.models.heads import STRIDES, IntegralLandmarks
 
 REGISTERED = (
@@ -57,10 +57,7 @@ def create_timm_model(
         raise UnknownModel(f"model.options.head must be 'regression' or 'integral', got {head!r}")
     overlay = None
     if pretrained_path is not None:
-        if not Path(pretrained_path).is_file():
-            raise UnknownModel(
-                f"model.options.pretrained_path: {pretrained_path} is not a file; give a local weights file"
-            )
+        check_pretrained(pretrained_path)
         # `file` outranks every download source in timm; source="" rules out the hub.
         overlay = dict(file=str(pretrained_path), source="")
     common = dict(pretrained=overlay is not None, pretrained_cfg_overlay=overlay, in_chans=in_channels, **kwargs)

@@ -10,7 +10,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from raylm.config import StudyConfig, load_config
+from raylm.config import StudyConfig, add_set_option, load_config
 from raylm.errors import RaylmError
 from raylm.search import storage
 from raylm.search.ending import Interrupted, resume_command
@@ -64,13 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted study (a folder or URI); finished trials are kept"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a study value by dotted path, e.g. --set search.trials=8 (repeatable)",
-    )
+    add_set_option(parser, "search.trials=8")
     args = parser.parse_args(argv)
     run_dir = None
     try:

@@ -21,6 +21,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from raylm.config import StudyConfig
 from raylm.data.pipeline import check_data
 from raylm.errors import RaylmError
+from raylm.models import check_pretrained
 from raylm.search import cluster
 from raylm.search.errors import SearchError
 from raylm.search.space import trial_config
@@ -96,17 +97,22 @@ def gpu_problem() -> str | None:
 
 
 def node_problem(study: StudyConfig, params: dict[str, Any]) -> str | None:
-    """Inside a trial of `params`: why this node cannot run it (storage, its data, GPU), or None.
+    """Inside a trial of `params`: why this node cannot run it (storage, its data, pretrained weights, GPU), or None.
 
     The data checked is the trial's own: every cell reads the same datasets (the driver has
     checked every cell's splits before any trial), so one trial's verdict holds for the node.
     """
     if not cluster.storage_marker_visible():
         return f"cannot see search.storage_path; {SHARED_STORAGE_FIX}"
+    config = trial_config(study, params)
     try:
-        check_data(trial_config(study, params).data)
+        check_data(config.data)
     except (RaylmError, OSError) as error:
         return f"cannot read the study's data: {error}. {SHARED_DATA_FIX}"
+    try:
+        check_pretrained(config.model.options.get("pretrained_path"))
+    except RaylmError as error:
+        return str(error)
     return gpu_problem()
 
 

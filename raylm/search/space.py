@@ -6,16 +6,14 @@ so a trial's run config is the study's base run with those keys set.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import re
-from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
 
-from raylm.config import ConfigError, RunConfig, StudyConfig, with_values
-from raylm.data.pipeline import DataConfig
+# The cells are Ray-free (raylm.cells, for `python -m raylm.data prepare`); the search layer imports them from here.
+from raylm.cells import CELL_KEYS, Cell, cell_data, cell_of, cells, trial_config  # noqa: F401
+from raylm.config import ConfigError, StudyConfig, with_values
 from raylm.models import check_model
 
 log = logging.getLogger(__name__)
@@ -29,31 +27,6 @@ DISTRIBUTIONS = {
     "randint": (tune.randint, 2),
     "choice": (tune.choice, None),
 }
-CELL_KEYS = {"arch": "model.name", "train_size": "data.train_size", "real_fraction": "data.real_fraction"}
-
-
-@dataclass(frozen=True)
-class Cell:
-    arch: str
-    train_size: int
-    real_fraction: float
-
-    @property
-    def name(self) -> str:
-        return f"{self.arch}/n={self.train_size}/r={self.real_fraction:g}"
-
-    @property
-    def slug(self) -> str:
-        """The cell's name as a folder name."""
-        return re.sub(r"[^A-Za-z0-9.=_-]+", "-", self.name.replace("/", "_"))
-
-    def values(self) -> dict[str, Any]:
-        return {CELL_KEYS[field]: getattr(self, field) for field in CELL_KEYS}
-
-
-def cells(study: StudyConfig) -> list[Cell]:
-    axes = study.search.axes
-    return [Cell(*combination) for combination in itertools.product(axes.arch, axes.train_size, axes.real_fraction)]
 
 
 def distribution(key: str, spec: dict[str, Any]):
@@ -92,22 +65,6 @@ def folded_space(study: StudyConfig) -> dict[str, Any]:
     """Optimize mode's one space: the hyperparameters plus the axes as choices."""
     axes = study.search.axes
     return {**hyper_space(study), **{CELL_KEYS[f]: tune.choice(list(getattr(axes, f))) for f in CELL_KEYS}}
-
-
-def cell_of(config: dict[str, Any]) -> Cell:
-    """The cell of a trial, from its parameters."""
-    return Cell(config["model.name"], int(config["data.train_size"]), float(config["data.real_fraction"]))
-
-
-def trial_config(study: StudyConfig, params: dict[str, Any]) -> RunConfig:
-    """The run config of one trial: the study's base run, its parameters, and the epoch budget."""
-    return with_values(study.base(), {**params, "train.epochs": study.search.max_epochs})
-
-
-def cell_data(study: StudyConfig) -> list[DataConfig]:
-    """The data config of every cell, each once (cells that differ only in architecture share one)."""
-    configs = [trial_config(study, cell.values()).data for cell in cells(study)]
-    return [config for i, config in enumerate(configs) if config not in configs[:i]]
 
 
 def check_space(study: StudyConfig) -> None:

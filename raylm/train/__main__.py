@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from raylm.config import RunConfig, load_config, save_config
+from raylm.config import RunConfig, add_set_option, load_config, save_config
 from raylm.data.pipeline import check_data, prepare_data
 from raylm.errors import RaylmError
 from raylm.models import check_model
@@ -28,13 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train one landmark model (the same trainer every search trial runs) and test it on real faces.",
     )
     parser.add_argument("--config", help="YAML with data/model/train sections (default: built-in defaults)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by its dotted path, e.g. --set train.lr=3e-4 (repeatable)",
-    )
+    add_set_option(parser)
     parser.add_argument("--output", help="run directory (default: results/train/<date-time>)")
     parser.add_argument(
         "--resume",

@@ -95,8 +95,13 @@ def checkpoint_config(checkpoint: dict) -> RunConfig:
 
 
 def model_from_checkpoint(checkpoint: dict) -> nn.Module:
-    """The trained model of a checkpoint, in eval mode on the CPU."""
+    """The trained model of a checkpoint, in eval mode on the CPU.
+
+    Built without `pretrained_path`: the checkpoint's weights replace those anyway, so a model
+    fine-tuned from local weights loads on a machine without that file.
+    """
     config = checkpoint_config(checkpoint)
-    model = create_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
+    options = {key: value for key, value in config.model.options.items() if key != "pretrained_path"}
+    model = create_model(config.model.name, in_channels=config.data.crop.channels, **options)
     model.load_state_dict(checkpoint["model"])
     return model.eval()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -127,3 +129,28 @@ def test_prepared_on_a_bucket_serves_a_node_without_the_datasets(bucket, tmp_pat
     too_big = replace(on_node, train_size=20)  # needs faces the study never prepared, and the dataset is gone
     with pytest.raises(DataError, match=r"holds no prepared faces of facesynthetics:.*raylm.data prepare"):
         check_data(too_big)
+
+
+def test_preparing_a_study_imports_no_ray(tmp_path: Path):
+    study = {
+        "data": {
+            "synthetic": "builtin:synthetic?n=20",
+            "real": None,
+            "tests": {},
+            "val_size": 4,
+            "crop": {"size": 24},
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "search": {"axes": {"train_size": [8, 12]}},
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    arguments = ["prepare", "--config", str(tmp_path / "study.yaml"), "--to", str(tmp_path / "prepared")]
+    code = (
+        f"import sys; from raylm.data.__main__ import main; assert main({arguments!r}) == 0; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    # the largest cell's 12 training faces and the 4 validation faces, prepared into a local folder without Ray
+    assert "builtin:synthetic?n=20&seed=0&size=160: 16 faces prepared (0 skipped)" in printed
+    assert len(list((tmp_path / "prepared" / "indexes").glob("*.json"))) == 1
+    assert printed.splitlines()[-1] == "[]"
