@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from raylm.data.crop import CropConfig, crop_box, cut_square
-from raylm.data.record import BadSample, DataError, Face, read_image
+from raylm.data.record import N_POINTS, BadSample, DataError, Face, read_image
 from raylm.data.textures import clutter, smooth_noise
 from raylm.fs import filesystem, is_uri, list_files
 
@@ -53,7 +53,7 @@ def crop_mask(mask: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> np.n
     The mask is cut as if it were an RGB image (no grey conversion), so it is resized
     with the same interpolation and padded with 0 (background) outside the image.
     """
-    return cut_square(mask, crop_box(landmarks[:68], crop.margin), replace(crop, channels=3))
+    return cut_square(mask, crop_box(landmarks[:N_POINTS], crop.margin), replace(crop, channels=3))
 
 
 def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
