@@ -20,7 +20,7 @@ Prints one JSON line. Three comparisons, each against a baseline measured in the
 
 The faces: the real 300W sample beside the checkout (`../shared/data/real`, 420 jpg +
 .pts, at most 384 px) when present, else random-noise jpg + .pts files written by
-`tests/data/fakes.py` into a temporary folder (or, with `--source facesynthetics`, the
+`bench/faces.py` into a temporary folder (or, with `--source facesynthetics`, the
 shared sample's 100 FaceSynthetics renders: 512 px PNGs, slower to decode). An epoch
 cycles over them to `--train-size` samples, with raylm's default crop (144 px, grey)
 and augmentation (128 px random crop, rotation, colour jitter, gamma). The JSON says which data was used.
@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.faces import shared_data_dir, write_noise_faces
 from bench.gpu import training_rate
 from raylm.data.augment import AugmentConfig, build_transform
 from raylm.data.cache import PreparedSet, prepare
@@ -49,8 +50,6 @@ from raylm.data.record import N_POINTS, FaceSet
 from raylm.data.spec import open_dataset
 from raylm.data.splits import Part
 from raylm.train.loaders import LandmarkDataset, make_loader, set_epoch
-from tests.data.fakes import write_pts_dataset
-from tests.shared_data import shared_data_dir
 
 MODELS = ("ours", "resnet50")
 FAKE_SIZE = 384  # px: the shared 300W sample's photos are at most 384 px on a side
@@ -67,9 +66,9 @@ def open_faces(source: str, n: int, scratch: Path) -> tuple[FaceSet, str]:
     elif shared is not None:
         faces, what = open_dataset(f"pts:{shared / 'real'}"), "shared real 300W sample (jpg + pts)"
     else:
-        write_pts_dataset(scratch / "faces", {"fake": n}, size=FAKE_SIZE)
+        write_noise_faces(scratch / "faces", n, size=FAKE_SIZE)
         faces = open_dataset(f"pts:{scratch / 'faces'}")
-        what = f"random-noise {FAKE_SIZE} px jpg + pts (tests/data/fakes.py)"
+        what = f"random-noise {FAKE_SIZE} px jpg + pts (bench/faces.py)"
     n = min(n, len(faces))
     return FaceSet(faces.spec, faces.ids[:n], faces.subsets[:n], faces.load, faces.stamp), what
 

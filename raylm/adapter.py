@@ -67,7 +67,6 @@ from raylm.train.evaluation import Trained, load_trained, predict_trained, seen_
 ADAPTER_FILE = "adapter.json"
 FORMAT = "raylm-adapter/1"
 ARRAYS = ("template", "centre", "modes", "spreads", "offset", "slopes")  # the fitted map, in the face frame
-N_POINTS = 68
 
 
 class AdapterError(RaylmError):
@@ -96,19 +95,20 @@ class Adapter:
     report: dict = field(default_factory=dict)  # NME before/after on the fitting and held-out faces
 
     def correction(self, normalised: np.ndarray) -> np.ndarray:
-        """The offsets (N, 68, 2) to add to shapes already in the face-normalised frame."""
+        """The offsets (N, points, 2) to add to shapes already in the face-normalised frame."""
         n, k = len(normalised), len(self.modes)
         flat = normalised.reshape(n, -1) - self.centre.reshape(-1)
-        scores = flat @ self.modes.reshape(k, N_POINTS * 2).T / self.spreads
-        return (self.offset.reshape(-1) + scores @ self.slopes.reshape(k, N_POINTS * 2)).reshape(n, N_POINTS, 2)
+        width = flat.shape[1]  # 2 x the number of points (explicit: with no modes, -1 cannot be inferred)
+        scores = flat @ self.modes.reshape(k, width).T / self.spreads
+        return (self.offset.reshape(-1) + scores @ self.slopes.reshape(k, width)).reshape(n, -1, 2)
 
     def apply(self, points: np.ndarray) -> np.ndarray:
-        """Shapes (..., 68, 2) in the target convention, float64, in the units they came in.
+        """Shapes (..., points, 2) in the target convention, float64, in the units they came in.
 
         A degenerate shape (all points equal) or a NaN one comes back NaN, a failure to the metrics.
         """
         points = np.asarray(points, np.float64)
-        shapes = points.reshape(-1, N_POINTS, 2)
+        shapes = points.reshape(-1, len(self.offset), 2)  # as many points as it was fitted on
         scale_rotation, centre = face_frame(shapes, self.template)
         normalised = to_frame(shapes, scale_rotation, centre)
         return from_frame(normalised + self.correction(normalised), scale_rotation, centre).reshape(points.shape)
@@ -136,10 +136,10 @@ class Adapter:
         return cls(
             template=np.array(record["template"], np.float64),
             centre=np.array(record["centre"], np.float64),
-            modes=np.array(record["modes"], np.float64).reshape(k, N_POINTS, 2),
+            modes=np.array(record["modes"], np.float64).reshape(k, len(record["offset"]), 2),
             spreads=np.array(record["spreads"], np.float64),
             offset=np.array(record["offset"], np.float64),
-            slopes=np.array(record["slopes"], np.float64).reshape(k, N_POINTS, 2),
+            slopes=np.array(record["slopes"], np.float64).reshape(k, len(record["offset"]), 2),
             ridge=float(record["ridge"]),
             spec=record["spec"],
             seed=int(record["seed"]),
@@ -198,7 +198,7 @@ def procrustes_mean(shapes: np.ndarray, iterations: int = 10) -> np.ndarray:
 def fit_adapter(
     predicted: np.ndarray, target: np.ndarray, modes: int = 4, ridge: float = 10.0, template: np.ndarray | None = None
 ) -> Adapter:
-    """The adapter mapping `predicted` (N, 68, 2) towards `target` (same units), fitted in the face frame.
+    """The adapter mapping `predicted` (N, points, 2) towards `target` (same units), fitted in the face frame.
 
     `template` fixes the frame (it is centred and scaled to RMS radius 1); by default
     it is the predictions' Procrustes mean. Both the prediction and its target are
@@ -207,8 +207,9 @@ def fit_adapter(
     """
     predicted, target = np.asarray(predicted, np.float64), np.asarray(target, np.float64)
     n = len(predicted)
-    if predicted.shape != target.shape or predicted.shape[1:] != (N_POINTS, 2):
-        raise AdapterError(f"need (N, 68, 2) predictions and targets; got {predicted.shape} and {target.shape}")
+    if predicted.shape != target.shape or predicted.ndim != 3 or predicted.shape[2] != 2:
+        raise AdapterError(f"need (N, points, 2) predictions and targets; got {predicted.shape} and {target.shape}")
+    points = predicted.shape[1]
     if not 0 <= modes < n or ridge < 0:
         raise AdapterError(f"need 0 <= modes < faces ({n}) and ridge >= 0; got modes {modes}, ridge {ridge}")
     template = procrustes_mean(predicted) if template is None else _real(_unit(_complex(np.asarray(template))))
@@ -226,11 +227,11 @@ def fit_adapter(
     slopes = np.linalg.lstsq(z.T @ z + ridge * np.eye(modes), z.T @ (residual - offset), rcond=None)[0]
     return Adapter(
         template=template,
-        centre=mean.reshape(N_POINTS, 2),
-        modes=basis.reshape(modes, N_POINTS, 2),
+        centre=mean.reshape(points, 2),
+        modes=basis.reshape(modes, points, 2),
         spreads=spreads,
-        offset=offset.reshape(N_POINTS, 2),
-        slopes=slopes.reshape(modes, N_POINTS, 2),
+        offset=offset.reshape(points, 2),
+        slopes=slopes.reshape(modes, points, 2),
         ridge=float(ridge),
     )
 
@@ -249,7 +250,7 @@ class AdaptedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         output = self.model(images)
-        adapted = self.adapter.apply(output.detach().float().cpu().numpy().reshape(-1, N_POINTS, 2))
+        adapted = self.adapter.apply(output.detach().float().cpu().numpy().reshape(len(output), -1, 2))
         return torch.from_numpy(adapted.reshape(output.shape[0], -1).astype(np.float32)).to(output.device)
 
 

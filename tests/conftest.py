@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.shared_data import shared_data_dir
+from bench.faces import shared_data_dir
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -167,3 +167,17 @@ def test_an_adapter_for_another_checkpoint_or_none_at_all_is_refused(tmp_path: P
         load_adapter(other, tmp_path)
     with pytest.raises(AdapterError, match="python -m raylm.adapter fit"):
         load_adapter(tmp_path / "missing.json", tmp_path)
+
+
+def test_the_adapter_takes_the_number_of_points_from_the_shapes(tmp_path: Path):
+    """Fitted on the 17 jaw points alone, it corrects, saves and loads 17-point shapes."""
+    shapes = face_shapes(30)[:, :17]
+    template = procrustes_mean(shapes)
+    offset = np.random.default_rng(1).normal(0, 0.03, (17, 2))  # in the face frame, no noise: recovered exactly
+    normalised, back = in_frame(shapes, template)
+    target = back(normalised + offset)
+    adapter = fit_adapter(shapes, target, modes=2, template=template)
+    assert adapter.offset.shape == (17, 2) and adapter.modes.shape == (2, 17, 2)
+    np.testing.assert_allclose(adapter.apply(shapes), target, atol=1e-6)
+    loaded = Adapter.load(adapter.save(tmp_path / "adapter.json"))
+    np.testing.assert_array_equal(loaded.apply(shapes), adapter.apply(shapes))

@@ -18,7 +18,17 @@ STUDIES = sorted(path.name for path in EXPERIMENTS.glob("*.yaml") if not path.na
 def test_study_files_parse_and_their_spaces_fit(name: str):
     study = load_config(StudyConfig, EXPERIMENTS / name)
     check_space(study)
-    assert cells(study)
+    axes = study.search.axes
+    study_cells = cells(study)
+    assert len(study_cells) == len(axes.arch) * len(axes.train_size) * len(axes.real_fraction) >= 1
+    assert len({cell.slug for cell in study_cells}) == len(study_cells)  # one results folder per cell
+    for cell in study_cells:
+        trial = trial_config(study, cell.values())
+        assert (trial.model.name, trial.data.train_size, trial.data.real_fraction) == (
+            cell.arch,
+            cell.train_size,
+            cell.real_fraction,
+        )
 
 
 def test_the_studies_the_readme_promises_exist():

@@ -9,8 +9,8 @@ import pytest
 
 from raylm.report import PowerLaw, fit_power_law, minimum_viable_size, write_report
 from raylm.selection import Selection
+from tests.test_plots import pixels_of, read_png
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SIZES = [500, 1000, 2000, 5000, 10000]
 TRUE = PowerLaw(floor=0.05, scale=2.0, exponent=0.5)
 TRUE_N_STAR = 160_000.0  # (2.0 / (0.1 * 0.05)) ** (1 / 0.5) = 400 ** 2
@@ -158,12 +158,21 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_report(tmp_path_factory.mktemp("run"), trials, cells[::-1], per_image, Selection("val/nme", "min"))
 
 
-def test_report_writes_every_file(report):
-    plots = ["nme_vs_size.png", "nme_vs_real_fraction.png", "ced.png", "search_progress.png"]
+def test_report_writes_every_file_and_its_plots_show_the_search(report):
+    # The colours each plot draws its data in: one per arch (ours C0, resnet18 C1) against size and fraction,
+    # the cells' curves from C0 on, the best-so-far line in C0. A frame with no data has at most its legend keys
+    # (44 px of a colour at 100 dpi); a drawn line or curve has over 500.
+    plots = {
+        "nme_vs_size.png": ("C0", "C1"),
+        "nme_vs_real_fraction.png": ("C0", "C1"),
+        "ced.png": ("C0",),
+        "search_progress.png": ("C0",),
+    }
     assert sorted(report) == sorted(["trials.csv", "summary.csv", "summary.md", *plots])
-    for name in plots:
-        data = report[name].read_bytes()
-        assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+    for name, colours in plots.items():
+        image = read_png(report[name])
+        assert image.shape[0] >= 400 and image.shape[1] >= 600, (name, image.shape)  # 7 x 4.5 in or more, 100 dpi
+        assert all(pixels_of(image, colour) > 300 for colour in colours), name
 
 
 def test_trials_csv_has_one_row_per_trial(report):

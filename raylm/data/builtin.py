@@ -22,11 +22,9 @@ import numpy as np
 from raylm.data.builtin_shape import FaceGeometry, sample_geometry
 from raylm.data.record import N_POINTS, DataError, Face, FaceSet
 from raylm.data.spec import register_reader
+from raylm.data.textures import SHIFT, Colour, clutter, fill_disk, fill_polygon, fixed_point, polyline, smooth_noise
 
 STYLES = ("synthetic", "realistic")
-
-SHIFT = 4  # cv2 drawing takes fixed-point coordinates with this many fractional bits
-Colour = tuple[int, int, int]
 
 HAIR = ((25, 20, 18), (60, 40, 28), (100, 70, 45), (185, 150, 100), (140, 70, 40), (150, 150, 150))
 IRIS = ((95, 60, 30), (60, 38, 22), (70, 110, 160), (80, 115, 75), (110, 118, 125), (130, 100, 50))
@@ -56,7 +54,7 @@ def render_face(
     image = np.empty((size, size, 3), np.uint8)
     image[:] = colours["background"]
     if realistic and not clean:
-        _clutter(image, colours["background"], rng)
+        clutter(image, colours["background"], rng)
     _draw_face(image, geometry, colours)
     if not clean:
         image = _photograph(image, geometry, rng, realistic)
@@ -117,13 +115,13 @@ def _draw_face(image: np.ndarray, geometry: FaceGeometry, colours: dict[str, Col
     """Paint head, hair, brows, eyes, nose and mouth in place, in back-to-front order."""
     points, scale = geometry.landmarks, geometry.scale
     skin = colours["skin"]
-    _fill(image, geometry.neck, _shade(skin, 0.8))
-    _fill(image, geometry.shoulders, colours["clothes"])
-    _fill(image, _head_outline(geometry), skin)
+    fill_polygon(image, geometry.neck, _shade(skin, 0.8))
+    fill_polygon(image, geometry.shoulders, colours["clothes"])
+    fill_polygon(image, _head_outline(geometry), skin)
     if geometry.hair is not None:
-        _fill(image, geometry.hair, colours["hair"])
+        fill_polygon(image, geometry.hair, colours["hair"])
     for brow in (points[17:22], points[22:27][::-1]):  # both from the outer end
-        _fill(image, _brow_polygon(brow, scale), colours["brow"])
+        fill_polygon(image, _brow_polygon(brow, scale), colours["brow"])
     iris_radius = max(0.25 * float(np.linalg.norm(points[39] - points[36])), 2.5)  # half the eye's width
     for eye, pupil in ((points[36:42], points[68]), (points[[45, 44, 43, 42, 47, 46]], points[69])):
         _draw_eye(image, eye, pupil, iris_radius, colours, _thickness(0.03, scale))
@@ -160,12 +158,12 @@ def _draw_eye(
     """
     upper, lower = _spline(eye[:4]), _spline(np.concatenate([eye[3:], eye[:1]]))
     contour = np.concatenate([upper, lower[1:-1]])
-    _line(image, upper, _shade(colours["brow"], 0.7), lid_thickness)
-    _fill(image, contour, colours["sclera"])
+    polyline(image, upper, _shade(colours["brow"], 0.7), lid_thickness)
+    fill_polygon(image, contour, colours["sclera"])
 
     def iris(layer: np.ndarray, origin: np.ndarray) -> None:
-        _disk(layer, pupil - origin, iris_radius, colours["iris"])
-        _disk(layer, pupil - origin, max(0.45 * iris_radius, 1.6), colours["pupil"])
+        fill_disk(layer, pupil - origin, iris_radius, colours["iris"])
+        fill_disk(layer, pupil - origin, max(0.45 * iris_radius, 1.6), colours["pupil"])
 
     _draw_clipped(image, contour, iris)
 
@@ -175,19 +173,30 @@ def _draw_nose(image: np.ndarray, points: np.ndarray, scale: float, skin: Colour
     thickness = _thickness(0.025, scale)
     # The far side of the nose is the one whose wing lies nearer the tip in the picture.
     far = 31 if np.linalg.norm(points[31] - points[30]) < np.linalg.norm(points[35] - points[30]) else 35
-    _fill(image, np.stack([(points[27] + points[28]) / 2, points[30], points[33], points[far]]), _shade(skin, 0.92))
-    _line(image, _spline(points[31:36]), _shade(skin, 0.72), thickness)
+    fill_polygon(
+        image, np.stack([(points[27] + points[28]) / 2, points[30], points[33], points[far]]), _shade(skin, 0.92)
+    )
+    polyline(image, _spline(points[31:36]), _shade(skin, 0.72), thickness)
     up = (points[30] - points[33]) * 0.9
     for wing, inner in ((31, 32), (35, 34)):
         crease = np.stack([points[inner] + up * 0.8, points[wing] + up * 0.5, points[wing]])
-        _line(image, _spline(crease), _shade(skin, 0.8), thickness)
+        polyline(image, _spline(crease), _shade(skin, 0.8), thickness)
     axes = max(0.055 * scale, 1.0), max(0.025 * scale, 0.6)
     for outer, inner in ((31, 32), (35, 34)):
         centre = points[outer] * 0.45 + points[inner] * 0.55 - (points[33] - points[30]) * 0.15
         direction = points[inner] - points[outer]
         angle = float(np.degrees(np.arctan2(direction[1], direction[0])))
         cv2.ellipse(
-            image, _point(centre), _point(np.array(axes)), angle, 0, 360, _shade(skin, 0.45), -1, cv2.LINE_AA, SHIFT
+            image,
+            fixed_point(centre),
+            fixed_point(np.array(axes)),
+            angle,
+            0,
+            360,
+            _shade(skin, 0.45),
+            -1,
+            cv2.LINE_AA,
+            SHIFT,
         )
 
 
@@ -197,14 +206,14 @@ def _draw_mouth(image: np.ndarray, points: np.ndarray, colours: dict[str, Colour
     upper_inner = _spline(points[60:65])
     lower_inner = _spline(points[[64, 65, 66, 67, 60]])
     inner = np.concatenate([upper_inner, lower_inner[1:-1]])
-    _fill(image, outer, colours["lip"])
-    _fill(image, inner, colours["mouth_interior"])
+    fill_polygon(image, outer, colours["lip"])
+    fill_polygon(image, inner, colours["mouth_interior"])
     down = points[60:68].mean(axis=0) - points[62]  # from the upper lip's middle to the opening's centre
     if teeth and np.linalg.norm(down) > 3:
         # Upper teeth fill 30% of the way down to the opening's centre, which stays dark.
         band = np.concatenate([upper_inner, (upper_inner + down * 0.3)[::-1]])
-        _draw_clipped(image, inner, lambda layer, origin: _fill(layer, band - origin, colours["teeth"]))
-    _line(image, upper_inner, _shade(colours["lip"], 0.6), _thickness(0.015, scale))
+        _draw_clipped(image, inner, lambda layer, origin: fill_polygon(layer, band - origin, colours["teeth"]))
+    polyline(image, upper_inner, _shade(colours["lip"], 0.6), _thickness(0.015, scale))
 
 
 def _draw_clipped(image: np.ndarray, clip: np.ndarray, draw: Callable[[np.ndarray, np.ndarray], None]) -> None:
@@ -216,7 +225,7 @@ def _draw_clipped(image: np.ndarray, clip: np.ndarray, draw: Callable[[np.ndarra
         return
     origin = np.array([x0, y0], np.float32)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    _fill(mask, clip - origin, 255)
+    fill_polygon(mask, clip - origin, 255)
     layer = image[y0:y1, x0:x1].copy()
     draw(layer, origin)
     alpha = mask[..., None].astype(np.float32) / 255
@@ -224,37 +233,21 @@ def _draw_clipped(image: np.ndarray, clip: np.ndarray, draw: Callable[[np.ndarra
     image[y0:y1, x0:x1] = np.round(patch + alpha * (layer - patch)).astype(np.uint8)
 
 
-def _clutter(image: np.ndarray, background: Colour, rng: np.random.Generator) -> None:
-    """Random rectangles, disks and bars behind the head, muted and out of focus like a room."""
-    size = image.shape[0]
-    for _ in range(rng.integers(3, 10)):
-        colour = tuple(int(v) for v in (rng.integers(0, 256, 3) + background) // 2)
-        a, b = rng.uniform(-0.2, 1.2, (2, 2)) * size
-        kind = rng.integers(3)
-        if kind == 0:
-            cv2.rectangle(image, _point(a), _point(b), colour, -1, cv2.LINE_AA, SHIFT)
-        elif kind == 1:
-            _disk(image, a, float(rng.uniform(0.05, 0.3) * size), colour)
-        else:
-            _line(image, np.stack([a, b]), colour, int(rng.integers(1, max(2, size // 16))))
-    image[:] = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 2.5))
-
-
 def _photograph(image: np.ndarray, geometry: FaceGeometry, rng: np.random.Generator, realistic: bool) -> np.ndarray:
     """Light, texture, colour cast, blur, noise and compression, each stronger in the realistic style."""
     size = image.shape[0]
     head = np.zeros((size, size), np.uint8)
-    _fill(head, geometry.neck, 255)
-    _fill(head, geometry.shoulders, 0)
-    _fill(head, _head_outline(geometry), 255)
+    fill_polygon(head, geometry.neck, 255)
+    fill_polygon(head, geometry.shoulders, 0)
+    fill_polygon(head, _head_outline(geometry), 255)
     head = head.astype(np.float32) / 255
     ambient = rng.uniform(0.3, 0.6) if realistic else rng.uniform(0.7, 0.9)
     gain = _lighting(size, geometry, rng, ambient) * head
-    gain += (1 - head) * (1 + _smooth_noise(rng, size, 2, 0.08 if realistic else 0.04))
+    gain += (1 - head) * (1 + smooth_noise(rng, size, 2, 0.08 if realistic else 0.04))
     if realistic:
-        gain *= 1 + head * _smooth_noise(rng, size, 24, rng.uniform(0.02, 0.05))  # blotches
-        gain *= 1 + _smooth_noise(rng, size, size // 2, rng.uniform(0.01, 0.035))  # pores and grain
-        gain += (1 - head) * _smooth_noise(rng, size, 8, 0.15)
+        gain *= 1 + head * smooth_noise(rng, size, 24, rng.uniform(0.02, 0.05))  # blotches
+        gain *= 1 + smooth_noise(rng, size, size // 2, rng.uniform(0.01, 0.035))  # pores and grain
+        gain += (1 - head) * smooth_noise(rng, size, 8, 0.15)
     cast = (1 + rng.uniform(-0.12, 0.12, 3) if realistic else 1 + rng.uniform(-0.03, 0.03, 3)) * rng.uniform(0.85, 1.15)
     picture = cv2.multiply(image, cv2.merge([gain * np.float32(c) for c in cast]), dtype=cv2.CV_32F)
     sigma = rng.uniform(0.4, 1.3) if realistic else rng.uniform(0.0, 0.7)
@@ -291,12 +284,6 @@ def _lighting(size: int, geometry: FaceGeometry, rng: np.random.Generator, ambie
     )
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int, amplitude: float) -> np.ndarray:
-    """Gaussian noise on a `cells` x `cells` grid, upsampled to `size`: texture at one scale."""
-    grid = rng.standard_normal((cells, cells), np.float32) * np.float32(amplitude)
-    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
-
-
 def _spline(points: np.ndarray, steps: int = 5) -> np.ndarray:
     """Catmull-Rom curve through `points` in order, `steps` samples per segment, both ends kept."""
     return _spline_weights(len(points), steps) @ points
@@ -328,24 +315,3 @@ def _shade(colour: np.ndarray | Colour, factor: float) -> Colour:
 
 def _thickness(fraction: float, scale: float) -> int:
     return max(1, int(round(fraction * scale)))
-
-
-def _fixed(points: np.ndarray) -> np.ndarray:
-    return np.round(np.asarray(points) * (1 << SHIFT)).astype(np.int32)
-
-
-def _point(point: np.ndarray) -> tuple[int, int]:
-    x, y = _fixed(point)
-    return int(x), int(y)
-
-
-def _fill(image: np.ndarray, polygon: np.ndarray, colour: Colour | int) -> None:
-    cv2.fillPoly(image, [_fixed(polygon)], colour, cv2.LINE_AA, SHIFT)
-
-
-def _line(image: np.ndarray, curve: np.ndarray, colour: Colour, thickness: int) -> None:
-    cv2.polylines(image, [_fixed(curve)], False, colour, thickness, cv2.LINE_AA, SHIFT)
-
-
-def _disk(image: np.ndarray, centre: np.ndarray, radius: float, colour: Colour) -> None:
-    cv2.circle(image, _point(centre), int(round(radius * (1 << SHIFT))), colour, -1, cv2.LINE_AA, SHIFT)

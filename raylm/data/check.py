@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raylm.data.crop import CropConfig, crop_face
-from raylm.data.record import BadSample, Face, FaceSet, load_each
+from raylm.data.record import N_POINTS, BadSample, Face, FaceSet, load_each
 from raylm.draw import draw_landmarks, grid
 
 MAX_PROBLEMS = 10
@@ -64,7 +64,7 @@ def check(
         points = result.landmarks
         report.image_sizes.append(result.image.shape[:2])
         report.inter_ocular.append(float(np.linalg.norm(points[36] - points[45])))
-        report.box_sizes.append(float((points[:68].max(axis=0) - points[:68].min(axis=0)).max()))
+        report.box_sizes.append(float((points[:N_POINTS].max(axis=0) - points[:N_POINTS].min(axis=0)).max()))
         if len(shown) < sheet_faces:
             shown.append(result)
     return report, shown

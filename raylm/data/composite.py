@@ -23,10 +23,10 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from raylm.data.builtin import _clutter, _smooth_noise
 from raylm.data.config import PROCEDURAL
 from raylm.data.crop import CropConfig, crop_box, cut_square
-from raylm.data.record import BadSample, DataError, Face, read_image
+from raylm.data.record import N_POINTS, BadSample, DataError, Face, read_image
+from raylm.data.textures import clutter, smooth_noise
 from raylm.fs import filesystem, list_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -53,7 +53,7 @@ def crop_mask(mask: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> np.n
     The mask is cut as if it were an RGB image (no grey conversion), so it is resized
     with the same interpolation and padded with 0 (background) outside the image.
     """
-    return cut_square(mask, crop_box(landmarks[:68], crop.margin), replace(crop, channels=3))
+    return cut_square(mask, crop_box(landmarks[:N_POINTS], crop.margin), replace(crop, channels=3))
 
 
 def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
@@ -84,14 +84,14 @@ def procedural_background(rng: np.random.Generator, height: int, width: int) -> 
         picture = start + ramp[:, :, None] * (end - start)
     elif kind == 1:
         cells = int(rng.integers(2, 33))  # from broad blotches to fine texture
-        light = _smooth_noise(rng, side, cells, rng.uniform(15, 60))[:, :, None]
-        tint = np.stack([_smooth_noise(rng, side, cells, rng.uniform(0, 12)) for _ in range(3)], axis=2)
+        light = smooth_noise(rng, side, cells, rng.uniform(15, 60))[:, :, None]
+        tint = np.stack([smooth_noise(rng, side, cells, rng.uniform(0, 12)) for _ in range(3)], axis=2)
         picture = _muted_colour(rng) + light + tint
     else:
         picture = np.empty((side, side, 3), np.uint8)
         colour = tuple(int(v) for v in _muted_colour(rng))
         picture[:] = colour
-        _clutter(picture, colour, rng)
+        clutter(picture, colour, rng)
     grain = rng.uniform(0, 6)  # a little sensor-like noise, so flat areas are not perfectly flat
     picture = picture.astype(np.float32) + rng.standard_normal((side, side, 1), np.float32) * np.float32(grain)
     return np.clip(picture[:height, :width] + 0.5, 0, 255).astype(np.uint8)

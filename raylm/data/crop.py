@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from raylm.data.config import CropConfig
+from raylm.data.record import N_POINTS
 
 
 def crop_box(landmarks: np.ndarray, margin: float) -> tuple[int, int, int]:
@@ -48,7 +49,7 @@ def crop_face(image: np.ndarray, landmarks: np.ndarray, crop: CropConfig) -> tup
 
     Pixel coordinates put pixel (i, j)'s centre at x=i, y=j.
     """
-    x0, y0, side = crop_box(landmarks[:68], crop.margin)
+    x0, y0, side = crop_box(landmarks[:N_POINTS], crop.margin)
     scale = crop.size / side
     # cv2.resize aligns pixel centres, so a point on a pixel's centre stays on it.
     points = (landmarks - np.array([x0, y0], dtype=np.float32) + 0.5) * scale - 0.5

@@ -50,12 +50,12 @@ class Board:
         samples = [dataset[i] for i in range(min(count, len(dataset)))]
         images = torch.stack([image for image, _ in samples])
         with autocast(hardware):
-            predicted = model(to_device(images, hardware)).float().cpu().numpy().reshape(-1, 68, 2)
+            predicted = model(to_device(images, hardware)).float().cpu().numpy().reshape(len(images), -1, 2)
         size = images.shape[-1]
         tiles = []
         for (image, target), points in zip(samples, predicted, strict=True):
             pixels = ((image.numpy().transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-            tile = draw_landmarks(pixels, to_pixels(target.numpy().reshape(68, 2), size), TRUE_COLOUR)
+            tile = draw_landmarks(pixels, to_pixels(target.numpy().reshape(-1, 2), size), TRUE_COLOUR)
             tiles.append(draw_landmarks(tile, to_pixels(points, size), PREDICTED_COLOUR))
         self.writer.add_image(tag, grid(tiles, columns=6), step, dataformats="HWC")
         self.writer.flush()

@@ -94,7 +94,7 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Batches, hardware: Hardware) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true landmarks (N, 68, 2), normalised, for every sample of `batches`."""
+    """Predicted and true landmarks (N, points, 2), normalised, for every sample of `batches`."""
     model.eval()
     predictions, targets = [], []
     for images, batch_targets in batches:
@@ -102,7 +102,8 @@ def predict(model: nn.Module, batches: Batches, hardware: Hardware) -> tuple[np.
             output = model(images)
         predictions.append(output.float().cpu().numpy())
         targets.append(batch_targets.cpu().numpy())
-    return np.concatenate(predictions).reshape(-1, 68, 2), np.concatenate(targets).reshape(-1, 68, 2)
+    predictions, targets = np.concatenate(predictions), np.concatenate(targets)
+    return predictions.reshape(len(predictions), -1, 2), targets.reshape(len(targets), -1, 2)
 
 
 def evaluate(
@@ -248,13 +249,3 @@ def evaluate_part(
     predictions, targets = predict(model, held_out, hardware)
     per_image = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
     return score(predictions, targets, size, baseline), per_image
-
-
-def evaluate_parts(
-    model: nn.Module, parts: dict[str, Part], config: RunConfig, hardware: Hardware, baseline: np.ndarray
-) -> dict[str, float]:
-    """Metrics of `model` on each named held-out part, prefixed by its name (e.g. `test_real/nme`)."""
-    metrics = {}
-    for name, part in parts.items():
-        metrics.update(prefixed(name, evaluate_part(model, part, config, hardware, baseline)[0]))
-    return metrics

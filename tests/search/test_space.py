@@ -4,6 +4,7 @@ import pytest
 from ray import tune
 
 from raylm.config import ConfigError, StudyConfig, load_config
+from raylm.models import UnknownModel
 from raylm.search.experiment import optuna_search
 from raylm.search.space import cell_of, cells, check_space, distribution, folded_space, hyper_space, trial_config
 
@@ -43,17 +44,33 @@ def test_trial_config_applies_parameters_and_the_epoch_budget():
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
+    "overrides, error, message",
     [
-        (["search.space={train.lrr: {uniform: [0, 1]}}"], "search.space.train.lrr: train.lrr: unknown key"),
-        (["search.space={train.lr: {gaussian: [0, 1]}}"], "unknown distribution 'gaussian'"),
-        (["search.space={train.lr: {uniform: [0]}}"], "uniform takes a list of 2 numbers"),
-        (["search.space={train.loss: {choice: [mse, huber]}}"], "train.loss: 'huber' is not one of"),
-        (["search.axes.arch=[resnet5]"], "unknown model 'resnet5'"),
+        (
+            ["search.space={train.lrr: {uniform: [0, 1]}}"],
+            ConfigError,
+            "search.space.train.lrr: train.lrr: unknown key",
+        ),
+        (
+            ["search.space={train.lr: {gaussian: [0, 1]}}"],
+            ConfigError,
+            "search.space.train.lr: unknown distribution 'gaussian'; use one of uniform, quniform,",
+        ),
+        (
+            ["search.space={train.lr: {uniform: [0]}}"],
+            ConfigError,
+            "search.space.train.lr: uniform takes a list of 2 numbers, got [0]",
+        ),
+        (
+            ["search.space={train.loss: {choice: [mse, huber]}}"],
+            ConfigError,
+            "search.space.train.loss: train.loss: 'huber' is not one of",
+        ),
+        (["search.axes.arch=[resnet5]"], UnknownModel, "unknown model 'resnet5'; known: ["),
     ],
 )
-def test_space_mistakes_fail_before_any_trial_naming_the_field(overrides, message):
-    with pytest.raises(Exception) as caught:
+def test_space_mistakes_fail_before_any_trial_naming_the_field(overrides, error, message):
+    with pytest.raises(error) as caught:
         check_space(study(*overrides))
     assert message in str(caught.value)
 

@@ -14,7 +14,7 @@ from raylm.train import fit, load_checkpoint
 from raylm.train.checkpoint import TrainingState, export_checkpoint
 from raylm.train.evaluation import load_trained
 from raylm.train.hardware import Hardware, check_device, grad_scaler
-from raylm.train.loop import Diverged, hparam_metrics, train_one_epoch, validate
+from raylm.train.loop import Diverged, hparam_metrics, predict, train_one_epoch, validate
 
 TINY = [
     "data.synthetic=builtin:synthetic?n=80",
@@ -154,6 +154,15 @@ def test_hparam_metrics_list_each_validation_set():
 
 
 CPU = Hardware(torch.device("cpu"), None, False, 0)
+
+
+def test_predict_takes_the_number_of_points_from_the_targets():
+    """Five points (10 numbers a face) come back as (N, 5, 2): nothing assumes iBUG's 68."""
+    model = nn.Linear(4, 10)
+    batches = [(torch.ones(3, 4), torch.arange(30.0).reshape(3, 10)), (torch.ones(2, 4), torch.zeros(2, 10))]
+    predictions, targets = predict(model, batches, CPU)
+    assert predictions.shape == targets.shape == (5, 5, 2)
+    np.testing.assert_array_equal(targets[0, 1], [2.0, 3.0])  # (x, y) pairs in order
 
 
 def test_a_nan_training_loss_stops_the_epoch_before_it_reaches_the_weights():
