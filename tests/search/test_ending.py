@@ -210,5 +210,10 @@ def test_sigterm_stops_the_experiment_as_ctrl_c_does_and_the_handlers_are_put_ba
         signal.raise_signal(signal.SIGTERM)
         assert (stops, noted) == ([signal.SIGINT], [signal.SIGTERM])
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
-    with pytest.raises(KeyboardInterrupt), sigterm_stops_tune():  # outside fit(): Python's own Ctrl-C
-        signal.raise_signal(signal.SIGTERM)
+    # Outside fit(): Python's own Ctrl-C (set here: a Tuner.fit() earlier in this process leaves Tune's installed).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), sigterm_stops_tune():
+            signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGINT, before[0])
