@@ -26,7 +26,6 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 
-import pyarrow.fs
 from ray import tune
 
 from raylm.config import StudyConfig
@@ -34,7 +33,7 @@ from raylm.errors import RaylmError
 from raylm.fs import filesystem, list_files
 from raylm.search import ray_internals
 from raylm.search.errors import SearchError
-from raylm.search.recovery import is_trial_folder
+from raylm.search.recovery import trial_folders
 from raylm.search.results import error_reason, trial_id_of
 from raylm.search.space import cell_of, cells
 
@@ -106,10 +105,8 @@ def check_no_errors(grid: tune.ResultGrid, run_dir: str, max_failures: int) -> N
 def check_folders_known(grid: tune.ResultGrid) -> None:
     """Every trial folder in the experiment's storage is a trial of `grid`: none was dropped by a restart."""
     fs, root = grid.filesystem, grid.experiment_path
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    folders = {info.base_name for info in infos if info.type == pyarrow.fs.FileType.Directory}
     known = {posixpath.basename(result.path) for result in grid}
-    lost = sorted(folder for folder in folders if is_trial_folder(folder) and folder not in known)
+    lost = sorted(folder.base_name for folder in trial_folders(fs, root) if folder.base_name not in known)
     if lost:
         raise SearchError(
             f"{root} holds {len(lost)} trial folders the experiment does not know ({', '.join(lost)}): its state "

@@ -187,16 +187,20 @@ class RollBack(Callback):
         resume_from_loadable(trial, trial.last_result.get("training_iteration", 0))
 
 
+def trial_folders(fs: pyarrow.fs.FileSystem, root: str) -> list[pyarrow.fs.FileInfo]:
+    """The trial folders (`<cell>__<trial id>`) in the experiment folder `root`."""
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    return [info for info in infos if info.type == pyarrow.fs.FileType.Directory and is_trial_folder(info.base_name)]
+
+
 def remove_unknown_trials(trials: list[Trial]) -> None:
     """Remove the folders of trials started after the snapshot (raylm names them `<cell>__<trial id>`)."""
     fs, root = ray_internals.experiment_folder(trials[0])
     known = {ray_internals.trial_folder_name(trial) for trial in trials}
-    folders = fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
-    for folder in folders:
-        if folder.type == pyarrow.fs.FileType.Directory and is_trial_folder(folder.base_name):
-            if folder.base_name not in known:
-                logger.warning("%s: a trial started after the last whole snapshot; it runs again", folder.base_name)
-                fs.delete_dir(folder.path)
+    for folder in trial_folders(fs, root):
+        if folder.base_name not in known:
+            logger.warning("%s: a trial started after the last whole snapshot; it runs again", folder.base_name)
+            fs.delete_dir(folder.path)
 
 
 def roll_back(trial: Trial) -> None:
