@@ -60,9 +60,9 @@ from raylm.data.record import DataError
 from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part
 from raylm.errors import RaylmError
+from raylm.evaluation.trained import Trained, load_trained, predict_trained, seen_ids
 from raylm.metrics import REGIONS, nme, region_nme
 from raylm.train.checkpoint import checkpoint_file
-from raylm.train.evaluation import Trained, load_trained, predict_trained, seen_ids
 
 ADAPTER_FILE = "adapter.json"
 FORMAT = "raylm-adapter/1"

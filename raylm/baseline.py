@@ -2,7 +2,7 @@
 
 A reference point for raylm's test rows: the same faces (the study's split, drawn by
 raylm's own split functions, so the ids are those of the search's test pass), the same
-boxes (each protocol's box from raylm.protocols, in the original image's pixels) and
+boxes (each protocol's box from raylm.evaluation.protocols, in the original image's pixels) and
 the same metric (inter-ocular NME with its bootstrap interval, raylm.metrics).
 
 - `landmarks`: the box raylm's crop cuts, the landmark box widened by the study's
@@ -55,8 +55,15 @@ from raylm.data.record import N_POINTS, BadSample, DataError, Face
 from raylm.data.splits import Part
 from raylm.detect import detection_of, dlib_detector
 from raylm.errors import RaylmError
+from raylm.evaluation.protocols import (
+    MISSED_NME,
+    PROTOCOLS,
+    CropProtocol,
+    jitter_offsets,
+    jittered_box,
+    over_every_face,
+)
 from raylm.metrics import THRESHOLDS, bootstrap_interval, nme
-from raylm.protocols import MISSED_NME, PROTOCOLS, CropProtocol, jitter_offsets, jittered_box, over_every_face
 from raylm.report import BOOTSTRAP, CONFIDENCE, HIGH, LOW
 
 PREDICTOR_VARIABLE = "RAYLM_DLIB_PREDICTOR"  # where --predictor defaults to (the tests look there too)
@@ -297,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=tuple(BOX_RULES),
         default=list(BOX_RULES),
         metavar="NAME",
-        help=f"which boxes: {', '.join(BOX_RULES)} (default: all; see raylm.protocols)",
+        help=f"which boxes: {', '.join(BOX_RULES)} (default: all; see raylm.evaluation.protocols)",
     )
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="jitter: seed of the random boxes")
     parser.add_argument("--output", metavar="FILE", help="write the results as JSON")

@@ -1,7 +1,7 @@
 """`python -m raylm.evaluate CHECKPOINT --data SPEC`: a trained model's metrics on any dataset raylm reads.
 
 Faces are cropped by the checkpoint's own crop rule and an evaluation protocol
-(`--boxes`, raylm.protocols): `landmarks`, the ground-truth landmark box exactly as in
+(`--boxes`, raylm.evaluation.protocols): `landmarks`, the ground-truth landmark box exactly as in
 training, measures the model alone; `jitter` and `detector` measure it behind the
 boxes a face detector would give. The protocol is part of every result.
 
@@ -28,9 +28,9 @@ from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part
 from raylm.detect import BoxToCrop
 from raylm.errors import RaylmError
+from raylm.evaluation.protocols import PROTOCOLS, CropProtocol, evaluate_protocol
+from raylm.evaluation.trained import load_trained, seen_ids
 from raylm.plots import ced_figure
-from raylm.protocols import PROTOCOLS, CropProtocol, evaluate_protocol
-from raylm.train.evaluation import load_trained, seen_ids
 
 HEADLINE = ("nme", "nme_inter_pupil", "nme_bbox", "fr@0.08", "fr@0.10", "auc@0.08", "auc@0.10", "mse", "mean_shape_nme")
 

@@ -30,7 +30,7 @@ from raylm.data.pts import read_pts
 from raylm.data.record import N_POINTS, BadSample, read_image
 from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
 from raylm.draw import draw_landmarks
-from raylm.train.evaluation import load_trained
+from raylm.evaluation.trained import load_trained
 from raylm.train.loaders import image_tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

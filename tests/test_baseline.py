@@ -29,7 +29,7 @@ from raylm.config import StudyConfig, load_config
 from raylm.data.crop import crop_box
 from raylm.data.pipeline import prepare_data
 from raylm.data.record import Face
-from raylm.protocols import MISSED_NME, CropProtocol, in_box, jitter_crops, jitter_offsets, jittered_box
+from raylm.evaluation.protocols import MISSED_NME, CropProtocol, in_box, jitter_crops, jitter_offsets, jittered_box
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "experiments" / "fake_it_sample.yaml"

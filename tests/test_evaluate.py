@@ -15,8 +15,8 @@ from raylm.data.builtin import open_builtin
 from raylm.data.cache import prepare
 from raylm.data.splits import Part
 from raylm.evaluate import main
+from raylm.evaluation.trained import evaluate_trained, load_trained, predict_trained, seen_ids
 from raylm.metrics import nme
-from raylm.train.evaluation import evaluate_trained, load_trained, predict_trained, seen_ids
 from raylm.train.loop import fit
 from tests.data.fakes import write_pts_dataset
 

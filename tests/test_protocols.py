@@ -10,8 +10,7 @@ from raylm.data.cache import prepare
 from raylm.data.crop import CropConfig, crop_box, crop_face, cut_square
 from raylm.data.splits import Part
 from raylm.detect import BoxToCrop, detection_of
-from raylm.models import create_model
-from raylm.protocols import (
+from raylm.evaluation.protocols import (
     MISSED_NME,
     CropProtocol,
     evaluate_protocol,
@@ -20,7 +19,8 @@ from raylm.protocols import (
     jittered_box,
     warp_to_box,
 )
-from raylm.train.evaluation import Trained
+from raylm.evaluation.trained import Trained
+from raylm.models import create_model
 from raylm.train.hardware import choose_hardware
 
 CROP = CropConfig(margin=0.1, size=40, channels=1)

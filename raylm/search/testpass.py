@@ -3,7 +3,7 @@
 The test sets play no part in selection; this is the only place a search touches them.
 Each test set is evaluated under the `landmarks` protocol (`test_<name>/...`), the
 `jitter` protocol with its defaults (`test_<name>_jitter/...`) and, where dlib is
-installed, the `detector` protocol (`test_<name>_detector/...`); see raylm.protocols.
+installed, the `detector` protocol (`test_<name>_detector/...`); see raylm.evaluation.protocols.
 
 The checkpoint tested is the trial's best kept one (`results.ranked_checkpoints`), the
 epoch its row names. One that does not load (cut short by a full disk or a lost node)
@@ -24,11 +24,11 @@ from ray import tune
 from raylm.config import SearchConfig
 from raylm.data.pipeline import prepare_data
 from raylm.data.record import DataError
-from raylm.protocols import CropProtocol, evaluate_protocol
+from raylm.evaluation.protocols import CropProtocol, evaluate_protocol
+from raylm.evaluation.trained import load_trained, log_faces
 from raylm.search.errors import SearchError
 from raylm.search.results import epoch_of, ranked_checkpoints
 from raylm.train.checkpoint import CheckpointError, export_checkpoint
-from raylm.train.evaluation import load_trained, log_faces
 
 log = logging.getLogger(__name__)
 

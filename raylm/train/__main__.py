@@ -12,10 +12,10 @@ from pathlib import Path
 from raylm.config import RunConfig, add_set_option, load_config, save_config
 from raylm.data.pipeline import check_data, prepare_data
 from raylm.errors import RaylmError
+from raylm.evaluation.trained import evaluate_trained, load_trained
 from raylm.models import check_model
 from raylm.selection import Selection, SelectionError, default_selection
 from raylm.train.checkpoint import export_checkpoint, load_checkpoint
-from raylm.train.evaluation import evaluate_trained, load_trained
 from raylm.train.hardware import check_device
 from raylm.train.loop import fit, prefixed
 

@@ -17,19 +17,17 @@ import torch
 import torch.nn as nn
 
 from raylm.config import RunConfig
-from raylm.coords import to_pixels
 from raylm.data.pipeline import PreparedData, prepare_data
-from raylm.data.splits import Part
 from raylm.errors import RaylmError
-from raylm.metrics import landmark_metrics, nme
 from raylm.models import create_model
 from raylm.train.board import Board
 from raylm.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from raylm.train.feed import Batches, batches, centre_crops, choose_feed, device_memory, faces_bytes
+from raylm.train.feed import Batches, batches, choose_feed, device_memory, faces_bytes
 from raylm.train.hardware import Hardware, autocast, choose_hardware, grad_scaler
 from raylm.train.loaders import LandmarkDataset, mean_shape
 from raylm.train.losses import build_loss
 from raylm.train.optim import build_optimizer, build_schedule
+from raylm.train.scoring import prefixed, score_batches
 
 # Per validation set (val/, and val_real/ when real faces are held out), the HParams dashboard's metrics.
 HPARAM_METRICS = ("nme", "mse", "fr@0.10", "auc@0.08")
@@ -92,43 +90,6 @@ def train_one_epoch(
     return {"train/loss": total.item() / max(count, 1)}
 
 
-@torch.no_grad()
-def predict(model: nn.Module, batches: Batches, hardware: Hardware) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true landmarks (N, points, 2), normalised, for every sample of `batches`."""
-    model.eval()
-    predictions, targets = [], []
-    for images, batch_targets in batches:
-        with autocast(hardware):
-            output = model(images)
-        predictions.append(output.float().cpu().numpy())
-        targets.append(batch_targets.cpu().numpy())
-    predictions, targets = np.concatenate(predictions), np.concatenate(targets)
-    return predictions.reshape(len(predictions), -1, 2), targets.reshape(len(targets), -1, 2)
-
-
-def evaluate(
-    model: nn.Module, batches: Batches, hardware: Hardware, input_size: int, baseline: np.ndarray | None = None
-) -> dict[str, float]:
-    """All landmark metrics over every sample of `batches` (not averaged per batch)."""
-    predictions, targets = predict(model, batches, hardware)
-    return score(predictions, targets, input_size, baseline)
-
-
-def score(
-    predictions: np.ndarray, targets: np.ndarray, input_size: int, baseline: np.ndarray | None = None
-) -> dict[str, float]:
-    """Metrics of normalised predictions; with a mean-shape `baseline`, also `mean_shape_nme`."""
-    metrics = landmark_metrics(to_pixels(predictions, input_size), to_pixels(targets, input_size), input_size)
-    if baseline is not None:
-        constant = np.broadcast_to(baseline, targets.shape)
-        metrics["mean_shape_nme"] = nme(constant, targets)  # NME is unit-free: normalised coordinates do
-    return metrics
-
-
-def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}/{key}": value for key, value in metrics.items()}
-
-
 def validate(
     model: nn.Module,
     sets: dict[str, Batches],
@@ -147,7 +108,7 @@ def validate(
     metrics: dict[str, float] = {}
     with torch.random.fork_rng(devices=[]):
         for name, held_out in sets.items():
-            metrics.update(prefixed(name, evaluate(model, held_out, hardware, input_size, baseline)))
+            metrics.update(prefixed(name, score_batches(model, held_out, hardware, input_size, baseline)))
             if not np.isfinite(metrics[f"{name}/nme"]):
                 raise Diverged(epoch, f"{name}/nme", metrics[f"{name}/nme"])
     return metrics
@@ -238,14 +199,3 @@ def restore(state: TrainingState, checkpoint: dict) -> int:
     state.scaler.load_state_dict(checkpoint["scaler"])
     torch.set_rng_state(checkpoint["torch_rng"])
     return int(checkpoint["epoch"]) + 1
-
-
-def evaluate_part(
-    model: nn.Module, part: Part, config: RunConfig, hardware: Hardware, baseline: np.ndarray
-) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics of `model` on held-out faces (centre-cropped as in validation), and the per-image NMEs for CEDs."""
-    size = config.data.augment.input_size
-    held_out = centre_crops(part, config.data.augment, config.train.feed, hardware)
-    predictions, targets = predict(model, held_out, hardware)
-    per_image = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
-    return score(predictions, targets, size, baseline), per_image

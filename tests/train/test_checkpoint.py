@@ -10,8 +10,8 @@ import torch
 
 from raylm.config import RunConfig, load_config
 from raylm.evaluate import main as evaluate_main
+from raylm.evaluation.trained import load_trained
 from raylm.train.checkpoint import load_checkpoint
-from raylm.train.evaluation import load_trained
 from raylm.train.loop import fit
 
 # timm's smallest ResNet, one epoch on 40 faces of 32 px: a fine-tuned model in seconds.

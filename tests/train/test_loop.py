@@ -10,11 +10,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from raylm.config import ConfigError, RunConfig, TrainConfig, load_config
+from raylm.evaluation.trained import load_trained
 from raylm.train import fit, load_checkpoint
 from raylm.train.checkpoint import TrainingState, export_checkpoint
-from raylm.train.evaluation import load_trained
 from raylm.train.hardware import Hardware, check_device, grad_scaler
-from raylm.train.loop import Diverged, hparam_metrics, predict, train_one_epoch, validate
+from raylm.train.loop import Diverged, hparam_metrics, train_one_epoch, validate
+from raylm.train.scoring import predicted_landmarks
 
 TINY = [
     "data.synthetic=builtin:synthetic?n=80",
@@ -160,7 +161,7 @@ def test_predict_takes_the_number_of_points_from_the_targets():
     """Five points (10 numbers a face) come back as (N, 5, 2): nothing assumes iBUG's 68."""
     model = nn.Linear(4, 10)
     batches = [(torch.ones(3, 4), torch.arange(30.0).reshape(3, 10)), (torch.ones(2, 4), torch.zeros(2, 10))]
-    predictions, targets = predict(model, batches, CPU)
+    predictions, targets = predicted_landmarks(model, batches, CPU)
     assert predictions.shape == targets.shape == (5, 5, 2)
     np.testing.assert_array_equal(targets[0, 1], [2.0, 3.0])  # (x, y) pairs in order
 

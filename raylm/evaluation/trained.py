@@ -14,14 +14,16 @@ import numpy as np
 import torch.nn as nn
 
 from raylm.config import RunConfig
+from raylm.coords import to_pixels
 from raylm.data import pipeline
 from raylm.data.splits import Part
+from raylm.metrics import nme
 from raylm.train.board import Board
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
 from raylm.train.feed import centre_crops
 from raylm.train.hardware import Hardware, choose_hardware
 from raylm.train.loaders import LandmarkDataset
-from raylm.train.loop import evaluate_part, predict
+from raylm.train.scoring import predicted_landmarks, score
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,10 @@ def load_trained(checkpoint_path: str | Path, device: str = "auto") -> Trained:
 
 def evaluate_trained(trained: Trained, part: Part) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of `trained` on prepared faces (centre-cropped as in validation), and each face's NME in face order."""
-    return evaluate_part(trained.model, part, trained.config, trained.hardware, trained.mean_shape)
+    size = trained.config.data.augment.input_size
+    predictions, targets = predict_trained(trained, part)
+    per_face = nme(to_pixels(predictions, size), to_pixels(targets, size), per_image=True)
+    return score(predictions, targets, size, trained.mean_shape), per_face
 
 
 def predict_trained(trained: Trained, part: Part) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +66,7 @@ def predict_trained(trained: Trained, part: Part) -> tuple[np.ndarray, np.ndarra
     The faces are centre-cropped as in validation, as `evaluate_trained` scores them.
     """
     config = trained.config
-    return predict(
+    return predicted_landmarks(
         trained.model, centre_crops(part, config.data.augment, config.train.feed, trained.hardware), trained.hardware
     )
 

@@ -36,8 +36,8 @@ from raylm.data.crop import CropConfig, cut_square
 from raylm.data.spec import open_dataset
 from raylm.data.splits import Part
 from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, Detector, detection_of, dlib_detector
+from raylm.evaluation.trained import Trained, evaluate_trained
 from raylm.metrics import THRESHOLDS, auc, failure_rate
-from raylm.train.evaluation import Trained, evaluate_trained
 
 # What a face the detector missed scores: just past the largest failure threshold, so it
 # fails at every threshold the study reports (fr@), adds nothing to auc@ or the CED, and
