@@ -55,6 +55,7 @@ from raylm.data.record import N_POINTS, BadSample, DataError, Face
 from raylm.data.splits import Part
 from raylm.detect import detection_of, dlib_detector
 from raylm.errors import RaylmError
+from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE, HIGH, LOW, result_key
 from raylm.evaluation.protocols import (
     MISSED_NME,
     PROTOCOLS,
@@ -64,7 +65,6 @@ from raylm.evaluation.protocols import (
     over_every_face,
 )
 from raylm.metrics import THRESHOLDS, bootstrap_interval, nme
-from raylm.report import BOOTSTRAP, CONFIDENCE, HIGH, LOW
 
 PREDICTOR_VARIABLE = "RAYLM_DLIB_PREDICTOR"  # where --predictor defaults to (the tests look there too)
 GET_PREDICTOR = (
@@ -207,14 +207,9 @@ def summary(scores: Scores) -> dict[str, float]:
     """raylm's test-row metrics of one Scores: n, nme with its bootstrap interval, fr@ and auc@, missed."""
     low, high = bootstrap_interval(scores.per_face, CONFIDENCE, BOOTSTRAP)
     found = scores.per_face[~scores.missed]
-    metrics = {**over_every_face(scores.per_face, scores.missed), f"nme{LOW}": low, f"nme{HIGH}": high}
+    metrics = {**over_every_face(scores.per_face, scores.missed), LOW: low, HIGH: high}
     metrics["nme_found"] = float(found.mean()) if found.size else float("nan")  # over the faces it found
     return metrics
-
-
-def row_name(test_set: str, protocol: str) -> str:
-    """The metric prefix raylm's test pass writes: `test_afw`, `test_afw_jitter`, `test_afw_detector`."""
-    return f"test_{test_set}" if protocol == "landmarks" else f"test_{test_set}_{protocol}"
 
 
 def run_baseline(
@@ -223,7 +218,7 @@ def run_baseline(
     """dlib's metrics on every test set of `study` (data paths already absolute) under each protocol in `names`.
 
     Returns `metrics` (`<row>/<metric>`, rows named as raylm's test pass names them),
-    `per_face` (row -> ids and NMEs in face order, for paired comparisons), `skipped`
+    `per_face` (the NME's result key -> ids and NMEs in face order, for paired comparisons), `skipped`
     and `how`, one sentence saying how it was run.
     """
     predict, version = load_predictor(predictor_path)
@@ -237,9 +232,8 @@ def run_baseline(
         scores, skipped_here = score_part(part, predict, chosen, margin, study.data.skip_bad)
         skipped += skipped_here
         for name, scored in scores.items():
-            row = row_name(test_set, name)
-            metrics.update({f"{row}/{key}": value for key, value in summary(scored).items()})
-            per_face[row] = {"ids": scored.ids, "nme": scored.per_face.tolist()}
+            metrics.update({result_key(test_set, key, name): value for key, value in summary(scored).items()})
+            per_face[result_key(test_set, "nme", name)] = {"ids": scored.ids, "nme": scored.per_face.tolist()}
     how = describe(version, predictor_path, chosen, margin, {name: len(part) for name, part in tests.items()})
     return {"metrics": metrics, "per_face": per_face, "skipped": skipped, "how": how}
 
@@ -277,7 +271,7 @@ def table(metrics: dict[str, float]) -> str:
     ]
     for row in rows:
         m = {key.rpartition("/")[2]: value for key, value in metrics.items() if key.rpartition("/")[0] == row}
-        interval = f"{m['nme']:.4f} [{m[f'nme{LOW}']:.4f}, {m[f'nme{HIGH}']:.4f}]"
+        interval = f"{m['nme']:.4f} [{m[LOW]:.4f}, {m[HIGH]:.4f}]"
         lines.append(f"| {row} | {m['n']} | {interval} | {m['fr@0.10']:.3f} | {m['auc@0.08']:.3f} | {m['missed']} |")
     return "\n".join(lines)
 

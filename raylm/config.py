@@ -23,6 +23,7 @@ import yaml
 
 from raylm import __version__
 from raylm.data.config import DataConfig
+from raylm.evaluation.plan import TestPlan, available_protocols
 from raylm.schema import ConfigError, apply_override, from_dict, parse_override, read_file, set_key, to_dict
 from raylm.selection import Selection, SelectionError
 
@@ -207,6 +208,7 @@ class SearchConfig:
     max_failures: int = 2  # restarts of a crashed trial, from its last checkpoint
     keep_checkpoints: int = 2  # per trial, best by the metric
     repeats: int = 0  # after the search, retrain each cell's best configuration with this many other seeds
+    test_set: str | None = None  # the headline test set of the report (a name in data.tests); None: the first
 
     def __post_init__(self) -> None:
         if self.repeats < 0:
@@ -257,6 +259,16 @@ class StudyConfig(RunConfig):
         except SelectionError as error:
             raise ConfigError(f"search.metric {error}") from None
         check_trial_device(self.train.device, self.search.resources.gpu)
+        if not self.data.tests:
+            raise ConfigError("data.tests is empty: a study tests each cell's best model; name at least one test set")
+        try:
+            self.test_plan()
+        except ValueError as error:
+            raise ConfigError(f"search.test_set: {error}") from None
+
+    def test_plan(self) -> TestPlan:
+        """What the study's test pass runs: every test set under every protocol installed, its headline set."""
+        return TestPlan(tuple(self.data.tests), available_protocols(), self.search.test_set)
 
     def base(self) -> RunConfig:
         """The run every trial starts from, without the search."""

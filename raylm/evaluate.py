@@ -15,75 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-import numpy as np
-
-from raylm.adapter import AdapterError, adapted, adapter_path, load_adapter
-from raylm.config import RunConfig
-from raylm.data.cache import prepare
-from raylm.data.config import default_cache_dir
-from raylm.data.record import DataError
-from raylm.data.spec import known_forms, open_dataset
-from raylm.data.splits import Part
+from raylm.data.spec import known_forms
 from raylm.detect import BoxToCrop
 from raylm.errors import RaylmError
-from raylm.evaluation.protocols import PROTOCOLS, CropProtocol, evaluate_protocol
-from raylm.evaluation.trained import load_trained, seen_ids
+from raylm.evaluation.adapter import adapter_path
+from raylm.evaluation.dataset import evaluate_checkpoint
+from raylm.evaluation.plan import HIGH, LOW
+from raylm.evaluation.protocols import PROTOCOLS, CropProtocol
 from raylm.plots import ced_figure
 
 HEADLINE = ("nme", "nme_inter_pupil", "nme_bbox", "fr@0.08", "fr@0.10", "auc@0.08", "auc@0.10", "mse", "mean_shape_nme")
-
-
-def evaluate_checkpoint(
-    checkpoint_path: str | Path,
-    spec: str,
-    protocol: CropProtocol | None = None,
-    skip_bad: bool = False,
-    device: str = "auto",
-    check_overlap: bool = True,
-    adapter: str | Path | None = None,
-) -> tuple[dict, np.ndarray]:
-    """Metrics of a checkpoint on the dataset `spec` under `protocol` (default: landmarks), and each face's NME.
-
-    The metrics carry `protocol` (its name and settings), `skipped` (unreadable samples
-    left out) and, with `check_overlap`, `overlap`: how many evaluated faces the
-    checkpoint trained or selected on (None, with a warning, when its training data
-    cannot be indexed here). With an `adapter` file (fitted for this checkpoint) the
-    predictions are adapted, and the metrics carry `adapter` (its path) and
-    `adapter_overlap`, how many evaluated faces it was fitted on: with `check_overlap`
-    any such face raises AdapterError.
-    """
-    protocol = protocol or CropProtocol()
-    trained = load_trained(checkpoint_path, device)
-    dataset = open_dataset(spec)
-    notes: dict = {}
-    if adapter is not None:
-        label_map = load_adapter(adapter, checkpoint_path)
-        notes = {"adapter": str(adapter), "adapter_overlap": label_map.overlap(dataset.ids)}
-        if check_overlap and notes["adapter_overlap"]:
-            raise AdapterError(
-                f"{notes['adapter_overlap']} of the {len(dataset)} faces of {spec} are faces the adapter {adapter} "
-                "was fitted on, so its numbers would flatter it; evaluate on other faces (fit on another subset), "
-                "or pass --allow-overlap"
-            )
-        trained = adapted(trained, label_map)
-    faces = prepare(dataset, trained.config.data.crop, Path(default_cache_dir()), skip_bad)
-    metrics, per_face = evaluate_protocol(trained, Part(faces, np.arange(len(faces)), "real"), protocol)
-    result = {"protocol": protocol.name, **metrics, "skipped": sum(faces.skipped.values()), **notes}
-    if check_overlap:
-        try:
-            result["overlap"] = overlap(trained.config, faces.ids)
-        except DataError as error:
-            print(f"warning: cannot check for faces the checkpoint trained on: {error}", file=sys.stderr)
-            result["overlap"] = None
-    return result, per_face
-
-
-def overlap(config: RunConfig, ids: tuple[str, ...]) -> int:
-    """How many of `ids` are among the faces the run of `config` trained or selected on (same source ids)."""
-    seen = seen_ids(config)
-    return sum(source_id in seen for source_id in ids)
 
 
 def describe_protocol(metrics: dict) -> str:
@@ -167,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adapter: {metrics['adapter']}")
         for key in HEADLINE:
             print(f"  {key:<18}{metrics.get(key, float('nan')):.5f}")
+            if key == "nme":  # how much it depends on which faces were drawn
+                print(f"  {'95% interval':<18}[{metrics[LOW]:.5f}, {metrics[HIGH]:.5f}] (bootstrap over the faces)")
     return 0
 
 

@@ -6,7 +6,7 @@ A face is cut exactly as in training (raylm.data.crop: a square box resized to
 The model's normalised outputs are then mapped back through that chain. Which
 square to cut is the box finder's job: the whole image (inputs that are face
 crops), the landmarks of a `.pts` file beside the image, or a face detector's
-box mapped to the training crop (raylm.detect). A label adapter (raylm.adapter),
+box mapped to the training crop (raylm.detect). A label adapter (raylm.evaluation.adapter),
 when given, maps the model's landmarks to a target dataset's convention.
 """
 
@@ -23,9 +23,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from raylm.adapter import adapted, load_adapter
 from raylm.coords import to_pixels
-from raylm.data.crop import CropConfig, crop_box, cut_square
+from raylm.data.crop import CropConfig, centre_start, crop_box, cut_square
 from raylm.data.pts import read_pts
 from raylm.data.record import N_POINTS, BadSample, read_image
 from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
@@ -43,14 +42,9 @@ class Skipped(Exception):
     """One input (or one image's face) cannot be used; the message says why."""
 
 
-def centre_offset(crop_size: int, input_size: int) -> int:
-    """Where evaluation's centre crop starts in the prepared crop (albumentations' CenterCrop rule)."""
-    return (crop_size - input_size) // 2
-
-
 def model_input(image: np.ndarray, box: CropBox, crop: CropConfig, input_size: int) -> torch.Tensor:
     """The network's input for one face: (channels, input_size, input_size) float in [-1, 1]."""
-    start = centre_offset(crop.size, input_size)
+    start = centre_start(crop.size, input_size)
     face = cut_square(image, box, crop)[start : start + input_size, start : start + input_size]
     return image_tensor(face)
 
@@ -59,7 +53,7 @@ def to_image_pixels(normalised: np.ndarray, box: CropBox, crop_size: int, input_
     """Normalised model output (136,) or (68, 2) -> (68, 2) pixels of the image `box` was cut from."""
     x0, y0, side = box
     in_input = to_pixels(np.asarray(normalised, np.float64).reshape(-1, 2), input_size)
-    in_crop = in_input + centre_offset(crop_size, input_size)
+    in_crop = in_input + centre_start(crop_size, input_size)
     return (in_crop + 0.5) * (side / crop_size) - 0.5 + np.array([x0, y0])
 
 
@@ -86,9 +80,7 @@ def load_landmarker(checkpoint_path: str | Path, device: str = "auto", adapter: 
 
     With an `adapter` file (fitted for this checkpoint) its landmarks are adapted.
     """
-    trained = load_trained(checkpoint_path, device)
-    if adapter is not None:
-        trained = adapted(trained, load_adapter(adapter, checkpoint_path))
+    trained = load_trained(checkpoint_path, device, adapter)
     data = trained.config.data
     return Landmarker(trained.model, data.crop, data.augment.input_size, trained.hardware.device, adapter)
 

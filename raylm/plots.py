@@ -11,6 +11,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from raylm.evaluation.plan import result_key
 from raylm.metrics import auc, ced
 from raylm.selection import Selection
 from raylm.sizefit import SizeEstimate
@@ -62,17 +63,18 @@ def size_figure(
             ax.plot([n_star], fit.predict([n_star]), "*", markersize=14, color=colour, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("training-set size (faces)")
-    ax.set_ylabel(f"{test_set} NME (inter-ocular)")
+    ax.set_ylabel(f"test_{test_set} NME (inter-ocular)")
     ax.set_title(f"Test NME against training size (real fraction {fraction:g})")
     ax.legend(fontsize="small")
     return figure
 
 
 def fraction_figure(cells: list[dict], test_set: str) -> Figure | None:
-    """Test NME against real fraction, a line per (arch, size); None without 2 fractions for some line."""
+    """Test NME on `test_set` (a name in data.tests) against real fraction, a line per (arch, size); None
+    without 2 fractions for some line."""
     groups: dict[tuple[str, float], list[tuple[float, float]]] = {}
     for cell in cells:
-        value = finite_number(cell.get(f"{test_set}/nme"))
+        value = finite_number(cell.get(result_key(test_set, "nme")))
         if value is not None:
             group = groups.setdefault((str(cell["arch"]), float(cell["train_size"])), [])
             group.append((float(cell["real_fraction"]), value))
@@ -89,7 +91,7 @@ def fraction_figure(cells: list[dict], test_set: str) -> Figure | None:
         colour = f"C{archs.index(arch)}"
         ax.plot(fractions, nmes, marker=marker, color=colour, label=f"{arch}, n={size:,.0f}")
     ax.set_xlabel("real fraction of the training set")
-    ax.set_ylabel(f"{test_set} NME (inter-ocular)")
+    ax.set_ylabel(f"test_{test_set} NME (inter-ocular)")
     ax.set_title("Test NME against the real-data fraction")
     ax.legend(fontsize="small")
     return figure

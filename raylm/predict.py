@@ -11,11 +11,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from raylm.adapter import adapter_path
 from raylm.data.crop import CropConfig
 from raylm.data.spec import open_dataset
 from raylm.detect import BoxToCrop, dlib_detector, fit_on_faces
 from raylm.errors import RaylmError
+from raylm.evaluation.adapter import adapter_path
 from raylm.inference import BOX_MODES, Summary, box_finder, load_landmarker, predict_inputs
 
 USAGE = """python -m raylm.predict CHECKPOINT INPUTS... [--output DIR] [--boxes full|detector|landmarks]

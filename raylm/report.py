@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from raylm.metrics import bootstrap_interval, paired_difference
+from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE, HIGH, LOW, TestPlan, result_key
+from raylm.metrics import paired_difference
 from raylm.plots import ced_figure, finite_number, fraction_figure, progress_figure, size_figure, size_label
 from raylm.selection import VALIDATION_SETS, Selection
 from raylm.sizefit import PowerLaw, SizeEstimate, fit_power_law, minimum_viable_size
@@ -32,25 +33,22 @@ TRIAL_HEAD = ("trial_id", "cell", "arch", "train_size", "real_fraction")
 # best_epoch: the epoch of the trial's best kept checkpoint, whose metrics the row shows and best/ exports
 TRIAL_STATUS = ("epochs", "best_epoch", "stopped_early", "status", "reason")  # reason: why a trial errored
 TRIAL_TAIL = ("node", "node_id", "compute_s", "started_at", "finished_at")
-TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `<test_set>/<metric>`
-JITTER = "_jitter"  # `<test_set>_jitter/...`: the same test set under the jitter protocol
-CONFIDENCE = 0.95  # of the bootstrap intervals over test faces
-LOW, HIGH = "_ci95_low", "_ci95_high"  # `<test_set>/nme_ci95_low`: the interval's ends
+TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `test_<set>/<metric>`
 NOT_SIGNIFICANT = "n.s."
 TOLERANCE = 0.10  # n* is where predicted NME is within 10% of the fitted floor
-BOOTSTRAP = 1000
 DPI = 100
 MISSING = "—"
+SAMPLE_PLAN = TestPlan(("real",))  # write_report's default: one test set, `real`
 
 
 class Column(NamedTuple):
     """A markdown column: a title, the row key it shows, a format spec (None for text), and
-    whether to follow the value with its bootstrap interval (keys `<key>_ci95_low`, `_high`)."""
+    the keys of its bootstrap interval's ends when the value is followed by that interval."""
 
     title: str
     key: str
     spec: str | None
-    interval: bool = False
+    interval: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,8 @@ def _table(rows: Iterable[dict], columns: Sequence[Column]) -> list[str]:
 def _shown(row: dict, column: Column) -> object:
     """What a markdown cell shows: the row's value under the column's key, with its interval if asked for."""
     if column.interval:
-        return Interval(row.get(column.key), row.get(column.key + LOW), row.get(column.key + HIGH))
+        low, high = column.interval
+        return Interval(row.get(column.key), row.get(low), row.get(high))
     return _value(row, column.key)
 
 
@@ -163,9 +162,9 @@ def _write_summary(path: Path, cells: list[dict], test_set: str, metric: str) ->
     """
     fixed = ["cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params"]
     fixed += _validation_keys(cells, metric)
-    fixed += [f"{test_set}/{name}" for name in TEST_METRICS] + ["mean_shape_nme", "compute_s", "gpu_hours"]
-    fixed += [f"{test_set}/nme{LOW}", f"{test_set}/nme{HIGH}"]
-    jitter = [f"{test_set}{JITTER}/{name}" for name in TEST_METRICS]
+    fixed += [result_key(test_set, name) for name in (*TEST_METRICS, "mean_shape_nme")] + ["compute_s", "gpu_hours"]
+    fixed += [result_key(test_set, LOW), result_key(test_set, HIGH)]
+    jitter = [result_key(test_set, name, "jitter") for name in TEST_METRICS]
     fixed += [key for key in jitter if any(key in cell for cell in cells)]
     extras = sorted({key for cell in cells for key in cell} - set(fixed) - {"config"})
     columns = fixed + _config_columns(cells) + extras
@@ -179,14 +178,14 @@ def _size_points(cells: list[dict], test_set: str, fraction: float) -> dict[str,
         if float(cell["real_fraction"]) != fraction:
             continue
         sizes, nmes = points.setdefault(str(cell["arch"]), ([], []))
-        value = finite_number(cell.get(f"{test_set}/nme"))
+        value = finite_number(cell.get(result_key(test_set, "nme")))
         if value is not None:
             sizes.append(float(cell["train_size"]))
             nmes.append(value)
     return {arch: (np.array(sizes), np.array(nmes)) for arch, (sizes, nmes) in points.items()}
 
 
-def _overview(trials: list[dict], test_set: str) -> list[str]:
+def _overview(trials: list[dict], plan: TestPlan) -> list[str]:
     stopped = sum(bool(trial.get("stopped_early")) for trial in trials)
     errored = sum(trial.get("status") == "ERROR" for trial in trials)
     hours = sum(finite_number(trial.get("compute_s")) or 0.0 for trial in trials) / 3600
@@ -194,9 +193,10 @@ def _overview(trials: list[dict], test_set: str) -> list[str]:
         "# Search report",
         "",
         f"{len(trials)} trials ({stopped} stopped early by ASHA, {errored} errored), {hours:.2f} h of trial compute.",
-        f"Test metrics are on `{test_set}`. NME is normalised by the inter-ocular distance; FR@0.10 is the fraction",
-        "of images with NME > 0.10; AUC@0.08 is the area under the CED up to NME 0.08, scaled to [0, 1]; MSE is over",
-        "coordinates normalised by image size. Missing values are shown as —.",
+        f"Test metrics are on {plan.lead_note()}; summary.csv has every test set's, and each cell's",
+        "best/<cell>/test_nme_per_face.csv every test face's NME. NME is normalised by the inter-ocular distance;",
+        "FR@0.10 is the fraction of images with NME > 0.10; AUC@0.08 is the area under the CED up to NME 0.08, scaled",
+        "to [0, 1]; MSE is over coordinates normalised by image size. Missing values are shown as —.",
         f"A test NME shown as `0.0523 [0.0491, 0.0557]` is followed by its {CONFIDENCE:.0%} percentile bootstrap",
         f"interval over the test faces ({BOOTSTRAP} resamples): how much it depends on which faces were tested, not",
         "on training randomness. With `search.repeats`, each cell's best configuration is trained again with that",
@@ -204,16 +204,23 @@ def _overview(trials: list[dict], test_set: str) -> list[str]:
     ]
 
 
+def _test_nme(test_set: str) -> Column:
+    """The headline test NME followed by its bootstrap interval."""
+    return Column(
+        "Test NME", result_key(test_set, "nme"), ".4f", (result_key(test_set, LOW), result_key(test_set, HIGH))
+    )
+
+
 def _test_nme_columns(cells: list[dict], test_set: str) -> list[Column]:
     """The test NME with its interval and, when the cells have it, the jitter protocol's beside it."""
-    landmarks = Column("Test NME", f"{test_set}/nme", ".4f", interval=True)
-    jitter = f"{test_set}{JITTER}/nme"
-    seeds = f"{test_set}/nme_seeds"
+    landmarks = _test_nme(test_set)
+    jitter = result_key(test_set, "nme", "jitter")
+    mean = result_key(test_set, "nme_seeds_mean")
     repeated = [
-        Column("Test NME, other seeds: mean", f"{seeds}_mean", ".4f"),
-        Column("std", f"{seeds}_std", ".4f"),
+        Column("Test NME, other seeds: mean", mean, ".4f"),
+        Column("std", result_key(test_set, "nme_seeds_std"), ".4f"),
     ]
-    repeated = repeated if any(f"{seeds}_mean" in cell for cell in cells) else []
+    repeated = repeated if any(mean in cell for cell in cells) else []
     if not any(jitter in cell for cell in cells):
         return [landmarks, *repeated]
     return [
@@ -229,10 +236,10 @@ def _size_table(cells: list[dict], test_set: str, fraction: float) -> list[str]:
         Column("Arch", "arch", None),
         Column("Train size", "train_size", ",.0f"),
         *_test_nme_columns(shown, test_set),
-        Column("Mean-shape NME", "mean_shape_nme", ".4f"),
-        Column("MSE", f"{test_set}/mse", ".2e"),  # 3 significant figures
-        Column("FR@0.10", f"{test_set}/fr@0.10", ".4f"),
-        Column("AUC@0.08", f"{test_set}/auc@0.08", ".4f"),
+        Column("Mean-shape NME", result_key(test_set, "mean_shape_nme"), ".4f"),
+        Column("MSE", result_key(test_set, "mse"), ".2e"),  # 3 significant figures
+        Column("FR@0.10", result_key(test_set, "fr@0.10"), ".4f"),
+        Column("AUC@0.08", result_key(test_set, "auc@0.08"), ".4f"),
         Column("Params", "params", ",.0f"),
         Column("Epochs", "epochs", ",.0f"),
         Column("GPU-hours", "gpu_hours", ".2f"),
@@ -258,7 +265,7 @@ def _mixing_table(cells: list[dict], test_set: str, per_image_nme: dict[str, np.
         row: dict[str, object] = {"arch": arch, "size": size}
         base_errors = per_image_nme.get(by_fraction[base]["cell"]) if base in by_fraction else None
         for fraction, cell in by_fraction.items():
-            row[f"r={fraction:g}"] = cell.get(f"{test_set}/nme")
+            row[f"r={fraction:g}"] = cell.get(result_key(test_set, "nme"))
             errors = per_image_nme.get(cell["cell"])
             if fraction != base and base_errors is not None and errors is not None:
                 row[f"Δ r={fraction:g}"] = Difference(*paired_difference(base_errors, errors, CONFIDENCE, BOOTSTRAP))
@@ -336,26 +343,16 @@ def _best_section(cells: list[dict], best: dict | None, test_set: str, selection
     if best is None:
         return [*lines, f"No cell has a value of `{metric}`, so there is no overall best cell."]
     config = ", ".join(f"{key}={_text(value)}" for key, value in sorted(best.get("config", {}).items()))
-    test_nme = _shown(best, Column("Test NME", f"{test_set}/nme", ".4f", interval=True))
+    test_nme = _shown(best, _test_nme(test_set))
     return [
         *lines,
         f"**Overall best cell: {best['cell']}**, {metric} {_fmt(best[metric], '.4f')},"
         f" test NME {_fmt(test_nme, '.4f')} (mean-shape baseline"
-        f" {_fmt(best.get('mean_shape_nme'), '.4f')}); config: {config or MISSING}.",
+        f" {_fmt(best.get(result_key(test_set, 'mean_shape_nme')), '.4f')}); config: {config or MISSING}.",
         f"It is chosen by the {'lowest' if selection.mode == 'min' else 'highest'} `{metric}`"
         " (the study's `search.metric`);"
         f" the test set (`{test_set}`) plays no part in selection.",
     ]
-
-
-def _with_interval(cell: dict, per_image_nme: dict[str, np.ndarray], test_set: str) -> dict:
-    """The cell with its test NME's bootstrap interval (`<test_set>/nme_ci95_low`, `_high`) when its
-    per-image NMEs are known."""
-    errors = per_image_nme.get(cell["cell"])
-    if errors is None:
-        return cell
-    low, high = bootstrap_interval(errors, CONFIDENCE, BOOTSTRAP)
-    return {**cell, f"{test_set}/nme{LOW}": low, f"{test_set}/nme{HIGH}": high}
 
 
 def write_report(
@@ -364,15 +361,15 @@ def write_report(
     cells: list[dict],
     per_image_nme: dict[str, np.ndarray],
     selection: Selection,
-    test_set: str = "test_real",
+    plan: TestPlan = SAMPLE_PLAN,
 ) -> dict[str, Path]:
     """Write trials.csv, summary.csv, summary.md and the plots into run_dir; return file name -> path.
 
-    `trials` holds one dict per Tune trial and `cells` one per cell (its best trial,
-    evaluated on `test_set`), in the caller's order; `selection` is the study's rule
+    `trials` holds one dict per Tune trial and `cells` one per cell (its best trial with
+    its test results by `result_key`, intervals included), in the caller's order; `selection` is the study's rule
     (`search.metric`, `search.metric_mode`), which names the overall best cell exactly as
     the search's own choice of `best/` does. `per_image_nme` maps a cell to its best model's
-    per-image NMEs on `test_set`, the same faces in the same order for every cell, which
+    per-image NMEs on the plan's headline test set, the same faces in the same order for every cell, which
     is what makes the mixing table's paired differences valid. A plot without data (one
     training size, one real fraction, no per-image errors) is skipped and left out of the result.
     """
@@ -381,7 +378,7 @@ def write_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     per_image_nme = {cell: np.asarray(errors, dtype=np.float64).reshape(-1) for cell, errors in per_image_nme.items()}
     per_image_nme = {cell: errors for cell, errors in per_image_nme.items() if errors.size}
-    cells = [_with_interval(cell, per_image_nme, test_set) for cell in cells]
+    test_set = plan.lead
     best = selection.best(cells, lambda cell: finite_number(cell.get(metric)))  # before sorting: ties as the caller's
     cells = sorted(cells, key=_cell_order)
     # Size tables and fits use the r=0 cells, or the smallest real fraction searched.
@@ -403,7 +400,7 @@ def write_report(
             figure.savefig(run_dir / name, dpi=DPI, bbox_inches="tight")
             written[name] = run_dir / name
     plots = [name for name in written if name.endswith(".png")]
-    sections = [_overview(trials, test_set)]
+    sections = [_overview(trials, plan)]
     if fraction is None:
         sections.append(["No cells to report."])
     else:

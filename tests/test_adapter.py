@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from raylm.adapter import (
+from raylm.data.builtin_shape import sample_geometry
+from raylm.evaluation.adapter import (
     AdaptedModel,
     Adapter,
     AdapterError,
@@ -17,7 +18,6 @@ from raylm.adapter import (
     procrustes_mean,
     to_frame,
 )
-from raylm.data.builtin_shape import sample_geometry
 from raylm.metrics import nme
 
 NOISE_PX = 0.25  # label noise added to every target coordinate, in pixels

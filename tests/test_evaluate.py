@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from raylm.adapter import Adapter, adapted, load_adapter
 from raylm.adapter import main as adapter_main
 from raylm.config import ConfigError, RunConfig, load_config
 from raylm.coords import to_pixels
@@ -15,8 +14,10 @@ from raylm.data.builtin import open_builtin
 from raylm.data.cache import prepare
 from raylm.data.splits import Part
 from raylm.evaluate import main
+from raylm.evaluation.adapter import Adapter, load_adapter
+from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE
 from raylm.evaluation.trained import evaluate_trained, load_trained, predict_trained, seen_ids
-from raylm.metrics import nme
+from raylm.metrics import bootstrap_interval, nme
 from raylm.train.loop import fit
 from tests.data.fakes import write_pts_dataset
 
@@ -84,6 +85,9 @@ def test_evaluate_checkpoint_is_evaluate_trained_on_the_prepared_faces(checkpoin
     assert printed["protocol"] == "landmarks" and printed["n"] == 12 == len(errors)
     assert printed["nme"] == pytest.approx(metrics["nme"]) == pytest.approx(errors.mean())
     assert printed["overlap"] == 0 and printed["skipped"] == 0
+    interval = bootstrap_interval(errors, CONFIDENCE, BOOTSTRAP)  # the report's interval, over these 12 faces
+    assert (printed["nme_ci95_low"], printed["nme_ci95_high"]) == pytest.approx(interval)
+    assert printed["nme_ci95_low"] < printed["nme"] < printed["nme_ci95_high"]
 
 
 def test_jitter_protocol_is_named_and_seeded(checkpoint: Path, capsys):
@@ -192,7 +196,9 @@ def test_evaluate_with_the_adapter_moves_predictions_by_exactly_the_adapter(
     faces = prepare(open_builtin("realistic", n=12, seed=9), trained.config.data.crop, private_cache, progress=False)
     part = Part(faces, np.arange(12), "real")
     plain, targets = predict_trained(trained, part)
-    moved, same_targets = predict_trained(adapted(trained, adapter), part)
+    moved, same_targets = predict_trained(
+        load_trained(adapted_checkpoint, "cpu", adapted_checkpoint / "adapter.json"), part
+    )
     assert np.array_equal(targets, same_targets) and not np.allclose(moved, plain, atol=1e-3)
     np.testing.assert_array_equal(moved, adapter.apply(plain).astype(np.float32))
     size = trained.config.data.augment.input_size

@@ -85,9 +85,9 @@ def test_fraction_draws_a_line_per_arch_and_size_with_two_fractions():
         {"arch": "ours", "train_size": 1000, "real_fraction": 0.5, "test_real/nme": 0.2},
         {"arch": "ours", "train_size": 2000, "real_fraction": 0.0, "test_real/nme": float("nan")},  # failed test
     ]
-    (ax,) = fraction_figure(cells, "test_real").axes
+    (ax,) = fraction_figure(cells, "real").axes
     (line,) = ax.lines
     assert line.get_label() == "ours, n=1,000"
     assert list(line.get_xdata()) == [0.0, 0.5] and list(line.get_ydata()) == [0.3, 0.2]
     assert ax.get_ylabel() == "test_real NME (inter-ocular)"
-    assert fraction_figure(cells[:1], "test_real") is None
+    assert fraction_figure(cells[:1], "real") is None

@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 
-from raylm.adapter import Adapter, checkpoint_digest, fit_adapter
 from raylm.config import RunConfig, load_config
 from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig, augment, build_transform
@@ -15,6 +14,7 @@ from raylm.data.builtin import open_builtin
 from raylm.data.crop import CropConfig, crop_box, crop_face, cut_square
 from raylm.data.pts import write_pts
 from raylm.detect import BoxToCrop, fit_box_to_crop
+from raylm.evaluation.adapter import Adapter, checkpoint_digest, fit_adapter
 from raylm.inference import Smoother, full_box, model_input, to_image_pixels
 from raylm.predict import main
 from raylm.train.loop import fit

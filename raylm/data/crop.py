@@ -5,7 +5,8 @@ fraction of the box's longer side) on every side, resized to `size` pixels. The
 original study cut the landmark box +-32 px from 512 px renders (about 0.1 of a
 face box) and resized to 144 so that a random 128 px crop fits; it then tested on
 face-detector boxes, a train/test mismatch this module exists to prevent: real
-test faces are cropped by exactly this rule too.
+test faces are cropped by exactly this rule too. The network then sees the central
+`input_size` window of a crop at evaluation (`centre_start`), a random one in training.
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ import numpy as np
 
 from raylm.data.config import CropConfig
 from raylm.data.record import N_POINTS
+
+
+def centre_start(crop_size: int, input_size: int) -> int:
+    """Where evaluation's `input_size` window starts (x and y) in a `crop_size` face: the one centre-crop rule.
+
+    It is albumentations' `CenterCrop` rule (the loader's evaluation transform), which the
+    device path, the loader's fast path and inference slice by.
+    """
+    return (crop_size - input_size) // 2
 
 
 def crop_box(landmarks: np.ndarray, margin: float) -> tuple[int, int, int]:

@@ -2,7 +2,8 @@
 
 Every command that scores a trained model goes through here: the train CLI's best
 checkpoint, `python -m raylm.evaluate`, the search's test pass and `raylm.predict`.
-A label adapter (raylm.adapter.adapted) wraps `Trained.model`, so these paths score adapted predictions unchanged.
+A label adapter (`load_trained(..., adapter=FILE)`) wraps `Trained.model`, so these paths
+score adapted predictions unchanged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from raylm.config import RunConfig
 from raylm.coords import to_pixels
 from raylm.data import pipeline
 from raylm.data.splits import Part
+from raylm.evaluation.adapter import AdaptedModel, Adapter, load_adapter
 from raylm.metrics import nme
 from raylm.train.board import Board
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
@@ -35,10 +37,14 @@ class Trained:
     hardware: Hardware
     mean_shape: np.ndarray  # (68, 2) normalised: the training set's mean shape, the baseline to beat
     epoch: int  # epochs trained, counted from 1 as the trainer reports them
+    adapter: Adapter | None = None  # the label adapter `model` maps its predictions through, if any
 
 
-def load_trained(checkpoint_path: str | Path, device: str = "auto") -> Trained:
+def load_trained(checkpoint_path: str | Path, device: str = "auto", adapter: str | Path | None = None) -> Trained:
     """The model of a train or search checkpoint (loaded with weights_only) on `device`.
+
+    With an `adapter` file (raylm.evaluation.adapter; refused unless fitted for this
+    checkpoint) the model's predictions go through it, wherever the model is scored or run.
 
     `device` takes `train.device`'s values: auto (CUDA when available, else CPU), cpu,
     cuda, cuda:1, mps. One this machine lacks raises ConfigError naming train.device.
@@ -49,7 +55,11 @@ def load_trained(checkpoint_path: str | Path, device: str = "auto") -> Trained:
     config = checkpoint_config(checkpoint)
     hardware = choose_hardware(replace(config.train, device=device))
     model = model_from_checkpoint(checkpoint).to(hardware.device)
-    return Trained(model, config, hardware, checkpoint["mean_shape"].numpy(), int(checkpoint["epoch"]) + 1)
+    label_map = None if adapter is None else load_adapter(adapter, checkpoint_path)
+    if label_map is not None:
+        model = AdaptedModel(model, label_map).eval()
+    mean_shape = checkpoint["mean_shape"].numpy()
+    return Trained(model, config, hardware, mean_shape, int(checkpoint["epoch"]) + 1, label_map)
 
 
 def evaluate_trained(trained: Trained, part: Part) -> tuple[dict[str, float], np.ndarray]:

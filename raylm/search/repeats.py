@@ -19,6 +19,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from raylm.config import StudyConfig
+from raylm.evaluation.plan import TestPlan, result_key
 from raylm.search.experiment import Trainable, run_experiment
 from raylm.search.results import trial_id_of
 from raylm.search.space import cell_of
@@ -43,8 +44,9 @@ def run_repeats(
     return run_experiment(study, trainable, storage, EXPERIMENT, plan)
 
 
-def evaluate_repeats(study: StudyConfig, grid: tune.ResultGrid, directory: Path, test_set: str) -> dict[str, dict]:
-    """Each cell's repeats on the first test set: `<test_set>/nme_seeds` (the values, `;`-separated), `_mean`, `_std`.
+def evaluate_repeats(study: StudyConfig, plan: TestPlan, grid: tune.ResultGrid, directory: Path) -> dict[str, dict]:
+    """Each cell's repeats on the headline test set: `test_<set>/nme_seeds` (the values, `;`-separated), `_mean`,
+    `_std`.
 
     The values are written at full precision (`repr`, which round-trips), so the mean and
     std in the same row can be recomputed from them exactly.
@@ -58,14 +60,14 @@ def evaluate_repeats(study: StudyConfig, grid: tune.ResultGrid, directory: Path,
         score = float("nan")
         if result.error is None:
             folder = directory / cell.slug / f"seed-{result.config['train.seed']}__{trial_id_of(result)}"
-            metrics, _ = test_best(study.search, result, folder)
-            score = float(metrics[f"{test_set}/nme"])
+            metrics, _ = test_best(study.search, plan, result, folder)
+            score = float(metrics[result_key(plan.lead, "nme")])
         values.setdefault(cell.name, []).append(score)
     return {
         cell: {
-            f"{test_set}/nme_seeds": ";".join(repr(score) for score in scores),
-            f"{test_set}/nme_seeds_mean": float(np.mean(scores)),
-            f"{test_set}/nme_seeds_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
+            result_key(plan.lead, "nme_seeds"): ";".join(repr(score) for score in scores),
+            result_key(plan.lead, "nme_seeds_mean"): float(np.mean(scores)),
+            result_key(plan.lead, "nme_seeds_std"): float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
         }
         for cell, scores in values.items()
     }

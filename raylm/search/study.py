@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 
 from raylm.config import StudyConfig, save_config
@@ -103,12 +104,13 @@ def summarise(
         reasons = [row["reason"] for row in rows if row["reason"]]
         first = f"; the first error: {reasons[0]}" if reasons else ""
         raise SearchError(f"no trial of the study finished{first} (all errors: in {grid.experiment_path})")
-    test_set = f"test_{next(iter(study.data.tests))}" if study.data.tests else "test_real"
+    plan = study.test_plan()
     cell_rows: list[dict[str, Any]] = []
-    per_image = {}
+    per_face = {}  # cell -> its best model's per-face NMEs on the headline test set
     for cell_name, row in sorted(best.items()):
         result = results[row["trial_id"]]
-        metrics, per_image[cell_name] = test_best(search, result, run_dir / "best" / cell_of(result.config).slug)
+        metrics, by_set = test_best(search, plan, result, run_dir / "best" / cell_of(result.config).slug)
+        per_face[cell_name] = by_set.get(plan.lead, np.array([]))
         cell_trials = [r for r in rows if r["cell"] == cell_name]
         compute_s = sum(r["compute_s"] for r in cell_trials)
         cell_rows.append(
@@ -128,12 +130,12 @@ def summarise(
             }
         )
     if repeats is not None:
-        by_cell = evaluate_repeats(study, repeats, run_dir / "repeats", test_set)
+        by_cell = evaluate_repeats(study, plan, repeats, run_dir / "repeats")
         for cell in cell_rows:
             cell.update(by_cell.get(cell["cell"], {}))
     overall = best_cell(search, cell_rows)
     overall_dir = run_dir / "best" / cell_of(results[overall["best_trial"]].config).slug
     for item in ("checkpoint.pt", "config.yaml"):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
-    files = write_report(run_dir, rows, cell_rows, per_image, search.selection, test_set=test_set)
+    files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
     return StudyResult(run_dir, files, overall["cell"])

@@ -13,7 +13,6 @@ gives way to the next best kept one; the returned metrics then name both
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from ray import tune
 
 from raylm.config import SearchConfig
 from raylm.data.pipeline import prepare_data
-from raylm.data.record import DataError
-from raylm.evaluation.protocols import CropProtocol, evaluate_protocol
+from raylm.evaluation.plan import TestPlan
+from raylm.evaluation.testing import run_plan
 from raylm.evaluation.trained import load_trained, log_faces
 from raylm.search.errors import SearchError
 from raylm.search.results import epoch_of, ranked_checkpoints
@@ -32,45 +31,34 @@ from raylm.train.checkpoint import CheckpointError, export_checkpoint
 
 log = logging.getLogger(__name__)
 
-
-def protocols_to_test() -> dict[str, CropProtocol]:
-    """Key suffix -> protocol: landmarks (no suffix, the study's headline), jitter, and detector with dlib."""
-    protocols = {"": CropProtocol("landmarks"), "_jitter": CropProtocol("jitter")}
-    if importlib.util.find_spec("dlib") is not None:
-        protocols["_detector"] = CropProtocol("detector")
-    return protocols
+PER_FACE_FILE = "test_nme_per_face.csv"  # beside each tested checkpoint: test_set, face, nme
 
 
-def test_best(search: SearchConfig, result: tune.Result, directory: Path) -> tuple[dict[str, Any], np.ndarray]:
-    """Export a trial's best checkpoint (by the selection metric) to `directory` and evaluate it on the test sets.
+def test_best(
+    search: SearchConfig, plan: TestPlan, result: tune.Result, directory: Path
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Export a trial's best checkpoint (by the selection metric) to `directory` and run the test `plan` on it.
 
-    Returns the test metrics (`test_<name>[_<protocol>]/...`, the parameter count, skipped
-    samples, and `export_best`'s epoch, selection value and fallback) and the per-image
-    NMEs of the first test set under the landmarks protocol, in face order (for CED
-    curves). Test faces with predicted and true landmarks go to TensorBoard in `directory`.
-    The model is evaluated where this driver runs (auto device).
+    Returns the test metrics (`result_key`s, the parameter count, skipped samples, and
+    `export_best`'s epoch, selection value and fallback) and each test set's per-face NMEs
+    under the landmarks protocol, in face order (for CED curves and paired differences),
+    also written to `directory/test_nme_per_face.csv`. Test faces with predicted and true
+    landmarks go to TensorBoard in `directory`. The model is evaluated where this driver
+    runs (auto device).
     """
     exported = export_best(search, result, directory)
     trained = load_trained(directory)
     data = prepare_data(trained.config.data, progress=False)
+    tested = run_plan(trained, data.split.tests, plan)
+    tested.write_per_face(directory / PER_FACE_FILE)
     metrics: dict[str, Any] = {
         **exported,
         "params": sum(p.numel() for p in trained.model.parameters()),
         "skipped": sum(sum(reasons.values()) for reasons in data.skipped.values()),  # bad samples left out
+        **tested.metrics,
     }
-    per_image = np.array([])
-    for k, (name, part) in enumerate(data.split.tests.items()):
-        for suffix, protocol in protocols_to_test().items():
-            try:
-                scores, errors = evaluate_protocol(trained, part, protocol)
-            except DataError as error:  # the detector needs the original images, which a node may lack
-                log.warning("test_%s%s left out: %s", name, suffix, error)
-                continue
-            metrics.update({f"test_{name}{suffix}/{key}": value for key, value in scores.items()})
-            if k == 0 and protocol.name == "landmarks":
-                metrics["mean_shape_nme"], per_image = scores["mean_shape_nme"], errors
     log_faces(trained, {f"test_{name}": part for name, part in data.split.tests.items()}, directory)
-    return metrics, per_image
+    return metrics, tested.per_face
 
 
 def export_best(search: SearchConfig, result: tune.Result, directory: Path) -> dict[str, Any]:

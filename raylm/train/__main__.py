@@ -12,12 +12,14 @@ from pathlib import Path
 from raylm.config import RunConfig, add_set_option, load_config, save_config
 from raylm.data.pipeline import check_data, prepare_data
 from raylm.errors import RaylmError
-from raylm.evaluation.trained import evaluate_trained, load_trained
+from raylm.evaluation.plan import HIGH, LOW, TestPlan
+from raylm.evaluation.testing import run_plan
+from raylm.evaluation.trained import load_trained
 from raylm.models import check_model
 from raylm.selection import Selection, SelectionError, default_selection
 from raylm.train.checkpoint import export_checkpoint, load_checkpoint
 from raylm.train.hardware import check_device
-from raylm.train.loop import fit, prefixed
+from raylm.train.loop import fit
 
 RUN_FILES = ("config.yaml", "checkpoints", "metrics.json")  # what marks a folder as holding a run
 
@@ -126,9 +128,8 @@ def run(
     if not best:
         raise RaylmError(f"no epoch had a finite {selection.metric}, so there is no best checkpoint; lower train.lr")
     trained = load_trained(checkpoints / "best", config.train.device)
-    metrics = dict(best)
-    for name, part in data.split.tests.items():
-        metrics.update(prefixed(f"test_{name}", evaluate_trained(trained, part)[0]))
+    tested = run_plan(trained, data.split.tests, TestPlan(tuple(data.split.tests)))
+    metrics = {**best, **tested.metrics}
     (output / "metrics.json").write_text(
         json.dumps(
             {**metrics, "selection": {"metric": selection.metric, "mode": selection.mode}, "skipped": data.skipped},
@@ -139,19 +140,16 @@ def run(
 
 
 def format_table(metrics: dict[str, float]) -> str:
-    """The headline metrics of each evaluated set, one row per set."""
-    columns = ("nme", "mean_shape_nme", "fr@0.10", "auc@0.08", "mse", "n")
+    """The headline metrics of each evaluated set, one row per set; a test set's NME with its 95% interval."""
+    columns = ("nme", "nme 95% interval", "mean_shape_nme", "fr@0.10", "auc@0.08", "mse", "n")
     sets = sorted({key.split("/")[0] for key in metrics if key.endswith("/nme")})
-    lines = [f"{'set':<12}" + "".join(f"{column:>16}" for column in columns)]
+    lines = [f"{'set':<12}" + "".join(f"{column:>18}" for column in columns)]
     for name in sets:
-        values = [metrics.get(f"{name}/{column}", float("nan")) for column in columns]
-        lines.append(
-            f"{name:<12}"
-            + "".join(
-                f"{value:>16.5f}" if column != "n" else f"{value:>16.0f}"
-                for column, value in zip(columns, values, strict=True)
-            )
-        )
+        value = {column: metrics.get(f"{name}/{column}", float("nan")) for column in (*columns, LOW, HIGH)}
+        shown = {column: f"{value[column]:.5f}" for column in columns}
+        shown["n"] = f"{value['n']:.0f}"
+        shown["nme 95% interval"] = f"[{value[LOW]:.4f}, {value[HIGH]:.4f}]" if f"{name}/{LOW}" in metrics else ""
+        lines.append(f"{name:<12}" + "".join(f"{shown[column]:>18}" for column in columns))
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig
 from raylm.data.batch_augment import augment_batch, draw
 from raylm.data.composite import PROCEDURAL
+from raylm.data.crop import centre_start
 from raylm.data.record import N_POINTS
 from raylm.data.splits import Part
 from raylm.train.hardware import Hardware, to_device
@@ -84,7 +85,7 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         count, size = len(self.images), self.config.input_size
         if not self.train:
-            start = (self.images.shape[-1] - size) // 2  # albumentations' CenterCrop
+            start = centre_start(self.images.shape[-1], size)
             for first in range(0, count, self.batch_size):
                 rows = slice(first, first + self.batch_size)
                 faces = self.images[rows, :, start : start + size, start : start + size].float().div_(127.5).sub_(1)

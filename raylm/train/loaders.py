@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig, augment, build_transform
+from raylm.data.crop import centre_start
 from raylm.data.record import N_POINTS
 from raylm.data.splits import Part
 
@@ -91,7 +92,7 @@ def fixed_crop(transform: A.Compose, shape: tuple[int, int]) -> tuple[int, int, 
     fixed = isinstance(step, A.CenterCrop) or (isinstance(step, A.RandomCrop) and (step.height, step.width) == shape)
     if not fixed or step.p != 1 or step.height > height or step.width > width:
         return None
-    return (width - step.width) // 2, (height - step.height) // 2, step.width, step.height  # albumentations' centre
+    return centre_start(width, step.width), centre_start(height, step.height), step.width, step.height
 
 
 SAMPLE_STREAM, SHUFFLE_STREAM = 0, 1
