@@ -43,12 +43,15 @@ def fit_on_dataset(
     ridge: float = 10.0,
     device: str = "auto",
     skip_bad: bool = False,
-) -> tuple[Adapter, list[str]]:
-    """Fit an adapter on `faces` faces of `spec` drawn by `seed`; score it on them and on the rest (held out).
+    out: str | Path | None = None,
+) -> tuple[Adapter, Path, list[str]]:
+    """Fit an adapter on `faces` faces of `spec` drawn by `seed`, score it on them and on the rest (held out),
+    and save it to `out` (default: adapter.json beside the checkpoint).
 
     Faces are cropped at their landmark box by the checkpoint's crop rule (the
     `landmarks` protocol), so the fit sees the model's labelling, not a detector's
-    box error. Returns the adapter (its `report` holds the NMEs) and warnings for the user.
+    box error. Returns the adapter (its `report` holds the NMEs), where it was saved and
+    warnings for the user.
     """
     trained = load_trained(checkpoint_path, device)
     prepared = prepare(open_dataset(spec), trained.config.data.crop, Path(default_cache_dir()), skip_bad)
@@ -73,7 +76,8 @@ def fit_on_dataset(
     adapter = replace(
         adapter, spec=spec, seed=seed, ids=ids, checkpoint=checkpoint_digest(checkpoint_path), report=report
     )
-    return adapter, _training_overlap(trained, ids, [prepared.ids[row] for row in held_out])
+    path = adapter.save(adapter_path(checkpoint_path, out))
+    return adapter, path, _training_overlap(trained, ids, [prepared.ids[row] for row in held_out])
 
 
 def _training_overlap(trained: Trained, fitting: tuple[str, ...], held_out: list[str]) -> list[str]:
@@ -140,10 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
     try:
-        adapter, warnings = fit_on_dataset(
-            args.checkpoint, args.data, args.faces, args.seed, args.modes, args.ridge, args.device, args.skip_bad
+        adapter, path, warnings = fit_on_dataset(
+            args.checkpoint,
+            args.data,
+            args.faces,
+            args.seed,
+            args.modes,
+            args.ridge,
+            args.device,
+            args.skip_bad,
+            args.out,
         )
-        path = adapter.save(adapter_path(args.checkpoint, args.out))
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

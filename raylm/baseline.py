@@ -215,12 +215,15 @@ def summary(scores: Scores) -> dict[str, float]:
 def run_baseline(
     study: StudyConfig, predictor_path: str | Path, names: Sequence[str] = tuple(BOX_RULES), seed: int = 0
 ) -> dict:
-    """dlib's metrics on every test set of `study` (data paths already absolute) under each protocol in `names`.
+    """dlib's metrics on every test set of `study` under each protocol in `names`.
+
+    Relative data paths are taken from the working directory, as the search anchors them.
 
     Returns `metrics` (`<row>/<metric>`, rows named as raylm's test pass names them),
     `per_face` (the NME's result key -> ids and NMEs in face order, for paired comparisons), `skipped`
     and `how`, one sentence saying how it was run.
     """
+    study = replace(study, data=anchored(study.data, Path.cwd()))
     predict, version = load_predictor(predictor_path)
     chosen = protocols(names, seed)
     margin = study.data.crop.margin
@@ -306,7 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         study = load_config(StudyConfig, args.config, args.set)
-        study = replace(study, data=anchored(study.data, Path.cwd()))  # as the search anchors them
         result = run_baseline(study, args.predictor, args.protocol, args.seed)
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)

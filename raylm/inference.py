@@ -13,6 +13,7 @@ when given, maps the model's landmarks to a target dataset's convention.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -199,6 +200,34 @@ def predict_inputs(
         summary.seconds += time.perf_counter() - started
         stems.add(stem)
     return summary
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """How `predict_files` finds each face's box: a BOX_MODES mode and the detector's settings."""
+
+    mode: str = "full"
+    box_fit: Path | None = None  # detector: the box -> crop fit (None: the one made on FaceSynthetics renders)
+    upsample: int = 1  # detector: upsample the image this many times to find small faces
+
+
+def predict_files(
+    checkpoint_path: str | Path,
+    paths: list[Path],
+    output: Path,
+    boxes: Boxes = Boxes(),
+    smooth: float = 0.0,
+    annotate: bool = True,
+    device: str = "auto",
+    adapter: Path | None = None,
+) -> Summary:
+    """Landmarks of a checkpoint (through its `adapter`, if given) for every image and video in `paths`."""
+    landmarker = load_landmarker(checkpoint_path, device, adapter)
+    box_fit = BoxToCrop.load(boxes.box_fit) if boxes.box_fit else None
+    if boxes.mode == "detector" and box_fit is None:
+        print("note: no --box-fit; using the fit made on FaceSynthetics renders (see --fit-boxes)", file=sys.stderr)
+    find_box = box_finder(boxes.mode, landmarker.crop.margin, box_fit, boxes.upsample)
+    return predict_inputs(paths, landmarker, find_box, output, smooth, annotate)
 
 
 def predict_image(path: Path, landmarker: Landmarker, find_box: BoxFinder, stem: Path, annotate: bool) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from raylm.data.crop import CropConfig
 from raylm.data.spec import open_dataset
-from raylm.detect import BoxToCrop, dlib_detector, fit_on_faces
+from raylm.detect import dlib_detector, fit_on_faces
 from raylm.errors import RaylmError
 from raylm.evaluation.adapter import adapter_path
-from raylm.inference import BOX_MODES, Summary, box_finder, load_landmarker, predict_inputs
+from raylm.inference import BOX_MODES, Boxes, Summary, predict_files
 
 USAGE = """python -m raylm.predict CHECKPOINT INPUTS... [--output DIR] [--boxes full|detector|landmarks]
                                [--box-fit FILE] [--upsample N] [--smooth ALPHA] [--json-only] [--device DEVICE]
@@ -70,15 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fit_boxes:
             return fit_boxes(args.fit_boxes, Path(args.out), args.limit, args.upsample)
-        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
-        landmarker = load_landmarker(args.checkpoint, args.device, adapter)
-        box_fit = BoxToCrop.load(args.box_fit) if args.box_fit else None
-        if args.boxes == "detector" and box_fit is None:
-            print("note: no --box-fit; using the fit made on FaceSynthetics renders (see --fit-boxes)", file=sys.stderr)
-        find_box = box_finder(args.boxes, landmarker.crop.margin, box_fit, args.upsample)
         output = Path(args.output or f"results/predict/{datetime.now():%Y%m%d-%H%M%S}")
-        summary = predict_inputs(
-            [Path(p) for p in args.inputs], landmarker, find_box, output, args.smooth, not args.json_only
+        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
+        summary = predict_files(
+            args.checkpoint,
+            [Path(p) for p in args.inputs],
+            output,
+            Boxes(args.boxes, Path(args.box_fit) if args.box_fit else None, args.upsample),
+            args.smooth,
+            not args.json_only,
+            args.device,
+            adapter,
         )
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -11,13 +11,11 @@ import json
 import sys
 from collections import Counter
 
-import cv2
-
 from raylm.cells import cell_data
 from raylm.config import StudyConfig, add_set_option, load_config
-from raylm.data.check import check, contact_sheet, format_report
+from raylm.data.check import check_specs, format_report
 from raylm.data.pipeline import export_prepared
-from raylm.data.spec import known_forms, open_dataset
+from raylm.data.spec import known_forms
 from raylm.errors import RaylmError
 
 
@@ -55,17 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return _prepare(args.config, args.to, args.set)
 
     try:
-        reports, shown = [], []
-        for spec in args.specs:
-            report, faces = check(open_dataset(spec), args.workers, args.sheet_faces if args.sheet else 0)
-            reports.append(report)
-            shown.extend(faces)
+        reports = check_specs(args.specs, args.workers, args.sheet, args.sheet_faces)
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.sheet:
-        sheet = contact_sheet(shown[: args.sheet_faces])
-        cv2.imwrite(args.sheet, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     if args.json:
         print(json.dumps(_summary(reports)))
     else:

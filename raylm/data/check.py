@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from raylm.data.crop import CropConfig, crop_face
 from raylm.data.record import N_POINTS, BadSample, Face, FaceSet, load_each
+from raylm.data.spec import open_dataset
 from raylm.draw import draw_landmarks, grid
 
 MAX_PROBLEMS = 10
@@ -68,6 +70,20 @@ def check(
         if len(shown) < sheet_faces:
             shown.append(result)
     return report, shown
+
+
+def check_specs(
+    specs: list[str], workers: int | None = None, sheet: str | None = None, sheet_faces: int = 0
+) -> list[Report]:
+    """`check` every dataset spec in turn; with `sheet`, a PNG contact sheet of the first `sheet_faces` good faces."""
+    reports, shown = [], []
+    for spec in specs:
+        report, faces = check(open_dataset(spec), workers, sheet_faces if sheet else 0)
+        reports.append(report)
+        shown.extend(faces)
+    if sheet:
+        cv2.imwrite(sheet, cv2.cvtColor(contact_sheet(shown[:sheet_faces]), cv2.COLOR_RGB2BGR))
+    return reports
 
 
 def _statistics(report: Report) -> dict:

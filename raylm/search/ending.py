@@ -43,9 +43,9 @@ ALL_CELLS = "*"  # the quota's key in optimize mode, where the quota is the stud
 class Interrupted(RaylmError):
     """A study stopped before it was complete (a signal); its run folder continues with `--resume`."""
 
-    def __init__(self, run_dir: str, detail: str, signum: int = signal.SIGINT) -> None:
-        super().__init__(f"interrupted ({detail}); nothing reported")
-        self.run_dir = run_dir
+    def __init__(self, run_dir: str | None, detail: str | None = None, signum: int = signal.SIGINT) -> None:
+        super().__init__(f"interrupted{f' ({detail})' if detail else ''}; nothing reported")
+        self.run_dir = run_dir  # None: stopped before the run folder held a study, so nothing to resume
         self.exit_code = 128 + signum  # as shells report a process a signal ended: 130 for SIGINT, 143 for SIGTERM
 
     @property

@@ -39,6 +39,7 @@ class StudyResult:
     run_dir: Path | str  # a folder, or a bucket URI
     files: dict[str, Path | str]  # report name -> its path or URI
     best_cell: str
+    metric: str  # the selection metric that chose it
 
 
 def run_study(
@@ -79,7 +80,8 @@ def run_study(
         return result
     storage.upload(local_dir, location)
     shutil.rmtree(local_dir)
-    return StudyResult(location, {name: storage.join(location, name) for name in result.files}, result.best_cell)
+    files = {name: storage.join(location, name) for name in result.files}
+    return StudyResult(location, files, result.best_cell, result.metric)
 
 
 def _repeat_best(
@@ -138,4 +140,4 @@ def summarise(
     for item in ("checkpoint.pt", "config.yaml"):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
-    return StudyResult(run_dir, files, overall["cell"])
+    return StudyResult(run_dir, files, overall["cell"], search.metric)

@@ -194,7 +194,7 @@ def test_ctrl_c_outside_the_experiment_exits_130_with_the_resume_line(tmp_path: 
         (Path(run_dir) / "study.yaml").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("raylm.search.__main__.run_study", stopped_in_the_test_pass)
+    monkeypatch.setattr("raylm.search.launch.run_study", stopped_in_the_test_pass)
     assert main(["--config", str(SMOKE), "--storage-path", str(tmp_path), "--name", "run"]) == 130
     assert capsys.readouterr().err.splitlines() == [
         "interrupted; nothing reported; continue with:",

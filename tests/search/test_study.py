@@ -14,12 +14,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from raylm.config import StudyConfig, load_config
 from raylm.evaluate import main as evaluate_main
+from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE
+from raylm.metrics import bootstrap_interval
 from raylm.plots import progress_figure
 from raylm.search import SearchError, ray_internals, run_study
 from raylm.selection import Selection
@@ -47,10 +50,12 @@ def study_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     cache = tmp_path_factory.mktemp("cache")
     # Batches of 4: trials long enough (seconds) for the second trial process to start and share the work.
-    # Selected on held-out real faces, as the shipped studies with real faces are.
+    # Selected on held-out real faces, as the shipped studies with real faces are. A second test set, `held`
+    # (other faces: other ids, so the real pool is as without it), with the headline named explicitly.
     study = smoke(
-        f"data.cache_dir={cache}", "train.batch_size=4", "data.val_real_size=12", "search.metric=val_real/nme"
-    )
+        f"data.cache_dir={cache}", "train.batch_size=4", "data.val_real_size=12", "search.metric=val_real/nme",
+        "data.tests.held=builtin:realistic?n=40&seed=11", "search.test_set=real",
+    )  # fmt: skip
     result = run_study(study, run_dir)
     assert result.run_dir == run_dir
     return run_dir
@@ -83,7 +88,7 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
         # their mean shape's 0.197 and 0.195; trials ASHA stopped after 1-2 epochs scored 0.36-0.51 (val_real).
         # Four epochs on 48 faces bring the best model near the mean shape; an untrained or mis-evaluated one
         # (wrong crop, wrong scale) lands far above it, one scored against its own output at 0.
-        test_nme, mean_shape_nme = float(cell["test_real/nme"]), float(cell["mean_shape_nme"])
+        test_nme, mean_shape_nme = float(cell["test_real/nme"]), float(cell["test_real/mean_shape_nme"])
         assert 0.5 * mean_shape_nme < test_nme < 1.5 * mean_shape_nme, cell["cell"]
         # The mean shape depends only on the seeded split and crops, not on which trials ran: the same every run.
         assert mean_shape_nme == pytest.approx(SMOKE_MEAN_SHAPE_NME[cell["cell"]], abs=0.002)
@@ -95,8 +100,25 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
         assert jitter_nme == pytest.approx(test_nme, rel=0.15) and jitter_nme != test_nme
     assert list(summary[0])[:15] == [
         "cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val_real/nme",
-        "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "mean_shape_nme", "compute_s",
+        "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "test_real/mean_shape_nme",
     ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_test_set_gets_its_per_face_nmes_mean_shape_and_interval(study_run: Path):
+    assert "Test metrics are on `real` (search.test_set)" in (study_run / "summary.md").read_text()
+    for cell in read_csv(study_run / "summary.csv"):
+        faces = read_csv(study_run / "best" / cell["cell"].replace("/", "_") / "test_nme_per_face.csv")
+        for name in ("real", "held"):
+            errors = np.array([float(face["nme"]) for face in faces if face["test_set"] == name])
+            assert len(errors) == int(cell[f"test_{name}/n"]) == 24  # smoke.yaml's data.test_size
+            assert float(cell[f"test_{name}/nme"]) == pytest.approx(errors.mean(), rel=1e-6)
+            interval = bootstrap_interval(errors, CONFIDENCE, BOOTSTRAP)
+            low, high = float(cell[f"test_{name}/nme_ci95_low"]), float(cell[f"test_{name}/nme_ci95_high"])
+            assert (low, high) == pytest.approx(interval) and low < errors.mean() < high
+        # Both sets are faces of one generator, so their mean shapes score alike (recorded: within 10%).
+        real, held = float(cell["test_real/mean_shape_nme"]), float(cell["test_held/mean_shape_nme"])
+        assert 0.7 * real < held < 1.3 * real, cell["cell"]
 
 
 @pytest.mark.slow
