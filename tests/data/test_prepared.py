@@ -136,8 +136,9 @@ def test_preparing_a_study_imports_no_ray(tmp_path: Path):
         "data": {
             "synthetic": "builtin:synthetic?n=20",
             "real": None,
-            "tests": {},
+            "tests": {"held": "builtin:realistic?n=6"},  # a study tests on something
             "val_size": 4,
+            "test_size": 6,
             "crop": {"size": 24},
             "cache_dir": str(tmp_path / "cache"),
         },
@@ -150,7 +151,9 @@ def test_preparing_a_study_imports_no_ray(tmp_path: Path):
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray'))"
     )
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    # the largest cell's 12 training faces and the 4 validation faces, prepared into a local folder without Ray
+    # the largest cell's 12 training faces and the 4 validation faces, and the 6 test faces, prepared into a local
+    # folder without Ray: an index per dataset
     assert "builtin:synthetic?n=20&seed=0&size=160: 16 faces prepared (0 skipped)" in printed
-    assert len(list((tmp_path / "prepared" / "indexes").glob("*.json"))) == 1
+    assert "builtin:realistic?n=6&seed=0&size=160: 6 faces prepared (0 skipped)" in printed
+    assert len(list((tmp_path / "prepared" / "indexes").glob("*.json"))) == 2
     assert printed.splitlines()[-1] == "[]"
