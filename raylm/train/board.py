@@ -1,7 +1,13 @@
-"""TensorBoard for a run: scalars under raylm's metric names, and faces with landmarks."""
+"""TensorBoard for a run: scalars under raylm's metric names, and faces with landmarks.
+
+A `Board` is one of the run's reports (`fit(run, board, ...)`): it logs every epoch's
+metrics and, every `train.image_every` epochs and after the last, a grid of each
+validation set's faces with true and predicted landmarks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +19,48 @@ from torch.utils.tensorboard.summary import hparams
 from raylm.coords import to_pixels
 from raylm.draw import draw_landmarks, grid
 from raylm.train.hardware import Hardware, autocast, to_device
+from raylm.train.loaders import LandmarkDataset
+from raylm.train.run import Run
 
 TRUE_COLOUR = (0, 255, 0)
 PREDICTED_COLOUR = (255, 0, 0)
 
+# Per validation set (val/, and val_real/ when real faces are held out), the HParams dashboard's metrics.
+HPARAM_METRICS = ("nme", "mse", "fr@0.10", "auc@0.08")
+
+
+def hparam_metrics(validation_sets: Iterable[str]) -> tuple[str, ...]:
+    """The metric tags TensorBoard's HParams dashboard shows, e.g. `val/nme`, `val_real/nme`, `train/loss`."""
+    return (*(f"{name}/{metric}" for name in validation_sets for metric in HPARAM_METRICS), "train/loss")
+
 
 class Board:
-    """One TensorBoard event stream for a run (or trial) directory."""
+    """One TensorBoard event stream for a run (or trial) directory, and the run's report that fills it.
 
-    def __init__(self, log_dir: Path):
+    With `hparams`, the run's hyperparameters are declared for TensorBoard's HParams
+    dashboard. Close it (or use it as a context manager) when the run ends.
+    """
+
+    def __init__(self, log_dir: Path, run: Run, hparams: dict[str, Any] | None = None):
         self.writer = SummaryWriter(str(log_dir))
+        self.run = run
+        if hparams:
+            self.hparams(hparams, hparam_metrics(run.val_sets))
+
+    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        """Report `epoch` (from 1): its scalars, and faces every `train.image_every` epochs and after the last."""
+        self.scalars(metrics, epoch)
+        train_config, run = self.run.config.train, self.run
+        if train_config.image_every and (epoch % train_config.image_every == 0 or epoch == train_config.epochs):
+            for name, part in run.held_out.items():
+                faces = LandmarkDataset([part], run.config.data.augment, train=False)
+                self.faces(f"{name}/faces", run.state.model, faces, run.hardware, epoch)
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
 
     def hparams(self, values: dict[str, Any], metric_tags: tuple[str, ...]) -> None:
         """Declare this run's hyperparameters for TensorBoard's HParams dashboard.
