@@ -65,7 +65,7 @@ from raylm.models import create_model
 from raylm.search.cluster import WORKER_ENV
 from raylm.search.experiment import make_tuner
 from raylm.search.space import trial_config
-from raylm.train import Board, build_run, fit
+from raylm.train import board_report, build_run, fit
 
 MODELS = ("ours-tiny", "mobilenetv2_100")
 NO_AUGMENTATION = {
@@ -168,7 +168,7 @@ def bench_trial(params: dict[str, Any], study: StudyConfig) -> None:
         tune.report({**metrics, **where, **timing}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     run = build_run(config)
-    with Board(Path.cwd(), run, hparams=params) as board:
+    with board_report(Path.cwd(), run, hparams=params) as board:
         fit(run, board, report)
 
 

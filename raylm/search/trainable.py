@@ -17,7 +17,7 @@ from ray import tune
 
 from raylm.config import StudyConfig
 from raylm.search.space import trial_config
-from raylm.train import Board, build_run, fit
+from raylm.train import board_report, build_run, fit
 
 
 def gpu_share() -> float:
@@ -47,5 +47,5 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     else:
         with checkpoint.as_directory() as directory:
             run = build_run(config, resume_from=Path(directory), gpu_share=gpu_share())
-    with Board(Path.cwd(), run, hparams=params) as board:
+    with board_report(Path.cwd(), run, hparams=params) as board:
         fit(run, board, report)

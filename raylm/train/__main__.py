@@ -15,7 +15,7 @@ from raylm.errors import RaylmError
 from raylm.evaluation.trained import evaluate_trained, load_trained
 from raylm.models import check_model
 from raylm.selection import Selection, SelectionError, default_selection
-from raylm.train.board import Board
+from raylm.train.board import board_report
 from raylm.train.checkpoint import export_checkpoint, load_checkpoint
 from raylm.train.hardware import check_device
 from raylm.train.loop import fit, prefixed
@@ -125,7 +125,7 @@ def run(
             export_checkpoint(checkpoint_dir, checkpoints / "best")
 
     training = build_run(config, data=data, resume_from=resume)
-    with Board(output, training) as board:
+    with board_report(output, training) as board:
         fit(training, board, report)
     if not best:
         raise RaylmError(f"no epoch had a finite {selection.metric}, so there is no best checkpoint; lower train.lr")

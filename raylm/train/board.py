@@ -1,13 +1,14 @@
 """TensorBoard for a run: scalars under raylm's metric names, and faces with landmarks.
 
-A `Board` is one of the run's reports (`fit(run, board, ...)`): it logs every epoch's
-metrics and, every `train.image_every` epochs and after the last, a grid of each
-validation set's faces with true and predicted landmarks.
+`board_report` makes one of a run's reports (`fit(run, board, ...)`): it logs every
+epoch's metrics and, every `train.image_every` epochs and after the last, a grid of
+each validation set's faces with true and predicted landmarks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from raylm.coords import to_pixels
 from raylm.draw import draw_landmarks, grid
 from raylm.train.hardware import Hardware, autocast, to_device
 from raylm.train.loaders import LandmarkDataset
+from raylm.train.loop import Report
 from raylm.train.run import Run
 
 TRUE_COLOUR = (0, 255, 0)
@@ -35,32 +37,10 @@ def hparam_metrics(validation_sets: Iterable[str]) -> tuple[str, ...]:
 
 
 class Board:
-    """One TensorBoard event stream for a run (or trial) directory, and the run's report that fills it.
+    """One TensorBoard event stream for a run (or trial) directory."""
 
-    With `hparams`, the run's hyperparameters are declared for TensorBoard's HParams
-    dashboard. Close it (or use it as a context manager) when the run ends.
-    """
-
-    def __init__(self, log_dir: Path, run: Run, hparams: dict[str, Any] | None = None):
+    def __init__(self, log_dir: Path):
         self.writer = SummaryWriter(str(log_dir))
-        self.run = run
-        if hparams:
-            self.hparams(hparams, hparam_metrics(run.val_sets))
-
-    def __call__(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
-        """Report `epoch` (from 1): its scalars, and faces every `train.image_every` epochs and after the last."""
-        self.scalars(metrics, epoch)
-        train_config, run = self.run.config.train, self.run
-        if train_config.image_every and (epoch % train_config.image_every == 0 or epoch == train_config.epochs):
-            for name, part in run.held_out.items():
-                faces = LandmarkDataset([part], run.config.data.augment, train=False)
-                self.faces(f"{name}/faces", run.state.model, faces, run.hardware, epoch)
-
-    def __enter__(self) -> Board:
-        return self
-
-    def __exit__(self, *exception: object) -> None:
-        self.close()
 
     def hparams(self, values: dict[str, Any], metric_tags: tuple[str, ...]) -> None:
         """Declare this run's hyperparameters for TensorBoard's HParams dashboard.
@@ -100,3 +80,29 @@ class Board:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@contextmanager
+def board_report(log_dir: Path, run: Run, hparams: dict[str, Any] | None = None) -> Iterator[Report]:
+    """The report writing `run`'s TensorBoard events to `log_dir`, closed when the block ends.
+
+    With `hparams`, the run's hyperparameters are declared for the HParams dashboard
+    first. Each epoch (from 1) logs its scalars, and faces every `train.image_every`
+    epochs and after the last.
+    """
+    board = Board(log_dir)
+    if hparams:
+        board.hparams(hparams, hparam_metrics(run.val_sets))
+    train_config, augment = run.config.train, run.config.data.augment
+
+    def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        board.scalars(metrics, epoch)
+        if train_config.image_every and (epoch % train_config.image_every == 0 or epoch == train_config.epochs):
+            for name, part in run.held_out.items():
+                faces = LandmarkDataset([part], augment, train=False)
+                board.faces(f"{name}/faces", run.state.model, faces, run.hardware, epoch)
+
+    try:
+        yield report
+    finally:
+        board.close()

@@ -2,7 +2,7 @@
 
 `fit(build_run(config), report)` is all a caller needs: `python -m raylm.train` passes
 reports that print and keep checkpoints, a Tune trial one that calls `tune.report`;
-both add `raylm.train.board.Board` for TensorBoard. No Ray here.
+both add `raylm.train.board.board_report` for TensorBoard. No Ray here.
 """
 
 from __future__ import annotations

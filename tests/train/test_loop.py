@@ -11,7 +11,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from raylm.config import ConfigError, RunConfig, TrainConfig, load_config
 from raylm.evaluation.trained import load_trained
-from raylm.train import Board, build_run, fit, load_checkpoint
+from raylm.train import board_report, build_run, fit, load_checkpoint
 from raylm.train.board import hparam_metrics
 from raylm.train.checkpoint import TrainingState, export_checkpoint
 from raylm.train.hardware import Hardware, check_device, grad_scaler
@@ -56,7 +56,7 @@ def run(
     if log_dir is None:
         fit(training, report)
         return history
-    with Board(log_dir, training, hparams) as board:
+    with board_report(log_dir, training, hparams) as board:
         fit(training, board, report)
     return history
 
