@@ -59,7 +59,7 @@ from raylm.data.pipeline import DataConfig, prepare_data
 from raylm.data.record import N_POINTS
 from raylm.data.splits import Part
 from raylm.models import create_model
-from raylm.train import fit, train_one_epoch
+from raylm.train import build_run, fit, train_one_epoch
 from raylm.train.checkpoint import TrainingState
 from raylm.train.feed import DeviceBatches, LoaderBatches
 from raylm.train.hardware import Hardware, grad_scaler, to_device
@@ -232,7 +232,7 @@ def trial_rate(device: torch.device, feed: str, args: argparse.Namespace, cache:
     if sampler is not None:
         sampler.start()
     try:
-        fit(config, lambda epoch, metrics, checkpoint: epoch_s.append(metrics["epoch_s"]), data=prepared)
+        fit(build_run(config, data=prepared), lambda epoch, metrics, checkpoint: epoch_s.append(metrics["epoch_s"]))
     finally:
         if sampler is not None:
             sampler.done.set()

@@ -65,7 +65,7 @@ from raylm.models import create_model
 from raylm.search.cluster import WORKER_ENV
 from raylm.search.experiment import make_tuner
 from raylm.search.space import trial_config
-from raylm.train import fit
+from raylm.train import board_report, build_run, fit
 
 MODELS = ("ours-tiny", "mobilenetv2_100")
 NO_AUGMENTATION = {
@@ -167,7 +167,9 @@ def bench_trial(params: dict[str, Any], study: StudyConfig) -> None:
         where = {"epoch": epoch, "reported_at": time.time()}
         tune.report({**metrics, **where, **timing}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
-    fit(config, report, log_dir=Path.cwd(), hparams=params)
+    run = build_run(config)
+    with board_report(Path.cwd(), run, hparams=params) as board:
+        fit(run, board, report)
 
 
 def split_time(called: Sequence[float], minimal: Sequence[float]) -> tuple[list[float], list[float]]:

@@ -18,7 +18,7 @@ from raylm.evaluation.adapter import Adapter, load_adapter
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE
 from raylm.evaluation.trained import evaluate_trained, load_trained, predict_trained, seen_ids
 from raylm.metrics import bootstrap_interval, nme
-from raylm.train.loop import fit
+from raylm.train import build_run, fit
 from tests.data.fakes import write_pts_dataset
 
 # Trains on 30 synthetic + 10 real faces and selects on 16 synthetic ones: 46 synthetic and
@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("evaluate")
     kept = root / "checkpoint"
     config = load_config(RunConfig, None, [*OVERRIDES, f"data.cache_dir={root / 'cache'}"])
-    fit(config, lambda epoch, metrics, directory: shutil.copytree(directory, kept))
+    fit(build_run(config), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
     return kept
 
 

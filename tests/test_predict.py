@@ -17,7 +17,7 @@ from raylm.detect import BoxToCrop, fit_box_to_crop
 from raylm.evaluation.adapter import Adapter, checkpoint_digest, fit_adapter
 from raylm.inference import Smoother, full_box, model_input, to_image_pixels
 from raylm.predict import main
-from raylm.train.loop import fit
+from raylm.train import build_run, fit
 
 FACE_SIZE = 160
 
@@ -40,7 +40,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"data.cache_dir={root / 'cache'}",
     ]
     kept = root / "checkpoint"
-    fit(load_config(RunConfig, None, overrides), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
+    config = load_config(RunConfig, None, overrides)
+    fit(build_run(config), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
     return kept
 
 

@@ -17,7 +17,7 @@ from ray import tune
 
 from raylm.config import StudyConfig
 from raylm.search.space import trial_config
-from raylm.train import fit
+from raylm.train import board_report, build_run, fit
 
 
 def gpu_share() -> float:
@@ -41,10 +41,11 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
         where = {"epoch": epoch, "node_id": node_id, "reported_at": time.time()}
         tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
-    log_dir = Path.cwd()
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        fit(config, report, log_dir=log_dir, hparams=params, gpu_share=gpu_share())
-        return
-    with checkpoint.as_directory() as directory:
-        fit(config, report, log_dir=log_dir, resume_from=Path(directory), hparams=params, gpu_share=gpu_share())
+        run = build_run(config, gpu_share=gpu_share())
+    else:
+        with checkpoint.as_directory() as directory:
+            run = build_run(config, resume_from=Path(directory), gpu_share=gpu_share())
+    with board_report(Path.cwd(), run, hparams=params) as board:
+        fit(run, board, report)

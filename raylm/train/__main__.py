@@ -17,9 +17,11 @@ from raylm.evaluation.testing import run_plan
 from raylm.evaluation.trained import load_trained
 from raylm.models import check_model
 from raylm.selection import Selection, SelectionError, default_selection
+from raylm.train.board import board_report
 from raylm.train.checkpoint import export_checkpoint, load_checkpoint
 from raylm.train.hardware import check_device
 from raylm.train.loop import fit
+from raylm.train.run import build_run
 
 RUN_FILES = ("config.yaml", "checkpoints", "metrics.json")  # what marks a folder as holding a run
 
@@ -124,7 +126,9 @@ def run(
             best.update(metrics, best_epoch=epoch)
             export_checkpoint(checkpoint_dir, checkpoints / "best")
 
-    fit(config, report, log_dir=output, resume_from=resume, data=data)
+    training = build_run(config, data=data, resume_from=resume)
+    with board_report(output, training) as board:
+        fit(training, board, report)
     if not best:
         raise RaylmError(f"no epoch had a finite {selection.metric}, so there is no best checkpoint; lower train.lr")
     trained = load_trained(checkpoints / "best", config.train.device)

@@ -1,7 +1,14 @@
-"""TensorBoard for a run: scalars under raylm's metric names, and faces with landmarks."""
+"""TensorBoard for a run: scalars under raylm's metric names, and faces with landmarks.
+
+`board_report` makes one of a run's reports (`fit(run, board, ...)`): it logs every
+epoch's metrics and, every `train.image_every` epochs and after the last, a grid of
+each validation set's faces with true and predicted landmarks.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +20,20 @@ from torch.utils.tensorboard.summary import hparams
 from raylm.coords import to_pixels
 from raylm.draw import draw_landmarks, grid
 from raylm.train.hardware import Hardware, autocast, to_device
+from raylm.train.loaders import LandmarkDataset
+from raylm.train.loop import Report
+from raylm.train.run import Run
 
 TRUE_COLOUR = (0, 255, 0)
 PREDICTED_COLOUR = (255, 0, 0)
+
+# Per validation set (val/, and val_real/ when real faces are held out), the HParams dashboard's metrics.
+HPARAM_METRICS = ("nme", "mse", "fr@0.10", "auc@0.08")
+
+
+def hparam_metrics(validation_sets: Iterable[str]) -> tuple[str, ...]:
+    """The metric tags TensorBoard's HParams dashboard shows, e.g. `val/nme`, `val_real/nme`, `train/loss`."""
+    return (*(f"{name}/{metric}" for name in validation_sets for metric in HPARAM_METRICS), "train/loss")
 
 
 class Board:
@@ -62,3 +80,29 @@ class Board:
 
     def close(self) -> None:
         self.writer.close()
+
+
+@contextmanager
+def board_report(log_dir: Path, run: Run, hparams: dict[str, Any] | None = None) -> Iterator[Report]:
+    """The report writing `run`'s TensorBoard events to `log_dir`, closed when the block ends.
+
+    With `hparams`, the run's hyperparameters are declared for the HParams dashboard
+    first. Each epoch (from 1) logs its scalars, and faces every `train.image_every`
+    epochs and after the last.
+    """
+    board = Board(log_dir)
+    if hparams:
+        board.hparams(hparams, hparam_metrics(run.val_sets))
+    train_config, augment = run.config.train, run.config.data.augment
+
+    def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        board.scalars(metrics, epoch)
+        if train_config.image_every and (epoch % train_config.image_every == 0 or epoch == train_config.epochs):
+            for name, part in run.held_out.items():
+                faces = LandmarkDataset([part], augment, train=False)
+                board.faces(f"{name}/faces", run.state.model, faces, run.hardware, epoch)
+
+    try:
+        yield report
+    finally:
+        board.close()

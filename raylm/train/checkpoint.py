@@ -98,10 +98,12 @@ def model_from_checkpoint(checkpoint: dict) -> nn.Module:
     """The trained model of a checkpoint, in eval mode on the CPU.
 
     Built without `pretrained_path`: the checkpoint's weights replace those anyway, so a model
-    fine-tuned from local weights loads on a machine without that file.
+    fine-tuned from local weights loads on a machine without that file. It predicts as many
+    points as the mean shape saved with it, as the trained one did.
     """
     config = checkpoint_config(checkpoint)
     options = {key: value for key, value in config.model.options.items() if key != "pretrained_path"}
-    model = create_model(config.model.name, in_channels=config.data.crop.channels, **options)
+    points = len(checkpoint["mean_shape"])
+    model = create_model(config.model.name, in_channels=config.data.crop.channels, num_points=points, **options)
     model.load_state_dict(checkpoint["model"])
     return model.eval()

@@ -2,7 +2,7 @@
 
 Both executors run the one recipe (`AugmentConfig`) and yield the same batches'
 shape: (B, C, input_size, input_size) float images in [-1, 1] on the run's device
-and (B, 136) normalised landmarks. Every random choice is a pure function of
+and (B, 2 * points) normalised landmarks. Every random choice is a pure function of
 (seed, epoch), so a resumed run continues exactly on either.
 
 - `DeviceBatches` (the default, `train.feed: auto`): a run moves its prepared faces

@@ -21,7 +21,7 @@ from raylm.data.splits import Part
 
 
 class LandmarkDataset(Dataset):
-    """Faces of one or more parts as (image in [-1, 1] (C, H, W), normalised landmarks (136,))."""
+    """Faces of one or more parts as (image in [-1, 1] (C, H, W), normalised landmarks (2 * points,))."""
 
     def __init__(self, parts: tuple[Part, ...] | list[Part], config: AugmentConfig, train: bool, seed: int = 0):
         self.parts = [part for part in parts if len(part)]
@@ -43,7 +43,7 @@ class LandmarkDataset(Dataset):
         self.epoch = epoch
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The prepared (uncropped, unaugmented) face and its 68 landmarks in prepared pixels."""
+        """The prepared (uncropped, unaugmented) face and its landmarks (points, 2) in prepared pixels."""
         if self.arrays is None:
             # Plain views of the (memory-mapped) prepared arrays: indexing a np.memmap costs more than the slice.
             self.arrays = [(np.asarray(part.source.images), np.asarray(part.source.landmarks)) for part in self.parts]
@@ -133,7 +133,7 @@ def set_epoch(loader: DataLoader, epoch: int) -> None:
 
 
 def mean_shape(dataset: LandmarkDataset) -> np.ndarray:
-    """Mean landmarks (68, 2) of a training set in normalised input-crop coordinates.
+    """Mean landmarks (points, 2) of a training set in normalised input-crop coordinates.
 
     Predicting this for every face is the baseline every model must beat.
     """

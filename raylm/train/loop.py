@@ -1,36 +1,27 @@
-"""The shared trainer: one training run, reporting after every epoch.
+"""The shared trainer's epoch loop: train, validate, report after every epoch.
 
-`fit(config, report)` is all a caller needs: `python -m raylm.train` passes a
-report that prints, a Tune trial passes one that calls `tune.report`. No Ray here.
+`fit(build_run(config), report)` is all a caller needs: `python -m raylm.train` passes
+reports that print and keep checkpoints, a Tune trial one that calls `tune.report`;
+both add `raylm.train.board.board_report` for TensorBoard. No Ray here.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from raylm.config import RunConfig
-from raylm.data.pipeline import PreparedData, prepare_data
 from raylm.errors import RaylmError
-from raylm.models import create_model
-from raylm.train.board import Board
-from raylm.train.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from raylm.train.feed import Batches, batches, choose_feed, device_memory, faces_bytes
-from raylm.train.hardware import Hardware, autocast, choose_hardware, grad_scaler
-from raylm.train.loaders import LandmarkDataset, mean_shape
-from raylm.train.losses import build_loss
-from raylm.train.optim import build_optimizer, build_schedule
+from raylm.train.checkpoint import TrainingState, save_checkpoint
+from raylm.train.feed import Batches
+from raylm.train.hardware import Hardware, autocast
+from raylm.train.run import Run
 from raylm.train.scoring import prefixed, score_batches
-
-# Per validation set (val/, and val_real/ when real faces are held out), the HParams dashboard's metrics.
-HPARAM_METRICS = ("nme", "mse", "fr@0.10", "auc@0.08")
 
 # report(epoch, metrics, checkpoint_dir): called once per epoch (epoch counts from 1).
 Report = Callable[[int, dict[str, float], Path], None]
@@ -49,11 +40,6 @@ class Diverged(RaylmError, FloatingPointError):
     def __reduce__(self):
         # Ray pickles a trial's exception; the default would call Diverged(message).
         return type(self), (self.epoch, self.metric, self.value)
-
-
-def hparam_metrics(validation_sets: Iterable[str]) -> tuple[str, ...]:
-    """The metric tags TensorBoard's HParams dashboard shows, e.g. `val/nme`, `val_real/nme`, `train/loss`."""
-    return (*(f"{name}/{metric}" for name in validation_sets for metric in HPARAM_METRICS), "train/loss")
 
 
 def train_one_epoch(
@@ -114,88 +100,30 @@ def validate(
     return metrics
 
 
-def fit(
-    config: RunConfig,
-    report: Report,
-    log_dir: Path | None = None,
-    resume_from: Path | None = None,
-    data: PreparedData | None = None,
-    hparams: dict[str, Any] | None = None,
-    gpu_share: float = 1.0,
-) -> dict[str, float]:
-    """Train `config` to the end, calling `report` after each epoch; returns the last epoch's metrics.
+def fit(run: Run, *reports: Report) -> dict[str, float]:
+    """Train `run` (from `build_run`) to its last epoch, calling each of `reports` in order after every epoch.
 
-    Every epoch reports `train/loss`, `lr`, `epoch_s` and the metrics of each validation
-    set: `val/` (synthetic faces) and, when `data.val_real_size` > 0, `val_real/` (real
-    faces held out of the mixing pool). With `resume_from` (a checkpoint directory)
-    training continues after that checkpoint's epoch exactly as if it had never stopped.
-    TensorBoard events go to `log_dir` when given, with `hparams` declared for
-    TensorBoard's HParams dashboard. Faces reach the model through the executor
-    `train.feed` picks (`raylm.train.feed`); `gpu_share` is the fraction of the GPU a
-    search trial holds, which bounds what the device path may put on it. Raises
-    Diverged when the loss or a validation NME stops being finite.
+    Returns the last epoch's metrics. Every epoch reports `train/loss`, `lr`, `epoch_s`
+    and the metrics of each validation set: `val/` (synthetic faces) and, when
+    `data.val_real_size` > 0, `val_real/` (real faces held out of the mixing pool),
+    with a checkpoint of that epoch, kept only while the reports run. A run resumed
+    from a checkpoint continues exactly as if it had never stopped. Raises Diverged
+    when the loss or a validation NME stops being finite.
     """
-    train_config = config.train
-    hardware = choose_hardware(train_config, gpu_share)
-    data = data or prepare_data(config.data)
-    augment = config.data.augment
-    held_out = {"val": data.split.val, "val_real": data.split.val_real}
-    held_out = {name: part for name, part in held_out.items() if part is not None}
-
-    torch.manual_seed(train_config.seed)
-    model = create_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
-    model = model.to(hardware.device, memory_format=torch.channels_last if hardware.channels_last else None)
-    on_device = faces_bytes(data.split.train, augment, True) + faces_bytes(held_out.values(), augment, False)
-    feed, why = choose_feed(train_config.feed, augment, on_device, model, hardware, device_memory(hardware))
-    if why:
-        print(f"raylm: {why}", flush=True)
-    train_batches = batches(feed, data.split.train, augment, train_config.batch_size, True, hardware, train_config.seed)
-    val_batch = max(64, train_config.batch_size)
-    val_sets = {name: batches(feed, [part], augment, val_batch, False, hardware) for name, part in held_out.items()}
-    baseline = mean_shape(LandmarkDataset(data.split.train, augment, train=True))
-
-    optimizer = build_optimizer(model.parameters(), train_config)
-    schedule = build_schedule(optimizer, train_config, len(train_batches))
-    state = TrainingState(model, optimizer, schedule, grad_scaler(hardware))
-    start_epoch = 0
-    if resume_from is not None:
-        start_epoch = restore(state, load_checkpoint(resume_from))
-    if train_config.compile:
-        state.model = torch.compile(model)
-    loss_fn = build_loss(train_config.loss, augment.input_size, train_config.wing_width, train_config.wing_curvature)
-
-    board = Board(log_dir) if log_dir is not None else None
-    if board is not None and hparams:
-        board.hparams(hparams, hparam_metrics(val_sets))
+    train_config = run.config.train
+    input_size = run.config.data.augment.input_size
     metrics: dict[str, float] = {}
-    for epoch in range(start_epoch, train_config.epochs):
+    for epoch in range(run.start_epoch, train_config.epochs):
         started = time.perf_counter()
-        train_batches.set_epoch(epoch)
-        metrics = train_one_epoch(state, train_batches, loss_fn, hardware, epoch + 1, train_config.grad_clip)
-        metrics.update(validate(state.model, val_sets, hardware, augment.input_size, baseline, epoch + 1))
-        metrics["lr"] = optimizer.param_groups[0]["lr"]
+        run.train_batches.set_epoch(epoch)
+        metrics = train_one_epoch(
+            run.state, run.train_batches, run.loss_fn, run.hardware, epoch + 1, train_config.grad_clip
+        )
+        metrics.update(validate(run.state.model, run.val_sets, run.hardware, input_size, run.baseline, epoch + 1))
+        metrics["lr"] = run.state.optimizer.param_groups[0]["lr"]
         metrics["epoch_s"] = time.perf_counter() - started
-        if board is not None:
-            board.scalars(metrics, epoch + 1)
-            if train_config.image_every and (
-                (epoch + 1) % train_config.image_every == 0 or epoch + 1 == train_config.epochs
-            ):
-                for name, part in held_out.items():
-                    faces = LandmarkDataset([part], augment, train=False)
-                    board.faces(f"{name}/faces", state.model, faces, hardware, epoch + 1)
         with tempfile.TemporaryDirectory(prefix="raylm-checkpoint-") as directory:
-            save_checkpoint(Path(directory), config, state, epoch, baseline, metrics)
-            report(epoch + 1, metrics, Path(directory))
-    if board is not None:
-        board.close()
+            save_checkpoint(Path(directory), run.config, run.state, epoch, run.baseline, metrics)
+            for report in reports:
+                report(epoch + 1, metrics, Path(directory))
     return metrics
-
-
-def restore(state: TrainingState, checkpoint: dict) -> int:
-    """Load a checkpoint's states into `state`; returns the epoch to continue from (0-based)."""
-    state.model.load_state_dict(checkpoint["model"])
-    state.optimizer.load_state_dict(checkpoint["optimizer"])
-    state.schedule.load_state_dict(checkpoint["schedule"])
-    state.scaler.load_state_dict(checkpoint["scaler"])
-    torch.set_rng_state(checkpoint["torch_rng"])
-    return int(checkpoint["epoch"]) + 1

@@ -101,6 +101,7 @@ def test_asha_stops_trials_and_every_cells_best_runs_the_full_budget(study_run: 
     assert list(summary[0])[:15] == [
         "cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params", "val_real/nme",
         "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "test_real/mean_shape_nme",
+        "compute_s",
     ]  # fmt: skip
 
 

@@ -11,8 +11,8 @@ import torch
 from raylm.config import RunConfig, load_config
 from raylm.evaluate import main as evaluate_main
 from raylm.evaluation.trained import load_trained
+from raylm.train import build_run, fit
 from raylm.train.checkpoint import load_checkpoint
-from raylm.train.loop import fit
 
 # timm's smallest ResNet, one epoch on 40 faces of 32 px: a fine-tuned model in seconds.
 OVERRIDES = [
@@ -36,7 +36,8 @@ def test_a_model_fine_tuned_from_local_weights_loads_and_evaluates_after_they_ar
     torch.save(imagenet.state_dict(), weights)
     overrides = [*OVERRIDES, f"model.options={{pretrained_path: {weights}}}", f"data.cache_dir={tmp_path / 'cache'}"]
     kept = tmp_path / "checkpoint"
-    fit(load_config(RunConfig, None, overrides), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
+    config = load_config(RunConfig, None, overrides)
+    fit(build_run(config), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
     weights.unlink()
 
     saved = load_checkpoint(kept)["model"]

@@ -11,10 +11,11 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from raylm.config import ConfigError, RunConfig, TrainConfig, load_config
 from raylm.evaluation.trained import load_trained
-from raylm.train import fit, load_checkpoint
+from raylm.train import board_report, build_run, fit, load_checkpoint
+from raylm.train.board import hparam_metrics
 from raylm.train.checkpoint import TrainingState, export_checkpoint
 from raylm.train.hardware import Hardware, check_device, grad_scaler
-from raylm.train.loop import Diverged, hparam_metrics, train_one_epoch, validate
+from raylm.train.loop import Diverged, train_one_epoch, validate
 from raylm.train.scoring import predicted_landmarks
 
 TINY = [
@@ -36,7 +37,14 @@ def tiny(*overrides: str) -> RunConfig:
     return load_config(RunConfig, None, [*TINY, *overrides])
 
 
-def run(config: RunConfig, keep: Path | None = None, **kwargs) -> list[dict]:
+def run(
+    config: RunConfig,
+    keep: Path | None = None,
+    log_dir: Path | None = None,
+    hparams: dict | None = None,
+    resume_from: Path | None = None,
+) -> list[dict]:
+    """Train `config`; each epoch's metrics, with its checkpoint copied into `keep` and TensorBoard in `log_dir`."""
     history = []
 
     def report(epoch: int, metrics: dict, checkpoint_dir: Path) -> None:
@@ -44,7 +52,12 @@ def run(config: RunConfig, keep: Path | None = None, **kwargs) -> list[dict]:
         if keep is not None:
             shutil.copytree(checkpoint_dir, keep / f"epoch{epoch}")
 
-    fit(config, report, **kwargs)
+    training = build_run(config, resume_from=resume_from)
+    if log_dir is None:
+        fit(training, report)
+        return history
+    with board_report(log_dir, training, hparams) as board:
+        fit(training, board, report)
     return history
 
 
@@ -80,7 +93,7 @@ def test_same_seed_same_numbers_on_cpu():
 
 def test_resuming_continues_the_same_curve(tmp_path: Path):
     straight = run(tiny("train.epochs=4"))
-    run(tiny("train.epochs=4"), keep=tmp_path, log_dir=None)  # keeps every epoch's checkpoint
+    run(tiny("train.epochs=4"), keep=tmp_path)  # keeps every epoch's checkpoint
     resumed = run(tiny("train.epochs=4"), resume_from=tmp_path / "epoch2")
     assert [h["epoch"] for h in resumed] == [3, 4]
     for expected, got in zip(straight[2:], resumed, strict=True):
