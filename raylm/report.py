@@ -13,12 +13,11 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
+from raylm import markdown
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE, HIGH, LOW, TestPlan, result_key
 from raylm.metrics import paired_difference
 from raylm.plots import ced_figure, finite_number, fraction_figure, progress_figure, size_figure, size_label
@@ -34,83 +33,9 @@ TRIAL_HEAD = ("trial_id", "cell", "arch", "train_size", "real_fraction")
 TRIAL_STATUS = ("epochs", "best_epoch", "stopped_early", "status", "reason")  # reason: why a trial errored
 TRIAL_TAIL = ("node", "node_id", "compute_s", "started_at", "finished_at")
 TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `test_<set>/<metric>`
-NOT_SIGNIFICANT = "n.s."
 TOLERANCE = 0.10  # n* is where predicted NME is within 10% of the fitted floor
 DPI = 100
-MISSING = "—"
 SAMPLE_PLAN = TestPlan(("real",))  # write_report's default: one test set, `real`
-
-
-class Column(NamedTuple):
-    """A markdown column: a title, the row key it shows, a format spec (None for text), and
-    the keys of its bootstrap interval's ends when the value is followed by that interval."""
-
-    title: str
-    key: str
-    spec: str | None
-    interval: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A mean with its bootstrap interval, shown as `0.0523 [0.0491, 0.0557]`."""
-
-    value: object
-    low: object
-    high: object
-
-    def text(self, spec: str) -> str:
-        value, low, high = (finite_number(x) for x in (self.value, self.low, self.high))
-        if value is None:
-            return MISSING
-        if low is None or high is None:
-            return format(value, spec)
-        return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
-
-
-@dataclass(frozen=True)
-class Difference(Interval):
-    """A paired difference of means with its interval, marked "n.s." when the interval contains 0."""
-
-    def text(self, spec: str) -> str:
-        text = super().text(spec)
-        low, high = finite_number(self.low), finite_number(self.high)
-        significant = low is None or high is None or not low <= 0 <= high
-        return text if significant else f"{text} {NOT_SIGNIFICANT}"
-
-
-def _fmt(value: object, spec: str | None) -> str:
-    """A number (or an Interval) formatted by `spec`, or text when `spec` is None; "—" when missing."""
-    if isinstance(value, Interval):
-        return value.text(spec)
-    if spec is None:
-        return _text(value)
-    x = finite_number(value)
-    return MISSING if x is None else format(x, spec)
-
-
-def _text(value: object) -> str:
-    """A config value for a markdown cell: floats to 3 s.f., and `|` escaped so the table holds."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    text = format(value, ".3g") if isinstance(value, float) else str(value)
-    return text.replace("|", "\\|")
-
-
-def _table(rows: Iterable[dict], columns: Sequence[Column]) -> list[str]:
-    """A GitHub markdown table, a line per row dict; text columns left-aligned, numbers right-aligned."""
-    header = [column.title for column in columns]
-    align = [":---" if column.spec is None else "---:" for column in columns]
-    lines = [[_fmt(_shown(row, column), column.spec) for column in columns] for row in rows]
-    return [f"| {' | '.join(line)} |" for line in (header, align, *lines)]
-
-
-def _shown(row: dict, column: Column) -> object:
-    """What a markdown cell shows: the row's value under the column's key, with its interval if asked for."""
-    if column.interval:
-        low, high = column.interval
-        return Interval(row.get(column.key), row.get(low), row.get(high))
-    return _value(row, column.key)
 
 
 def _cell_order(cell: dict) -> tuple[str, float, float]:
@@ -143,13 +68,6 @@ def _write_trials(path: Path, trials: list[dict], metric: str) -> None:
     _write_csv(path, columns, ([trial.get(column) for column in columns] for trial in trials))
 
 
-def _value(cell: dict, column: str) -> object:
-    """A cell's value under a column name; `config.<key>` reads the cell's best config."""
-    if column.startswith("config."):
-        return cell.get("config", {}).get(column.removeprefix("config."))
-    return cell.get(column)
-
-
 def _config_columns(cells: list[dict]) -> list[str]:
     return [f"config.{key}" for key in sorted({key for cell in cells for key in cell.get("config", {})})]
 
@@ -168,7 +86,7 @@ def _write_summary(path: Path, cells: list[dict], test_set: str, metric: str) ->
     fixed += [key for key in jitter if any(key in cell for cell in cells)]
     extras = sorted({key for cell in cells for key in cell} - set(fixed) - {"config"})
     columns = fixed + _config_columns(cells) + extras
-    _write_csv(path, columns, ([_value(cell, column) for column in columns] for cell in cells))
+    _write_csv(path, columns, ([markdown.value_of(cell, column) for column in columns] for cell in cells))
 
 
 def _size_points(cells: list[dict], test_set: str, fraction: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -204,28 +122,28 @@ def _overview(trials: list[dict], plan: TestPlan) -> list[str]:
     ]
 
 
-def _test_nme(test_set: str) -> Column:
+def _test_nme(test_set: str) -> markdown.Column:
     """The headline test NME followed by its bootstrap interval."""
-    return Column(
+    return markdown.Column(
         "Test NME", result_key(test_set, "nme"), ".4f", (result_key(test_set, LOW), result_key(test_set, HIGH))
     )
 
 
-def _test_nme_columns(cells: list[dict], test_set: str) -> list[Column]:
+def _test_nme_columns(cells: list[dict], test_set: str) -> list[markdown.Column]:
     """The test NME with its interval and, when the cells have it, the jitter protocol's beside it."""
     landmarks = _test_nme(test_set)
     jitter = result_key(test_set, "nme", "jitter")
     mean = result_key(test_set, "nme_seeds_mean")
     repeated = [
-        Column("Test NME, other seeds: mean", mean, ".4f"),
-        Column("std", result_key(test_set, "nme_seeds_std"), ".4f"),
+        markdown.Column("Test NME, other seeds: mean", mean, ".4f"),
+        markdown.Column("std", result_key(test_set, "nme_seeds_std"), ".4f"),
     ]
     repeated = repeated if any(mean in cell for cell in cells) else []
     if not any(jitter in cell for cell in cells):
         return [landmarks, *repeated]
     return [
         landmarks._replace(title="Test NME, landmarks protocol"),
-        Column("Test NME, jitter protocol", jitter, ".4f"),
+        markdown.Column("Test NME, jitter protocol", jitter, ".4f"),
         *repeated,
     ]
 
@@ -233,18 +151,18 @@ def _test_nme_columns(cells: list[dict], test_set: str) -> list[Column]:
 def _size_table(cells: list[dict], test_set: str, fraction: float) -> list[str]:
     shown = [cell for cell in cells if float(cell["real_fraction"]) == fraction]
     columns = [
-        Column("Arch", "arch", None),
-        Column("Train size", "train_size", ",.0f"),
+        markdown.Column("Arch", "arch", None),
+        markdown.Column("Train size", "train_size", ",.0f"),
         *_test_nme_columns(shown, test_set),
-        Column("Mean-shape NME", result_key(test_set, "mean_shape_nme"), ".4f"),
-        Column("MSE", result_key(test_set, "mse"), ".2e"),  # 3 significant figures
-        Column("FR@0.10", result_key(test_set, "fr@0.10"), ".4f"),
-        Column("AUC@0.08", result_key(test_set, "auc@0.08"), ".4f"),
-        Column("Params", "params", ",.0f"),
-        Column("Epochs", "epochs", ",.0f"),
-        Column("GPU-hours", "gpu_hours", ".2f"),
+        markdown.Column("Mean-shape NME", result_key(test_set, "mean_shape_nme"), ".4f"),
+        markdown.Column("MSE", result_key(test_set, "mse"), ".2e"),  # 3 significant figures
+        markdown.Column("FR@0.10", result_key(test_set, "fr@0.10"), ".4f"),
+        markdown.Column("AUC@0.08", result_key(test_set, "auc@0.08"), ".4f"),
+        markdown.Column("Params", "params", ",.0f"),
+        markdown.Column("Epochs", "epochs", ",.0f"),
+        markdown.Column("GPU-hours", "gpu_hours", ".2f"),
     ]
-    table = _table(shown, columns)
+    table = markdown.table(shown, columns)
     intro = f"Cells with real fraction {fraction:g}, the smallest searched."
     return ["## Architectures × training size", "", intro, "", *table]
 
@@ -268,21 +186,23 @@ def _mixing_table(cells: list[dict], test_set: str, per_image_nme: dict[str, np.
             row[f"r={fraction:g}"] = cell.get(result_key(test_set, "nme"))
             errors = per_image_nme.get(cell["cell"])
             if fraction != base and base_errors is not None and errors is not None:
-                row[f"Δ r={fraction:g}"] = Difference(*paired_difference(base_errors, errors, CONFIDENCE, BOOTSTRAP))
+                row[f"Δ r={fraction:g}"] = markdown.Difference(
+                    *paired_difference(base_errors, errors, CONFIDENCE, BOOTSTRAP)
+                )
         rows.append(row)
-    columns = [Column("Arch", "arch", None), Column("Train size", "size", ",.0f")]
+    columns = [markdown.Column("Arch", "arch", None), markdown.Column("Train size", "size", ",.0f")]
     for fraction in fractions:
-        columns.append(Column(f"r={fraction:g}", f"r={fraction:g}", ".4f"))
+        columns.append(markdown.Column(f"r={fraction:g}", f"r={fraction:g}", ".4f"))
         if fraction != base:
-            columns.append(Column(f"Δ r={fraction:g}", f"Δ r={fraction:g}", "+.4f"))
+            columns.append(markdown.Column(f"Δ r={fraction:g}", f"Δ r={fraction:g}", "+.4f"))
     intro = (
         f"Test NME by the fraction r of real faces in the training set. Δ r=f is the test NME at r=f minus that at"
         f" r={base:g} (negative: the real faces help), averaged over the same test faces, with its {CONFIDENCE:.0%}"
         " paired bootstrap interval."
     )
-    legend = f"{NOT_SIGNIFICANT}: the interval contains 0, so the difference is not significant at the"
+    legend = f"{markdown.NOT_SIGNIFICANT}: the interval contains 0, so the difference is not significant at the"
     legend += f" {1 - CONFIDENCE:.0%} level."
-    return [*lines, intro, "", *_table(rows, columns), "", legend]
+    return [*lines, intro, "", *markdown.table(rows, columns), "", legend]
 
 
 def _estimate_text(estimate: SizeEstimate, sizes: np.ndarray) -> str:
@@ -325,15 +245,15 @@ def _viable_size_section(
 def _best_section(cells: list[dict], best: dict | None, test_set: str, selection: Selection) -> list[str]:
     metric = selection.metric
     columns = [
-        Column("Cell", "cell", None),
-        Column(metric, metric, ".4f"),
+        markdown.Column("Cell", "cell", None),
+        markdown.Column(metric, metric, ".4f"),
         *_test_nme_columns(cells, test_set),
-        Column("Trials", "trials", ",.0f"),
-        Column("Best trial", "best_trial", None),
-        Column("Epochs", "epochs", ",.0f"),
-        *(Column(column.removeprefix("config."), column, None) for column in _config_columns(cells)),
+        markdown.Column("Trials", "trials", ",.0f"),
+        markdown.Column("Best trial", "best_trial", None),
+        markdown.Column("Epochs", "epochs", ",.0f"),
+        *(markdown.Column(column.removeprefix("config."), column, None) for column in _config_columns(cells)),
     ]
-    table = _table(cells, columns)
+    table = markdown.table(cells, columns)
     fallbacks = [
         f"- {cell['cell']}: {cell['checkpoint_fallback']}" for cell in cells if cell.get("checkpoint_fallback")
     ]
@@ -342,13 +262,14 @@ def _best_section(cells: list[dict], best: dict | None, test_set: str, selection
     lines = ["## Best configuration per cell", "", *table, ""]
     if best is None:
         return [*lines, f"No cell has a value of `{metric}`, so there is no overall best cell."]
-    config = ", ".join(f"{key}={_text(value)}" for key, value in sorted(best.get("config", {}).items()))
-    test_nme = _shown(best, _test_nme(test_set))
+    config = ", ".join(f"{key}={markdown.text(value)}" for key, value in sorted(best.get("config", {}).items()))
+    test_nme = markdown.shown(best, _test_nme(test_set))
     return [
         *lines,
-        f"**Overall best cell: {best['cell']}**, {metric} {_fmt(best[metric], '.4f')},"
-        f" test NME {_fmt(test_nme, '.4f')} (mean-shape baseline"
-        f" {_fmt(best.get(result_key(test_set, 'mean_shape_nme')), '.4f')}); config: {config or MISSING}.",
+        f"**Overall best cell: {best['cell']}**, {metric} {markdown.fmt(best[metric], '.4f')},"
+        f" test NME {markdown.fmt(test_nme, '.4f')} (mean-shape baseline"
+        f" {markdown.fmt(best.get(result_key(test_set, 'mean_shape_nme')), '.4f')});"
+        f" config: {config or markdown.MISSING}.",
         f"It is chosen by the {'lowest' if selection.mode == 'min' else 'highest'} `{metric}`"
         " (the study's `search.metric`);"
         f" the test set (`{test_set}`) plays no part in selection.",
@@ -412,7 +333,7 @@ def write_report(
         ]
     if plots:
         sections.append(["## Plots", "", *(f"![{name}]({name})" for name in plots)])
-    markdown = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"
+    page = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"
     written["summary.md"] = run_dir / "summary.md"
-    written["summary.md"].write_text(markdown, encoding="utf-8")
+    written["summary.md"].write_text(page, encoding="utf-8")
     return written

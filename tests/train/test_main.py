@@ -10,8 +10,8 @@ from raylm.config import RunConfig, load_config
 from raylm.errors import RaylmError
 from raylm.evaluate import main as evaluate_main
 from raylm.evaluation.trained import load_trained
-from raylm.train.__main__ import claim_output
 from raylm.train.__main__ import main as train_main
+from raylm.train.single import claim_output
 from tests.test_plots import pixels_of, read_png
 
 TINY = [

@@ -1,0 +1,93 @@
+"""Markdown tables of plain dicts, as the study's report writes them: numbers by format spec, a mean followed
+by its bootstrap interval, a paired difference marked when not significant, and missing values as —."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from raylm.plots import finite_number
+
+NOT_SIGNIFICANT = "n.s."
+MISSING = "—"
+
+
+class Column(NamedTuple):
+    """A markdown column: a title, the row key it shows, a format spec (None for text), and
+    the keys of its bootstrap interval's ends when the value is followed by that interval."""
+
+    title: str
+    key: str
+    spec: str | None
+    interval: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its bootstrap interval, shown as `0.0523 [0.0491, 0.0557]`."""
+
+    value: object
+    low: object
+    high: object
+
+    def text(self, spec: str) -> str:
+        value, low, high = (finite_number(x) for x in (self.value, self.low, self.high))
+        if value is None:
+            return MISSING
+        if low is None or high is None:
+            return format(value, spec)
+        return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+@dataclass(frozen=True)
+class Difference(Interval):
+    """A paired difference of means with its interval, marked "n.s." when the interval contains 0."""
+
+    def text(self, spec: str) -> str:
+        text = super().text(spec)
+        low, high = finite_number(self.low), finite_number(self.high)
+        significant = low is None or high is None or not low <= 0 <= high
+        return text if significant else f"{text} {NOT_SIGNIFICANT}"
+
+
+def fmt(value: object, spec: str | None) -> str:
+    """A number (or an Interval) formatted by `spec`, or text when `spec` is None; "—" when missing."""
+    if isinstance(value, Interval):
+        return value.text(spec)
+    if spec is None:
+        return text(value)
+    x = finite_number(value)
+    return MISSING if x is None else format(x, spec)
+
+
+def text(value: object) -> str:
+    """A config value for a markdown cell: floats to 3 s.f., and `|` escaped so the table holds."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    text = format(value, ".3g") if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|")
+
+
+def table(rows: Iterable[dict], columns: Sequence[Column]) -> list[str]:
+    """A GitHub markdown table, a line per row dict; text columns left-aligned, numbers right-aligned."""
+    header = [column.title for column in columns]
+    align = [":---" if column.spec is None else "---:" for column in columns]
+    lines = [[fmt(shown(row, column), column.spec) for column in columns] for row in rows]
+    return [f"| {' | '.join(line)} |" for line in (header, align, *lines)]
+
+
+def shown(row: dict, column: Column) -> object:
+    """What a markdown cell shows: the row's value under the column's key, with its interval if asked for."""
+    if column.interval:
+        low, high = column.interval
+        return Interval(row.get(column.key), row.get(low), row.get(high))
+    return value_of(row, column.key)
+
+
+def value_of(cell: dict, column: str) -> object:
+    """A cell's value under a column name; `config.<key>` reads the cell's best config."""
+    if column.startswith("config."):
+        return cell.get("config", {}).get(column.removeprefix("config."))
+    return cell.get(column)
