@@ -63,7 +63,7 @@ def size_figure(
             ax.plot([n_star], fit.predict([n_star]), "*", markersize=14, color=colour, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("training-set size (faces)")
-    ax.set_ylabel(f"test_{test_set} NME (inter-ocular)")
+    ax.set_ylabel(f"{result_key(test_set, 'nme')} (inter-ocular)")
     ax.set_title(f"Test NME against training size (real fraction {fraction:g})")
     ax.legend(fontsize="small")
     return figure
@@ -91,7 +91,7 @@ def fraction_figure(cells: list[dict], test_set: str) -> Figure | None:
         colour = f"C{archs.index(arch)}"
         ax.plot(fractions, nmes, marker=marker, color=colour, label=f"{arch}, n={size:,.0f}")
     ax.set_xlabel("real fraction of the training set")
-    ax.set_ylabel(f"test_{test_set} NME (inter-ocular)")
+    ax.set_ylabel(f"{result_key(test_set, 'nme')} (inter-ocular)")
     ax.set_title("Test NME against the real-data fraction")
     ax.legend(fontsize="small")
     return figure

@@ -89,5 +89,5 @@ def test_fraction_draws_a_line_per_arch_and_size_with_two_fractions():
     (line,) = ax.lines
     assert line.get_label() == "ours, n=1,000"
     assert list(line.get_xdata()) == [0.0, 0.5] and list(line.get_ydata()) == [0.3, 0.2]
-    assert ax.get_ylabel() == "test_real NME (inter-ocular)"
+    assert ax.get_ylabel() == "test_real/nme (inter-ocular)"
     assert fraction_figure(cells[:1], "real") is None

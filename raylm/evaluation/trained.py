@@ -82,11 +82,11 @@ def predict_trained(trained: Trained, part: Part) -> tuple[np.ndarray, np.ndarra
 
 
 def log_faces(trained: Trained, parts: dict[str, Part], log_dir: Path) -> None:
-    """TensorBoard grids of faces with true (green) and predicted (red) landmarks, tagged `<name>/faces`."""
+    """TensorBoard grids of faces with true (green) and predicted (red) landmarks, one per tag -> faces."""
     board = Board(log_dir)
-    for name, part in parts.items():
+    for tag, part in parts.items():
         dataset = LandmarkDataset([part], trained.config.data.augment, train=False)
-        board.faces(f"{name}/faces", trained.model, dataset, trained.hardware, step=trained.epoch)
+        board.faces(tag, trained.model, dataset, trained.hardware, step=trained.epoch)
     board.close()
 
 

@@ -22,7 +22,7 @@ from ray import tune
 
 from raylm.config import SearchConfig
 from raylm.data.pipeline import prepare_data
-from raylm.evaluation.plan import TestPlan
+from raylm.evaluation.plan import TestPlan, result_key
 from raylm.evaluation.testing import run_plan
 from raylm.evaluation.trained import load_trained, log_faces
 from raylm.search.errors import SearchError
@@ -57,7 +57,7 @@ def test_best(
         "skipped": sum(sum(reasons.values()) for reasons in data.skipped.values()),  # bad samples left out
         **tested.metrics,
     }
-    log_faces(trained, {f"test_{name}": part for name, part in data.split.tests.items()}, directory)
+    log_faces(trained, {result_key(name, "faces"): part for name, part in data.split.tests.items()}, directory)
     return metrics, tested.per_face
 
 
