@@ -17,7 +17,7 @@ SEEN: list[tuple[torch.dtype, bool]] = []  # (the first convolution's output dty
 
 
 @register_model("test-conv")
-def conv_net(in_channels: int = 1) -> nn.Module:
+def conv_net(in_channels: int = 1, num_points: int = 68) -> nn.Module:
     """A few layers, so torch.compile finishes in seconds on a CPU; records what its first convolution sees."""
     model = nn.Sequential(
         nn.Conv2d(in_channels, 16, 3, stride=2, padding=1),
@@ -27,7 +27,7 @@ def conv_net(in_channels: int = 1) -> nn.Module:
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(4),
         nn.Flatten(),
-        nn.Linear(512, 136),
+        nn.Linear(512, 2 * num_points),
     )
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
