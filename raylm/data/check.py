@@ -22,7 +22,7 @@ MAX_PROBLEMS = 10
 
 
 @dataclass
-class Report:
+class DatasetReport:
     spec: str
     total: int = 0
     by_reason: Counter = field(default_factory=Counter)
@@ -50,9 +50,9 @@ class Report:
 
 def check(
     faces: FaceSet, workers: int | None = None, sheet_faces: int = 0, progress: bool = False
-) -> tuple[Report, list[Face]]:
+) -> tuple[DatasetReport, list[Face]]:
     """Read every sample of `faces`; return the report and the first `sheet_faces` good faces."""
-    report = Report(faces.spec, total=len(faces))
+    report = DatasetReport(faces.spec, total=len(faces))
     shown: list[Face] = []
     for i, result in load_each(faces, lambda face: face, workers, f"checking {faces.spec}" if progress else None):
         subset = report.subsets[faces.subsets[i]]
@@ -74,7 +74,7 @@ def check(
 
 def check_specs(
     specs: list[str], workers: int | None = None, sheet: str | None = None, sheet_faces: int = 0
-) -> list[Report]:
+) -> list[DatasetReport]:
     """`check` every dataset spec in turn; with `sheet`, a PNG contact sheet of the first `sheet_faces` good faces."""
     reports, shown = [], []
     for spec in specs:
@@ -86,7 +86,7 @@ def check_specs(
     return reports
 
 
-def _statistics(report: Report) -> dict:
+def _statistics(report: DatasetReport) -> dict:
     if not report.image_sizes:
         return {}
     sizes = np.array(report.image_sizes)
@@ -99,7 +99,7 @@ def _statistics(report: Report) -> dict:
     }
 
 
-def format_report(report: Report) -> str:
+def format_report(report: DatasetReport) -> str:
     lines = [
         f"{report.spec}",
         f"  samples: {report.total}, usable: {report.total - report.skipped}, skipped: {report.skipped}",

@@ -22,13 +22,13 @@ from raylm.config import StudyConfig, save_config
 from raylm.data.pipeline import anchored, check_data
 from raylm.report import write_report
 from raylm.search import storage
+from raylm.search.best import best_cell, best_trials
 from raylm.search.cluster import connect
 from raylm.search.ending import check_folders_known, check_no_errors, check_not_interrupted, quota, sigterm_stops_tune
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
 from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
-from raylm.search.selection import best_cell, best_trials
 from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
 from raylm.search.testpass import test_best
 from raylm.search.trainable import train_trial
