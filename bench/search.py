@@ -50,11 +50,11 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from raylm.config import SearchConfig, StudyConfig, load_config
+from raylm.search.best import best_trials
 from raylm.search.cluster import WORKER_ENV, connect
 from raylm.search.experiment import asha, run_experiment
 from raylm.search.per_cell import CellScheduler, CellSearcher
 from raylm.search.results import trial_rows
-from raylm.search.selection import best_trials
 from raylm.search.space import cell_of, cells, hyper_space
 from raylm.search.trainable import train_trial
 

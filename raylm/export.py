@@ -1,0 +1,163 @@
+"""`python -m raylm.export CHECKPOINT --format onnx|torchscript [--out FILE]`: a trained model as one file that
+runs without raylm.
+
+The exported graph takes what a user holds, a batch of face crops (B, H, W, C) of the checkpoint's input size
+and channels, pixel values 0..255 as float32 (`image.astype(np.float32)` from a uint8 crop), and returns
+(B, points, 2) landmarks (x, y) in that crop's pixels. The scaling the network was trained with ([-1, 1]) and
+the mapping of its normalised outputs back to pixels are inside the graph; the batch size is dynamic.
+
+The crop is the checkpoint's evaluation input: a face cut by its crop rule (raylm.data.crop) and centre-cropped
+to `input_size`, as `raylm.predict` does. Right after writing, the file is run on real crops (the first faces of
+the checkpoint's first test set, or `--data`) and compared with the PyTorch model: the largest point difference,
+in pixels, is printed and must be within `TOLERANCE_PX`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from raylm.data.cache import prepare
+from raylm.data.config import default_cache_dir
+from raylm.data.crop import centre_start
+from raylm.data.spec import open_dataset
+from raylm.errors import RaylmError
+from raylm.evaluation.trained import load_trained
+from raylm.train.checkpoint import checkpoint_file
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+TOLERANCE_PX = 0.01  # the exported file and the PyTorch model agree to this many pixels on every point
+CHECK_FACES = 8
+
+
+class ExportError(RaylmError):
+    """An export that could not be written or does not reproduce the model; the message says which."""
+
+
+class PixelLandmarks(nn.Module):
+    """A landmark network as its users call it: (B, H, W, C) pixels 0..255 in, (B, points, 2) crop pixels out."""
+
+    def __init__(self, model: nn.Module, input_size: int):
+        super().__init__()
+        self.model = model
+        self.input_size = input_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        inputs = images.float().permute(0, 3, 1, 2) / 127.5 - 1.0  # as the training loader scales a face
+        normalised = self.model(inputs).float().reshape(images.shape[0], -1, 2)
+        return (normalised + 0.5) * self.input_size  # raylm.coords.to_pixels
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A written export and how closely it reproduces the PyTorch model on real crops."""
+
+    path: Path
+    format: str
+    faces: int  # crops the check ran on
+    max_difference_px: float
+
+
+def check_crops(spec: str, trained, count: int = CHECK_FACES) -> np.ndarray:
+    """(count, input_size, input_size, C) float32 crops of `spec`'s first faces, as the model sees them."""
+    faces = prepare(open_dataset(spec), trained.config.data.crop, Path(default_cache_dir()), skip_bad=True)
+    size = trained.config.data.augment.input_size
+    start = centre_start(trained.config.data.crop.size, size)
+    crops = np.asarray(faces.images[:count])[:, start : start + size, start : start + size]
+    return crops.astype(np.float32)
+
+
+def write_export(wrapped: nn.Module, example: torch.Tensor, path: Path, form: str) -> None:
+    """Write `wrapped` as `form` to `path`, with a dynamic batch dimension."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' notes on tracing, not for the user
+        if form == "onnx":
+            batch = torch.export.Dim("batch", min=1)
+            program = torch.onnx.export(
+                wrapped, (example,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"],
+                output_names=["landmarks"], verbose=False,
+            )  # fmt: skip
+            program.save(str(path))
+        else:
+            torch.jit.trace(wrapped, example).save(str(path))
+
+
+def run_export(path: Path, form: str, crops: np.ndarray) -> np.ndarray:
+    """The landmarks the exported file gives for `crops`, run by onnxruntime or TorchScript on the CPU."""
+    if form == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: crops})[0]
+    with torch.no_grad():
+        return torch.jit.load(str(path), map_location="cpu")(torch.from_numpy(crops)).numpy()
+
+
+def export_checkpoint_file(
+    checkpoint_path: str | Path, form: str = "onnx", out: str | Path | None = None, data: str | None = None
+) -> Exported:
+    """Export a checkpoint's model to `out` (default: beside the checkpoint, `model.onnx` / `model.pt`), check it.
+
+    The check runs the file on the first faces of `data` (default: the checkpoint's first test set)
+    and compares with the PyTorch model in float32 on the CPU; ExportError when any point differs
+    by more than TOLERANCE_PX pixels.
+    """
+    if form not in FORMATS:
+        raise ExportError(f"--format {form!r}: one of {', '.join(FORMATS)}")
+    trained = load_trained(checkpoint_path, "cpu")
+    spec = data or next(iter(trained.config.data.tests.values()), None)
+    if spec is None:
+        raise ExportError(f"{checkpoint_path}: its config has no test set to check the export on; pass --data SPEC")
+    path = Path(out) if out else checkpoint_file(checkpoint_path).parent / f"model{FORMATS[form]}"
+    wrapped = PixelLandmarks(trained.model.float(), trained.config.data.augment.input_size).eval()
+    crops = check_crops(spec, trained)
+    if not len(crops):
+        raise ExportError(f"{spec}: no faces to check the export on; pass --data SPEC")
+    example = torch.from_numpy(crops[:2])
+    try:
+        write_export(wrapped, example, path, form)
+    except Exception as error:  # the exporters raise many kinds; the user needs the model and the reason
+        raise ExportError(f"{checkpoint_path}: the {form} export failed: {type(error).__name__}: {error}") from None
+    with torch.no_grad():
+        expected = wrapped(torch.from_numpy(crops)).numpy()
+    difference = float(np.abs(run_export(path, form, crops) - expected).max())
+    if not difference <= TOLERANCE_PX:
+        raise ExportError(
+            f"{path}: the exported model differs from the PyTorch model by {difference:.4f} px on {spec} "
+            f"(tolerance {TOLERANCE_PX} px); do not ship it"
+        )
+    return Exported(path, form, len(crops), difference)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m raylm.export",
+        description="Export a checkpoint's model to ONNX or TorchScript: face crops (B, H, W, C) 0..255 in, "
+        "(B, points, 2) crop pixels out; checked against the PyTorch model on real crops.",
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory or checkpoint.pt file")
+    parser.add_argument("--format", choices=tuple(FORMATS), default="onnx", help="onnx (default) or torchscript")
+    parser.add_argument("--out", metavar="FILE", help="where to write it (default: model.onnx / model.pt beside it)")
+    parser.add_argument("--data", metavar="SPEC", help="faces to check the export on (default: its first test set)")
+    args = parser.parse_args(argv)
+    try:
+        exported = export_checkpoint_file(args.checkpoint, args.format, args.out, args.data)
+    except RaylmError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{exported.path}: {exported.format}, checked on {exported.faces} real crops: largest point difference "
+        f"{exported.max_difference_px:.2e} px (tolerance {TOLERANCE_PX} px)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Export: the file a user ships gives, on real crops, the points raylm's own evaluation path gives."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raylm.config import RunConfig, load_config
+from raylm.coords import to_pixels
+from raylm.data.cache import prepare
+from raylm.data.config import default_cache_dir
+from raylm.data.spec import open_dataset
+from raylm.data.splits import Part
+from raylm.evaluation.trained import load_trained, predict_trained
+from raylm.export import TOLERANCE_PX, check_crops, main, run_export
+from raylm.train import build_run, fit
+
+# One epoch on built-in faces is enough: the export must reproduce whatever weights it is given.
+OVERRIDES = [
+    "data.synthetic=builtin:synthetic?n=24",
+    "data.real=null",
+    "data.tests={real: 'builtin:realistic?n=8'}",
+    "data.train_size=12",
+    "data.val_size=4",
+    "data.test_size=8",
+    "data.crop.size=72",
+    "data.augment.input_size=64",
+    "train.epochs=1",
+    "train.batch_size=4",
+]
+ARCHS = {
+    "ours": ["model.name=ours"],
+    "mobilenetv2_100": ["model.name=mobilenetv2_100"],
+    "resnet18-integral": ["model.name=timm:resnet18", "model.options={head: integral}"],
+}
+
+
+def trained_checkpoint(root: Path, overrides: list[str]) -> Path:
+    kept = root / "checkpoint"
+    config = load_config(RunConfig, None, [*OVERRIDES, *overrides, f"data.cache_dir={root / 'cache'}"])
+    fit(build_run(config), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
+    return kept
+
+
+def afw(shared_data: Path) -> str:
+    return f"pts:{shared_data / 'real'}?subsets=afw"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_an_onnx_export_gives_the_points_of_raylms_evaluation_on_real_crops(
+    arch: str, shared_data: Path, tmp_path: Path, capsys
+):
+    checkpoint = trained_checkpoint(tmp_path, ARCHS[arch])
+    out = tmp_path / "model.onnx"
+    assert main([str(checkpoint), "--out", str(out), "--data", afw(shared_data)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out}: onnx, checked on 8 real crops: largest point difference" in printed
+    assert float(printed.split("difference ")[1].split(" px")[0]) <= TOLERANCE_PX
+
+    trained = load_trained(checkpoint, "cpu")
+    crops = check_crops(afw(shared_data), trained, count=7)
+    faces = prepare(open_dataset(afw(shared_data)), trained.config.data.crop, Path(default_cache_dir()), True)
+    predicted, _ = predict_trained(trained, Part(faces, np.arange(7), "real"))
+    expected = to_pixels(predicted, 64)  # raylm's own path: centre crop, scaling, model, pixels
+    for batch in (1, 7):  # the batch dimension is dynamic
+        points = run_export(out, "onnx", crops[:batch])
+        assert points.shape == (batch, 68, 2)
+        np.testing.assert_allclose(points, expected[:batch], atol=TOLERANCE_PX)
+    # The faces' points differ by far more than the tolerance, so agreeing on them is not agreeing on a constant.
+    assert np.abs(expected[1:] - expected[0]).max() > 10 * TOLERANCE_PX
+
+
+@pytest.mark.slow
+def test_a_torchscript_export_is_checked_the_same_way(shared_data: Path, tmp_path: Path, capsys):
+    checkpoint = trained_checkpoint(tmp_path, ARCHS["ours"])
+    assert main([str(checkpoint), "--format", "torchscript", "--data", afw(shared_data)]) == 0
+    assert "model.pt: torchscript, checked on 8 real crops" in capsys.readouterr().out
+    trained = load_trained(checkpoint, "cpu")
+    crops = check_crops(afw(shared_data), trained, count=3)
+    faces = prepare(open_dataset(afw(shared_data)), trained.config.data.crop, Path(default_cache_dir()), True)
+    expected = to_pixels(predict_trained(trained, Part(faces, np.arange(3), "real"))[0], 64)
+    np.testing.assert_allclose(run_export(checkpoint / "model.pt", "torchscript", crops), expected, atol=TOLERANCE_PX)
+
+
+def test_a_checkpoint_that_is_not_there_is_one_line(tmp_path: Path, capsys):
+    assert main([str(tmp_path / "nothing"), "--format", "onnx"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1 and "nothing" in error
