@@ -259,15 +259,18 @@ class StudyConfig(RunConfig):
         except SelectionError as error:
             raise ConfigError(f"search.metric {error}") from None
         check_trial_device(self.train.device, self.search.resources.gpu)
-        if not self.data.tests:
-            raise ConfigError("data.tests is empty: a study tests each cell's best model; name at least one test set")
-        try:
-            self.test_plan()
-        except ValueError as error:
-            raise ConfigError(f"search.test_set: {error}") from None
+        if self.search.test_set is not None and self.search.test_set not in self.data.tests:
+            known = ", ".join(self.data.tests) or "none"
+            raise ConfigError(f"search.test_set {self.search.test_set!r} is not a name in data.tests ({known})")
 
     def test_plan(self) -> TestPlan:
-        """What the study's test pass runs: every test set under every protocol installed, its headline set."""
+        """What the study's test pass runs: every test set under every protocol installed, its headline set.
+
+        ConfigError when `data.tests` is empty: a study reports its cells' best models on test faces
+        (checked when a study starts; a config alone, e.g. a benchmark's, may have none).
+        """
+        if not self.data.tests:
+            raise ConfigError("data.tests is empty: a study tests each cell's best model; name at least one test set")
         return TestPlan(tuple(self.data.tests), available_protocols(), self.search.test_set)
 
     def base(self) -> RunConfig:

@@ -54,6 +54,7 @@ def run_study(
     location = str(run_dir)
     study = replace(study, data=anchored(study.data, Path.cwd()))  # trials run in their own folders
     check_space(study)
+    study.test_plan()  # a study without test sets fails here, before Ray starts
     check_data(*cell_data(study))
     storage.check_writable(location)
     owns_ray = not ray.is_initialized()
