@@ -4,6 +4,7 @@ restore Tune cannot do stops the study; run names stay under the storage path.""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -154,10 +155,12 @@ def test_ctrl_c_mid_study_exits_130_reports_nothing_and_prints_the_resume_line(i
     run_dir, driver = interrupted_run
     lines = driver.stderr.strip().splitlines()
     assert driver.returncode == 130, driver.stderr[-3000:]
-    assert lines[-2:] == [
-        "interrupted (2 of 2 trials unfinished, 0 more never created); nothing reported; continue with:",
-        f"python -m raylm.search --resume {run_dir}",
-    ]
+    # The second trial waits for the CPUs; the first may finish its last epochs before the signal lands (timing).
+    assert re.fullmatch(
+        r"interrupted \([12] of 2 trials unfinished, 0 more never created\); nothing reported; continue with:",
+        lines[-2],
+    ), lines[-2]
+    assert lines[-1] == f"python -m raylm.search --resume {run_dir}"
     assert "Traceback" not in driver.stderr and "best cell" not in driver.stdout
     assert not any((run_dir / name).exists() for name in ("summary.csv", "trials.csv", "best"))
 
