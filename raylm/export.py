@@ -29,7 +29,7 @@ from raylm.data.config import default_cache_dir
 from raylm.data.crop import centre_start
 from raylm.data.spec import open_dataset
 from raylm.errors import RaylmError
-from raylm.evaluation.trained import load_trained
+from raylm.evaluation.trained import Trained, load_trained
 from raylm.train.checkpoint import checkpoint_file
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -65,7 +65,7 @@ class Exported:
     max_difference_px: float
 
 
-def check_crops(spec: str, trained, count: int = CHECK_FACES) -> np.ndarray:
+def check_crops(spec: str, trained: Trained, count: int = CHECK_FACES) -> np.ndarray:
     """(count, input_size, input_size, C) float32 crops of `spec`'s first faces, as the model sees them."""
     faces = prepare(open_dataset(spec), trained.config.data.crop, Path(default_cache_dir()), skip_bad=True)
     size = trained.config.data.augment.input_size
@@ -100,7 +100,7 @@ def run_export(path: Path, form: str, crops: np.ndarray) -> np.ndarray:
         return torch.jit.load(str(path), map_location="cpu")(torch.from_numpy(crops)).numpy()
 
 
-def export_checkpoint_file(
+def export_model(
     checkpoint_path: str | Path, form: str = "onnx", out: str | Path | None = None, data: str | None = None
 ) -> Exported:
     """Export a checkpoint's model to `out` (default: beside the checkpoint, `model.onnx` / `model.pt`), check it.
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", metavar="SPEC", help="faces to check the export on (default: its first test set)")
     args = parser.parse_args(argv)
     try:
-        exported = export_checkpoint_file(args.checkpoint, args.format, args.out, args.data)
+        exported = export_model(args.checkpoint, args.format, args.out, args.data)
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -24,7 +24,6 @@ from raylm.train.board import Board
 from raylm.train.checkpoint import checkpoint_config, load_checkpoint, model_from_checkpoint
 from raylm.train.feed import centre_crops
 from raylm.train.hardware import Hardware, choose_hardware
-from raylm.train.loaders import LandmarkDataset
 from raylm.train.scoring import predicted_landmarks, score
 
 
@@ -84,9 +83,7 @@ def predict_trained(trained: Trained, part: Part) -> tuple[np.ndarray, np.ndarra
 def log_faces(trained: Trained, parts: dict[str, Part], log_dir: Path) -> None:
     """TensorBoard grids of faces with true (green) and predicted (red) landmarks, one per tag -> faces."""
     board = Board(log_dir)
-    for tag, part in parts.items():
-        dataset = LandmarkDataset([part], trained.config.data.augment, train=False)
-        board.faces(tag, trained.model, dataset, trained.hardware, step=trained.epoch)
+    board.held_out_faces(parts, trained.model, trained.config.data.augment, trained.hardware, trained.epoch)
     board.close()
 
 

@@ -18,6 +18,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from raylm.coords import to_pixels
+from raylm.data.augment import AugmentConfig
+from raylm.data.splits import Part
 from raylm.draw import draw_landmarks, grid
 from raylm.train.hardware import Hardware, autocast, to_device
 from raylm.train.loaders import LandmarkDataset
@@ -78,6 +80,13 @@ class Board:
         self.writer.add_image(tag, grid(tiles, columns=6), step, dataformats="HWC")
         self.writer.flush()
 
+    def held_out_faces(
+        self, parts: dict[str, Part], model: torch.nn.Module, augment: AugmentConfig, hardware: Hardware, step: int
+    ) -> None:
+        """A grid per tag -> part of held-out faces, centre-cropped as evaluation sees them."""
+        for tag, part in parts.items():
+            self.faces(tag, model, LandmarkDataset([part], augment, train=False), hardware, step)
+
     def close(self) -> None:
         self.writer.close()
 
@@ -98,9 +107,8 @@ def board_report(log_dir: Path, run: Run, hparams: dict[str, Any] | None = None)
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         board.scalars(metrics, epoch)
         if train_config.image_every and (epoch % train_config.image_every == 0 or epoch == train_config.epochs):
-            for name, part in run.held_out.items():
-                faces = LandmarkDataset([part], augment, train=False)
-                board.faces(f"{name}/faces", run.state.model, faces, run.hardware, epoch)
+            faces = {f"{name}/faces": part for name, part in run.held_out.items()}
+            board.held_out_faces(faces, run.state.model, augment, run.hardware, epoch)
 
     try:
         yield report
