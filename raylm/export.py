@@ -1,10 +1,12 @@
-"""`python -m raylm.export CHECKPOINT --format onnx|torchscript [--out FILE]`: a trained model as one file that
-runs without raylm.
+"""`python -m raylm.export CHECKPOINT --format onnx|torchscript [--out FILE] [--adapter [FILE]]`: a trained model
+as one file that runs without raylm.
 
 The exported graph takes what a user holds, a batch of face crops (B, H, W, C) of the checkpoint's input size
 and channels, pixel values 0..255 as float32 (`image.astype(np.float32)` from a uint8 crop), and returns
 (B, points, 2) landmarks (x, y) in that crop's pixels. The scaling the network was trained with ([-1, 1]) and
-the mapping of its normalised outputs back to pixels are inside the graph; the batch size is dynamic.
+the mapping of its normalised outputs back to pixels are inside the graph; the batch size is dynamic. With
+`--adapter` the checkpoint's label adapter (raylm.evaluation.adapter's LabelMap, float64 as raylm.evaluate runs
+it) is inside the graph too, between the network and the pixels.
 
 The crop is the checkpoint's evaluation input: a face cut by its crop rule (raylm.data.crop) and centre-cropped
 to `input_size`, as `raylm.predict` does. Right after writing, the file is run on real crops (the first faces of
@@ -29,6 +31,7 @@ from raylm.data.config import default_cache_dir
 from raylm.data.crop import centre_start
 from raylm.data.spec import open_dataset
 from raylm.errors import RaylmError
+from raylm.evaluation.adapter import adapter_path
 from raylm.evaluation.trained import Trained, load_trained
 from raylm.train.checkpoint import checkpoint_file
 
@@ -63,6 +66,7 @@ class Exported:
     format: str
     faces: int  # crops the check ran on
     max_difference_px: float
+    adapter: Path | None = None  # the label adapter folded into the graph, if any
 
 
 def check_crops(spec: str, trained: Trained, count: int = CHECK_FACES) -> np.ndarray:
@@ -101,22 +105,27 @@ def run_export(path: Path, form: str, crops: np.ndarray) -> np.ndarray:
 
 
 def export_model(
-    checkpoint_path: str | Path, form: str = "onnx", out: str | Path | None = None, data: str | None = None
+    checkpoint_path: str | Path,
+    form: str = "onnx",
+    out: str | Path | None = None,
+    data: str | None = None,
+    adapter: str | Path | None = None,
 ) -> Exported:
     """Export a checkpoint's model to `out` (default: beside the checkpoint, `model.onnx` / `model.pt`), check it.
 
+    With an `adapter` file (fitted for this checkpoint) its label map is part of the exported graph.
     The check runs the file on the first faces of `data` (default: the checkpoint's first test set)
-    and compares with the PyTorch model in float32 on the CPU; ExportError when any point differs
-    by more than TOLERANCE_PX pixels.
+    and compares with the PyTorch model (adapted as `load_trained(..., adapter=)` adapts it) on the
+    CPU; ExportError when any point differs by more than TOLERANCE_PX pixels.
     """
     if form not in FORMATS:
         raise ExportError(f"--format {form!r}: one of {', '.join(FORMATS)}")
-    trained = load_trained(checkpoint_path, "cpu")
+    trained = load_trained(checkpoint_path, "cpu", adapter)
     spec = data or next(iter(trained.config.data.tests.values()), None)
     if spec is None:
         raise ExportError(f"{checkpoint_path}: its config has no test set to check the export on; pass --data SPEC")
     path = Path(out) if out else checkpoint_file(checkpoint_path).parent / f"model{FORMATS[form]}"
-    wrapped = PixelLandmarks(trained.model.float(), trained.config.data.augment.input_size).eval()
+    wrapped = PixelLandmarks(trained.model, trained.config.data.augment.input_size).eval()
     crops = check_crops(spec, trained)
     if not len(crops):
         raise ExportError(f"{spec}: no faces to check the export on; pass --data SPEC")
@@ -133,7 +142,7 @@ def export_model(
             f"{path}: the exported model differs from the PyTorch model by {difference:.4f} px on {spec} "
             f"(tolerance {TOLERANCE_PX} px); do not ship it"
         )
-    return Exported(path, form, len(crops), difference)
+    return Exported(path, form, len(crops), difference, None if adapter is None else Path(adapter))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,15 +155,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=tuple(FORMATS), default="onnx", help="onnx (default) or torchscript")
     parser.add_argument("--out", metavar="FILE", help="where to write it (default: model.onnx / model.pt beside it)")
     parser.add_argument("--data", metavar="SPEC", help="faces to check the export on (default: its first test set)")
+    parser.add_argument(
+        "--adapter",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="fold the checkpoint's label adapter into the exported graph (default: adapter.json beside the "
+        "checkpoint; fit it with `python -m raylm.adapter fit`)",
+    )
     args = parser.parse_args(argv)
     try:
-        exported = export_model(args.checkpoint, args.format, args.out, args.data)
+        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
+        exported = export_model(args.checkpoint, args.format, args.out, args.data, adapter)
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    adapted = "" if exported.adapter is None else f" with the adapter {exported.adapter}"
     print(
-        f"{exported.path}: {exported.format}, checked on {exported.faces} real crops: largest point difference "
-        f"{exported.max_difference_px:.2e} px (tolerance {TOLERANCE_PX} px)"
+        f"{exported.path}: {exported.format}{adapted}, checked on {exported.faces} real crops: largest point "
+        f"difference {exported.max_difference_px:.2e} px (tolerance {TOLERANCE_PX} px)"
     )
     return 0
 

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raylm.adapter import fit_on_dataset
 from raylm.config import RunConfig, load_config
 from raylm.coords import to_pixels
 from raylm.data.cache import prepare
 from raylm.data.config import default_cache_dir
 from raylm.data.spec import open_dataset
 from raylm.data.splits import Part
-from raylm.evaluation.trained import load_trained, predict_trained
+from raylm.evaluation.trained import Trained, load_trained, predict_trained
 from raylm.export import TOLERANCE_PX, check_crops, main, run_export
 from raylm.train import build_run, fit
 
@@ -47,6 +48,13 @@ def afw(shared_data: Path) -> str:
     return f"pts:{shared_data / 'real'}?subsets=afw"
 
 
+def evaluated_pixels(trained: Trained, spec: str, count: int) -> np.ndarray:
+    """raylm's own path on the first `count` faces of `spec`: centre crop, scaling, model (adapter), pixels."""
+    faces = prepare(open_dataset(spec), trained.config.data.crop, Path(default_cache_dir()), True)
+    predicted, _ = predict_trained(trained, Part(faces, np.arange(count), "real"))
+    return to_pixels(predicted, trained.config.data.augment.input_size)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_an_onnx_export_gives_the_points_of_raylms_evaluation_on_real_crops(
@@ -61,9 +69,7 @@ def test_an_onnx_export_gives_the_points_of_raylms_evaluation_on_real_crops(
 
     trained = load_trained(checkpoint, "cpu")
     crops = check_crops(afw(shared_data), trained, count=7)
-    faces = prepare(open_dataset(afw(shared_data)), trained.config.data.crop, Path(default_cache_dir()), True)
-    predicted, _ = predict_trained(trained, Part(faces, np.arange(7), "real"))
-    expected = to_pixels(predicted, 64)  # raylm's own path: centre crop, scaling, model, pixels
+    expected = evaluated_pixels(trained, afw(shared_data), 7)
     for batch in (1, 7):  # the batch dimension is dynamic
         points = run_export(out, "onnx", crops[:batch])
         assert points.shape == (batch, 68, 2)
@@ -79,9 +85,27 @@ def test_a_torchscript_export_is_checked_the_same_way(shared_data: Path, tmp_pat
     assert "model.pt: torchscript, checked on 8 real crops" in capsys.readouterr().out
     trained = load_trained(checkpoint, "cpu")
     crops = check_crops(afw(shared_data), trained, count=3)
-    faces = prepare(open_dataset(afw(shared_data)), trained.config.data.crop, Path(default_cache_dir()), True)
-    expected = to_pixels(predict_trained(trained, Part(faces, np.arange(3), "real"))[0], 64)
+    expected = evaluated_pixels(trained, afw(shared_data), 3)
     np.testing.assert_allclose(run_export(checkpoint / "model.pt", "torchscript", crops), expected, atol=TOLERANCE_PX)
+
+
+@pytest.mark.slow
+def test_the_adapter_folded_in_gives_what_raylm_evaluate_adapter_gives(shared_data: Path, tmp_path: Path, capsys):
+    checkpoint = trained_checkpoint(tmp_path, ARCHS["ours"])
+    assert main([str(checkpoint), "--adapter"]) == 2  # none fitted yet
+    assert "python -m raylm.adapter fit" in capsys.readouterr().err
+    fit_on_dataset(checkpoint, afw(shared_data), faces=20, modes=2, device="cpu")  # adapter.json beside it
+    trained = load_trained(checkpoint, "cpu", adapter=checkpoint / "adapter.json")
+    crops = check_crops(afw(shared_data), trained, count=5)
+    expected = evaluated_pixels(trained, afw(shared_data), 5)  # what `raylm.evaluate --adapter` scores
+    for form, out in (("onnx", tmp_path / "adapted.onnx"), ("torchscript", tmp_path / "adapted.pt")):
+        args = [str(checkpoint), "--adapter", "--format", form, "--out", str(out), "--data", afw(shared_data)]
+        assert main(args) == 0
+        assert f"{out}: {form} with the adapter {checkpoint / 'adapter.json'}, checked on 8" in capsys.readouterr().out
+        np.testing.assert_allclose(run_export(out, form, crops), expected, atol=TOLERANCE_PX)
+    assert main([str(checkpoint), "--out", str(tmp_path / "plain.onnx"), "--data", afw(shared_data)]) == 0
+    plain = run_export(tmp_path / "plain.onnx", "onnx", crops)
+    assert np.abs(plain - expected).max() > 10 * TOLERANCE_PX  # the adapter moved the points
 
 
 def test_a_checkpoint_that_is_not_there_is_one_line(tmp_path: Path, capsys):

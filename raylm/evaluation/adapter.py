@@ -39,7 +39,8 @@ another checkpoint is refused. `python -m raylm.evaluate --adapter` refuses to s
 faces it was fitted on.
 
 Fitting it on a dataset is the `python -m raylm.adapter fit` command (raylm.adapter);
-`load_trained(..., adapter=FILE)` (raylm.evaluation.trained) wraps a model in one.
+`load_trained(..., adapter=FILE)` (raylm.evaluation.trained) wraps a model in one, and
+`python -m raylm.export --adapter` folds it into the exported graph (both through `LabelMap`).
 """
 
 from __future__ import annotations
@@ -86,24 +87,16 @@ class Adapter:
     checkpoint: str = ""  # SHA-256 of the checkpoint.pt it was fitted for
     report: dict = field(default_factory=dict)  # NME before/after on the fitting and held-out faces
 
-    def correction(self, normalised: np.ndarray) -> np.ndarray:
-        """The offsets (N, points, 2) to add to shapes already in the face-normalised frame."""
-        n, k = len(normalised), len(self.modes)
-        flat = normalised.reshape(n, -1) - self.centre.reshape(-1)
-        width = flat.shape[1]  # 2 x the number of points (explicit: with no modes, -1 cannot be inferred)
-        scores = flat @ self.modes.reshape(k, width).T / self.spreads
-        return (self.offset.reshape(-1) + scores @ self.slopes.reshape(k, width)).reshape(n, -1, 2)
-
     def apply(self, points: np.ndarray) -> np.ndarray:
         """Shapes (..., points, 2) in the target convention, float64, in the units they came in.
 
         A degenerate shape (all points equal) or a NaN one comes back NaN, a failure to the metrics.
+        Runs `LabelMap`, the one implementation of the map, in float64 on the CPU.
         """
         points = np.asarray(points, np.float64)
-        shapes = points.reshape(-1, len(self.offset), 2)  # as many points as it was fitted on
-        scale_rotation, centre = face_frame(shapes, self.template)
-        normalised = to_frame(shapes, scale_rotation, centre)
-        return from_frame(normalised + self.correction(normalised), scale_rotation, centre).reshape(points.shape)
+        shapes = torch.from_numpy(points.reshape(-1, len(self.offset), 2))  # as many points as it was fitted on
+        with torch.no_grad():
+            return LabelMap(self)(shapes).numpy().reshape(points.shape)
 
     def overlap(self, ids: tuple[str, ...] | list[str]) -> int:
         """How many of `ids` are faces this adapter was fitted on (same source ids)."""
@@ -228,22 +221,63 @@ def fit_adapter(
     )
 
 
-class AdaptedModel(nn.Module):
-    """A landmark model whose (B, 136) output goes through an adapter: for evaluation and inference only.
+class LabelMap(nn.Module):
+    """An adapter's map as a torch module: (B, points, 2) shapes -> (B, points, 2) in the target convention.
 
-    The adapter runs in float64 numpy on the CPU (a few hundred numbers per face), so
-    no gradient flows through it.
+    The one implementation of applying an adapter: `Adapter.apply` runs it on numpy shapes,
+    AdaptedModel after the network, and raylm.export folds it into the exported graph. The
+    complex arithmetic of `face_frame`, `to_frame` and `from_frame` is written on real pairs
+    (exporters have no complex tensors). It computes in float64 on its buffers' device (the CPU
+    unless moved; onnxruntime runs it in float64 too) and returns its input's dtype and device.
+    """
+
+    def __init__(self, adapter: Adapter):
+        super().__init__()
+        k, width = len(adapter.modes), adapter.offset.size  # width: 2 x the number of points
+        arrays = {
+            "template": adapter.template,
+            "centre": adapter.centre.reshape(width),
+            "modes": adapter.modes.reshape(k, width),  # explicit width: with no modes, -1 cannot be inferred
+            "spreads": adapter.spreads,
+            "offset": adapter.offset.reshape(width),
+            "slopes": adapter.slopes.reshape(k, width),
+        }
+        for name, array in arrays.items():
+            self.register_buffer(name, torch.as_tensor(np.asarray(array), dtype=torch.float64))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        shapes = points.to(self.template)
+        centre = shapes.mean(dim=1, keepdim=True)
+        x, y = (shapes - centre).unbind(-1)
+        tx, ty = self.template.unbind(-1)
+        # a = sum(conj(p - c) t) / sum(|p - c|^2): the similarity onto the template (face_frame).
+        norm = (x * x + y * y).sum(dim=1, keepdim=True)
+        a_re = (x * tx + y * ty).sum(dim=1, keepdim=True) / norm
+        a_im = (x * ty - y * tx).sum(dim=1, keepdim=True) / norm
+        normalised = torch.stack([a_re * x - a_im * y, a_re * y + a_im * x], dim=-1).reshape(shapes.shape[0], -1)
+        scores = (normalised - self.centre) @ self.modes.T / self.spreads
+        u, v = (normalised + self.offset + scores @ self.slopes).reshape(shapes.shape).unbind(-1)
+        size = a_re * a_re + a_im * a_im  # |a|^2: q / a = q conj(a) / |a|^2 (from_frame)
+        back = torch.stack([(u * a_re + v * a_im) / size, (v * a_re - u * a_im) / size], dim=-1)
+        return (back + centre).to(points)
+
+
+class AdaptedModel(nn.Module):
+    """A landmark model whose (B, 2 x points) output goes through an adapter: for evaluation and inference.
+
+    The map (`label_map`) stays float64 on the CPU where it was built, whatever device the
+    network runs on (autocast leaves float64 alone); the output is float32 on the network's device.
     """
 
     def __init__(self, model: nn.Module, adapter: Adapter):
         super().__init__()
         self.model = model
         self.adapter = adapter
+        self.label_map = LabelMap(adapter)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        output = self.model(images)
-        adapted = self.adapter.apply(output.detach().float().cpu().numpy().reshape(len(output), -1, 2))
-        return torch.from_numpy(adapted.reshape(output.shape[0], -1).astype(np.float32)).to(output.device)
+        output = self.model(images).float()
+        return self.label_map(output.reshape(output.shape[0], -1, 2)).reshape(output.shape)
 
 
 def adapter_path(checkpoint_path: str | Path, file: str | Path | None = None) -> Path:
