@@ -12,14 +12,20 @@ The crop is the checkpoint's evaluation input: a face cut by its crop rule (rayl
 to `input_size`, as `raylm.predict` does. Right after writing, the file is run on real crops (the first faces of
 the checkpoint's first test set, or `--data`) and compared with the PyTorch model: the largest point difference,
 in pixels, is printed and must be within `TOLERANCE_PX`.
+
+The file also carries what `python -m raylm.predict --model FILE` needs to cut faces for it without the
+checkpoint (`metadata`: the crop rule, input size, points, adapter), as ONNX `metadata_props["raylm"]` or
+TorchScript's extra file `raylm.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,8 @@ from raylm.evaluation.trained import Trained, load_trained
 from raylm.train.checkpoint import checkpoint_file
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+METADATA = "raylm"  # the ONNX metadata_props key of raylm's metadata
+METADATA_FILE = "raylm.json"  # the TorchScript extra file holding it
 TOLERANCE_PX = 0.01  # the exported file and the PyTorch model agree to this many pixels on every point
 CHECK_FACES = 8
 
@@ -78,8 +86,21 @@ def check_crops(spec: str, trained: Trained, count: int = CHECK_FACES) -> np.nda
     return crops.astype(np.float32)
 
 
-def write_export(wrapped: nn.Module, example: torch.Tensor, path: Path, form: str) -> None:
-    """Write `wrapped` as `form` to `path`, with a dynamic batch dimension."""
+# crops (B, input_size, input_size, C) float32 0..255 -> (B, points, 2) float32 pixels of those crops
+CropModel = Callable[[np.ndarray], np.ndarray]
+
+
+def metadata(trained: Trained, adapter: str | Path | None) -> dict:
+    """What a user of the file needs to cut faces for it: the crop rule, input size, points, the adapter inside."""
+    data = trained.config.data
+    points = len(trained.mean_shape)
+    about = {"crop": asdict(data.crop), "input_size": data.augment.input_size, "points": points}
+    return {**about, "adapter": None if adapter is None else str(adapter)}
+
+
+def write_export(wrapped: nn.Module, example: torch.Tensor, path: Path, form: str, about: dict) -> None:
+    """Write `wrapped` as `form` to `path`, with a dynamic batch dimension and `about` as raylm's metadata."""
+    text = json.dumps(about)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' notes on tracing, not for the user
         if form == "onnx":
@@ -88,20 +109,58 @@ def write_export(wrapped: nn.Module, example: torch.Tensor, path: Path, form: st
                 wrapped, (example,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"],
                 output_names=["landmarks"], verbose=False,
             )  # fmt: skip
+            program.model.metadata_props[METADATA] = text
             program.save(str(path))
         else:
-            torch.jit.trace(wrapped, example).save(str(path))
+            torch.jit.trace(wrapped, example).save(str(path), _extra_files={METADATA_FILE: text})
+
+
+def load_export(path: str | Path, form: str | None = None) -> tuple[CropModel, dict]:
+    """An exported file run on the CPU by onnxruntime or TorchScript, and the metadata raylm.export stored in it.
+
+    `form` defaults to the one the suffix names (.onnx, .pt); ExportError for a file that cannot be
+    loaded or lacks the metadata.
+    """
+    path = Path(path)
+    form = form or next((form for form, suffix in FORMATS.items() if path.suffix == suffix), None)
+    if form is None:
+        raise ExportError(f"{path}: not an exported model (.onnx or .pt); export one with `python -m raylm.export`")
+    try:
+        run, text = _load_onnx(path) if form == "onnx" else _load_torchscript(path)
+    except ImportError:
+        raise ExportError(f"{path}: running ONNX files needs onnxruntime: pip install 'raylm[export]'") from None
+    except Exception as error:  # the runtimes raise many kinds, some with many lines
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExportError(f"{path}: cannot load it as {form}: {reason}") from None
+    if not text:
+        raise ExportError(f"{path}: no raylm metadata in it; export it with `python -m raylm.export CHECKPOINT`")
+    return run, json.loads(text)
+
+
+def _load_onnx(path: Path) -> tuple[CropModel, str | None]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda crops: session.run(None, {name: crops})[0], session.get_modelmeta().custom_metadata_map.get(METADATA)
+
+
+def _load_torchscript(path: Path) -> tuple[CropModel, str]:
+    extra = {METADATA_FILE: ""}  # torch.jit.load fills it with the file's bytes, b"" when absent
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation, not for the user
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+
+    @torch.no_grad()
+    def run(crops: np.ndarray) -> np.ndarray:
+        return module(torch.from_numpy(crops)).numpy()
+
+    return run, extra[METADATA_FILE].decode()
 
 
 def run_export(path: Path, form: str, crops: np.ndarray) -> np.ndarray:
     """The landmarks the exported file gives for `crops`, run by onnxruntime or TorchScript on the CPU."""
-    if form == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: crops})[0]
-    with torch.no_grad():
-        return torch.jit.load(str(path), map_location="cpu")(torch.from_numpy(crops)).numpy()
+    return load_export(path, form)[0](crops)
 
 
 def export_model(
@@ -131,7 +190,7 @@ def export_model(
         raise ExportError(f"{spec}: no faces to check the export on; pass --data SPEC")
     example = torch.from_numpy(crops[:2])
     try:
-        write_export(wrapped, example, path, form)
+        write_export(wrapped, example, path, form, metadata(trained, adapter))
     except Exception as error:  # the exporters raise many kinds; the user needs the model and the reason
         raise ExportError(f"{checkpoint_path}: the {form} export failed: {type(error).__name__}: {error}") from None
     with torch.no_grad():

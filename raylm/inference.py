@@ -8,6 +8,10 @@ square to cut is the box finder's job: the whole image (inputs that are face
 crops), the landmarks of a `.pts` file beside the image, or a face detector's
 box mapped to the training crop (raylm.detect). A label adapter (raylm.evaluation.adapter),
 when given, maps the model's landmarks to a target dataset's convention.
+
+The model is either a checkpoint's or a file `raylm.export` wrote (ONNX or TorchScript, run on the
+CPU): both are called the exported way, crops of 0..255 pixels in and crop pixels out, so what
+a user will ship goes through the same cropping, box finders and smoothing as the checkpoint.
 """
 
 from __future__ import annotations
@@ -22,16 +26,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn as nn
 
-from raylm.coords import to_pixels
 from raylm.data.crop import CropConfig, centre_start, crop_box, cut_square
 from raylm.data.pts import read_pts
 from raylm.data.record import N_POINTS, BadSample, read_image
 from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
 from raylm.draw import draw_landmarks
 from raylm.evaluation.trained import load_trained
-from raylm.train.loaders import image_tensor
+from raylm.export import CropModel, PixelLandmarks, load_export
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -43,37 +45,32 @@ class Skipped(Exception):
     """One input (or one image's face) cannot be used; the message says why."""
 
 
-def model_input(image: np.ndarray, box: CropBox, crop: CropConfig, input_size: int) -> torch.Tensor:
-    """The network's input for one face: (channels, input_size, input_size) float in [-1, 1]."""
+def input_crop(image: np.ndarray, box: CropBox, crop: CropConfig, input_size: int) -> np.ndarray:
+    """The network's input for one face: (input_size, input_size, channels) uint8, as evaluation centre-crops it."""
     start = centre_start(crop.size, input_size)
-    face = cut_square(image, box, crop)[start : start + input_size, start : start + input_size]
-    return image_tensor(face)
+    return cut_square(image, box, crop)[start : start + input_size, start : start + input_size]
 
 
-def to_image_pixels(normalised: np.ndarray, box: CropBox, crop_size: int, input_size: int) -> np.ndarray:
-    """Normalised model output (136,) or (68, 2) -> (68, 2) pixels of the image `box` was cut from."""
+def to_image_pixels(points: np.ndarray, box: CropBox, crop_size: int, input_size: int) -> np.ndarray:
+    """(points, 2) pixels of the network's input crop -> (points, 2) pixels of the image `box` was cut from."""
     x0, y0, side = box
-    in_input = to_pixels(np.asarray(normalised, np.float64).reshape(-1, 2), input_size)
-    in_crop = in_input + centre_start(crop_size, input_size)
+    in_crop = np.asarray(points, np.float64) + centre_start(crop_size, input_size)
     return (in_crop + 0.5) * (side / crop_size) - 0.5 + np.array([x0, y0])
 
 
 @dataclass(frozen=True)
 class Landmarker:
-    """A trained model with the crop it was trained on."""
+    """A landmark model with the crop it was trained on: (image, box) -> landmarks in image pixels."""
 
-    model: nn.Module
+    predict: CropModel  # input crops (B, H, W, C) 0..255 -> (B, points, 2) pixels of those crops
     crop: CropConfig
     input_size: int
-    device: torch.device
     adapter: Path | None = None  # the label adapter the model's output goes through, if any
 
-    @torch.no_grad()
     def __call__(self, image: np.ndarray, box: CropBox) -> np.ndarray:
-        """68 landmarks (x, y) in `image` pixels for the face in the square `box`."""
-        batch = model_input(image, box, self.crop, self.input_size)[None].to(self.device)
-        output = self.model(batch).float().cpu().numpy()[0]
-        return to_image_pixels(output, box, self.crop.size, self.input_size)
+        """Landmarks (x, y) in `image` pixels for the face in the square `box`."""
+        face = input_crop(image, box, self.crop, self.input_size)
+        return to_image_pixels(self.predict(face[None].astype(np.float32))[0], box, self.crop.size, self.input_size)
 
 
 def load_landmarker(checkpoint_path: str | Path, device: str = "auto", adapter: Path | None = None) -> Landmarker:
@@ -83,7 +80,20 @@ def load_landmarker(checkpoint_path: str | Path, device: str = "auto", adapter: 
     """
     trained = load_trained(checkpoint_path, device, adapter)
     data = trained.config.data
-    return Landmarker(trained.model, data.crop, data.augment.input_size, trained.hardware.device, adapter)
+    pixels = PixelLandmarks(trained.model, data.augment.input_size).eval()  # what raylm.export writes
+
+    @torch.no_grad()
+    def predict(crops: np.ndarray) -> np.ndarray:
+        return pixels(torch.from_numpy(crops).to(trained.hardware.device)).cpu().numpy()
+
+    return Landmarker(predict, data.crop, data.augment.input_size, adapter)
+
+
+def load_exported_landmarker(path: str | Path) -> Landmarker:
+    """A file `python -m raylm.export` wrote (.onnx or .pt), on the CPU, with the crop stored in it."""
+    predict, about = load_export(path)
+    adapter = None if about["adapter"] is None else Path(about["adapter"])
+    return Landmarker(predict, CropConfig(**about["crop"]), about["input_size"], adapter)
 
 
 # find_box(image, source) -> the crop box, or None when the image shows no face.
@@ -212,17 +222,14 @@ class Boxes:
 
 
 def predict_files(
-    checkpoint_path: str | Path,
+    landmarker: Landmarker,
     paths: list[Path],
     output: Path,
     boxes: Boxes = Boxes(),
     smooth: float = 0.0,
     annotate: bool = True,
-    device: str = "auto",
-    adapter: Path | None = None,
 ) -> Summary:
-    """Landmarks of a checkpoint (through its `adapter`, if given) for every image and video in `paths`."""
-    landmarker = load_landmarker(checkpoint_path, device, adapter)
+    """Landmarks of `landmarker` for every image and video in `paths`."""
     box_fit = BoxToCrop.load(boxes.box_fit) if boxes.box_fit else None
     if boxes.mode == "detector" and box_fit is None:
         print("note: no --box-fit; using the fit made on FaceSynthetics renders (see --fit-boxes)", file=sys.stderr)

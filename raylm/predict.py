@@ -1,5 +1,8 @@
 """`python -m raylm.predict CHECKPOINT INPUTS...`: landmarks for images, folders and videos.
 
+`python -m raylm.predict --model FILE INPUTS...` runs a file `raylm.export` wrote (.onnx or .pt)
+the same way, without its checkpoint: test what you will ship.
+
 Also `python -m raylm.predict --fit-boxes SPEC --out FILE`: fit the detector-box to
 training-crop transform on a labelled dataset, for `--boxes detector --box-fit FILE`.
 """
@@ -16,11 +19,20 @@ from raylm.data.spec import open_dataset
 from raylm.detect import dlib_detector, fit_on_faces
 from raylm.errors import RaylmError
 from raylm.evaluation.adapter import adapter_path
-from raylm.inference import BOX_MODES, Boxes, Summary, predict_files
+from raylm.inference import (
+    BOX_MODES,
+    Boxes,
+    Landmarker,
+    Summary,
+    load_exported_landmarker,
+    load_landmarker,
+    predict_files,
+)
 
 USAGE = """python -m raylm.predict CHECKPOINT INPUTS... [--output DIR] [--boxes full|detector|landmarks]
                                [--box-fit FILE] [--upsample N] [--smooth ALPHA] [--json-only] [--device DEVICE]
                                [--adapter [FILE]]
+       python -m raylm.predict --model FILE INPUTS... [--output DIR] [--boxes ...] [--smooth ALPHA] [--json-only]
        python -m raylm.predict --fit-boxes SPEC --out FILE [--limit N] [--upsample N]"""
 
 
@@ -28,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.predict",
         usage=USAGE,
-        description="Predict 68 landmarks on images, folders of images and videos with a trained checkpoint. "
+        description="Predict 68 landmarks on images, folders of images and videos with a trained checkpoint "
+        "or a model file raylm.export wrote. "
         "Writes <stem>.json (landmarks in the original image's pixels) and an annotated <stem>.png or <stem>.mp4.",
     )
     parser.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="checkpoint directory or .pt file")
@@ -59,34 +72,48 @@ def main(argv: list[str] | None = None) -> int:
         help="map landmarks through the checkpoint's label adapter (default: adapter.json beside the checkpoint; "
         "fit it with `python -m raylm.adapter fit`)",
     )
+    parser.add_argument(
+        "--model",
+        metavar="FILE",
+        help="an exported model (.onnx or .pt from `python -m raylm.export`) instead of a CHECKPOINT; runs on the CPU",
+    )
     parser.add_argument("--fit-boxes", metavar="SPEC", help="fit the box transform on a labelled dataset instead")
     parser.add_argument("--out", metavar="FILE", help="--fit-boxes: where to write the fit (JSON)")
     parser.add_argument("--limit", type=int, default=0, metavar="N", help="--fit-boxes: use at most N faces (0: all)")
     args = parser.parse_args(argv)
+    if args.model and args.checkpoint:  # no CHECKPOINT with --model: the first positional is an input
+        args.checkpoint, args.inputs = None, [args.checkpoint, *args.inputs]
     if args.fit_boxes and not args.out:
         parser.error("--fit-boxes needs --out FILE")
-    if not args.fit_boxes and not (args.checkpoint and args.inputs):
-        parser.error("give a CHECKPOINT and at least one input")
+    if args.model and args.adapter is not None:
+        parser.error("--adapter goes into the exported file: `python -m raylm.export CHECKPOINT --adapter`")
+    if not args.fit_boxes and not ((args.checkpoint or args.model) and args.inputs):
+        parser.error("give a CHECKPOINT (or --model FILE) and at least one input")
     try:
         if args.fit_boxes:
             return fit_boxes(args.fit_boxes, Path(args.out), args.limit, args.upsample)
         output = Path(args.output or f"results/predict/{datetime.now():%Y%m%d-%H%M%S}")
-        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
         summary = predict_files(
-            args.checkpoint,
+            landmarker(args),
             [Path(p) for p in args.inputs],
             output,
             Boxes(args.boxes, Path(args.box_fit) if args.box_fit else None, args.upsample),
             args.smooth,
             not args.json_only,
-            args.device,
-            adapter,
         )
     except RaylmError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(describe(summary, output))
     return 0 if summary.frames else 1
+
+
+def landmarker(args: argparse.Namespace) -> Landmarker:
+    """The exported file of --model, or the checkpoint's model on --device (through --adapter, if given)."""
+    if args.model:
+        return load_exported_landmarker(args.model)
+    adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
+    return load_landmarker(args.checkpoint, args.device, adapter)
 
 
 def fit_boxes(spec: str, out: Path, limit: int, upsample: int) -> int:

@@ -5,17 +5,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+import torch
 
 from raylm.config import RunConfig, load_config
-from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig, augment, build_transform
 from raylm.data.builtin import open_builtin
 from raylm.data.crop import CropConfig, crop_box, crop_face, cut_square
 from raylm.data.pts import write_pts
 from raylm.detect import BoxToCrop, fit_box_to_crop
 from raylm.evaluation.adapter import Adapter, checkpoint_digest, fit_adapter
-from raylm.inference import Smoother, full_box, model_input, to_image_pixels
+from raylm.export import FORMATS, TOLERANCE_PX
+from raylm.export import main as export_main
+from raylm.inference import Smoother, full_box, input_crop, to_image_pixels
 from raylm.predict import main
 from raylm.train import build_run, fit
 
@@ -63,14 +66,13 @@ def test_cut_square_of_the_landmark_box_is_the_training_crop(crop: CropConfig):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_model_input_is_what_the_training_loader_feeds_at_evaluation(channels: int):
+def test_input_crop_is_what_the_training_loader_feeds_at_evaluation(channels: int):
     crop, config = CropConfig(0.1, 72, channels), AugmentConfig(input_size=63)
     face = faces(1)[0]
     image, points = augment(build_transform(config, train=False), *crop_face(face.image, face.landmarks, crop))
-    expected = image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1
-    tensor = model_input(face.image, crop_box(face.landmarks, crop.margin), crop, config.input_size)
-    assert tensor.shape == (channels, 63, 63)
-    np.testing.assert_allclose(tensor.numpy(), expected, atol=1e-6)
+    cut = input_crop(face.image, crop_box(face.landmarks, crop.margin), crop, config.input_size)
+    assert cut.shape == (63, 63, channels)
+    assert np.array_equal(cut, image)
 
 
 @pytest.mark.parametrize(("crop_size", "input_size"), [(72, 64), (73, 64), (144, 128), (64, 64)])
@@ -78,9 +80,8 @@ def test_true_targets_map_back_to_the_original_landmarks(crop_size: int, input_s
     crop, config = CropConfig(0.1, crop_size, 1), AugmentConfig(input_size=input_size)
     for face in faces(4):
         _, points = augment(build_transform(config, train=False), *crop_face(face.image, face.landmarks, crop))
-        targets = to_normalised(points, input_size).reshape(-1)  # what the model is trained to output
         box = crop_box(face.landmarks, crop.margin)
-        mapped = to_image_pixels(targets, box, crop_size, input_size)
+        mapped = to_image_pixels(points, box, crop_size, input_size)  # points: pixels of the input crop
         assert np.abs(mapped - face.landmarks).max() < 0.01
 
 
@@ -266,3 +267,48 @@ def test_adapter_moves_image_landmarks_by_exactly_the_adapter(checkpoint: Path, 
     expected = adapter.apply(np.array(plain["landmarks"]))
     np.testing.assert_allclose(np.array(moved["landmarks"]), expected, atol=2e-3)
     assert np.abs(expected - np.array(plain["landmarks"]))[:17, 1].mean() > 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", FORMATS)
+def test_an_exported_model_predicts_the_checkpoints_points(
+    form: str, checkpoint: Path, shared_data: Path, tmp_path: Path
+):
+    real = tmp_path / "real"
+    real.mkdir()
+    for pts in sorted((shared_data / "real" / "afw").glob("*.pts"))[:3]:
+        shutil.copy(pts, real)
+        shutil.copy(pts.with_suffix(".jpg"), real)
+    model = tmp_path / f"model{FORMATS[form]}"
+    afw = f"pts:{shared_data / 'real'}?subsets=afw"
+    assert export_main([str(checkpoint), "--format", form, "--out", str(model), "--data", afw]) == 0
+    common = [str(real), "--boxes", "landmarks", "--json-only"]
+    assert main([str(checkpoint), *common, "--device", "cpu", "--output", str(tmp_path / "checkpoint")]) == 0
+    assert main(["--model", str(model), *common, "--output", str(tmp_path / "exported")]) == 0
+    results = sorted((tmp_path / "checkpoint").glob("*.json"))
+    assert len(results) == 3
+    for result in results:
+        expected = json.loads(result.read_text())
+        exported = json.loads((tmp_path / "exported" / result.name).read_text())
+        assert exported["box"] == expected["box"]
+        # The export's tolerance is in pixels of the 72 px crop; the files round to 3 decimals.
+        scale = expected["box"][2] / 72
+        np.testing.assert_allclose(exported["landmarks"], expected["landmarks"], atol=TOLERANCE_PX * scale + 1e-3)
+
+
+def test_a_model_file_without_raylms_metadata_is_a_one_line_error(tmp_path: Path, capsys):
+    image = write_image(tmp_path / "face.png", faces(1)[0].image)
+    plain_onnx, plain_pt = tmp_path / "plain.onnx", tmp_path / "plain.pt"
+    tensor = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [tensor("x", onnx.TensorProto.FLOAT, [1])],
+        [tensor("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=9), plain_onnx)
+    torch.jit.trace(torch.nn.Identity(), torch.zeros(1)).save(str(plain_pt))
+    for plain in (plain_onnx, plain_pt):
+        assert main(["--model", str(plain), str(image), "--output", str(tmp_path / "out")]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f"{plain}: no raylm metadata" in error and "python -m raylm.export" in error
