@@ -131,7 +131,9 @@ def load_export(path: str | Path, form: str | None = None) -> tuple[CropModel, d
         raise ExportError(f"{path}: running ONNX files needs onnxruntime: pip install 'raylm[export]'") from None
     except Exception as error:  # the runtimes raise many kinds, some with many lines
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"{path}: cannot load it as {form}: {reason}") from None
+        raise ExportError(
+            f"{path}: cannot load it as {form} ({reason}); export a checkpoint with `python -m raylm.export`"
+        ) from None
     if not text:
         raise ExportError(f"{path}: no raylm metadata in it; export it with `python -m raylm.export CHECKPOINT`")
     return run, json.loads(text)
