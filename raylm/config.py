@@ -34,6 +34,7 @@ T = TypeVar("T")
 # share of them; a crash that comes back more often is a bug, and retrying it (Tune's -1 retries
 # forever) only spends the cluster's time.
 MAX_FAILURES = 20
+LOGGERS = ("tensorboard", "mlflow", "wandb")  # search.loggers: where trials are logged (raylm.search.trackers)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -209,6 +210,10 @@ class SearchConfig:
     keep_checkpoints: int = 2  # per trial, best by the metric
     repeats: int = 0  # after the search, retrain each cell's best configuration with this many other seeds
     test_set: str | None = None  # the headline test set of the report (a name in data.tests); None: the first
+    # Where trials' configs and per-epoch metrics go besides trials.csv: tensorboard (the trainer's events),
+    # mlflow and wandb (through Tune's logger callbacks; `pip install 'raylm[trackers]'`). See raylm.search.trackers.
+    loggers: tuple[str, ...] = ("tensorboard",)
+    tracking_uri: str | None = None  # mlflow's server or store; None: $MLFLOW_TRACKING_URI, else in the run dir
 
     def __post_init__(self) -> None:
         if self.repeats < 0:
@@ -239,6 +244,12 @@ class SearchConfig:
             Selection(self.metric, self.metric_mode)
         except SelectionError as error:
             raise ConfigError(f"search.metric {error}") from None
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown or len(set(self.loggers)) < len(self.loggers):
+            raise ConfigError(
+                f"search.loggers {list(self.loggers)}: each of {', '.join(LOGGERS)} at most once"
+                + (f" ({unknown[0]!r} is none of them)" if unknown else "")
+            )
 
     @property
     def selection(self) -> Selection:

@@ -25,13 +25,14 @@ import json
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from raylm.card import write_card
 from raylm.data.cache import prepare
 from raylm.data.config import default_cache_dir
 from raylm.data.crop import centre_start
@@ -75,6 +76,7 @@ class Exported:
     faces: int  # crops the check ran on
     max_difference_px: float
     adapter: Path | None = None  # the label adapter folded into the graph, if any
+    card: Path | None = None  # the model card written beside it (raylm.card)
 
 
 def check_crops(spec: str, trained: Trained, count: int = CHECK_FACES) -> np.ndarray:
@@ -203,7 +205,8 @@ def export_model(
             f"{path}: the exported model differs from the PyTorch model by {difference:.4f} px on {spec} "
             f"(tolerance {TOLERANCE_PX} px); do not ship it"
         )
-    return Exported(path, form, len(crops), difference, None if adapter is None else Path(adapter))
+    exported = Exported(path, form, len(crops), difference, None if adapter is None else Path(adapter))
+    return replace(exported, card=write_card(checkpoint_path, path.parent, exported=exported))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     adapted = "" if exported.adapter is None else f" with the adapter {exported.adapter}"
     print(
         f"{exported.path}: {exported.format}{adapted}, checked on {exported.faces} real crops: largest point "
-        f"difference {exported.max_difference_px:.2e} px (tolerance {TOLERANCE_PX} px)"
+        f"difference {exported.max_difference_px:.2e} px (tolerance {TOLERANCE_PX} px)\nmodel card: {exported.card}"
     )
     return 0
 

@@ -66,6 +66,11 @@ def test_an_onnx_export_gives_the_points_of_raylms_evaluation_on_real_crops(
     printed = capsys.readouterr().out
     assert f"{out}: onnx, checked on 8 real crops: largest point difference" in printed
     assert float(printed.split("difference ")[1].split(" px")[0]) <= TOLERANCE_PX
+    # Its model card beside it: what it is and the file (the checkpoint was not tested: the card says so).
+    assert f"model card: {tmp_path / 'README.md'}" in printed
+    card = (tmp_path / "README.md").read_text()
+    assert f"| Exported | `model.onnx` (onnx, {out.stat().st_size / 1e6:.1f} MB)" in card
+    assert "input (B, 64, 64, 1) float32, output (B, 68, 2)" in card and "Not tested" in card
 
     trained = load_trained(checkpoint, "cpu")
     crops = check_crops(afw(shared_data), trained, count=7)
@@ -83,6 +88,11 @@ def test_a_torchscript_export_is_checked_the_same_way(shared_data: Path, tmp_pat
     checkpoint = trained_checkpoint(tmp_path, ARCHS["ours"])
     assert main([str(checkpoint), "--format", "torchscript", "--data", afw(shared_data)]) == 0
     assert "model.pt: torchscript, checked on 8 real crops" in capsys.readouterr().out
+    # A README that is not a model card stays; the card goes beside the file under its name.
+    (checkpoint / "README.md").write_text("my notes\n")
+    assert main([str(checkpoint), "--format", "torchscript", "--data", afw(shared_data)]) == 0
+    assert (checkpoint / "README.md").read_text() == "my notes\n"
+    assert (checkpoint / "model.md").read_text().startswith("# Model card")
     trained = load_trained(checkpoint, "cpu")
     crops = check_crops(afw(shared_data), trained, count=3)
     expected = evaluated_pixels(trained, afw(shared_data), 3)

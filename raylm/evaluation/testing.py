@@ -2,7 +2,7 @@
 
 Every set gets the same treatment: its metrics under each protocol, its mean-shape
 baseline (`mean_shape_nme`, the training set's mean shape placed in every crop), each
-face's NME under `landmarks` and that NME's bootstrap interval over the test faces.
+face's NME under `landmarks`, and each protocol's NME with its bootstrap interval over the test faces.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def run_plan(trained: Trained, parts: dict[str, Part], plan: TestPlan) -> TestRe
             except DataError as error:
                 log.warning("%s left out: %s", result_key(name, "*", protocol), error)
                 continue
+            scores = with_interval(scores, errors)
             if protocol == LANDMARKS:
-                scores, per_face[name] = with_interval(scores, errors), errors
+                per_face[name] = errors
             metrics.update({result_key(name, key, protocol): value for key, value in scores.items()})
     return TestResults(metrics, per_face, {name: tuple(parts[name].ids) for name in per_face})

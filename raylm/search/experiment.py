@@ -11,6 +11,7 @@ runs after its node's checks; an error retrying cannot fix ends the experiment (
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -28,6 +29,7 @@ from raylm.search.fatal import StopOnFatal, Trainable, checked
 from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
+from raylm.search.trackers import tracker_callbacks
 
 EXPERIMENT = "trials"  # the experiment's folder in the run directory
 
@@ -86,10 +88,13 @@ def make_tuner(
     name: str = EXPERIMENT,
     plan: tuple[Searcher, TrialScheduler, dict[str, Any] | None, int] | None = None,
     reuse_actors: bool = True,
+    tracker_dir: Path | None = None,
 ) -> tune.Tuner:
     """The Tuner of the study's search, or of another `plan` (searcher, scheduler, param space, trials) in `name`.
 
-    `reuse_actors=False` (a fresh process per trial) exists for `bench.overhead`, which measures what reuse saves.
+    The search's trials go to the trackers of `search.loggers` (raylm.search.trackers), W&B's files into
+    `tracker_dir` (the study's local folder). `reuse_actors=False` (a fresh process per trial) exists for
+    `bench.overhead`, which measures what reuse saves.
     """
     search = study.search
     searching = plan is None  # the search's schedulers keep state (ASHA's rungs) worth checkpointing
@@ -122,6 +127,7 @@ def make_tuner(
             callbacks=[
                 CSVLoggerCallback(),
                 JsonLoggerCallback(),
+                *(tracker_callbacks(study, tracker_dir) if searching else []),  # search.loggers: MLflow, W&B
                 # A driver killed at any moment resumes exactly from its last whole snapshot (see recovery).
                 WholeSnapshot(name),
                 RollBack(),
@@ -149,11 +155,12 @@ def run_experiment(
     storage: str,
     name: str = EXPERIMENT,
     plan: tuple[Searcher, TrialScheduler, dict[str, Any] | None, int] | None = None,
+    tracker_dir: Path | None = None,
 ) -> tune.ResultGrid:
     """Run an experiment of the study (its search, or `plan`) as `storage/name`, or continue an interrupted one."""
     path = f"{storage.rstrip('/')}/{name}"
     if not tune.Tuner.can_restore(path):
-        return make_tuner(study, trainable, storage, name, plan).fit()
+        return make_tuner(study, trainable, storage, name, plan, tracker_dir=tracker_dir).fit()
     restore_whole_snapshot(path)
     tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
     with refusing_restart(path):  # Tune would start over after a restore it cannot do, dropping finished trials

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from raylm.card import METRICS, PER_FACE, write_card
 from raylm.config import StudyConfig, save_config
 from raylm.data.pipeline import anchored, check_data
 from raylm.report import write_report
@@ -31,6 +32,7 @@ from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
 from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
 from raylm.search.testpass import test_best
+from raylm.search.trackers import check_trackers, log_best_model
 from raylm.search.trainable import train_trial
 
 
@@ -57,6 +59,7 @@ def run_study(
     study.test_plan()  # a study without test sets fails here, before Ray starts
     check_data(*cell_data(study))
     storage.check_writable(location)
+    study = check_trackers(study, location)
     owns_ray = not ray.is_initialized()
     try:
         study = connect(address, study)
@@ -68,7 +71,7 @@ def run_study(
         save_config(study, local_dir / "study.yaml")
         storage.upload(local_dir, location)
         with sigterm_stops_tune() as signals:
-            grid = run_experiment(study, trainable, location)
+            grid = run_experiment(study, trainable, location, tracker_dir=local_dir)
             check_not_interrupted(grid, quota(study), location, signals)
             check_no_errors(grid, location, study.search.max_failures)
             check_folders_known(grid)
@@ -76,7 +79,8 @@ def run_study(
     finally:
         if owns_ray:
             ray.shutdown()
-    result = summarise(study, local_dir, grid, repeats)
+    # The card's commands need a local path: a bucket's `best/` is named as it is in a copy of the run directory.
+    result = summarise(study, local_dir, grid, repeats, "best" if storage.is_uri(location) else None)
     if not storage.is_uri(location):
         return result
     storage.upload(local_dir, location)
@@ -97,9 +101,14 @@ def _repeat_best(
 
 
 def summarise(
-    study: StudyConfig, run_dir: Path, grid: ray.tune.ResultGrid, repeats: ray.tune.ResultGrid | None = None
+    study: StudyConfig,
+    run_dir: Path,
+    grid: ray.tune.ResultGrid,
+    repeats: ray.tune.ResultGrid | None = None,
+    best_shown_as: str | None = None,
 ) -> StudyResult:
-    """Test each cell's best trial (and its repeats) once; write the report and best checkpoints into `run_dir`."""
+    """Test each cell's best trial (and its repeats) once; write the report, the best checkpoints and the best
+    model's card into `run_dir`. The card's commands name `best/` as `best_shown_as` (default: its absolute path)."""
     search = study.search
     rows, results = trial_rows(search, grid)
     best = best_trials(search, rows)
@@ -138,7 +147,9 @@ def summarise(
             cell.update(by_cell.get(cell["cell"], {}))
     overall = best_cell(search, cell_rows)
     overall_dir = run_dir / "best" / cell_of(results[overall["best_trial"]].config).slug
-    for item in ("checkpoint.pt", "config.yaml"):
+    for item in ("checkpoint.pt", "config.yaml", METRICS, PER_FACE):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
+    files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
+    log_best_model(study, run_dir / "best", overall["best_trial"])
     return StudyResult(run_dir, files, overall["cell"], search.metric)

@@ -13,6 +13,7 @@ gives way to the next best kept one; the returned metrics then name both
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from raylm.config import SearchConfig
+from raylm.card import METRICS, PER_FACE
+from raylm.config import SearchConfig, git_commit
 from raylm.data.pipeline import prepare_data
 from raylm.evaluation.plan import TestPlan, result_key
 from raylm.evaluation.testing import run_plan
@@ -31,8 +33,6 @@ from raylm.train.checkpoint import CheckpointError, export_checkpoint
 
 log = logging.getLogger(__name__)
 
-PER_FACE_FILE = "test_nme_per_face.csv"  # beside each tested checkpoint: test_set, face, nme
-
 
 def test_best(
     search: SearchConfig, plan: TestPlan, result: tune.Result, directory: Path
@@ -42,7 +42,8 @@ def test_best(
     Returns the test metrics (`result_key`s, the parameter count, skipped samples, and
     `export_best`'s epoch, selection value and fallback) and each test set's per-face NMEs
     under the landmarks protocol, in face order (for CED curves and paired differences),
-    also written to `directory/test_nme_per_face.csv`. Test faces with predicted and true
+    also written to `directory/test_nme_per_face.csv`; the metrics, the selection rule and the commit go to
+    `directory/metrics.json` (what its model card reads). Test faces with predicted and true
     landmarks go to TensorBoard in `directory`. The model is evaluated where this driver
     runs (auto device).
     """
@@ -50,13 +51,15 @@ def test_best(
     trained = load_trained(directory)
     data = prepare_data(trained.config.data, progress=False)
     tested = run_plan(trained, data.split.tests, plan)
-    tested.write_per_face(directory / PER_FACE_FILE)
+    tested.write_per_face(directory / PER_FACE)
     metrics: dict[str, Any] = {
         **exported,
         "params": sum(p.numel() for p in trained.model.parameters()),
         "skipped": sum(sum(reasons.values()) for reasons in data.skipped.values()),  # bad samples left out
         **tested.metrics,
     }
+    selection = {"selection": {"metric": search.metric, "mode": search.metric_mode}, "commit": git_commit()}
+    (directory / METRICS).write_text(json.dumps({**metrics, **selection}, indent=2, default=float))
     log_faces(trained, {result_key(name, "faces"): part for name, part in data.split.tests.items()}, directory)
     return metrics, tested.per_face
 

@@ -27,7 +27,8 @@ def gpu_share() -> float:
 
 
 def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
-    """Train one trial; its TensorBoard events go to the trial's working directory.
+    """Train one trial; its TensorBoard events (unless search.loggers leaves tensorboard out) go to the trial's
+    working directory.
 
     Tune uploads that directory to the trial's folder in storage (local, NFS or a
     bucket) with every checkpoint, when the trial stops, and before its process is
@@ -47,5 +48,8 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     else:
         with checkpoint.as_directory() as directory:
             run = build_run(config, resume_from=Path(directory), gpu_share=gpu_share())
+    if "tensorboard" not in study.search.loggers:
+        fit(run, report)
+        return
     with board_report(Path.cwd(), run, hparams=params) as board:
         fit(run, board, report)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from raylm.config import RunConfig, load_config, save_config
+from raylm.config import RunConfig, git_commit, load_config, save_config
 from raylm.data.pipeline import check_data, prepare_data
 from raylm.errors import RaylmError
 from raylm.evaluation.plan import TestPlan
@@ -128,7 +128,12 @@ def train_and_test(
     metrics = {**best, **tested.metrics}
     (output / "metrics.json").write_text(
         json.dumps(
-            {**metrics, "selection": {"metric": selection.metric, "mode": selection.mode}, "skipped": data.skipped},
+            {
+                **metrics,
+                "selection": {"metric": selection.metric, "mode": selection.mode},
+                "skipped": data.skipped,
+                "commit": git_commit(),
+            },
             indent=2,
         )
     )

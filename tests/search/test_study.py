@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -28,6 +29,7 @@ from raylm.search import SearchError, ray_internals, run_study
 from raylm.selection import Selection
 from tests.search.attempts import failures, noting_attempts, session_dir
 from tests.search.hooked import hooked_trial
+from tests.search.wandb_offline import offline_run
 from tests.test_plots import pixels_of, read_png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,11 +54,18 @@ def study_run(tmp_path_factory) -> Path:
     # Batches of 4: trials long enough (seconds) for the second trial process to start and share the work.
     # Selected on held-out real faces, as the shipped studies with real faces are. A second test set, `held`
     # (other faces: other ids, so the real pool is as without it), with the headline named explicitly.
+    # Logged to TensorBoard, to MLflow (its default store in the run directory) and to W&B (offline) at once.
     study = smoke(
         f"data.cache_dir={cache}", "train.batch_size=4", "data.val_real_size=12", "search.metric=val_real/nme",
         "data.tests.held=builtin:realistic?n=40&seed=11", "search.test_set=real",
+        "search.loggers=[tensorboard, mlflow, wandb]",
     )  # fmt: skip
-    result = run_study(study, run_dir)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WANDB_MODE", "offline")
+        env.setenv("WANDB_SILENT", "true")
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.delenv("WANDB_PROJECT", raising=False)
+        result = run_study(study, run_dir)
     assert result.run_dir == run_dir
     return run_dir
 
@@ -195,6 +204,63 @@ def test_report_files_and_best_checkpoint(study_run: Path, capsys):
     assert evaluate_main([str(study_run / "best"), "--data", "builtin:realistic?n=12&seed=5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 12
     assert load_config(StudyConfig, study_run / "study.yaml").search.name == "smoke"
+
+
+@pytest.mark.slow
+def test_every_trial_is_an_mlflow_run_with_its_cell_its_epochs_and_the_best_model(study_run: Path):
+    trials = {t["trial_id"]: t for t in read_csv(study_run / "trials.csv")}
+    client = mlflow.MlflowClient(f"sqlite:///{study_run / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert {run.data.tags["trial_id"] for run in runs} == set(trials)  # one run per trial
+    for run in runs:
+        trial = trials[run.data.tags["trial_id"]]
+        assert (run.data.tags["cell"], run.data.tags["study"]) == (trial["cell"], "smoke")
+        assert float(run.data.params["train.lr"]) == pytest.approx(float(trial["train.lr"]), rel=1e-6)
+        history = client.get_metric_history(run.info.run_id, "val_real/nme")
+        assert [metric.step for metric in history] == list(range(1, int(trial["epochs"]) + 1))  # every epoch
+        assert history[-1].value == pytest.approx(float(trial["val_real/nme"]))  # trials.csv: the last epoch's
+        assert client.get_metric_history(run.info.run_id, "val/fr_at_0.10")  # `@` is spelled `_at_` there
+    best_trial = read_csv(study_run / "summary.csv")  # the overall best cell's trial holds the best model, once
+    (best,) = [run for run in runs if client.list_artifacts(run.info.run_id, "best_model")]
+    assert best.data.tags["trial_id"] in {cell["best_trial"] for cell in best_trial}
+    logged = {Path(item.path).name for item in client.list_artifacts(best.info.run_id, "best_model")}
+    assert logged == {"checkpoint.pt", "config.yaml", "README.md"}
+    assert (study_run / "mlartifacts").is_dir()  # beside the store, not in the driver's working directory
+
+
+@pytest.mark.slow
+def test_every_trial_is_an_offline_wandb_run_with_its_history(study_run: Path):
+    trials = {t["trial_id"]: t for t in read_csv(study_run / "trials.csv")}
+    for trial_id, trial in trials.items():
+        (run_file,) = (study_run / "wandb").glob(f"offline-run-*-{trial_id}/run-{trial_id}.wandb")
+        run = offline_run(run_file)
+        assert (run["tags"], run["group"]) == (["smoke", trial["cell"], trial_id], "smoke")
+        assert [row["epoch"] for row in run["history"]] == list(range(1, int(trial["epochs"]) + 1))
+        assert run["history"][-1]["val_real/nme"] == pytest.approx(float(trial["val_real/nme"]))
+    runs = set((study_run / "wandb").glob("offline-run-*/run-*.wandb"))
+    (best_model,) = runs - {next((study_run / "wandb").glob(f"*-{trial_id}/*.wandb")) for trial_id in trials}
+    assert offline_run(best_model)["artifacts"] == 1
+
+
+@pytest.mark.slow
+def test_the_model_card_names_the_selection_the_test_nme_with_its_interval_and_a_command_that_works(
+    study_run: Path,
+):
+    card = (study_run / "best" / "README.md").read_text()
+    metrics = json.loads((study_run / "best" / "metrics.json").read_text())
+    assert "The checkpoint with the lowest `val_real/nme`" in card and "held-out real faces" in card
+    nme, low, high = (metrics[f"test_real/{key}"] for key in ("nme", "nme_ci95_low", "nme_ci95_high"))
+    assert f"| landmarks | 24 | {nme:.4f} [{low:.4f}, {high:.4f}] | {metrics['test_real/mean_shape_nme']:.4f} |" in card
+    assert (study_run / "best" / "ced.png").is_file() and "![Cumulative error distribution](ced.png)" in card
+    (command,) = [line for line in card.splitlines() if line.startswith("python -m raylm.evaluate")]
+    pasted = subprocess.run(
+        ["bash", "-c", f"{command} --json"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )  # fmt: skip
+    assert pasted.returncode == 0, pasted.stderr
+    evaluated = json.loads(pasted.stdout.strip().splitlines()[-1])
+    # The card's command scores the whole test spec (80 faces, the 24 test faces among them): near the test NME.
+    assert evaluated["n"] == 80 and evaluated["nme"] == pytest.approx(nme, rel=0.3)
 
 
 def flaky_trial(marker: Path):
