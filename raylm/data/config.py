@@ -84,6 +84,11 @@ class DataConfig:
     crop: CropConfig = field(default_factory=CropConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prepared: str | None = None  # folder or bucket URI filled by `python -m raylm.data prepare`; read before the specs
+    # Real selection faces (val_real) from a dataset of their own instead of the `real` pool, e.g. LFPW test.
+    selection: str | None = None
+    # Near-duplicate photos, a group a line (a face named by its path in its dataset's folder, no extension): a face
+    # grouped with a test or selection face is used nowhere else (raylm.data.splits). Path or bucket URI.
+    groups: str | None = None
 
     def __post_init__(self) -> None:
         # Checked where the file is read: a negative size would slice from the end of a shuffled

@@ -25,8 +25,8 @@ from raylm.data.cache import PreparedSet, prepare, remote_holds, slug
 from raylm.data.config import DataConfig
 from raylm.data.record import DataError, Face, FaceSet
 from raylm.data.spec import absolute_spec, open_dataset
-from raylm.data.splits import Part, Split, make_split
-from raylm.fs import exists, is_uri, join, read_text, upload, write_text
+from raylm.data.splits import Groups, Part, Split, make_split, read_groups
+from raylm.fs import StorageError, exists, is_uri, join, read_text, upload, write_text
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class PreparedData:
 
 
 def anchored(config: DataConfig, base: Path) -> DataConfig:
-    """`config` with every relative local path (dataset specs, `cache_dir`, `prepared`) made absolute under `base`."""
+    """`config` with every relative local path (dataset specs, `cache_dir`, `prepared`, `groups`) made absolute
+    under `base`."""
 
     def path(location: str | None) -> str | None:
         if location is None or is_uri(location) or location.startswith("~") or Path(location).is_absolute():
@@ -48,8 +49,10 @@ def anchored(config: DataConfig, base: Path) -> DataConfig:
         synthetic=absolute_spec(config.synthetic, base),
         real=absolute_spec(config.real, base) if config.real else None,
         tests={name: absolute_spec(spec, base) for name, spec in config.tests.items()},
+        selection=absolute_spec(config.selection, base) if config.selection else None,
         cache_dir=path(config.cache_dir),
         prepared=path(config.prepared),
+        groups=path(config.groups),
     )
 
 
@@ -176,7 +179,7 @@ def _load_later(spec: str, ids: tuple[str, ...]) -> Callable[[int], Face]:
 
 def _source_specs(config: DataConfig, index: Callable[[str], FaceSet]) -> dict[str, str]:
     """Each dataset's normalised spec -> the spec as the config writes it."""
-    written = [config.synthetic, *([config.real] if config.real else []), *config.tests.values()]
+    written = [config.synthetic, *(spec for spec in (config.real, config.selection) if spec), *config.tests.values()]
     return {index(spec).spec: spec for spec in written}
 
 
@@ -215,6 +218,7 @@ def _split(config: DataConfig, load: Callable[[str], FaceSet]) -> tuple[Split, l
     tests = {
         name: (real if real is not None and spec == config.real else load(spec)) for name, spec in config.tests.items()
     }
+    selection = load(config.selection) if config.selection else None
     split = make_split(
         synthetic,
         real,
@@ -226,5 +230,15 @@ def _split(config: DataConfig, load: Callable[[str], FaceSet]) -> tuple[Split, l
         seed=config.seed,
         val_real_size=config.val_real_size,
         repeat_synthetic=config.repeat_synthetic,
+        selection=selection,
+        groups=Groups(read_groups(_read_groups_file(config.groups))) if config.groups else None,
     )
-    return split, [synthetic, *([real] if real is not None else []), *tests.values()]
+    chosen = [real, selection]
+    return split, [synthetic, *(faces for faces in chosen if faces is not None), *tests.values()]
+
+
+def _read_groups_file(location: str) -> str:
+    try:
+        return read_text(location)
+    except StorageError as error:
+        raise DataError(f"data.groups: cannot read the near-duplicate groups: {error}") from None

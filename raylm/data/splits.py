@@ -7,6 +7,12 @@ data gets the same split. Held-out parts are taken from the front of each
 permutation before any training samples, so validation and test sets do not move
 when N or r change, and smaller training sets are subsets of larger ones.
 
+Near-duplicate photos (`groups`: faces named by their path in their dataset's folder, a group a
+line, as `../shared/data/real_300w/README.md` lists them) never straddle two sides: a face whose
+group has a member in a test set or in the real selection set is used nowhere else. Real
+selection faces come from the real mixing pool, or from a dataset of their own (`selection`,
+e.g. LFPW test while training on LFPW train and HELEN).
+
 With `repeat_synthetic`, a synthetic share larger than the synthetic faces left
 after the held-out sets takes those faces again, in the same order (a few hundred
 renders, each pass augmented and composited differently, can then fill the
@@ -17,6 +23,7 @@ training.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,6 +75,32 @@ def mix_counts(train_size: int, real_fraction: float) -> tuple[int, int]:
     return round(train_size * (1 - real_fraction)), round(train_size * real_fraction)
 
 
+class Groups:
+    """Near-duplicate groups: which faces must stay on one side of a split, by name.
+
+    A name is a face's path in its dataset's folder without the extension (`lfpw_test/image_0007`);
+    it stands for every source id ending in `/<name>` (a pts id is `pts:<folder>/<name>`).
+    """
+
+    def __init__(self, groups: Sequence[Sequence[str]] = ()):
+        self.group_of = {name: index for index, group in enumerate(groups) for name in group}
+        self.depths = sorted({name.count("/") + 1 for name in self.group_of})
+
+    def of(self, source_id: str) -> int | None:
+        parts = source_id.split("/")
+        return next((self.group_of[key] for d in self.depths if (key := "/".join(parts[-d:])) in self.group_of), None)
+
+    def kin(self, ids: Iterable[str]) -> set[int]:
+        """The groups of `ids` (those in none have no kin)."""
+        return {group for source_id in ids if (group := self.of(source_id)) is not None}
+
+
+def read_groups(text: str) -> list[list[str]]:
+    """Groups from text: a group a line, names separated by spaces; `#` starts a comment."""
+    lines = (line.partition("#")[0].split() for line in text.splitlines())
+    return [names for names in lines if len(names) > 1]
+
+
 def make_split(
     synthetic: Indexed,
     real: Indexed | None,
@@ -79,6 +112,8 @@ def make_split(
     seed: int,
     val_real_size: int = 0,
     repeat_synthetic: bool = False,
+    selection: Indexed | None = None,
+    groups: Groups | None = None,
 ) -> Split:
     """Split the data; faces of any test set are never used for training or validation.
 
@@ -86,6 +121,9 @@ def make_split(
     When a test set shares faces with the synthetic or the real mixing dataset (by
     source id: it is that dataset, or overlaps it), its test faces are carved out of
     that dataset first and training and validation faces are drawn from the rest.
+    The `val_real_size` real selection faces come from `selection` when given, else from the
+    real pool. A face in a near-duplicate group (`groups`) with a test or selection face is
+    left out of every other side.
     """
     if not 0 <= real_fraction <= 1:
         raise DataError(f"data.real_fraction must be within [0, 1], got {real_fraction}")
@@ -94,10 +132,19 @@ def make_split(
         name: Part(faces, permutation(len(faces), seed, "real")[:test_size], "real") for name, faces in tests.items()
     }
     test_ids = {source_id for part in test_parts.values() for source_id in part.ids}
+    groups = groups or Groups()
+    test_groups = groups.kin(test_ids)
 
-    order = np.array(
-        [i for i in permutation(len(synthetic), seed, "synthetic") if synthetic.ids[i] not in test_ids], dtype=np.int64
-    )
+    def free(faces: Indexed, name: str, taken: set[int] = frozenset()) -> np.ndarray:
+        """`faces` in their seeded order, without test faces and faces whose group is `taken` or a test face's."""
+        blocked = test_groups | taken
+        return np.array(
+            [i for i in permutation(len(faces), seed, name)
+             if faces.ids[i] not in test_ids and groups.of(faces.ids[i]) not in blocked],
+            dtype=np.int64,
+        )  # fmt: skip
+
+    order = free(synthetic, "synthetic")
     needed = val_size + (min(n_synthetic, 1) if repeat_synthetic else n_synthetic)
     _require(len(order), needed, "synthetic faces outside the test sets", synthetic.spec, train_size, real_fraction)
     val = Part(synthetic, order[:val_size], "synthetic")
@@ -105,18 +152,24 @@ def make_split(
     train = [Part(synthetic, np.resize(training, n_synthetic) if repeat_synthetic else training, "synthetic")]
 
     val_real = None
+    if selection is not None and val_real_size:
+        val_real = Part(selection, free(selection, "real")[:val_real_size], "real")
     if real is not None:
-        pool = np.array(
-            [i for i in permutation(len(real), seed, "real") if real.ids[i] not in test_ids], dtype=np.int64
-        )
-        _require(
-            len(pool), val_real_size + n_real, "real faces outside the test sets", real.spec, train_size, real_fraction
-        )
-        if val_real_size:
-            val_real = Part(real, pool[:val_real_size], "real")
+        pool = free(real, "real", groups.kin(val_real.ids) if val_real is not None else set())
+        if selection is None:
+            needed = val_real_size + n_real
+            _require(len(pool), needed, "real faces outside the test sets", real.spec, train_size, real_fraction)
+            if val_real_size:
+                val_real, pool = Part(real, pool[:val_real_size], "real"), pool[val_real_size:]
+                kin = groups.kin(val_real.ids)
+                pool = pool[np.fromiter((groups.of(real.ids[i]) not in kin for i in pool), bool, len(pool))]
+        if val_real is not None:  # the same faces may be in both datasets
+            chosen = set(val_real.ids)
+            pool = pool[np.fromiter((real.ids[i] not in chosen for i in pool), bool, len(pool))]
+        _require(len(pool), n_real, "real faces outside the held-out sets", real.spec, train_size, real_fraction)
         if n_real:
-            train.append(Part(real, pool[val_real_size : val_real_size + n_real], "real"))
-    elif n_real or val_real_size:
+            train.append(Part(real, pool[:n_real], "real"))
+    elif n_real or (val_real_size and selection is None):
         raise DataError("data.real_fraction > 0 or data.val_real_size > 0 needs real faces: set data.real")
     return Split(tuple(train), val, val_real, test_parts)
 

@@ -1,9 +1,15 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from raylm.data.cache import PreparedSet
+from raylm.data.config import DataConfig
+from raylm.data.pipeline import index_split
 from raylm.data.record import DataError
-from raylm.data.splits import make_split, mix_counts
+from raylm.data.splits import Groups, make_split, mix_counts, read_groups
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def dataset(name: str, n: int) -> PreparedSet:
@@ -111,3 +117,78 @@ def test_repeat_synthetic_fills_a_larger_share_with_the_training_renders_again_n
         split(train_size=250, real_fraction=0.2, synthetic_n=130)
     # smaller shares are the plain split: repeating changes nothing until the pool runs out
     assert split(repeat_synthetic=True).train[0].ids == split().train[0].ids
+
+
+def sides(result) -> dict[str, set[str]]:
+    """Each side of a split by its faces' ids: training, selection (val_real) and each test set."""
+    named = {"train": {i for part in result.train for i in part.ids}, "val_real": set(result.val_real.ids)}
+    return named | {f"test_{name}": set(part.ids) for name, part in result.tests.items()}
+
+
+def test_near_duplicates_of_held_out_faces_are_used_nowhere_else():
+    real, held = dataset("real", 200), dataset("held", 40)
+    # Each held-out face of `held` has a near-duplicate in the real pool; so do two real pool faces, one of which
+    # will be a selection face: the other must then not be trained on.
+    plain = split(train_size=150, real_fraction=1.0, tests={"held": held}, test_size=40, val_real_size=10)
+    chosen = plain.val_real.ids[0]
+    other = next(i for i in real.ids if i not in {*plain.val_real.ids, *plain.train[1].ids})
+    groups = Groups([[f"held/{i:04d}", f"real/{i:04d}"] for i in range(40)] + [[chosen, other]])
+    grouped = split(
+        train_size=150, real_fraction=1.0, tests={"held": held}, test_size=40, val_real_size=10, groups=groups
+    )
+    faces = sides(grouped)
+    assert not faces["train"] & {f"real/{i:04d}" for i in range(40)}  # the test faces' kin
+    assert chosen in faces["val_real"] and other not in faces["train"] | faces["val_real"]
+    assert len(faces["train"]) == 150 and len(faces["val_real"]) == 10  # filled from the rest
+    assert faces["test_held"] == sides(plain)["test_held"]  # groups never move test faces
+
+
+def test_selection_faces_can_come_from_a_dataset_of_their_own():
+    real, own = dataset("real", 200), dataset("lfpw_test", 30)
+
+    def selected_from_own(groups: Groups | None = None):
+        return make_split(
+            dataset("synthetic", 100), real, {"real": real}, 100, 0.5, val_size=20, test_size=40, seed=0,
+            val_real_size=25, selection=own, groups=groups,
+        )  # fmt: skip
+
+    plain = selected_from_own()
+    assert plain.val_real.source is own and len(plain.val_real) == 25
+    trained = plain.train[1].ids[0]  # a real face trained on, made a near-duplicate of a selection face
+    grouped = sides(selected_from_own(Groups([[plain.val_real.ids[0], trained]])))
+    assert trained not in grouped["train"] and len(grouped["train"]) == 100  # 50 synthetic, 50 other real faces
+
+
+def test_group_names_are_paths_in_the_dataset_folder_and_the_file_has_comments():
+    groups = Groups(read_groups("# near-duplicates\nlfpw_test/image_0007 lfpw_train/image_0862  # poster\nalone\n"))
+    assert groups.of("pts:/data/real_300w/lfpw_test/image_0007") == groups.of("pts:/x/lfpw_train/image_0862") == 0
+    assert groups.of("pts:/data/real_300w/lfpw_train/image_0007") is None  # another folder's image_0007
+    assert groups.of("pts:/data/alone") is None  # a line with one name is no group
+
+
+def test_real_300w_splits_put_no_near_duplicate_pair_on_two_sides(shared_data: Path):
+    folder = shared_data / "real_300w"
+    config = DataConfig(
+        synthetic="builtin:synthetic?n=40",
+        real=f"pts:{folder}?subsets=lfpw_train,helen_train",
+        selection=f"pts:{folder}?subsets=lfpw_test",
+        tests={"afw": f"pts:{folder}?subsets=afw"},
+        groups=str(EXPERIMENTS / "real_300w_near_duplicates.txt"),
+        train_size=1000,
+        real_fraction=1.0,
+        val_size=10,
+        val_real_size=224,
+        test_size=337,
+    )
+    result = index_split(config)
+    faces = sides(result)
+    assert (len(faces["val_real"]), len(faces["test_afw"])) == (224, 337)  # all of LFPW test and AFW
+    groups = read_groups((EXPERIMENTS / "real_300w_near_duplicates.txt").read_text())
+    assert len(groups) == 32 and sum(map(len, groups)) == 77  # as the data's README counts them
+    by_group = Groups(groups)
+    for side, ids in faces.items():
+        for other, other_ids in faces.items():
+            if side < other:
+                assert not by_group.kin(ids) & by_group.kin(other_ids), (side, other)
+    # The three groups crossing LFPW test and train: their LFPW train faces are not trained on.
+    assert not {f"pts:{folder}/lfpw_train/image_{n}" for n in ("0862", "0215", "0828")} & faces["train"]
