@@ -34,7 +34,7 @@ import onnxruntime
 import torch
 
 from raylm.config import RunConfig
-from raylm.export import PixelLandmarks, write_export
+from raylm.exported import PixelLandmarks, write_export
 from raylm.models import create_model
 
 BATCHES = (1, 32)

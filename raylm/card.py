@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from raylm.config import RunConfig
+from raylm.evaluation.adapter import Adapter
 from raylm.evaluation.plan import HIGH, LOW, result_key
 from raylm.markdown import MISSING, Column, table, text
 from raylm.plots import ced_figure
@@ -53,11 +54,16 @@ KEY_SETTINGS = (
 )  # fmt: skip
 
 
-def recorded_metrics(checkpoint_dir: Path) -> dict[str, Any]:
-    """The metrics.json of a tested checkpoint: beside it (a search's `best/`) or in its `raylm.train` run folder."""
-    for folder in (checkpoint_dir, checkpoint_dir.parent.parent):  # <run>/checkpoints/best -> <run>
+def recorded_metrics(checkpoint_dir: Path, epoch: int) -> dict[str, Any]:
+    """The metrics.json of this tested checkpoint (trained `epoch` epochs): beside it (a search's `best/`) or, for a
+    `raylm.train` run's `checkpoints/best`, in the run's folder; {} when there is none for this checkpoint."""
+    folders = [checkpoint_dir]
+    if (checkpoint_dir.name, checkpoint_dir.parent.name) == ("best", "checkpoints"):
+        folders.append(checkpoint_dir.parent.parent)
+    for folder in folders:
         if (folder / METRICS).is_file():
-            return json.loads((folder / METRICS).read_text())
+            recorded = json.loads((folder / METRICS).read_text())
+            return recorded if recorded.get("best_epoch") == epoch else {}  # another checkpoint's results
     return {}
 
 
@@ -70,7 +76,7 @@ def write_card(checkpoint: str | Path, target: Path, where: str | None = None, e
     checkpoint_dir = checkpoint_file(checkpoint).parent
     saved = load_checkpoint(checkpoint_dir)
     config = checkpoint_config(saved)
-    recorded = recorded_metrics(checkpoint_dir)
+    recorded = recorded_metrics(checkpoint_dir, int(saved["epoch"]) + 1)
     params = sum(p.numel() for p in model_from_checkpoint(saved).parameters())
     where = where or str(checkpoint_dir.resolve())
     target.mkdir(parents=True, exist_ok=True)
@@ -79,9 +85,9 @@ def write_card(checkpoint: str | Path, target: Path, where: str | None = None, e
         _model_section(config, params, len(saved["mean_shape"]), int(saved["epoch"]) + 1, exported),
         _training_section(config, recorded),
         _selection_section(recorded),
-        _test_section(config, recorded, plotted),
-        _limits_section(config),
-        _use_section(config, where),
+        _test_section(config, recorded, plotted, exported),
+        _limits_section(config, exported),
+        _use_section(config, where, recorded.get("test_set")),
     ]
     page = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"
     path = card_path(target, exported)
@@ -150,15 +156,18 @@ def _selection_section(recorded: dict[str, Any]) -> list[str]:
     held_out = "held-out real faces" if metric.startswith("val_real/") else "held-out synthetic faces"
     value = recorded.get(metric)
     shown = f" ({value:.4f} at epoch {recorded.get('best_epoch', MISSING)})" if isinstance(value, float) else ""
-    return [
+    lines = [
         "## Selection",
         "",
         f"The checkpoint with the {'lowest' if mode == 'min' else 'highest'} `{metric}`{shown}, measured on "
         f"{held_out} (the validation set). The test sets played no part in choosing it.",
     ]
+    if recorded.get("checkpoint_fallback"):
+        lines += ["", f"The best kept checkpoint did not load: {recorded['checkpoint_fallback']}."]
+    return lines
 
 
-def _test_section(config: RunConfig, recorded: dict[str, Any], plotted: bool) -> list[str]:
+def _test_section(config: RunConfig, recorded: dict[str, Any], plotted: bool, exported: Any = None) -> list[str]:
     rows = []
     for name, spec in config.data.tests.items():
         for protocol in PROTOCOLS:
@@ -179,6 +188,11 @@ def _test_section(config: RunConfig, recorded: dict[str, Any], plotted: bool) ->
             )
     if not rows:
         return ["## Test results", "", "Not tested: evaluate it with the command below."]
+    adapted = (
+        ["The results are the network's alone; the exported file maps its points through the label adapter."]
+        if exported is not None and exported.adapter is not None
+        else []
+    )
     columns = [
         Column("Test set", "set", None), Column("Protocol", "protocol", None), Column("Faces", "n", ",.0f"),
         Column("NME [95% interval]", "nme", ".4f", ("low", "high")),
@@ -193,14 +207,18 @@ def _test_section(config: RunConfig, recorded: dict[str, Any], plotted: bool) ->
         "5% at random, `detector` by a face detector's box.",
         "",
         *table(rows, columns),
+        *([""] + adapted if adapted else []),
     ]
     return [*lines, "", f"![Cumulative error distribution]({CED})"] if plotted else lines
 
 
-def _limits_section(config: RunConfig) -> list[str]:
+def _limits_section(config: RunConfig, exported: Any = None) -> list[str]:
     data = config.data
     specs = [data.synthetic, *([data.real] if data.real and data.real_fraction > 0 else [])]
     conventions = sorted({CONVENTIONS.get(_scheme(spec), f"as labelled in `{spec}`") for spec in specs})
+    if exported is not None and exported.adapter is not None:  # the adapter maps onto its fitting faces' labels
+        fitted = Adapter.load(exported.adapter).spec
+        conventions = [f"{CONVENTIONS.get(_scheme(fitted), 'the labels')} of `{fitted}`, through its label adapter"]
     terms = sorted({f"`{_scheme(spec)}`: {TERMS.get(_scheme(spec), 'see the data source')}" for spec in specs})
     crop = data.crop
     return [
@@ -215,8 +233,9 @@ def _limits_section(config: RunConfig) -> list[str]:
     ]
 
 
-def _use_section(config: RunConfig, where: str) -> list[str]:
-    test = next(iter(config.data.tests.values()), "pts:/path/to/faces")
+def _use_section(config: RunConfig, where: str, headline: str | None = None) -> list[str]:
+    tests = config.data.tests
+    test = tests.get(headline or "", next(iter(tests.values()), "pts:/path/to/faces"))
     target = shlex.quote(where)
     return [
         "## Use it",

@@ -15,7 +15,12 @@ from typing import Any
 from raylm.config import RunConfig, StudyConfig, with_values
 from raylm.data.config import DataConfig
 
-CELL_KEYS = {"arch": "model.name", "train_size": "data.train_size", "real_fraction": "data.real_fraction"}
+CELL_KEYS = {
+    "arch": "model.name",
+    "train_size": "data.train_size",
+    "real_fraction": "data.real_fraction",
+    "combine": "data.combine",
+}
 
 
 @dataclass(frozen=True)
@@ -25,10 +30,13 @@ class Cell:
     arch: str
     train_size: int
     real_fraction: float
+    combine: str = "mix"  # how its synthetic and real faces are combined (data.combine)
 
     @property
     def name(self) -> str:
-        return f"{self.arch}/n={self.train_size}/r={self.real_fraction:g}"
+        """`<arch>/n=<size>/r=<fraction>`, and `/finetune` for a pre-trained cell."""
+        suffix = "" if self.combine == "mix" else f"/{self.combine}"
+        return f"{self.arch}/n={self.train_size}/r={self.real_fraction:g}{suffix}"
 
     @property
     def slug(self) -> str:
@@ -41,12 +49,18 @@ class Cell:
 
 def cells(study: StudyConfig) -> list[Cell]:
     axes = study.search.axes
-    return [Cell(*combination) for combination in itertools.product(axes.arch, axes.train_size, axes.real_fraction)]
+    combinations = itertools.product(axes.arch, axes.train_size, axes.real_fraction, axes.combine)
+    return [Cell(*combination) for combination in combinations]
 
 
 def cell_of(config: dict[str, Any]) -> Cell:
     """The cell of a trial, from its parameters."""
-    return Cell(config["model.name"], int(config["data.train_size"]), float(config["data.real_fraction"]))
+    return Cell(
+        config["model.name"],
+        int(config["data.train_size"]),
+        float(config["data.real_fraction"]),
+        config.get("data.combine", "mix"),
+    )
 
 
 def trial_config(study: StudyConfig, params: dict[str, Any]) -> RunConfig:

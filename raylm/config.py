@@ -138,6 +138,11 @@ class TrainConfig:
     workers: int = -1  # loader path's data-loading processes; -1: 0 on CPU, up to 4 on CUDA
     threads: int = 0  # CPU threads for torch; 0: the CPUs this process may use
     image_every: int = 5  # write a grid of validation faces to TensorBoard every N epochs; 0 = never
+    # data.combine: finetune only (mix ignores them, so combine can be a study axis): epochs on the synthetic faces
+    # before fine-tuning (train.epochs) on the real ones, and the fine-tuning phase's learning rate (None: train.lr);
+    # each phase has its own optimiser and schedule
+    pretrain_epochs: int = 0
+    finetune_lr: float | None = None
 
     def __post_init__(self) -> None:
         # Checked where the file is read: torch would fail on these mid-trial, or (epochs 0) end with no checkpoint.
@@ -146,6 +151,11 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be at least 1, got {value}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be above 0 (e.g. 1e-3), got {self.lr}")
+        if self.pretrain_epochs < 0 or (self.finetune_lr is not None and not self.finetune_lr > 0):
+            raise ValueError(
+                f"train.pretrain_epochs must be 0 or more and train.finetune_lr above 0, got {self.pretrain_epochs} "
+                f"and {self.finetune_lr}"
+            )
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,15 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        data, train = self.data, self.train
+        if data.combine == "finetune" and not (0 < data.real_fraction < 1 and train.pretrain_epochs >= 1):
+            raise ConfigError(
+                "data.combine: finetune pre-trains on the synthetic faces, then fine-tunes on the real ones: it needs "
+                f"0 < data.real_fraction < 1 (got {data.real_fraction}) and train.pretrain_epochs >= 1 "
+                f"(got {train.pretrain_epochs})"
+            )
+
 
 @dataclass(frozen=True)
 class Axes:
@@ -164,9 +183,12 @@ class Axes:
     arch: tuple[str, ...] = ("ours-tiny",)
     train_size: tuple[int, ...] = (1000,)
     real_fraction: tuple[float, ...] = (0.0,)
+    combine: tuple[str, ...] = ("mix",)  # data.combine: mix, finetune (pre-train on synthetic, fine-tune on real)
 
     def __post_init__(self) -> None:
-        for name in ("arch", "train_size", "real_fraction"):
+        if unknown := [value for value in self.combine if value not in ("mix", "finetune")]:
+            raise ValueError(f"search.axes.combine values are mix or finetune, got {unknown[0]!r}")
+        for name in ("arch", "train_size", "real_fraction", "combine"):
             if not getattr(self, name):
                 raise ValueError(f"search.axes.{name} is empty; list at least one value")
         if small := [size for size in self.train_size if size < 1]:

@@ -15,22 +15,18 @@ in pixels, is printed and must be within `TOLERANCE_PX`.
 
 The file also carries what `python -m raylm.predict --model FILE` needs to cut faces for it without the
 checkpoint (`metadata`: the crop rule, input size, points, adapter), as ONNX `metadata_props["raylm"]` or
-TorchScript's extra file `raylm.json`.
+TorchScript's extra file `raylm.json` (raylm.exported writes and reads the file).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from raylm.card import write_card
 from raylm.data.cache import prepare
@@ -40,31 +36,11 @@ from raylm.data.spec import open_dataset
 from raylm.errors import RaylmError
 from raylm.evaluation.adapter import adapter_path
 from raylm.evaluation.trained import Trained, load_trained
+from raylm.exported import FORMATS, ExportError, PixelLandmarks, run_export, write_export
 from raylm.train.checkpoint import checkpoint_file
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
-METADATA = "raylm"  # the ONNX metadata_props key of raylm's metadata
-METADATA_FILE = "raylm.json"  # the TorchScript extra file holding it
 TOLERANCE_PX = 0.01  # the exported file and the PyTorch model agree to this many pixels on every point
 CHECK_FACES = 8
-
-
-class ExportError(RaylmError):
-    """An export that could not be written or does not reproduce the model; the message says which."""
-
-
-class PixelLandmarks(nn.Module):
-    """A landmark network as its users call it: (B, H, W, C) pixels 0..255 in, (B, points, 2) crop pixels out."""
-
-    def __init__(self, model: nn.Module, input_size: int):
-        super().__init__()
-        self.model = model
-        self.input_size = input_size
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        inputs = images.float().permute(0, 3, 1, 2) / 127.5 - 1.0  # as the training loader scales a face
-        normalised = self.model(inputs).float().reshape(images.shape[0], -1, 2)
-        return (normalised + 0.5) * self.input_size  # raylm.coords.to_pixels
 
 
 @dataclass(frozen=True)
@@ -89,7 +65,6 @@ def check_crops(spec: str, trained: Trained, count: int = CHECK_FACES) -> np.nda
 
 
 # crops (B, input_size, input_size, C) float32 0..255 -> (B, points, 2) float32 pixels of those crops
-CropModel = Callable[[np.ndarray], np.ndarray]
 
 
 def metadata(trained: Trained, adapter: str | Path | None) -> dict:
@@ -97,74 +72,7 @@ def metadata(trained: Trained, adapter: str | Path | None) -> dict:
     data = trained.config.data
     points = len(trained.mean_shape)
     about = {"crop": asdict(data.crop), "input_size": data.augment.input_size, "points": points}
-    return {**about, "adapter": None if adapter is None else str(adapter)}
-
-
-def write_export(wrapped: nn.Module, example: torch.Tensor, path: Path, form: str, about: dict) -> None:
-    """Write `wrapped` as `form` to `path`, with a dynamic batch dimension and `about` as raylm's metadata."""
-    text = json.dumps(about)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporters' notes on tracing, not for the user
-        if form == "onnx":
-            batch = torch.export.Dim("batch", min=1)
-            program = torch.onnx.export(
-                wrapped, (example,), dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"],
-                output_names=["landmarks"], verbose=False,
-            )  # fmt: skip
-            program.model.metadata_props[METADATA] = text
-            program.save(str(path))
-        else:
-            torch.jit.trace(wrapped, example).save(str(path), _extra_files={METADATA_FILE: text})
-
-
-def load_export(path: str | Path, form: str | None = None) -> tuple[CropModel, dict]:
-    """An exported file run on the CPU by onnxruntime or TorchScript, and the metadata raylm.export stored in it.
-
-    `form` defaults to the one the suffix names (.onnx, .pt); ExportError for a file that cannot be
-    loaded or lacks the metadata.
-    """
-    path = Path(path)
-    form = form or next((form for form, suffix in FORMATS.items() if path.suffix == suffix), None)
-    if form is None:
-        raise ExportError(f"{path}: not an exported model (.onnx or .pt); export one with `python -m raylm.export`")
-    try:
-        run, text = _load_onnx(path) if form == "onnx" else _load_torchscript(path)
-    except ImportError:
-        raise ExportError(f"{path}: running ONNX files needs onnxruntime: pip install 'raylm[export]'") from None
-    except Exception as error:  # the runtimes raise many kinds, some with many lines
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(
-            f"{path}: cannot load it as {form} ({reason}); export a checkpoint with `python -m raylm.export`"
-        ) from None
-    if not text:
-        raise ExportError(f"{path}: no raylm metadata in it; export it with `python -m raylm.export CHECKPOINT`")
-    return run, json.loads(text)
-
-
-def _load_onnx(path: Path) -> tuple[CropModel, str | None]:
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda crops: session.run(None, {name: crops})[0], session.get_modelmeta().custom_metadata_map.get(METADATA)
-
-
-def _load_torchscript(path: Path) -> tuple[CropModel, str]:
-    extra = {METADATA_FILE: ""}  # torch.jit.load fills it with the file's bytes, b"" when absent
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation, not for the user
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-
-    @torch.no_grad()
-    def run(crops: np.ndarray) -> np.ndarray:
-        return module(torch.from_numpy(crops)).numpy()
-
-    return run, extra[METADATA_FILE].decode()
-
-
-def run_export(path: Path, form: str, crops: np.ndarray) -> np.ndarray:
-    """The landmarks the exported file gives for `crops`, run by onnxruntime or TorchScript on the CPU."""
-    return load_export(path, form)[0](crops)
+    return {**about, "adapter": None if adapter is None else Path(adapter).name}  # no local path in a shipped file
 
 
 def export_model(

@@ -33,7 +33,7 @@ from raylm.data.record import N_POINTS, BadSample, read_image
 from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
 from raylm.draw import draw_landmarks
 from raylm.evaluation.trained import load_trained
-from raylm.export import CropModel, PixelLandmarks, load_export
+from raylm.exported import CropModel, PixelLandmarks, load_export
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")

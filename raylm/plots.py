@@ -1,4 +1,4 @@
-"""The search's plots: test NME against training size and real fraction, CED curves, search progress.
+"""The search's plots: test NME against training size, real fraction and real faces, CED curves, search progress.
 
 Each function returns a matplotlib Figure (no pyplot, no backend needed) or None
 when it has nothing to show; callers decide where to save it.
@@ -11,6 +11,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from raylm.curves import Point
 from raylm.evaluation.plan import result_key
 from raylm.metrics import auc, ced
 from raylm.selection import Selection
@@ -65,6 +66,26 @@ def size_figure(
     ax.set_xlabel("training-set size (faces)")
     ax.set_ylabel(f"{result_key(test_set, 'nme')} (inter-ocular)")
     ax.set_title(f"Test NME against training size (real fraction {fraction:g})")
+    ax.legend(fontsize="small")
+    return figure
+
+
+def learning_curve_figure(points: list[Point], test_set: str, arch: str) -> Figure | None:
+    """Test NME against real training faces, a line per curve with each point's interval; None without points."""
+    if not points:
+        return None
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.subplots()
+    for i, curve in enumerate(dict.fromkeys(point.curve for point in points)):
+        shown = [point for point in points if point.curve == curve]
+        x = [point.real_faces for point in shown]
+        y = np.array([point.nme for point in shown])
+        spread = np.array([[point.nme - point.low for point in shown], [point.high - point.nme for point in shown]])
+        ax.errorbar(x, y, yerr=spread, fmt="o-", capsize=3, color=f"C{i}", label=curve)
+    ax.set_xscale("log")
+    ax.set_xlabel("real training faces")
+    ax.set_ylabel(f"{result_key(test_set, 'nme')} (inter-ocular)")
+    ax.set_title(f"{arch}: test NME against real training faces (95% intervals over the test faces)")
     ax.legend(fontsize="small")
     return figure
 

@@ -18,9 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from raylm import markdown
+from raylm.curves import Point, curve_points, learning_curves
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE, HIGH, LOW, TestPlan, result_key
 from raylm.metrics import paired_difference
-from raylm.plots import ced_figure, finite_number, fraction_figure, progress_figure, size_figure, size_label
+from raylm.plots import (
+    ced_figure,
+    finite_number,
+    fraction_figure,
+    learning_curve_figure,
+    progress_figure,
+    size_figure,
+    size_label,
+)
 from raylm.selection import VALIDATION_SETS, Selection
 from raylm.sizefit import PowerLaw, SizeEstimate, fit_power_law, minimum_viable_size
 
@@ -242,6 +251,29 @@ def _viable_size_section(
     return ["## Minimum viable dataset size", "", intro, "", *bullets]
 
 
+def _curve_section(points: list[Point], arch: str) -> list[str]:
+    rows = [
+        {
+            "curve": point.curve, "faces": point.real_faces, "nme": point.nme, "low": point.low, "high": point.high,
+            "worth": point.worth, "worth_low": point.worth_low, "worth_high": point.worth_high,
+        }
+        for point in points
+    ]  # fmt: skip
+    columns = [
+        markdown.Column("Curve", "curve", None),
+        markdown.Column("Real faces", "faces", ",.0f"),
+        markdown.Column("Test NME", "nme", ".4f", ("low", "high")),
+        markdown.Column("Worth (real faces)", "worth", ",.0f", ("worth_low", "worth_high")),
+    ]
+    intro = (
+        f"{arch}: test NME against the real faces in the training set, one curve per way of using synthetic faces"
+        " (learning_curve.png). Worth: how many more real faces the real-only curve needs to reach the same test NME"
+        " (interpolated in log faces between its points; — outside its range), with its"
+        f" {CONFIDENCE:.0%} interval from resampling the test faces, shared by every cell."
+    )
+    return ["## Real faces saved by synthetic data", "", intro, "", *markdown.table(rows, columns)]
+
+
 def _best_section(cells: list[dict], best: dict | None, test_set: str, selection: Selection) -> list[str]:
     metric = selection.metric
     columns = [
@@ -303,16 +335,26 @@ def write_report(
     best = selection.best(cells, lambda cell: finite_number(cell.get(metric)))  # before sorting: ties as the caller's
     cells = sorted(cells, key=_cell_order)
     # Size tables and fits use the r=0 cells, or the smallest real fraction searched.
-    fraction = min((float(cell["real_fraction"]) for cell in cells), default=None)
-    points = _size_points(cells, test_set, fraction) if fraction is not None else {}
+    # The size and mixing tables and their plots compare mixed cells; pre-trained ones (data.combine) are in the
+    # best-configuration table beside them.
+    mixed = [cell for cell in cells if cell.get("combine", "mix") == "mix"]
+    fraction = min((float(cell["real_fraction"]) for cell in mixed), default=None)
+    points = _size_points(mixed, test_set, fraction) if fraction is not None else {}
     estimates = {arch: minimum_viable_size(sizes, nmes, TOLERANCE, BOOTSTRAP) for arch, (sizes, nmes) in points.items()}
+
+    # The learning curve in real faces of the architecture with the most cells on curves.
+    by_arch = {arch: learning_curves(cells, arch) for arch in dict.fromkeys(str(cell["arch"]) for cell in cells)}
+    curve_arch = max(by_arch, key=lambda arch: sum(len(curve.cells) for curve in by_arch[arch]), default=None)
+    curves = by_arch.get(curve_arch, [])
+    on_curves = curve_points(curves, per_image_nme, CONFIDENCE, BOOTSTRAP) if curves else []
 
     written = {"trials.csv": run_dir / "trials.csv", "summary.csv": run_dir / "summary.csv"}
     _write_trials(written["trials.csv"], trials, metric)
     _write_summary(written["summary.csv"], cells, test_set, metric)
     figures = {
         "nme_vs_size.png": size_figure(points, estimates, test_set, fraction) if fraction is not None else None,
-        "nme_vs_real_fraction.png": fraction_figure(cells, test_set),
+        "nme_vs_real_fraction.png": fraction_figure(mixed, test_set),
+        "learning_curve.png": learning_curve_figure(on_curves, test_set, curve_arch or ""),
         "ced.png": ced_figure(per_image_nme),
         "search_progress.png": progress_figure(trials, selection),
     }
@@ -322,15 +364,18 @@ def write_report(
             written[name] = run_dir / name
     plots = [name for name in written if name.endswith(".png")]
     sections = [_overview(trials, plan)]
-    if fraction is None:
+    if not cells:
         sections.append(["No cells to report."])
     else:
-        sections += [
-            _size_table(cells, test_set, fraction),
-            _mixing_table(cells, test_set, per_image_nme),
-            _viable_size_section(points, estimates, fraction),
-            _best_section(cells, best, test_set, selection),
-        ]
+        if fraction is not None:
+            sections += [
+                _size_table(mixed, test_set, fraction),
+                _mixing_table(mixed, test_set, per_image_nme),
+                _viable_size_section(points, estimates, fraction),
+            ]
+        if on_curves:
+            sections.append(_curve_section(on_curves, curve_arch))
+        sections.append(_best_section(cells, best, test_set, selection))
     if plots:
         sections.append(["## Plots", "", *(f"![{name}]({name})" for name in plots)])
     page = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"

@@ -13,7 +13,6 @@ from raylm.evaluation.adapter import (
     checkpoint_digest,
     face_frame,
     fit_adapter,
-    from_frame,
     load_adapter,
     procrustes_mean,
     to_frame,
@@ -27,6 +26,12 @@ def face_shapes(n: int, seed: int = 0) -> np.ndarray:
     """(n, 68, 2) pixel shapes of the built-in generator: varied identity, expression and pose (yaw up to 35°)."""
     rng = np.random.default_rng(seed)
     return np.stack([sample_geometry(rng, 160).landmarks[:68] for _ in range(n)]).astype(np.float64)
+
+
+def from_frame(points: np.ndarray, a: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Back from the face frame, in complex numbers: the reference LabelMap's real arithmetic must match."""
+    z = (points[..., 0] + 1j * points[..., 1]) / a[:, None] + centre[:, None]
+    return np.stack([z.real, z.imag], axis=-1)
 
 
 def in_frame(shapes: np.ndarray, template: np.ndarray):

@@ -14,7 +14,8 @@ from raylm.data.config import default_cache_dir
 from raylm.data.spec import open_dataset
 from raylm.data.splits import Part
 from raylm.evaluation.trained import Trained, load_trained, predict_trained
-from raylm.export import TOLERANCE_PX, check_crops, main, run_export
+from raylm.export import TOLERANCE_PX, check_crops, main
+from raylm.exported import run_export
 from raylm.train import build_run, fit
 
 # One epoch on built-in faces is enough: the export must reproduce whatever weights it is given.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 from raylm.fs import is_uri
 
@@ -74,6 +75,9 @@ class DataConfig:
     tests: dict[str, str] = field(default_factory=lambda: {"real": "builtin:realistic?n=1200"})  # name -> spec
     train_size: int = 2000
     real_fraction: float = 0.0
+    # How the synthetic and the real training faces are combined: mix (one training set) or finetune (pre-train on the
+    # synthetic faces for train.pretrain_epochs, then fine-tune on the real ones for train.epochs)
+    combine: Literal["mix", "finetune"] = "mix"
     val_size: int = 200  # held-out synthetic faces: the selection set
     val_real_size: int = 0  # held-out real faces from `real` (reported as val_real/...)
     test_size: int = 300  # faces per test set (a test set from `real` is carved out of it first)

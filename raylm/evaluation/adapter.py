@@ -166,10 +166,6 @@ def to_frame(points: np.ndarray, a: np.ndarray, centre: np.ndarray) -> np.ndarra
     return _real(a[:, None] * (_complex(points) - centre[:, None]))
 
 
-def from_frame(points: np.ndarray, a: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    return _real(_complex(points) / a[:, None] + centre[:, None])
-
-
 def procrustes_mean(shapes: np.ndarray, iterations: int = 10) -> np.ndarray:
     """The mean shape (68, 2) of `shapes` up to similarity: centred, RMS radius 1, oriented like the first."""
     z = _complex(np.asarray(shapes, np.float64))
@@ -226,7 +222,7 @@ class LabelMap(nn.Module):
 
     The one implementation of applying an adapter: `Adapter.apply` runs it on numpy shapes,
     AdaptedModel after the network, and raylm.export folds it into the exported graph. The
-    complex arithmetic of `face_frame`, `to_frame` and `from_frame` is written on real pairs
+    complex arithmetic of `face_frame` and `to_frame`, and of their inverse, is written on real pairs
     (exporters have no complex tensors). It computes in float64 on its buffers' device (the CPU
     unless moved; onnxruntime runs it in float64 too) and returns its input's dtype and device.
     """
@@ -257,7 +253,7 @@ class LabelMap(nn.Module):
         normalised = torch.stack([a_re * x - a_im * y, a_re * y + a_im * x], dim=-1).reshape(shapes.shape[0], -1)
         scores = (normalised - self.centre) @ self.modes.T / self.spreads
         u, v = (normalised + self.offset + scores @ self.slopes).reshape(shapes.shape).unbind(-1)
-        size = a_re * a_re + a_im * a_im  # |a|^2: q / a = q conj(a) / |a|^2 (from_frame)
+        size = a_re * a_re + a_im * a_im  # |a|^2: q / a = q conj(a) / |a|^2, back from the frame
         back = torch.stack([(u * a_re + v * a_im) / size, (v * a_re - u * a_im) / size], dim=-1)
         return (back + centre).to(points)
 

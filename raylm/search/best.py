@@ -24,7 +24,7 @@ def best_trials(search: SearchConfig, rows: list[Row]) -> dict[str, Row]:
     selection = search.selection
 
     def key(row: Row) -> tuple[bool, float]:
-        return row["epochs"] < search.max_epochs, selection.rank(row[search.metric])
+        return row["stopped_early"], selection.rank(row[search.metric])
 
     best: dict[str, Row] = {}
     for row in rows:

@@ -30,6 +30,7 @@ from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
 from raylm.search.trackers import tracker_callbacks
+from raylm.train.loop import BUDGET_EPOCH
 
 EXPERIMENT = "trials"  # the experiment's folder in the run directory
 
@@ -48,8 +49,10 @@ def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> 
 
 
 def asha(search: SearchConfig) -> ASHAScheduler:
+    """ASHA over the epochs train.epochs budgets: every epoch of a mixed run, the fine-tuning ones of a pre-trained
+    run (its pre-training epochs report no `budget_epoch`, which ASHA passes over)."""
     return ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr=BUDGET_EPOCH,
         max_t=search.max_epochs,
         grace_period=search.grace_period,
         reduction_factor=search.reduction_factor,

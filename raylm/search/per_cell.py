@@ -32,6 +32,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from raylm.search.ray_internals import restore_state, state_of
+from raylm.train.loop import BUDGET_EPOCH
 
 CellOf = Callable[[dict[str, Any]], str]  # a trial's config -> its cell's name
 
@@ -81,7 +82,7 @@ class CellSearcher(Searcher):
         self.searchers[self.cell_of_trial[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        stopped = not error and result is not None and result.get("training_iteration", 0) < self.max_epochs
+        stopped = not error and result is not None and result.get(BUDGET_EPOCH, 0) < self.max_epochs
         searcher = self.searchers[self.cell_of_trial[trial_id]]
         searcher.on_trial_complete(trial_id, result=None if stopped or error else result, error=error)
 

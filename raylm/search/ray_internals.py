@@ -11,6 +11,8 @@ private modules, attributes, folders, file names and log lines is here, with why
   the cluster id, where `ray up` leaves its config, Tune's storage marker;
 - carrying searchers' and schedulers' state (`per_cell`): their whole state is their
   `__dict__`, as their own save/restore pickle it;
+- logging a trial resumed by `--resume` to its own MLflow run again (`tagged_loggers`): the
+  MLflow callback's map of trials to runs, which its `setup` starts empty;
 - tests: ASHA's rungs, the Optuna study inside OptunaSearch, a trial's error file, and
   the cluster launcher's offline validation of cluster.yaml.
 
@@ -240,3 +242,8 @@ def asha_rungs(state: dict[str, Any]) -> dict[int, set[str]]:
 def optuna_study(searcher: Any) -> Any:
     """The `optuna.Study` an OptunaSearch proposes from."""
     return searcher._ot_study
+
+
+def adopt_mlflow_run(callback: Any, trial: Trial, run_id: str) -> None:
+    """Make an `MLflowLoggerCallback` log `trial` to the existing MLflow run `run_id` (it would start another)."""
+    callback._trial_runs[trial] = run_id

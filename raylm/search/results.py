@@ -10,6 +10,7 @@ from ray import tune
 from raylm.config import SearchConfig
 from raylm.search.space import CELL_KEYS, cell_of
 from raylm.selection import VALIDATION_SETS
+from raylm.train.loop import BUDGET_EPOCH
 
 Row = dict[str, Any]
 
@@ -83,7 +84,8 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
                 "real_fraction": cell.real_fraction,
                 **{key: value for key, value in result.config.items() if key not in CELL_KEYS.values()},
                 "epochs": epochs,
-                "stopped_early": result.error is None and epochs < search.max_epochs,
+                # The budget is train.epochs: every epoch of a mixed run, the fine-tuning ones of a pre-trained run.
+                "stopped_early": result.error is None and int(metrics.get(BUDGET_EPOCH, 0)) < search.max_epochs,
                 "status": "ERROR" if result.error is not None else "TERMINATED",
                 "reason": error_reason(result.error),
                 **best_reported(search, result),

@@ -32,7 +32,7 @@ from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
 from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
 from raylm.search.testpass import test_best
-from raylm.search.trackers import check_trackers, log_best_model
+from raylm.search.trackers import check_trackers, log_best_model, with_tracking_uri
 from raylm.search.trainable import train_trial
 
 
@@ -42,6 +42,7 @@ class StudyResult:
     files: dict[str, Path | str]  # report name -> its path or URI
     best_cell: str
     metric: str  # the selection metric that chose it
+    best_trial: str = ""  # the trial id of the best cell's best trial
 
 
 def run_study(
@@ -59,7 +60,7 @@ def run_study(
     study.test_plan()  # a study without test sets fails here, before Ray starts
     check_data(*cell_data(study))
     storage.check_writable(location)
-    study = check_trackers(study, location)
+    check_trackers(study, location)
     owns_ray = not ray.is_initialized()
     try:
         study = connect(address, study)
@@ -70,6 +71,7 @@ def run_study(
         storage.check_nodes_read(cell_data(study), resources.cpu, resources.gpu)
         save_config(study, local_dir / "study.yaml")
         storage.upload(local_dir, location)
+        study = with_tracking_uri(study, local_dir)  # after study.yaml: it keeps the URI the user wrote, if any
         with sigterm_stops_tune() as signals:
             grid = run_experiment(study, trainable, location, tracker_dir=local_dir)
             check_not_interrupted(grid, quota(study), location, signals)
@@ -81,12 +83,14 @@ def run_study(
             ray.shutdown()
     # The card's commands need a local path: a bucket's `best/` is named as it is in a copy of the run directory.
     result = summarise(study, local_dir, grid, repeats, "best" if storage.is_uri(location) else None)
+    if storage.is_uri(location):
+        storage.upload(local_dir, location)
+    log_best_model(study, local_dir / "best", result.best_trial)  # after the report is safe in its storage
     if not storage.is_uri(location):
         return result
-    storage.upload(local_dir, location)
     shutil.rmtree(local_dir)
     files = {name: storage.join(location, name) for name in result.files}
-    return StudyResult(location, files, result.best_cell, result.metric)
+    return StudyResult(location, files, result.best_cell, result.metric, result.best_trial)
 
 
 def _repeat_best(
@@ -131,6 +135,7 @@ def summarise(
                 "arch": row["arch"],
                 "train_size": row["train_size"],
                 "real_fraction": row["real_fraction"],
+                "combine": cell_of(result.config).combine,
                 "trials": len(cell_trials),
                 "best_trial": row["trial_id"],
                 "epochs": row["epochs"],
@@ -151,5 +156,4 @@ def summarise(
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
     files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
-    log_best_model(study, run_dir / "best", overall["best_trial"])
-    return StudyResult(run_dir, files, overall["cell"], search.metric)
+    return StudyResult(run_dir, files, overall["cell"], search.metric, overall["best_trial"])

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlflow
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.air.integrations.wandb import WandbLoggerCallback
 from ray.tune.experiment import Trial
 
+from raylm.search.ray_internals import adopt_mlflow_run
 from raylm.search.space import cell_of
 
 
@@ -28,6 +30,12 @@ class StudyMLflow(MLflowLoggerCallback):
         self.study = study
 
     def log_trial_start(self, trial: Trial) -> None:
+        if trial not in self._trial_runs:  # a study continued by --resume: the trial's run exists already
+            client = mlflow.MlflowClient(self.tracking_uri)
+            experiment = client.get_experiment_by_name(self.study)
+            earlier = client.search_runs([experiment.experiment_id], f"tags.trial_id = '{trial.trial_id}'")
+            if earlier:
+                adopt_mlflow_run(self, trial, earlier[0].info.run_id)
         study_tags = self.tags
         self.tags = {**study_tags, **trial_tags(self.study, trial)}  # the base class copies them into the run
         try:
@@ -48,7 +56,8 @@ class StudyWandb(WandbLoggerCallback):
     """Tune's W&B callback (one W&B run per trial, grouped by study), its runs tagged by `trial_tags`."""
 
     def __init__(self, study: str, project: str, **init: Any):
-        super().__init__(project=project, group=study, **init)
+        # resume="allow": a trial logged again (restarted, or the study continued by --resume) continues its run.
+        super().__init__(project=project, group=study, resume="allow", **init)
         self.study = study
 
     def log_trial_start(self, trial: Trial) -> None:

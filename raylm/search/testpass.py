@@ -58,7 +58,11 @@ def test_best(
         "skipped": sum(sum(reasons.values()) for reasons in data.skipped.values()),  # bad samples left out
         **tested.metrics,
     }
-    selection = {"selection": {"metric": search.metric, "mode": search.metric_mode}, "commit": git_commit()}
+    selection = {
+        "selection": {"metric": search.metric, "mode": search.metric_mode},
+        "test_set": plan.lead,
+        "commit": git_commit(),
+    }
     (directory / METRICS).write_text(json.dumps({**metrics, **selection}, indent=2, default=float))
     log_faces(trained, {result_key(name, "faces"): part for name, part in data.split.tests.items()}, directory)
     return metrics, tested.per_face

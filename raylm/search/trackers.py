@@ -31,14 +31,15 @@ from raylm.search import storage
 
 TRACKERS = ("mlflow", "wandb")  # search.loggers beyond tensorboard, each its own package
 STORE = "mlflow.db"  # the default MLflow store, in the run directory
-BEST_FILES = ("checkpoint.pt", "config.yaml", "README.md")  # what `best/` holds of the overall best model
+# What `best/` holds of the overall best model: weights, config, model card, its CED plot, its test results.
+BEST_FILES = ("checkpoint.pt", "config.yaml", "README.md", "ced.png", "metrics.json")
 
 
-def check_trackers(study: StudyConfig, run_dir: str) -> StudyConfig:
-    """`study` with its MLflow tracking URI resolved; ConfigError when a named tracker cannot be used.
+def check_trackers(study: StudyConfig, run_dir: str) -> None:
+    """ConfigError when a tracker the study names cannot be used; checked before Ray starts.
 
-    Checked before Ray starts: a tracker package missing (naming the extra to install), or
-    MLflow with a bucket run directory and no tracking URI (there is no local store to default to).
+    A tracker's package missing (naming the extra to install), or MLflow with a bucket run
+    directory and no tracking URI (there is no local store to default to).
     """
     search = study.search
     for name in (name for name in search.loggers if name in TRACKERS):
@@ -48,15 +49,28 @@ def check_trackers(study: StudyConfig, run_dir: str) -> StudyConfig:
             raise ConfigError(
                 f"search.loggers names {name}, whose package is not installed: pip install 'raylm[trackers]'"
             ) from None
-    if "mlflow" not in search.loggers:
-        return study
-    uri = search.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri is None and storage.is_uri(run_dir):
+    if "mlflow" in search.loggers and not tracking_uri(study) and storage.is_uri(run_dir):
         raise ConfigError(
             f"search.loggers names mlflow and the run directory {run_dir} is a bucket: set search.tracking_uri "
             "(or MLFLOW_TRACKING_URI) to your MLflow tracking server"
         )
-    uri = uri or local_store(Path(run_dir), search.name)
+
+
+def tracking_uri(study: StudyConfig) -> str | None:
+    """The MLflow tracking URI the user chose: `search.tracking_uri`, else $MLFLOW_TRACKING_URI."""
+    return study.search.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def with_tracking_uri(study: StudyConfig, local_dir: Path) -> StudyConfig:
+    """`study` with its MLflow tracking URI resolved (the user's, else a store in `local_dir`); as is without MLflow.
+
+    Resolved once connected, in the study's local folder (`storage.outliving` made it absolute);
+    the study.yaml saved before keeps what the user wrote, not a URI from the environment.
+    """
+    search = study.search
+    if "mlflow" not in search.loggers:
+        return study
+    uri = tracking_uri(study) or local_store(local_dir, search.name)
     return replace(study, search=replace(search, tracking_uri=uri))
 
 
@@ -115,6 +129,8 @@ def log_best_model(study: StudyConfig, best_dir: Path, trial_id: str) -> None:
         client = mlflow.MlflowClient(search.tracking_uri)
         experiment = client.get_experiment_by_name(search.name)
         runs = client.search_runs([experiment.experiment_id], f"tags.trial_id = '{trial_id}'")
+        if not runs:
+            raise ConfigError(f"MLflow at {search.tracking_uri} has no run of trial {trial_id} for the best model")
         for file in files:
             client.log_artifact(runs[0].info.run_id, str(file), artifact_path="best_model")
     if "wandb" in search.loggers:

@@ -20,11 +20,12 @@ from raylm.errors import RaylmError
 from raylm.train.checkpoint import TrainingState, save_checkpoint
 from raylm.train.feed import Batches
 from raylm.train.hardware import Hardware, autocast
-from raylm.train.run import Run
+from raylm.train.run import Run, enter_phase, phase_at
 from raylm.train.scoring import prefixed, score_batches
 
-# report(epoch, metrics, checkpoint_dir): called once per epoch (epoch counts from 1).
+# report(epoch, metrics, checkpoint_dir): called once per epoch (epoch counts from 1, across a run's phases).
 Report = Callable[[int, dict[str, float], Path], None]
+BUDGET_EPOCH = "budget_epoch"  # an epoch's number within train.epochs: absent while pre-training (data.combine)
 
 
 class Diverged(RaylmError, FloatingPointError):
@@ -103,8 +104,9 @@ def validate(
 def fit(run: Run, *reports: Report) -> dict[str, float]:
     """Train `run` (from `build_run`) to its last epoch, calling each of `reports` in order after every epoch.
 
-    Returns the last epoch's metrics. Every epoch reports `train/loss`, `lr`, `epoch_s`
-    and the metrics of each validation set: `val/` (synthetic faces) and, when
+    Returns the last epoch's metrics. Every epoch reports `train/loss`, `lr`, `epoch_s`,
+    `budget_epoch` (outside a pre-training phase: see raylm.train.run's phases) and the metrics of each
+    validation set: `val/` (synthetic faces) and, when
     `data.val_real_size` > 0, `val_real/` (real faces held out of the mixing pool),
     with a checkpoint of that epoch, kept only while the reports run. A run resumed
     from a checkpoint continues exactly as if it had never stopped. Raises Diverged
@@ -113,14 +115,19 @@ def fit(run: Run, *reports: Report) -> dict[str, float]:
     train_config = run.config.train
     input_size = run.config.data.augment.input_size
     metrics: dict[str, float] = {}
-    for epoch in range(run.start_epoch, train_config.epochs):
+    for epoch in range(run.start_epoch, run.phases[-1].end):
         started = time.perf_counter()
+        phase = phase_at(run.phases, epoch)
+        if phase is not run.phase:
+            enter_phase(run, phase)
         run.train_batches.set_epoch(epoch)
         metrics = train_one_epoch(
             run.state, run.train_batches, run.loss_fn, run.hardware, epoch + 1, train_config.grad_clip
         )
         metrics.update(validate(run.state.model, run.val_sets, run.hardware, input_size, run.baseline, epoch + 1))
         metrics["lr"] = run.state.optimizer.param_groups[0]["lr"]
+        if phase.budgeted:  # the epochs train.epochs budgets (a search's ASHA counts these), from 1
+            metrics[BUDGET_EPOCH] = epoch + 1 - phase.first_epoch
         metrics["epoch_s"] = time.perf_counter() - started
         with tempfile.TemporaryDirectory(prefix="raylm-checkpoint-") as directory:
             save_checkpoint(Path(directory), run.config, run.state, epoch, run.baseline, metrics)

@@ -35,7 +35,7 @@ def test_each_cell_gets_the_proposals_of_its_own_searcher_run_alone():
         proposal = searcher.suggest(f"t{i}")
         cell = cell_of(proposal).name
         by_cell.setdefault(cell, []).append({k: v for k, v in proposal.items() if k.startswith("train.")})
-        searcher.on_trial_complete(f"t{i}", {"val/nme": loss_of(proposal), "training_iteration": 4})
+        searcher.on_trial_complete(f"t{i}", {"val/nme": loss_of(proposal), "budget_epoch": 4})
     assert searcher.suggest("t12") == Searcher.FINISHED
     assert sorted(by_cell) == [cell.name for cell in cells(config)] and all(len(p) == 6 for p in by_cell.values())
 
@@ -45,7 +45,7 @@ def test_each_cell_gets_the_proposals_of_its_own_searcher_run_alone():
         for i in range(6):
             proposal = alone.suggest(f"a{i}")
             expected.append(proposal)
-            alone.on_trial_complete(f"a{i}", {"val/nme": loss_of(proposal), "training_iteration": 4})
+            alone.on_trial_complete(f"a{i}", {"val/nme": loss_of(proposal), "budget_epoch": 4})
         assert cell_proposals == expected  # TPE's model-based proposals included (startup is 2 of 6)
 
 
@@ -55,8 +55,10 @@ def test_a_trial_the_scheduler_stopped_reaches_optuna_as_pruned_with_how_far_it_
     for trial_id, epochs, error in (("finished", 4, False), ("stopped", 1, False), ("crashed", 2, True)):
         searcher.suggest(trial_id)
         for epoch in range(1, epochs + 1):
-            searcher.on_trial_result(trial_id, {"val/nme": 0.5 / epoch, "training_iteration": epoch})
-        searcher.on_trial_complete(trial_id, {"val/nme": 0.5 / epochs, "training_iteration": epochs}, error=error)
+            searcher.on_trial_result(
+                trial_id, {"val/nme": 0.5 / epoch, "training_iteration": epoch, "budget_epoch": epoch}
+            )
+        searcher.on_trial_complete(trial_id, {"val/nme": 0.5 / epochs, "budget_epoch": epochs}, error=error)
     (optuna,) = searcher.searchers.values()
     trials = {trial.number: trial for trial in optuna_study(optuna).get_trials()}
     assert [trials[n].state.name for n in range(3)] == ["COMPLETE", "PRUNED", "FAIL"]
@@ -78,7 +80,7 @@ def trial(trial_id: str, real_fraction: float) -> SimpleNamespace:
 
 
 def result(epoch: int, nme: float) -> dict:
-    return {"training_iteration": epoch, "val/nme": nme}
+    return {"budget_epoch": epoch, "val/nme": nme}  # what ASHA schedules on (raylm.search.experiment.asha)
 
 
 def cell_scheduler(config: StudyConfig) -> CellScheduler:
@@ -122,7 +124,7 @@ def test_searcher_state_round_trips(tmp_path: Path):
     searcher, _, _ = search_and_schedule(config)
     for i in range(3):
         proposal = searcher.suggest(f"t{i}")
-        searcher.on_trial_complete(f"t{i}", {"val/nme": loss_of(proposal), "training_iteration": 4})
+        searcher.on_trial_complete(f"t{i}", {"val/nme": loss_of(proposal), "budget_epoch": 4})
     searcher.save(str(tmp_path / "searcher.pkl"))
     restored, _, _ = search_and_schedule(config)
     restored.restore(str(tmp_path / "searcher.pkl"))

@@ -295,3 +295,13 @@ def test_the_gcs_stub_answers_a_running_ray(connected):
     address = ray.get_runtime_context().gcs_address
     with grpc.insecure_channel(address) as channel:
         ray_internals.ask_cluster_id(channel, 10.0)
+
+
+def test_the_mlflow_callback_maps_trials_to_runs_and_can_adopt_one(tmp_path: Path):
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    callback = MLflowLoggerCallback(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment_name="internals")
+    callback.setup()
+    trial = Trial("f", config={}, stub=True, trial_id="t1")
+    ray_internals.adopt_mlflow_run(callback, trial, "run-1")
+    assert callback._trial_runs == {trial: "run-1"}  # what log_trial_start reads instead of starting a run

@@ -55,7 +55,8 @@ def trained_trial(folder: Path, nmes: list[float], keep: int = 2) -> tune.Result
         metrics = {"val/nme": nme, "val_real/nme": 1.0 - epoch / 10}  # differs every epoch
         saved = {"epoch": epoch - 1, "config": to_dict(RunConfig()), "metrics": metrics}
         torch.save(saved, checkpoint / FILE)
-        reported = {**metrics, "epoch": epoch, "training_iteration": epoch, "trial_id": "t1", "config": CELL}
+        reported = {**metrics, "epoch": epoch, "budget_epoch": epoch, "training_iteration": epoch, "trial_id": "t1"}
+        reported["config"] = CELL
         registered.append(TrainingResult(tune.Checkpoint.from_directory(str(checkpoint)), reported))
         history.append(reported)
     config = CheckpointConfig(keep, checkpoint_score_attribute="val/nme", checkpoint_score_order="min")

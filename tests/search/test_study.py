@@ -224,7 +224,7 @@ def test_every_trial_is_an_mlflow_run_with_its_cell_its_epochs_and_the_best_mode
     (best,) = [run for run in runs if client.list_artifacts(run.info.run_id, "best_model")]
     assert best.data.tags["trial_id"] in {cell["best_trial"] for cell in best_trial}
     logged = {Path(item.path).name for item in client.list_artifacts(best.info.run_id, "best_model")}
-    assert logged == {"checkpoint.pt", "config.yaml", "README.md"}
+    assert logged == {"checkpoint.pt", "config.yaml", "README.md", "ced.png", "metrics.json"}
     assert (study_run / "mlartifacts").is_dir()  # beside the store, not in the driver's working directory
 
 
@@ -461,6 +461,27 @@ def test_optimize_mode_folds_the_axes_into_one_search(tmp_path: Path):
     assert len(trials) == 4 and {t["real_fraction"] for t in trials} <= {"0.0", "0.25"}
     summary = read_csv(tmp_path / "run" / "summary.csv")
     assert {row["cell"] for row in summary} == {t["cell"] for t in trials}
+
+
+@pytest.mark.slow
+def test_combine_is_a_search_axis_and_asha_counts_the_fine_tuning_epochs(tmp_path: Path):
+    study = smoke(
+        "search.axes.real_fraction=[0.25]", "search.axes.combine=[mix, finetune]", "search.trials=3",
+        "search.max_epochs=2", "train.pretrain_epochs=1", f"data.cache_dir={tmp_path}",
+        "search.space={train.lr: {loguniform: [1.0e-3, 1.0e-2]}, train.finetune_lr: {loguniform: [1.0e-4, 1.0e-3]}}",
+    )  # fmt: skip
+    run_study(study, tmp_path / "run")
+    trials = read_csv(tmp_path / "run" / "trials.csv")
+    cells = {"ours-tiny/n=48/r=0.25", "ours-tiny/n=48/r=0.25/finetune"}
+    assert {t["cell"] for t in trials} == cells and len(trials) == 6
+    for trial in trials:
+        pretrained = trial["cell"].endswith("/finetune")
+        budget = int(trial["epochs"]) - pretrained  # a pre-trained trial's first epoch is its synthetic phase
+        assert trial["stopped_early"] == str(budget < 2), trial  # ASHA's budget: the fine-tuning epochs
+    summary = read_csv(tmp_path / "run" / "summary.csv")
+    assert {row["cell"] for row in summary} == cells
+    finetuned = [row for row in summary if row["cell"].endswith("/finetune")][0]
+    assert int(finetuned["epochs"]) == 3 and float(finetuned["test_real/nme"]) > 0  # tested like any cell
 
 
 def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Path):

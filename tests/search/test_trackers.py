@@ -10,7 +10,7 @@ import ray
 
 from raylm.config import ConfigError, StudyConfig, load_config
 from raylm.search import run_study
-from raylm.search.trackers import STORE, check_trackers
+from raylm.search.trackers import STORE, check_trackers, with_tracking_uri
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
 
@@ -37,14 +37,14 @@ def test_a_logger_whose_package_is_missing_fails_before_ray_naming_the_extra(tmp
 def test_mlflow_logs_to_the_study_file_then_the_environment_then_a_store_in_the_run_dir(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     chosen = smoke("search.loggers=[mlflow]", "search.tracking_uri=http://127.0.0.1:5000")
-    assert check_trackers(chosen, str(tmp_path)).search.tracking_uri == "http://127.0.0.1:5000"
-    default = check_trackers(smoke("search.loggers=[mlflow]"), str(tmp_path / "run"))
+    assert with_tracking_uri(chosen, tmp_path).search.tracking_uri == "http://127.0.0.1:5000"
+    default = with_tracking_uri(smoke("search.loggers=[mlflow]"), tmp_path / "run")
     assert default.search.tracking_uri == f"sqlite:///{tmp_path / 'run' / STORE}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
-    assert check_trackers(smoke("search.loggers=[mlflow]"), "s3://bucket/run").search.tracking_uri == (
-        "http://127.0.0.1:5001"
-    )
+    check_trackers(smoke("search.loggers=[mlflow]"), "s3://bucket/run")  # a server to log to: fine
+    assert with_tracking_uri(smoke("search.loggers=[mlflow]"), tmp_path).search.tracking_uri == "http://127.0.0.1:5001"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     with pytest.raises(ConfigError, match="s3://bucket/run is a bucket: set search.tracking_uri"):
         check_trackers(smoke("search.loggers=[mlflow]"), "s3://bucket/run")
-    assert check_trackers(smoke(), "s3://bucket/run") == smoke()  # TensorBoard alone: nothing to resolve
+    check_trackers(smoke(), "s3://bucket/run")  # TensorBoard alone: nothing to check
+    assert with_tracking_uri(smoke(), tmp_path) == smoke()

@@ -251,3 +251,46 @@ def test_fit_checks_the_device_before_preparing_any_data(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"^train.device is 'cuda:99' but this machine has"):
         run(config)
     assert not (tmp_path / "cache").exists()
+
+
+TWO_PHASES = [
+    "data.real=builtin:realistic?n=60",
+    "data.real_fraction=0.5",
+    "data.combine=finetune",
+    "train.pretrain_epochs=2",
+    "train.epochs=2",
+    "train.finetune_lr=1e-3",
+]
+
+
+@pytest.mark.parametrize("resume_after", [1, 2, 3])  # in the pre-training phase, at its end, in fine-tuning
+def test_a_two_phase_run_resumes_in_either_phase_as_if_it_never_stopped(tmp_path: Path, resume_after: int):
+    config = tiny(*TWO_PHASES)
+    straight = run(config, keep=tmp_path)
+    assert [h["epoch"] for h in straight] == [1, 2, 3, 4]  # 2 pre-training + 2 fine-tuning epochs, one history
+    assert [h.get("budget_epoch") for h in straight] == [None, None, 1, 2]  # what a search's ASHA counts
+    assert straight[2]["lr"] <= 1e-3 < straight[0]["lr"]  # fine-tuning starts over at train.finetune_lr
+    resumed = run(config, resume_from=tmp_path / f"epoch{resume_after}")
+    assert [h["epoch"] for h in resumed] == list(range(resume_after + 1, 5))
+    for expected, got in zip(straight[resume_after:], resumed, strict=True):
+        for key in ("train/loss", "val/nme", "lr"):
+            assert got[key] == expected[key], (got["epoch"], key)  # same seeds: the same numbers
+
+
+def test_pre_training_sees_only_synthetic_faces_and_fine_tuning_only_real_ones():
+    config = tiny(*TWO_PHASES)
+    training = build_run(config)
+    pretrain, finetune = training.phases
+    assert [part.kind for part in pretrain.parts] == ["synthetic"]
+    assert [part.kind for part in finetune.parts] == ["real"]
+    assert (len(pretrain.parts[0]), len(finetune.parts[0])) == (24, 24)  # train_size 48 at real fraction 0.5
+    assert (pretrain.train.lr, finetune.train.lr, pretrain.train.epochs, finetune.first_epoch) == (3e-3, 1e-3, 2, 2)
+    mixed = build_run(tiny("data.real=builtin:realistic?n=60", "data.real_fraction=0.5"))
+    assert [phase.name for phase in mixed.phases] == ["train"] and len(mixed.phases[0].parts) == 2
+
+
+def test_fine_tuning_needs_both_kinds_of_faces_and_a_pre_training_phase():
+    with pytest.raises(ConfigError, match=r"needs 0 < data.real_fraction < 1 \(got 1.0\)"):
+        tiny(*TWO_PHASES, "data.real_fraction=1.0")
+    with pytest.raises(ConfigError, match=r"train.pretrain_epochs >= 1 \(got 0\)"):
+        tiny(*TWO_PHASES, "train.pretrain_epochs=0")
