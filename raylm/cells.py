@@ -48,9 +48,25 @@ class Cell:
 
 
 def cells(study: StudyConfig) -> list[Cell]:
+    """Every valid combination of the axes: a pre-trained cell (combine: finetune) needs synthetic and real faces.
+
+    With `real_faces` x `synthetic_faces`, a cell's training set is their sum with the real faces'
+    fraction of it (an empty one is left out).
+    """
     axes = study.search.axes
-    combinations = itertools.product(axes.arch, axes.train_size, axes.real_fraction, axes.combine)
-    return [Cell(*combination) for combination in combinations]
+    if axes.real_faces:
+        sets = [
+            (real + synthetic, real / (real + synthetic))
+            for real, synthetic in itertools.product(axes.real_faces, axes.synthetic_faces)
+            if real + synthetic
+        ]
+    else:
+        sets = list(itertools.product(axes.train_size, axes.real_fraction))
+    combinations = [
+        Cell(arch, size, fraction, combine)
+        for arch, (size, fraction), combine in itertools.product(axes.arch, sets, axes.combine)
+    ]
+    return [cell for cell in combinations if cell.combine == "mix" or 0 < cell.real_fraction < 1]
 
 
 def cell_of(config: dict[str, Any]) -> Cell:

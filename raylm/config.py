@@ -178,14 +178,29 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class Axes:
-    """The study's comparison: every combination of these is a cell."""
+    """The study's comparison: every valid combination of these is a cell (raylm.cells).
+
+    A training set is either `train_size` x `real_fraction`, or, for learning curves in real faces,
+    `real_faces` x `synthetic_faces` counted separately (then train_size and real_fraction stay unset).
+    """
 
     arch: tuple[str, ...] = ("ours-tiny",)
     train_size: tuple[int, ...] = (1000,)
     real_fraction: tuple[float, ...] = (0.0,)
     combine: tuple[str, ...] = ("mix",)  # data.combine: mix, finetune (pre-train on synthetic, fine-tune on real)
+    real_faces: tuple[int, ...] = ()  # real training faces, e.g. [50, 100, 200]: with synthetic_faces
+    synthetic_faces: tuple[int, ...] = ()  # synthetic training faces, e.g. [0, 2000] (0: real faces alone)
 
     def __post_init__(self) -> None:
+        counted = bool(self.real_faces or self.synthetic_faces)
+        if counted and not (self.real_faces and self.synthetic_faces):
+            raise ValueError("search.axes.real_faces and search.axes.synthetic_faces go together; list both")
+        if counted and (self.train_size, self.real_fraction) != ((1000,), (0.0,)):
+            raise ValueError(
+                "search.axes.real_faces and synthetic_faces replace train_size and real_fraction; leave those out"
+            )
+        if [n for n in (*self.real_faces, *self.synthetic_faces) if n < 0]:
+            raise ValueError("search.axes.real_faces and synthetic_faces values must be 0 or more")
         if unknown := [value for value in self.combine if value not in ("mix", "finetune")]:
             raise ValueError(f"search.axes.combine values are mix or finetune, got {unknown[0]!r}")
         for name in ("arch", "train_size", "real_fraction", "combine"):

@@ -77,6 +77,14 @@ def check_space(study: StudyConfig) -> None:
                 with_values(study.base(), {key: value})
             except ConfigError as error:
                 raise ConfigError(f"search.space.{key}: {error}") from None
+    axes = study.search.axes
+    every = len(axes.arch) * len(axes.train_size) * len(axes.real_fraction) * len(axes.combine)
+    if study.search.mode == "optimize" and (axes.real_faces or len(cells(study)) < every):
+        raise ConfigError(
+            "search.mode optimize folds each axis into the space on its own, so every combination must be a cell: "
+            "no search.axes.real_faces, and combine: finetune only with real fractions strictly between 0 and 1; "
+            "use search.mode compare"
+        )
     for cell in cells(study):
         config = with_values(study.base(), cell.values())
         check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)

@@ -4,6 +4,7 @@ import pytest
 from ray import tune
 
 from raylm.config import ConfigError, StudyConfig, load_config
+from raylm.data.splits import mix_counts
 from raylm.models import UnknownModel
 from raylm.search.experiment import optuna_search
 from raylm.search.space import cell_of, cells, check_space, distribution, folded_space, hyper_space, trial_config
@@ -22,6 +23,27 @@ def test_every_combination_of_the_axes_is_a_cell():
     names = [cell.name for cell in cells(config)]
     assert len(names) == 8 and names[0] == "ours-tiny/n=48/r=0" and names[-1] == "ours/n=96/r=0.25"
     assert cells(config)[-1].slug == "ours_n=96_r=0.25"
+
+
+def test_real_and_synthetic_faces_counted_apart_make_the_cells_of_learning_curves():
+    config = study(
+        "search.axes={arch: [ours-tiny], real_faces: [10, 20], synthetic_faces: [0, 30], combine: [mix, finetune]}",
+        "train.pretrain_epochs=1",
+    )
+    names = [cell.name for cell in cells(config)]
+    # Real faces alone cannot be pre-trained on synthetic ones: no finetune cell at r=1.
+    assert names == [
+        "ours-tiny/n=10/r=1", "ours-tiny/n=40/r=0.25", "ours-tiny/n=40/r=0.25/finetune",
+        "ours-tiny/n=20/r=1", "ours-tiny/n=50/r=0.4", "ours-tiny/n=50/r=0.4/finetune",
+    ]  # fmt: skip
+    counts = [mix_counts(cell.train_size, cell.real_fraction) for cell in cells(config)]
+    assert counts == [(0, 10), (30, 10), (30, 10), (0, 20), (30, 20), (30, 20)]  # exactly the faces asked for
+    with pytest.raises(ConfigError, match="replace train_size and real_fraction; leave those out"):
+        study("search.axes.real_faces=[10]", "search.axes.synthetic_faces=[0]")
+    with pytest.raises(ConfigError, match="real_faces and search.axes.synthetic_faces go together"):
+        study("search.axes={arch: [ours-tiny], real_faces: [10]}")
+    with pytest.raises(ConfigError, match="search.mode optimize folds each axis"):
+        check_space(study("search.mode=optimize", "search.axes.combine=[mix, finetune]", "train.pretrain_epochs=1"))
 
 
 def test_compare_mode_searches_hyperparameters_and_optimize_mode_the_axes_too():
