@@ -135,6 +135,11 @@ def _training_section(config: RunConfig, recorded: dict[str, Any]) -> list[str]:
     data = config.data
     mixed = data.real and data.real_fraction > 0
     real = f"`{data.real}`, fraction {data.real_fraction:g} of the training faces" if mixed else "none"
+    if data.combine == "finetune":
+        real += (
+            f"; pre-trained on the synthetic faces for {config.train.pretrain_epochs} epochs, then fine-tuned on the "
+            f"real ones for {config.train.epochs} (data.combine: finetune)"
+        )
     flat = _flat(config)
     settings = ", ".join(f"{key}={text(flat[key])}" for key in KEY_SETTINGS if key in flat)
     rows = [

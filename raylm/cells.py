@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raylm.config import RunConfig, StudyConfig, with_values
-from raylm.data.config import DataConfig
+from raylm.data.config import DataConfig, mix_counts
 
 CELL_KEYS = {
     "arch": "model.name",
@@ -66,7 +66,9 @@ def cells(study: StudyConfig) -> list[Cell]:
         Cell(arch, size, fraction, combine)
         for arch, (size, fraction), combine in itertools.product(axes.arch, sets, axes.combine)
     ]
-    return [cell for cell in combinations if cell.combine == "mix" or 0 < cell.real_fraction < 1]
+    return [
+        cell for cell in combinations if cell.combine == "mix" or min(mix_counts(cell.train_size, cell.real_fraction))
+    ]
 
 
 def cell_of(config: dict[str, Any]) -> Cell:

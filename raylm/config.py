@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from raylm import __version__
-from raylm.data.config import DataConfig
+from raylm.data.config import DataConfig, mix_counts
 from raylm.evaluation.plan import TestPlan, available_protocols
 from raylm.schema import ConfigError, apply_override, from_dict, parse_override, read_file, set_key, to_dict
 from raylm.selection import Selection, SelectionError
@@ -168,11 +168,12 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         data, train = self.data, self.train
-        if data.combine == "finetune" and not (0 < data.real_fraction < 1 and train.pretrain_epochs >= 1):
+        if data.combine == "finetune" and not (min(mix_counts(data.train_size, data.real_fraction)) >= 1
+                                                and train.pretrain_epochs >= 1):  # fmt: skip
             raise ConfigError(
                 "data.combine: finetune pre-trains on the synthetic faces, then fine-tunes on the real ones: it needs "
-                f"0 < data.real_fraction < 1 (got {data.real_fraction}) and train.pretrain_epochs >= 1 "
-                f"(got {train.pretrain_epochs})"
+                f"both in data.train_size {data.train_size} at data.real_fraction {data.real_fraction} (0 < r < 1) "
+                f"and train.pretrain_epochs >= 1 (got {train.pretrain_epochs})"
             )
 
 

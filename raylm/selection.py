@@ -26,6 +26,10 @@ from raylm.errors import RaylmError
 from raylm.metrics import METRIC_NAMES
 
 VALIDATION_SETS = ("val/", "val_real/")
+# An epoch's number within train.epochs, reported by the trainer; absent on pre-training epochs (data.combine:
+# finetune), which are never selected: the model chosen is always one trained on what the run is for.
+BUDGET_EPOCH = "budget_epoch"
+SCORE = "selection_score"  # the selection metric where an epoch may be chosen, the worst value elsewhere
 # What the trainer reports per validation set that can rank trials (`n` counts faces: it ranks nothing).
 SELECTABLE = tuple(name for name in METRIC_NAMES if name != "n")
 T = TypeVar("T")
@@ -89,6 +93,16 @@ class Selection:
         """The items with a finite `value`, best first; equal values go to the earlier `epoch`."""
         ranked = [item for item in items if not math.isinf(self.rank(value(item)))]
         return sorted(ranked, key=lambda item: (self.rank(value(item)), epoch(item)))
+
+    def selectable(self, metrics: dict[str, float]) -> bool:
+        """Whether an epoch with these metrics may be chosen: not a pre-training one (it reports no BUDGET_EPOCH)."""
+        return BUDGET_EPOCH in metrics
+
+    def score(self, metrics: dict[str, float]) -> float:
+        """What Tune keeps checkpoints by (SCORE): the metric of a selectable epoch, else the worst value."""
+        if self.selectable(metrics):
+            return metrics[self.metric]
+        return math.inf if self.mode == "min" else -math.inf
 
     def best_so_far(self, values: np.ndarray) -> np.ndarray:
         """The running best of `values` in order, carrying the best past NaN."""

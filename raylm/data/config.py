@@ -79,7 +79,7 @@ class DataConfig:
     # synthetic faces for train.pretrain_epochs, then fine-tune on the real ones for train.epochs)
     combine: Literal["mix", "finetune"] = "mix"
     val_size: int = 200  # held-out synthetic faces: the selection set
-    val_real_size: int = 0  # held-out real faces from `real` (reported as val_real/...)
+    val_real_size: int = 0  # held-out real faces from `real`, or from `selection` (reported as val_real/...)
     test_size: int = 300  # faces per test set (a test set from `real` is carved out of it first)
     seed: int = 0
     skip_bad: bool = False  # skip unreadable samples (counted by reason) instead of stopping
@@ -100,3 +100,8 @@ class DataConfig:
         for name, least in (("train_size", 1), ("val_size", 1), ("val_real_size", 0), ("test_size", 0)):
             if getattr(self, name) < least:
                 raise ValueError(f"data.{name} must be at least {least}, got {getattr(self, name)}")
+
+
+def mix_counts(train_size: int, real_fraction: float) -> tuple[int, int]:
+    """(synthetic, real) sample counts of a training set of size N with real fraction r."""
+    return round(train_size * (1 - real_fraction)), round(train_size * real_fraction)

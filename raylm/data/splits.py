@@ -29,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from raylm.data.config import mix_counts
 from raylm.data.record import DataError
 
 
@@ -70,11 +71,6 @@ def permutation(n: int, seed: int, name: str) -> np.ndarray:
     return np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(n)
 
 
-def mix_counts(train_size: int, real_fraction: float) -> tuple[int, int]:
-    """(synthetic, real) sample counts of a training set of size N with real fraction r."""
-    return round(train_size * (1 - real_fraction)), round(train_size * real_fraction)
-
-
 class Groups:
     """Near-duplicate groups: which faces must stay on one side of a split, by name.
 
@@ -83,7 +79,11 @@ class Groups:
     """
 
     def __init__(self, groups: Sequence[Sequence[str]] = ()):
-        self.group_of = {name: index for index, group in enumerate(groups) for name in group}
+        self.group_of: dict[str, int] = {}
+        for index, group in enumerate(groups):  # lines sharing a name are one group
+            joined = {self.group_of[name] for name in group if name in self.group_of}
+            self.group_of = {name: index if g in joined else g for name, g in self.group_of.items()}
+            self.group_of.update(dict.fromkeys(group, index))
         self.depths = sorted({name.count("/") + 1 for name in self.group_of})
 
     def of(self, source_id: str) -> int | None:
@@ -152,8 +152,13 @@ def make_split(
     train = [Part(synthetic, np.resize(training, n_synthetic) if repeat_synthetic else training, "synthetic")]
 
     val_real = None
-    if selection is not None and val_real_size:
-        val_real = Part(selection, free(selection, "real")[:val_real_size], "real")
+    if selection is not None:
+        selectable = free(selection, "real")
+        if not val_real_size:
+            raise DataError("data.selection names the real selection faces: set data.val_real_size (how many)")
+        _require(len(selectable), val_real_size, "selection faces outside the test sets", selection.spec, train_size,
+                 real_fraction)  # fmt: skip
+        val_real = Part(selection, selectable[:val_real_size], "real")
     if real is not None:
         pool = free(real, "real", groups.kin(val_real.ids) if val_real is not None else set())
         if selection is None:

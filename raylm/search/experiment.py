@@ -30,7 +30,7 @@ from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
 from raylm.search.trackers import tracker_callbacks
-from raylm.train.loop import BUDGET_EPOCH
+from raylm.selection import BUDGET_EPOCH, SCORE
 
 EXPERIMENT = "trials"  # the experiment's folder in the run directory
 
@@ -142,7 +142,7 @@ def make_tuner(
             sync_config=tune.SyncConfig(sync_artifacts=True),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=search.keep_checkpoints,
-                checkpoint_score_attribute=search.metric,
+                checkpoint_score_attribute=SCORE,  # the selection metric, never a pre-training epoch's
                 checkpoint_score_order=search.metric_mode,
             ),
             # Transient failures only (a lost node, a killed process): StopOnFatal ends the rest at once.

@@ -32,7 +32,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from raylm.search.ray_internals import restore_state, state_of
-from raylm.train.loop import BUDGET_EPOCH
+from raylm.selection import BUDGET_EPOCH
 
 CellOf = Callable[[dict[str, Any]], str]  # a trial's config -> its cell's name
 

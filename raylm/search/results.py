@@ -9,8 +9,7 @@ from ray import tune
 
 from raylm.config import SearchConfig
 from raylm.search.space import CELL_KEYS, cell_of
-from raylm.selection import VALIDATION_SETS
-from raylm.train.loop import BUDGET_EPOCH
+from raylm.selection import BUDGET_EPOCH, VALIDATION_SETS
 
 Row = dict[str, Any]
 
@@ -38,9 +37,9 @@ def epoch_of(metrics: dict[str, Any]) -> int:
 def ranked_checkpoints(search: SearchConfig, result: tune.Result) -> list[tuple[tune.Checkpoint, dict[str, Any]]]:
     """A trial's kept checkpoints with their metrics, best first by the study's rule (`Selection.ranked`: equal
     values go to the earlier epoch). The first is the trial's best epoch everywhere: its row, `best/`, its tests."""
-    return search.selection.ranked(
-        result.best_checkpoints or [], lambda pair: pair[1].get(search.metric), lambda pair: epoch_of(pair[1])
-    )
+    selection = search.selection
+    kept = [pair for pair in result.best_checkpoints or [] if selection.selectable(pair[1])]  # none pre-training
+    return selection.ranked(kept, lambda pair: pair[1].get(search.metric), lambda pair: epoch_of(pair[1]))
 
 
 def best_reported(search: SearchConfig, result: tune.Result) -> Row:

@@ -17,6 +17,7 @@ from ray import tune
 
 from raylm.config import StudyConfig
 from raylm.search.space import trial_config
+from raylm.selection import SCORE
 from raylm.train import board_report, build_run, fit
 
 
@@ -40,7 +41,8 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         # Tune's own `timestamp` is whole seconds; `reported_at` times short trials well enough to compare.
         where = {"epoch": epoch, "node_id": node_id, "reported_at": time.time()}
-        tune.report({**metrics, **where}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        score = {SCORE: study.search.selection.score(metrics)}  # what Tune keeps checkpoints by
+        tune.report({**metrics, **where, **score}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:

@@ -106,7 +106,8 @@ def board_report(log_dir: Path, run: Run, hparams: dict[str, Any] | None = None)
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         board.scalars(metrics, epoch)
-        if train_config.image_every and (epoch % train_config.image_every == 0 or epoch == train_config.epochs):
+        last = epoch == run.phases[-1].end  # the run's last epoch, across its phases
+        if train_config.image_every and (epoch % train_config.image_every == 0 or last):
             faces = {f"{name}/faces": part for name, part in run.held_out.items()}
             board.held_out_faces(faces, run.state.model, augment, run.hardware, epoch)
 

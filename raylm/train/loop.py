@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from raylm.errors import RaylmError
+from raylm.selection import BUDGET_EPOCH
 from raylm.train.checkpoint import TrainingState, save_checkpoint
 from raylm.train.feed import Batches
 from raylm.train.hardware import Hardware, autocast
@@ -25,7 +26,6 @@ from raylm.train.scoring import prefixed, score_batches
 
 # report(epoch, metrics, checkpoint_dir): called once per epoch (epoch counts from 1, across a run's phases).
 Report = Callable[[int, dict[str, float], Path], None]
-BUDGET_EPOCH = "budget_epoch"  # an epoch's number within train.epochs: absent while pre-training (data.combine)
 
 
 class Diverged(RaylmError, FloatingPointError):
@@ -107,7 +107,7 @@ def fit(run: Run, *reports: Report) -> dict[str, float]:
     Returns the last epoch's metrics. Every epoch reports `train/loss`, `lr`, `epoch_s`,
     `budget_epoch` (outside a pre-training phase: see raylm.train.run's phases) and the metrics of each
     validation set: `val/` (synthetic faces) and, when
-    `data.val_real_size` > 0, `val_real/` (real faces held out of the mixing pool),
+    `data.val_real_size` > 0, `val_real/` (real faces held out: of the mixing pool, or `data.selection`),
     with a checkpoint of that epoch, kept only while the reports run. A run resumed
     from a checkpoint continues exactly as if it had never stopped. Raises Diverged
     when the loss or a validation NME stops being finite.

@@ -114,7 +114,7 @@ def train_and_test(
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         print(f"epoch {epoch:3d}  " + "  ".join(f"{key} {metrics[key]:.4f}" for key in shown if key in metrics))
         shutil.copytree(checkpoint_dir, checkpoints / "last", dirs_exist_ok=True)
-        if selection.better(metrics[selection.metric], best.get(selection.metric)):
+        if selection.selectable(metrics) and selection.better(metrics[selection.metric], best.get(selection.metric)):
             best.update(metrics, best_epoch=epoch)
             export_checkpoint(checkpoint_dir, checkpoints / "best")
 

@@ -126,18 +126,17 @@ def sides(result) -> dict[str, set[str]]:
 
 
 def test_near_duplicates_of_held_out_faces_are_used_nowhere_else():
-    real, held = dataset("real", 200), dataset("held", 40)
+    held = dataset("held", 40)
     # Each held-out face of `held` has a near-duplicate in the real pool; so do two real pool faces, one of which
     # will be a selection face: the other must then not be trained on.
-    plain = split(train_size=150, real_fraction=1.0, tests={"held": held}, test_size=40, val_real_size=10)
-    chosen = plain.val_real.ids[0]
-    other = next(i for i in real.ids if i not in {*plain.val_real.ids, *plain.train[1].ids})
-    groups = Groups([[f"held/{i:04d}", f"real/{i:04d}"] for i in range(40)] + [[chosen, other]])
-    grouped = split(
-        train_size=150, real_fraction=1.0, tests={"held": held}, test_size=40, val_real_size=10, groups=groups
-    )
+    kin = {f"real/{i:04d}" for i in range(40)}
+    options = {"tests": {"held": held}, "test_size": 40, "val_real_size": 10, "real_n": 220}
+    test_kin = [[f"held/{i:04d}", f"real/{i:04d}"] for i in range(40)]
+    plain = split(train_size=150, real_fraction=1.0, groups=Groups(test_kin), **options)
+    chosen, other = plain.val_real.ids[0], plain.train[1].ids[0]  # other: trained on, until grouped with chosen
+    grouped = split(train_size=150, real_fraction=1.0, groups=Groups([*test_kin, [chosen, other]]), **options)
     faces = sides(grouped)
-    assert not faces["train"] & {f"real/{i:04d}" for i in range(40)}  # the test faces' kin
+    assert not faces["train"] & kin  # the test faces' kin
     assert chosen in faces["val_real"] and other not in faces["train"] | faces["val_real"]
     assert len(faces["train"]) == 150 and len(faces["val_real"]) == 10  # filled from the rest
     assert faces["test_held"] == sides(plain)["test_held"]  # groups never move test faces
@@ -192,3 +191,8 @@ def test_real_300w_splits_put_no_near_duplicate_pair_on_two_sides(shared_data: P
                 assert not by_group.kin(ids) & by_group.kin(other_ids), (side, other)
     # The three groups crossing LFPW test and train: their LFPW train faces are not trained on.
     assert not {f"pts:{folder}/lfpw_train/image_{n}" for n in ("0862", "0215", "0828")} & faces["train"]
+
+
+def test_lines_sharing_a_name_are_one_group():
+    groups = Groups(read_groups("a/1 a/2\nb/1 a/2\nc/1 c/2\n"))
+    assert groups.of("x/a/1") == groups.of("x/b/1") == groups.of("x/a/2") != groups.of("x/c/1")

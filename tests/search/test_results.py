@@ -19,13 +19,13 @@ from ray.train import CheckpointConfig
 from raylm.config import RunConfig, SearchConfig, to_dict
 from raylm.search.errors import SearchError
 from raylm.search.ray_internals import TrainingResult, register_checkpoints
-from raylm.search.results import best_reported, trial_rows
+from raylm.search.results import best_reported, ranked_checkpoints, trial_rows
 from raylm.search.testpass import export_best
 from raylm.train.checkpoint import FILE, load_checkpoint
 
 KEPT = [
-    (None, {"val/nme": 0.30, "val_real/nme": 0.20, "train/loss": 1.0, "epoch": 3}),
-    (None, {"val/nme": 0.25, "val_real/nme": 0.40, "train/loss": 0.9, "epoch": 5}),
+    (None, {"val/nme": 0.30, "val_real/nme": 0.20, "train/loss": 1.0, "epoch": 3, "budget_epoch": 3}),
+    (None, {"val/nme": 0.25, "val_real/nme": 0.40, "train/loss": 0.9, "epoch": 5, "budget_epoch": 5}),
 ]
 CELL = {"model.name": "ours-tiny", "data.train_size": 48, "data.real_fraction": 0.0, "train.lr": 0.01}
 
@@ -110,3 +110,12 @@ def test_a_trial_none_of_whose_checkpoints_loads_is_named(tmp_path: Path):
     (tmp_path / "t1" / "checkpoint_000000" / FILE).write_bytes(b"")
     with pytest.raises(SearchError, match=rf"{tmp_path / 't1'}: none of the trial's 1 kept checkpoints loads"):
         export_best(SearchConfig(metric="val/nme"), result, tmp_path / "best")
+
+
+def test_a_pre_training_epoch_is_never_the_best_even_with_the_best_metric():
+    pretraining = {"val/nme": 0.01, "epoch": 1}  # no budget_epoch: data.combine finetune's synthetic phase
+    tuned = [{"val/nme": 0.2, "epoch": 2, "budget_epoch": 1}, {"val/nme": 0.1, "epoch": 3, "budget_epoch": 2}]
+    result = SimpleNamespace(best_checkpoints=[("pre", pretraining), ("a", tuned[0]), ("b", tuned[1])])
+    assert [checkpoint for checkpoint, _ in ranked_checkpoints(SearchConfig(), result)] == ["b", "a"]
+    selection = SearchConfig().selection
+    assert selection.score(pretraining) == math.inf and selection.score(tuned[1]) == 0.1  # what Tune keeps by

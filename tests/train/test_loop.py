@@ -290,7 +290,9 @@ def test_pre_training_sees_only_synthetic_faces_and_fine_tuning_only_real_ones()
 
 
 def test_fine_tuning_needs_both_kinds_of_faces_and_a_pre_training_phase():
-    with pytest.raises(ConfigError, match=r"needs 0 < data.real_fraction < 1 \(got 1.0\)"):
+    with pytest.raises(ConfigError, match=r"needs both in data.train_size 48 at data.real_fraction 1.0"):
         tiny(*TWO_PHASES, "data.real_fraction=1.0")
     with pytest.raises(ConfigError, match=r"train.pretrain_epochs >= 1 \(got 0\)"):
         tiny(*TWO_PHASES, "train.pretrain_epochs=0")
+    with pytest.raises(ConfigError, match="needs both"):  # 1% of 48 faces rounds to no real face
+        tiny(*TWO_PHASES, "data.real_fraction=0.01")
