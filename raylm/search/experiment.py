@@ -133,7 +133,7 @@ def make_tuner(
                 *(tracker_callbacks(study, tracker_dir) if searching else []),  # search.loggers: MLflow, W&B
                 # A driver killed at any moment resumes exactly from its last whole snapshot (see recovery).
                 WholeSnapshot(name),
-                RollBack(),
+                RollBack(search.selection),
                 *([SchedulerState(scheduler)] if searching else []),
                 StopOnFatal(),  # last: the other callbacks have seen the step it ends
             ],

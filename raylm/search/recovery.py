@@ -54,6 +54,7 @@ from ray.tune.experiment import Trial
 from raylm.fs import filesystem, kind, list_files, read_bytes
 from raylm.search import ray_internals
 from raylm.search.ray_internals import CALLBACK_STATES, TrainingResult
+from raylm.selection import SCORE, Selection
 from raylm.train.checkpoint import FILE, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -161,7 +162,14 @@ def newest_whole_snapshot(fs: pyarrow.fs.FileSystem, root: str, names: list[str]
 
 class RollBack(Callback):
     """Make storage match what the trials resume from: at the first step of a restored experiment (the
-    snapshot), and whenever a trial is retried (`FailureConfig`) while its newest checkpoint does not load."""
+    snapshot), and whenever a trial is retried (`FailureConfig`) while its newest checkpoint does not load.
+
+    A checkpoint Tune no longer knew is registered again with its file's metrics and, with the study's
+    `selection`, the `selection_score` Tune keeps checkpoints by.
+    """
+
+    def __init__(self, selection: Selection | None = None):
+        self.selection = selection
 
     def setup(self, **info) -> None:
         self.checked = False
@@ -175,7 +183,7 @@ class RollBack(Callback):
         remove_unknown_trials(trials)
         for trial in trials:
             if trial.status != Trial.TERMINATED:
-                roll_back(trial)
+                roll_back(trial, self.selection)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         """Before Tune restarts a failed trial from its newest checkpoint: one that does not load (cut short by a
@@ -184,7 +192,7 @@ class RollBack(Callback):
         Tune has stopped the trial's process; it restores from `trial.latest_checkpoint_result`, its iteration
         included, when the new process starts, so ASHA and the searcher see the redone epochs as the first time.
         """
-        resume_from_loadable(trial, trial.last_result.get("training_iteration", 0))
+        resume_from_loadable(trial, trial.last_result.get("training_iteration", 0), self.selection)
 
 
 def trial_folders(fs: pyarrow.fs.FileSystem, root: str) -> list[pyarrow.fs.FileInfo]:
@@ -203,13 +211,13 @@ def remove_unknown_trials(trials: list[Trial]) -> None:
             fs.delete_dir(folder.path)
 
 
-def roll_back(trial: Trial) -> None:
+def roll_back(trial: Trial, selection: Selection | None = None) -> None:
     """Resume `trial` from its newest loadable checkpoint not newer than the snapshot; remove what came after it."""
-    resumed_at = resume_from_loadable(trial, trial.last_result.get("training_iteration", 0))
+    resumed_at = resume_from_loadable(trial, trial.last_result.get("training_iteration", 0), selection)
     truncate_results(*ray_internals.trial_folder(trial), resumed_at)
 
 
-def resume_from_loadable(trial: Trial, up_to: int) -> int:
+def resume_from_loadable(trial: Trial, up_to: int, selection: Selection | None = None) -> int:
     """Make `trial` resume from its newest checkpoint that loads and is not past iteration `up_to`, when its
     newest does not load (or is gone); remove its checkpoint folders after that one. Returns the iteration it
     resumes at (0: from the start).
@@ -225,7 +233,7 @@ def resume_from_loadable(trial: Trial, up_to: int) -> int:
             trial,
             [
                 TrainingResult(result.checkpoint, known.get(result.checkpoint.path, result.metrics))
-                for result in available(latest.filesystem, posixpath.dirname(latest.path))
+                for result in available(latest.filesystem, posixpath.dirname(latest.path), selection)
                 if result.metrics["training_iteration"] <= up_to
             ],
         )
@@ -295,8 +303,11 @@ def loaded(checkpoint: Checkpoint) -> tuple[dict | None, str]:
         return None, f"does not load ({error})"
 
 
-def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[TrainingResult]:
-    """The trial's checkpoints that load (a copy cut short by the kill does not), oldest first, with their metrics."""
+def available(
+    filesystem: pyarrow.fs.FileSystem, trial_dir: str, selection: Selection | None = None
+) -> list[TrainingResult]:
+    """The trial's checkpoints that load (a copy cut short by the kill does not), oldest first, with their metrics
+    (and, given the study's `selection`, the `selection_score` the trainable reported with them)."""
     folders = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_dir, allow_not_found=True))
     results = []
     for folder in sorted(info.path for info in folders if info.base_name.startswith("checkpoint_")):
@@ -306,5 +317,8 @@ def available(filesystem: pyarrow.fs.FileSystem, trial_dir: str) -> list[Trainin
             logger.warning("%s %s; not resuming from it", folder, problem)
             continue
         epoch = int(saved["epoch"]) + 1  # the trainable reports once per epoch, so epochs count Tune's iterations
-        results.append(TrainingResult(checkpoint, {**saved["metrics"], "epoch": epoch, "training_iteration": epoch}))
+        metrics = {**saved["metrics"], "epoch": epoch, "training_iteration": epoch}
+        if selection is not None:
+            metrics[SCORE] = selection.score(saved["metrics"])
+        results.append(TrainingResult(checkpoint, metrics))
     return results

@@ -9,6 +9,7 @@ restored from that snapshot.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import ray.cloudpickle as cloudpickle
@@ -26,7 +27,8 @@ from raylm.search.ray_internals import (
     TrainingResult,
     state_file,
 )
-from raylm.search.recovery import KEY, RollBack, loaded, restore_whole_snapshot
+from raylm.search.recovery import KEY, RollBack, available, loaded, restore_whole_snapshot
+from raylm.selection import SCORE, Selection
 from raylm.train.checkpoint import FILE
 
 
@@ -198,3 +200,13 @@ def test_a_callback_state_file_cut_short_gives_way_to_the_one_before(tmp_path: P
     restore_whole_snapshot(str(trials))
     assert (trials / state_file(EXPERIMENT_STATE, "A")).read_bytes() == whole
     assert not (trials / state_file(EXPERIMENT_STATE, "B")).exists() and not cut.exists()
+
+
+def test_a_checkpoint_registered_again_from_its_file_gets_the_score_tune_keeps_checkpoints_by(tmp_path: Path):
+    trial, report = tracked_trial(tmp_path)
+    report(0, 0.30)  # its file's metrics have no budget_epoch: a pre-training epoch's, never to be kept first
+    fs, trial_dir = ray_internals.trial_folder(trial)
+    (plain,) = available(fs, trial_dir)
+    (scored,) = available(fs, trial_dir, Selection("val/nme", "min"))
+    assert SCORE not in plain.metrics and scored.metrics[SCORE] == math.inf
+    assert scored.metrics["val/nme"] == 0.30 and scored.metrics["training_iteration"] == 1
