@@ -64,9 +64,6 @@ def check_crops(spec: str, trained: Trained, count: int = CHECK_FACES) -> np.nda
     return crops.astype(np.float32)
 
 
-# crops (B, input_size, input_size, C) float32 0..255 -> (B, points, 2) float32 pixels of those crops
-
-
 def metadata(trained: Trained, adapter: str | Path | None) -> dict:
     """What a user of the file needs to cut faces for it: the crop rule, input size, points, the adapter inside."""
     data = trained.config.data

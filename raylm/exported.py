@@ -23,6 +23,7 @@ from raylm.errors import RaylmError
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 METADATA = "raylm"  # the ONNX metadata_props key of raylm's metadata
 METADATA_FILE = "raylm.json"  # the TorchScript extra file holding it
+# crops (B, input_size, input_size, C) float32 0..255 -> (B, points, 2) float32 pixels of those crops
 CropModel = Callable[[np.ndarray], np.ndarray]
 
 

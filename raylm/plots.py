@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from raylm.curves import Point
@@ -62,11 +63,9 @@ def size_figure(
         if shown:
             label = f"{arch} n* ≈ {size_label(n_star)}"
             ax.plot([n_star], fit.predict([n_star]), "*", markersize=14, color=colour, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("training-set size (faces)")
-    ax.set_ylabel(f"{result_key(test_set, 'nme')} (inter-ocular)")
-    ax.set_title(f"Test NME against training size (real fraction {fraction:g})")
-    ax.legend(fontsize="small")
+    _nme_against_faces(
+        ax, "training-set size (faces)", test_set, f"Test NME against training size (real fraction {fraction:g})"
+    )
     return figure
 
 
@@ -82,12 +81,18 @@ def learning_curve_figure(points: list[Point], test_set: str, arch: str) -> Figu
         y = np.array([point.nme for point in shown])
         spread = np.array([[point.nme - point.low for point in shown], [point.high - point.nme for point in shown]])
         ax.errorbar(x, y, yerr=spread, fmt="o-", capsize=3, color=f"C{i}", label=curve)
-    ax.set_xscale("log")
-    ax.set_xlabel("real training faces")
-    ax.set_ylabel(f"{result_key(test_set, 'nme')} (inter-ocular)")
-    ax.set_title(f"{arch}: test NME against real training faces (95% intervals over the test faces)")
-    ax.legend(fontsize="small")
+    title = f"{arch}: test NME against real training faces (95% intervals over the test faces)"
+    _nme_against_faces(ax, "real training faces", test_set, title)
     return figure
+
+
+def _nme_against_faces(ax: Axes, xlabel: str, test_set: str, title: str) -> None:
+    """The axes of a plot of test NME against a number of faces (log scale), with its legend."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"{result_key(test_set, 'nme')} (inter-ocular)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
 
 
 def fraction_figure(cells: list[dict], test_set: str) -> Figure | None:

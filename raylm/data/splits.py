@@ -135,12 +135,11 @@ def make_split(
     groups = groups or Groups()
     test_groups = groups.kin(test_ids)
 
-    def free(faces: Indexed, name: str, taken: set[int] = frozenset()) -> np.ndarray:
-        """`faces` in their seeded order, without test faces and faces whose group is `taken` or a test face's."""
-        blocked = test_groups | taken
+    def free(faces: Indexed, name: str) -> np.ndarray:
+        """`faces` in their seeded order, without test faces and their near-duplicates."""
         return np.array(
             [i for i in permutation(len(faces), seed, name)
-             if faces.ids[i] not in test_ids and groups.of(faces.ids[i]) not in blocked],
+             if faces.ids[i] not in test_ids and groups.of(faces.ids[i]) not in test_groups],
             dtype=np.int64,
         )  # fmt: skip
 
@@ -160,17 +159,16 @@ def make_split(
                  real_fraction)  # fmt: skip
         val_real = Part(selection, selectable[:val_real_size], "real")
     if real is not None:
-        pool = free(real, "real", groups.kin(val_real.ids) if val_real is not None else set())
+        pool = free(real, "real")
         if selection is None:
             needed = val_real_size + n_real
             _require(len(pool), needed, "real faces outside the test sets", real.spec, train_size, real_fraction)
             if val_real_size:
                 val_real, pool = Part(real, pool[:val_real_size], "real"), pool[val_real_size:]
-                kin = groups.kin(val_real.ids)
-                pool = pool[np.fromiter((groups.of(real.ids[i]) not in kin for i in pool), bool, len(pool))]
-        if val_real is not None:  # the same faces may be in both datasets
-            chosen = set(val_real.ids)
-            pool = pool[np.fromiter((real.ids[i] not in chosen for i in pool), bool, len(pool))]
+        if val_real is not None:  # selection faces (a dataset of their own may share faces) and their kin: not here
+            chosen, kin = set(val_real.ids), groups.kin(val_real.ids)
+            kept = (real.ids[i] not in chosen and groups.of(real.ids[i]) not in kin for i in pool)
+            pool = pool[np.fromiter(kept, bool, len(pool))]
         _require(len(pool), n_real, "real faces outside the held-out sets", real.spec, train_size, real_fraction)
         if n_real:
             train.append(Part(real, pool[:n_real], "real"))

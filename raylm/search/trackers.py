@@ -1,10 +1,11 @@
 """The experiment trackers a study logs to besides its own files: MLflow and Weights & Biases, through Tune's callbacks.
 
 `search.loggers` names them; TensorBoard (the trainer's own events in each trial's folder) stays
-the default. With `mlflow` or `wandb`, each trial is one tracker run holding its config, its
-per-epoch metrics and its final result (Tune's `MLflowLoggerCallback`, `WandbLoggerCallback`),
-tagged with the study's name, its cell and its trial id; after the test pass the study's best
-model (`best/`: checkpoint, config, model card) is logged once, as an artifact. The packages
+the default. With `mlflow` or `wandb`, each search trial (not the repeats) is one tracker run
+holding its config, its per-epoch metrics and its final result (Tune's `MLflowLoggerCallback`,
+`WandbLoggerCallback`), tagged with the study's name, its cell and its trial id; after the test
+pass the study's best model (`best/`: checkpoint, config, model card, CED plot, test results)
+is logged once, as an artifact. The packages
 are the `[trackers]` extra: a study naming one that is not installed fails before Ray starts.
 
 - MLflow: the tracking URI is `search.tracking_uri`, else $MLFLOW_TRACKING_URI, else an SQLite
@@ -26,13 +27,15 @@ from typing import Any
 
 from ray.tune import Callback
 
+from raylm.card import CARD, CED, METRICS
 from raylm.config import ConfigError, StudyConfig
 from raylm.search import storage
+from raylm.train.checkpoint import FILE
 
 TRACKERS = ("mlflow", "wandb")  # search.loggers beyond tensorboard, each its own package
 STORE = "mlflow.db"  # the default MLflow store, in the run directory
 # What `best/` holds of the overall best model: weights, config, model card, its CED plot, its test results.
-BEST_FILES = ("checkpoint.pt", "config.yaml", "README.md", "ced.png", "metrics.json")
+BEST_FILES = (FILE, "config.yaml", CARD, CED, METRICS)
 
 
 def check_trackers(study: StudyConfig, run_dir: str) -> None:
