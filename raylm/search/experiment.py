@@ -26,7 +26,7 @@ from raylm.models import model_flops
 from raylm.search.cluster import trial_slots
 from raylm.search.ending import refusing_restart
 from raylm.search.fatal import StopOnFatal, Trainable, checked
-from raylm.search.per_cell import CellScheduler, CellSearcher, SchedulerState
+from raylm.search.per_cell import AsConfigured, CellScheduler, CellSearcher, SchedulerState
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
 from raylm.search.trackers import tracker_callbacks
@@ -72,7 +72,11 @@ def search_and_schedule(study: StudyConfig) -> tuple[Searcher, TrialScheduler, d
     if search.mode == "optimize":
         return optuna_search(search), asha(search), folded_space(study)
     longest_first = sorted(cells(study), key=lambda cell: -cell_cost(study, cell))
-    searchers = {cell.name: optuna_search(search, hyper_space(study)) for cell in longest_first}
+    space = hyper_space(study)
+    searchers = {
+        cell.name: optuna_search(search, space) if space else AsConfigured(search.metric, search.metric_mode)
+        for cell in longest_first
+    }
     constants = {cell.name: cell.values() for cell in longest_first}
     searcher = CellSearcher(searchers, constants, search.trials, search.max_epochs, search.metric, search.metric_mode)
     scheduler = CellScheduler({cell.name: asha(search) for cell in longest_first}, lambda c: cell_of(c).name)

@@ -103,6 +103,20 @@ class CellSearcher(Searcher):
             self.set_state(pickle.load(file))
 
 
+class AsConfigured(Searcher):
+    """A cell's searcher when `search.space` is empty: its one trial trains the run config as it is.
+
+    A study that compares ways of using data under one fixed recipe (a learning curve)
+    searches nothing; Optuna cannot sample from an empty space.
+    """
+
+    def suggest(self, trial_id: str) -> dict[str, Any]:
+        return {}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+
 class CellScheduler(FIFOScheduler):
     """One scheduler per cell (ASHA in a study); each trial's events go to its cell's scheduler.
 

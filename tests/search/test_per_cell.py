@@ -65,6 +65,15 @@ def test_a_trial_the_scheduler_stopped_reaches_optuna_as_pruned_with_how_far_it_
     assert trials[0].value == 0.125 and trials[1].intermediate_values == {1: 0.5}  # pruned at epoch 1
 
 
+def test_with_no_space_each_cell_trains_the_run_config_as_it_is():
+    config = study("search.space={}", "search.trials=1", "search.axes.real_fraction=[0.0, 0.25]")
+    searcher, _, _ = search_and_schedule(config)
+    proposals = [searcher.suggest(f"t{i}") for i in range(2)]
+    assert proposals == [cell.values() for cell in cells(config)]  # the cell's own values, nothing searched
+    searcher.on_trial_complete("t0", {"val/nme": 0.1, "budget_epoch": 4})
+    assert searcher.suggest("t2") == Searcher.FINISHED
+
+
 def test_the_costliest_cell_is_proposed_first():
     config = study("search.axes.arch=[ours-tiny, mobilenetv2_100]", "search.axes.train_size=[48, 96]")
     assert cell_cost(config, cells(config)[-1]) > cell_cost(config, cells(config)[0])

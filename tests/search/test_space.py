@@ -89,6 +89,11 @@ def test_trial_config_applies_parameters_and_the_epoch_budget():
             "search.space.train.loss: train.loss: 'huber' is not one of",
         ),
         (["search.axes.arch=[resnet5]"], UnknownModel, "unknown model 'resnet5'; known: ["),
+        (
+            ["search.space={}", "search.trials=2"],
+            ConfigError,
+            "search.trials is 2 but search.space is empty, so every trial of a cell would train the same config",
+        ),
     ],
 )
 def test_space_mistakes_fail_before_any_trial_naming_the_field(overrides, error, message):
