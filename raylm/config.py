@@ -143,6 +143,9 @@ class TrainConfig:
     # each phase has its own optimiser and schedule
     pretrain_epochs: int = 0
     finetune_lr: float | None = None
+    # Faces an epoch draws, in passes over the training faces each in a new order; 0: each face once. Gives every
+    # training-set size the same steps per epoch, so a learning curve compares data at a fixed compute budget.
+    epoch_faces: int = 0
 
     def __post_init__(self) -> None:
         # Checked where the file is read: torch would fail on these mid-trial, or (epochs 0) end with no checkpoint.
@@ -151,6 +154,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be at least 1, got {value}")
         if not self.lr > 0:
             raise ValueError(f"train.lr must be above 0 (e.g. 1e-3), got {self.lr}")
+        if self.epoch_faces < 0:
+            raise ValueError(f"train.epoch_faces must be 0 (each training face once) or more, got {self.epoch_faces}")
         if self.pretrain_epochs < 0 or (self.finetune_lr is not None and not self.finetune_lr > 0):
             raise ValueError(
                 f"train.pretrain_epochs must be 0 or more and train.finetune_lr above 0, got {self.pretrain_epochs} "

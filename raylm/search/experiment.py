@@ -60,10 +60,11 @@ def asha(search: SearchConfig) -> ASHAScheduler:
 
 
 def cell_cost(study: StudyConfig, cell: Cell) -> float:
-    """Relative compute of one epoch of a cell's trial: training faces x the model's forward FLOPs."""
+    """Relative compute of one epoch of a cell's trial: faces an epoch draws x the model's forward FLOPs."""
     config = trial_config(study, cell.values())
     size, channels = config.data.augment.input_size, config.data.crop.channels
-    return cell.train_size * model_flops(config.model.name, channels, size, **config.model.options)
+    faces = config.train.epoch_faces or cell.train_size
+    return faces * model_flops(config.model.name, channels, size, **config.model.options)
 
 
 def search_and_schedule(study: StudyConfig) -> tuple[Searcher, TrialScheduler, dict[str, Any] | None]:

@@ -77,12 +77,6 @@ def check_space(study: StudyConfig) -> None:
                 with_values(study.base(), {key: value})
             except ConfigError as error:
                 raise ConfigError(f"search.space.{key}: {error}") from None
-    if study.search.mode == "compare" and not study.search.space and study.search.trials > 1:
-        raise ConfigError(
-            f"search.trials is {study.search.trials} but search.space is empty, so every trial of a cell would train "
-            "the same config with the same seed: set search.trials: 1, or add a search.space "
-            "(search.repeats retrains with other seeds)"
-        )
     axes = study.search.axes
     every = len(axes.arch) * len(axes.train_size) * len(axes.real_fraction) * len(axes.combine)
     if study.search.mode == "optimize" and (axes.real_faces or len(cells(study)) < every):
@@ -94,6 +88,12 @@ def check_space(study: StudyConfig) -> None:
     for cell in cells(study):
         config = with_values(study.base(), cell.values())
         check_model(config.model.name, in_channels=config.data.crop.channels, **config.model.options)
+    if study.search.mode == "compare" and not study.search.space and study.search.trials > 1:
+        raise ConfigError(
+            f"search.trials is {study.search.trials} but search.space is empty, so every trial of a cell would train "
+            "the same config with the same seed: set search.trials: 1, or add a search.space "
+            "(search.repeats retrains with other seeds)"
+        )
     if study.model.name not in study.search.axes.arch:
         log.warning(
             "model.name %r is not trained: search.axes.arch %s replaces it in every cell (model.options still apply "

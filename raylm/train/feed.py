@@ -63,6 +63,7 @@ class DeviceBatches:
         train: bool,
         hardware: Hardware,
         seed: int = 0,
+        epoch_faces: int = 0,
     ):
         parts = [part for part in parts if len(part)]
         device = hardware.device
@@ -73,13 +74,14 @@ class DeviceBatches:
         self.masks, self.masked = _masks(parts, device) if train and config.composite else (None, None)
         self.config, self.batch_size, self.train, self.hardware, self.seed = config, batch_size, train, hardware, seed
         self.epoch = 0
-        self.drop_last = train and len(self.images) > batch_size
+        self.drawn = epoch_faces if train and epoch_faces else len(self.images)  # faces an epoch draws
+        self.drop_last = train and self.drawn > batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        whole, rest = divmod(len(self.images), self.batch_size)
+        whole, rest = divmod(self.drawn, self.batch_size)
         return whole if self.drop_last else whole + bool(rest)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -92,7 +94,8 @@ class DeviceBatches:
                 yield self._batch(faces, self.points[rows] - start)
             return
         shuffle = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0, SHUFFLE_STREAM))
-        order = torch.randperm(count, generator=shuffle)
+        # Passes over the faces, each in a new order, cut at the epoch's length (as torch's RandomSampler draws).
+        order = torch.cat([torch.randperm(count, generator=shuffle) for _ in range(-(-self.drawn // count))])
         pixels = torch.Generator(self.images.device).manual_seed(sample_seed(self.seed, self.epoch, 0, SAMPLE_STREAM))
         for first in range(0, len(self) * self.batch_size, self.batch_size):
             chosen = order[first : first + self.batch_size]
@@ -131,10 +134,11 @@ class LoaderBatches:
         train: bool,
         hardware: Hardware,
         seed: int = 0,
+        epoch_faces: int = 0,
     ):
         dataset = LandmarkDataset(parts, config, train=train, seed=seed)
         pin = hardware.device.type == "cuda"
-        self.loader = make_loader(dataset, batch_size, train, hardware.workers, pin)
+        self.loader = make_loader(dataset, batch_size, train, hardware.workers, pin, epoch_faces)
         self.hardware = hardware
 
     def set_epoch(self, epoch: int) -> None:
@@ -156,10 +160,11 @@ def batches(
     train: bool,
     hardware: Hardware,
     seed: int = 0,
+    epoch_faces: int = 0,
 ) -> Batches:
-    """Batches of `parts` through the chosen executor."""
+    """Batches of `parts` through the chosen executor; a training epoch draws `epoch_faces` (0: each face once)."""
     executor = DeviceBatches if feed == "device" else LoaderBatches
-    return executor(parts, config, batch_size, train, hardware, seed)
+    return executor(parts, config, batch_size, train, hardware, seed, epoch_faces)
 
 
 def centre_crops(

@@ -109,17 +109,24 @@ def sample_seed(seed: int, epoch: int, index: int, stream: int = SAMPLE_STREAM) 
 
 
 def make_loader(
-    dataset: LandmarkDataset, batch_size: int, shuffle: bool, workers: int, pin_memory: bool = False
+    dataset: LandmarkDataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    pin_memory: bool = False,
+    epoch_faces: int = 0,
 ) -> DataLoader:
-    """A loader whose shuffle order is reseeded from (seed, epoch) by `set_epoch`."""
-    sampler = RandomSampler(dataset, generator=torch.Generator()) if shuffle else None
+    """A loader whose shuffle order is reseeded from (seed, epoch) by `set_epoch`; a shuffled epoch draws
+    `epoch_faces` (0: each face once) in passes over the faces, each in a new order."""
+    drawn = epoch_faces or len(dataset)
+    sampler = RandomSampler(dataset, num_samples=drawn, generator=torch.Generator()) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
         pin_memory=pin_memory,
-        drop_last=shuffle and len(dataset) > batch_size,
+        drop_last=shuffle and drawn > batch_size,
         persistent_workers=False,
     )
 

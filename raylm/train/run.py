@@ -123,7 +123,9 @@ def build_run(
     feed, why = choose_feed(train_config.feed, augment, on_device, model, hardware, device_memory(hardware))
     if why:
         print(f"raylm: {why}", flush=True)
-    train_batches = batches(feed, phase.parts, augment, train_config.batch_size, True, hardware, train_config.seed)
+    train_batches = batches(
+        feed, phase.parts, augment, train_config.batch_size, True, hardware, train_config.seed, train_config.epoch_faces
+    )
     val_batch = max(64, train_config.batch_size)
     val_sets = {name: batches(feed, [part], augment, val_batch, False, hardware) for name, part in held_out.items()}
 
@@ -147,8 +149,9 @@ def enter_phase(run: Run, phase: Phase) -> None:
     checkpoint's stream is restored) continues exactly as one that never stopped.
     """
     with torch.random.fork_rng(devices=[]):
+        augment, train = run.config.data.augment, phase.train
         run.train_batches = batches(
-            run.feed, phase.parts, run.config.data.augment, phase.train.batch_size, True, run.hardware, phase.train.seed
+            run.feed, phase.parts, augment, train.batch_size, True, run.hardware, train.seed, train.epoch_faces
         )
     optimizer = build_optimizer(run.state.model.parameters(), phase.train)
     schedule = build_schedule(optimizer, phase.train, len(run.train_batches))

@@ -11,7 +11,7 @@ from scipy import stats
 from raylm.data.augment import AugmentConfig, _mirror_pairs, build_transform
 from raylm.data.batch_augment import Draws, augment_batch, draw
 from raylm.data.splits import Part
-from raylm.train.feed import DeviceBatches
+from raylm.train.feed import DeviceBatches, LoaderBatches
 from raylm.train.hardware import Hardware
 from raylm.train.loaders import SHUFFLE_STREAM, LandmarkDataset, sample_seed
 from tests.data.test_composite import MaskedPrepared, masked_face
@@ -161,6 +161,33 @@ def shuffled_rows(count: int, seed: int = 0, epoch: int = 0) -> list[int]:
     """Which face (row of the concatenated parts) each position of an epoch's batches holds."""
     shuffle = torch.Generator().manual_seed(sample_seed(seed, epoch, 0, SHUFFLE_STREAM))
     return torch.randperm(count, generator=shuffle).tolist()
+
+
+def drawn_rows(batches, epoch: int) -> list[int]:
+    """Which face each position of an epoch holds, read from its first landmark's x (face i's is at 10 + 3i px)."""
+    batches.set_epoch(epoch)
+    return [round(((x + 0.5) * SIZE - 10) / 3) for _, targets in batches for x in targets[:, 0].tolist()]
+
+
+def test_an_epoch_of_epoch_faces_draws_passes_in_new_orders_the_same_on_either_executor():
+    face, points, _ = masked_face(channels=1)
+    landmarks = np.stack([points] * 10)
+    landmarks[:, 0, 0] = 10 + 3 * np.arange(10)  # each face's own first point
+    part = Part(
+        MaskedPrepared("fake", np.stack([face] * 10), landmarks, None, tuple(map(str, range(10)))),
+        np.arange(10),
+        "real",
+    )
+    still = AugmentConfig(input_size=SIZE, rotate=0, scale=0, shift=0, flip=0)  # points move by nothing
+    device = DeviceBatches([part], still, 4, True, CPU, seed=2, epoch_faces=25)
+    loader = LoaderBatches([part], still, 4, True, CPU, seed=2, epoch_faces=25)
+    rows = drawn_rows(device, 1)
+    assert len(device) == len(loader) == 6 and len(rows) == 24  # 25 faces, whole batches of 4
+    assert sorted(rows[:10]) == sorted(rows[10:20]) == list(range(10)) and rows[:10] != rows[10:20]
+    assert drawn_rows(loader, 1) == rows  # torch's RandomSampler draws the same passes
+    assert drawn_rows(device, 2) != rows
+    once = DeviceBatches([part], still, 4, True, CPU, seed=2)
+    assert len(once) == 2 and drawn_rows(once, 1) == shuffled_rows(10, seed=2, epoch=1)[:8]  # 0: each face once
 
 
 def test_compositing_keeps_the_face_and_replaces_only_the_background():
