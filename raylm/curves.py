@@ -7,6 +7,9 @@ a curve of its cells with S synthetic faces. A point's x is its real training fa
 The curves are tested on the same faces, so a bootstrap that resamples the test faces once for
 every cell gives paired intervals: on each point, and on what the synthetic faces are worth.
 
+Difference: an arm's test NME minus real only's at the same real faces, where the real-only curve has that
+point (the vertical distance), with its paired interval.
+
 Worth: an arm with n real faces reaches some test NME; the real-only curve needs m faces to reach
 it (interpolated linearly in log faces between its neighbouring points). m - n is how many real faces
 the synthetic faces saved, the horizontal distance between the curves. Undefined (NaN) when the
@@ -72,7 +75,8 @@ def faces_needed(real_faces: np.ndarray, nmes: np.ndarray, level: float) -> floa
 
 @dataclass(frozen=True)
 class Point:
-    """One cell on a curve: its test NME with its interval, and (not on the real-only curve) its worth."""
+    """One cell on a curve: its test NME with its interval, and (not on the real-only curve) its difference to real
+    only at the same real faces and its worth, each with its interval."""
 
     curve: str
     cell: str
@@ -80,6 +84,9 @@ class Point:
     nme: float
     low: float
     high: float
+    difference: float = float("nan")  # test NME minus real only's with the same real faces
+    difference_low: float = float("nan")
+    difference_high: float = float("nan")
     worth: float = float("nan")  # real faces saved: the real-only curve's faces at this NME minus real_faces
     worth_low: float = float("nan")
     worth_high: float = float("nan")
@@ -111,9 +118,22 @@ def curve_points(
             low, high = np.quantile(resampled[cell], quantiles)
             point = Point(curve.label, cell, int(n), means[cell], float(low), float(high))
             if real is not None and curve is not real:
+                point = _with_difference(point, real, means, resampled, quantiles)
                 point = _with_worth(point, real, means, resampled, quantiles)
             points.append(point)
     return points
+
+
+def _with_difference(
+    point: Point, real: Curve, means: dict[str, float], resampled: dict[str, np.ndarray], quantiles: list[float]
+) -> Point:
+    same = [cell for n, cell in zip(real.real_faces, real.cells, strict=True) if n == point.real_faces]
+    if not same:
+        return point
+    draws = resampled[point.cell] - resampled[same[0]]
+    low, high = np.quantile(draws, quantiles)
+    difference = means[point.cell] - means[same[0]]
+    return Point(**{**point.__dict__, "difference": difference, "difference_low": low, "difference_high": high})
 
 
 def _with_worth(

@@ -255,6 +255,8 @@ def _curve_section(points: list[Point], arch: str) -> list[str]:
     rows = [
         {
             "curve": point.curve, "faces": point.real_faces, "nme": point.nme, "low": point.low, "high": point.high,
+            "difference": point.difference, "difference_low": point.difference_low,
+            "difference_high": point.difference_high,
             "worth": point.worth, "worth_low": point.worth_low, "worth_high": point.worth_high,
         }
         for point in points
@@ -263,12 +265,14 @@ def _curve_section(points: list[Point], arch: str) -> list[str]:
         markdown.Column("Curve", "curve", None),
         markdown.Column("Real faces", "faces", ",.0f"),
         markdown.Column("Test NME", "nme", ".4f", ("low", "high")),
+        markdown.Column("vs real only", "difference", "+.4f", ("difference_low", "difference_high")),
         markdown.Column("Worth (real faces)", "worth", ",.0f", ("worth_low", "worth_high")),
     ]
     intro = (
         f"{arch}: test NME against the real faces in the training set, one curve per way of using synthetic faces"
-        " (learning_curve.png). Worth: how many more real faces the real-only curve needs to reach the same test NME"
-        " (interpolated in log faces between its points; — outside its range), with its"
+        " (learning_curve.png). vs real only: the difference in test NME to the real-only curve's point with as many"
+        " real faces (negative: better). Worth: how many more real faces the real-only curve needs to reach the same"
+        " test NME (interpolated in log faces between its points; — outside its range), each with its"
         f" {CONFIDENCE:.0%} interval from resampling the test faces, shared by every cell."
     )
     return ["## Real faces saved by synthetic data", "", intro, "", *markdown.table(rows, columns)]

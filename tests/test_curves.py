@@ -70,6 +70,8 @@ def test_synthetic_faces_worth_real_ones_is_the_horizontal_distance_with_an_inte
     mixed = by_cell[cells[3]["cell"]]  # 50 real faces + 1,000 synthetic reach 0.07: real only needs ~141
     assert mixed.worth == pytest.approx(math.sqrt(100 * 200) - 50, rel=1e-6)
     assert mixed.worth_low < mixed.worth < mixed.worth_high
+    assert mixed.difference == pytest.approx(0.07 - 0.10) and mixed.difference_low < -0.03 < mixed.difference_high
+    assert mixed.difference_high - mixed.difference_low < 0.001  # paired: the faces' difficulty cancels
     # Shared test faces make the interval narrow: the difficulty (0.02 a face) cancels between cells.
     assert mixed.worth_high - mixed.worth_low < 20
 
@@ -86,4 +88,5 @@ def test_the_report_shows_the_curve_the_worth_and_the_figure(tmp_path: Path):
     page = written["summary.md"].read_text()
     assert "## Real faces saved by synthetic data" in page and "learning_curve.png" in written
     (line,) = [row for row in page.splitlines() if row.startswith("| finetune from 1,000 synthetic | 50 |")]
+    assert "| -0.0300 [" in line  # 0.07 against real only's 0.10 with the same 50 real faces
     assert "| 91 [" in line  # worth sqrt(100 * 200) - 50 = 91.4 real faces, with its interval
