@@ -49,8 +49,8 @@ TERMS = {
     "ffhq": "FFHQ: CC BY-NC-SA 4.0, each image under its Flickr licence",
 }
 KEY_SETTINGS = (
-    "train.epochs", "train.batch_size", "train.optimizer", "train.lr", "train.weight_decay", "train.schedule",
-    "train.loss", "train.precision", "train.seed", "data.seed",
+    "train.epochs", "train.epoch_faces", "train.batch_size", "train.optimizer", "train.lr", "train.weight_decay",
+    "train.schedule", "train.loss", "train.precision", "train.seed", "data.seed",
 )  # fmt: skip
 
 

@@ -96,6 +96,7 @@ class DeviceBatches:
         shuffle = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0, SHUFFLE_STREAM))
         # Passes over the faces, each in a new order, cut at the epoch's length (as torch's RandomSampler draws).
         order = torch.cat([torch.randperm(count, generator=shuffle) for _ in range(-(-self.drawn // count))])
+        order = order[: self.drawn]
         pixels = torch.Generator(self.images.device).manual_seed(sample_seed(self.seed, self.epoch, 0, SAMPLE_STREAM))
         for first in range(0, len(self) * self.batch_size, self.batch_size):
             chosen = order[first : first + self.batch_size]

@@ -8,10 +8,12 @@ workers, and a run resumed at epoch k continues exactly as if never stopped.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
 from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig, augment, build_transform
@@ -63,14 +65,15 @@ class LandmarkDataset(Dataset):
             self.transform = build_transform(self.config, self.train)
             shapes = {part.source.images.shape[1:3] for part in self.parts}
             self.window = fixed_crop(self.transform, shapes.pop()) if len(shapes) == 1 else None
-        image, points = self.raw(index)
+        face = index % len(self)  # a sampler's draw of a face again in a later pass is numbered len(self) higher
+        image, points = self.raw(face)
         if self.window is not None:
             x0, y0, width, height = self.window
             image, points = image[y0 : y0 + height, x0 : x0 + width], points - np.float32([x0, y0])
         else:
             if self.train:
                 self.transform.set_random_seed(sample_seed(self.seed, self.epoch, index))
-            image, points = augment(self.transform, image, points, self.mask(index))
+            image, points = augment(self.transform, image, points, self.mask(face))
         tensor = image_tensor(image)
         target = torch.from_numpy(to_normalised(points, self.config.input_size).reshape(-1).astype(np.float32))
         return tensor, target
@@ -119,7 +122,7 @@ def make_loader(
     """A loader whose shuffle order is reseeded from (seed, epoch) by `set_epoch`; a shuffled epoch draws
     `epoch_faces` (0: each face once) in passes over the faces, each in a new order."""
     drawn = epoch_faces or len(dataset)
-    sampler = RandomSampler(dataset, num_samples=drawn, generator=torch.Generator()) if shuffle else None
+    sampler = Passes(len(dataset), drawn) if shuffle else None
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -131,11 +134,28 @@ def make_loader(
     )
 
 
+class Passes(Sampler[int]):
+    """torch's RandomSampler order of `drawn` draws over `n` faces (passes, each in a new order), each draw numbered
+    pass * n + face: a face drawn again in a later pass of the epoch gets an augmentation seed of its own."""
+
+    def __init__(self, n: int, drawn: int):
+        self.n = n
+        self.generator = torch.Generator()
+        self.order = RandomSampler(range(n), num_samples=drawn, generator=self.generator)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[int]:
+        for position, face in enumerate(self.order):
+            yield position // self.n * self.n + face
+
+
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Fix this epoch's shuffle order and augmentations (call before iterating)."""
     dataset: LandmarkDataset = loader.dataset
     dataset.set_epoch(epoch)
-    if isinstance(loader.sampler, RandomSampler):
+    if isinstance(loader.sampler, Passes):
         loader.sampler.generator.manual_seed(sample_seed(dataset.seed, epoch, 0, SHUFFLE_STREAM))
 
 

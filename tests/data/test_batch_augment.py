@@ -188,6 +188,17 @@ def test_an_epoch_of_epoch_faces_draws_passes_in_new_orders_the_same_on_either_e
     assert drawn_rows(device, 2) != rows
     once = DeviceBatches([part], still, 4, True, CPU, seed=2)
     assert len(once) == 2 and drawn_rows(once, 1) == shuffled_rows(10, seed=2, epoch=1)[:8]  # 0: each face once
+    few = DeviceBatches([part], still, 16, True, CPU, seed=2, epoch_faces=6)  # fewer than a batch: one batch of 6
+    assert len(few) == 1 and drawn_rows(few, 1) == rows[:6] == drawn_rows(
+        LoaderBatches([part], still, 16, True, CPU, seed=2, epoch_faces=6), 1
+    )
+
+
+def test_a_face_drawn_again_in_an_epoch_is_augmented_anew_on_the_loader_path():
+    face, points, _ = masked_face(channels=1)
+    part = Part(MaskedPrepared("fake", face[None], points[None], None, ("0",)), np.arange(1), "real")
+    images = torch.cat([images for images, _ in LoaderBatches([part], GEOMETRY, 1, True, CPU, epoch_faces=3)])
+    assert len(images) == 3 and not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
 
 
 def test_compositing_keeps_the_face_and_replaces_only_the_background():
