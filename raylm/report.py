@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -251,6 +252,12 @@ def _viable_size_section(
     return ["## Minimum viable dataset size", "", intro, "", *bullets]
 
 
+def _crossed(cells: list[dict]) -> bool:
+    """Whether some architecture has cells of one training size with different real fractions: the size and mixing
+    tables compare those. A learning-curve study (search.axes.real_faces) has none; its curves show its cells."""
+    return any(count > 1 for count in Counter((cell["arch"], int(cell["train_size"])) for cell in cells).values())
+
+
 def _curve_section(points: list[Point], arch: str) -> list[str]:
     rows = [
         {
@@ -370,7 +377,7 @@ def write_report(
     if not cells:
         sections.append(["No cells to report."])
     else:
-        if fraction is not None:
+        if fraction is not None and (_crossed(mixed) or not on_curves):
             sections += [
                 _size_table(mixed, test_set, fraction),
                 _mixing_table(mixed, test_set, per_image_nme),

@@ -87,6 +87,8 @@ def test_the_report_shows_the_curve_the_worth_and_the_figure(tmp_path: Path):
     written = write_report(tmp_path, [], rows, per_face, Selection("val/nme", "min"))
     page = written["summary.md"].read_text()
     assert "## Real faces saved by synthetic data" in page and "learning_curve.png" in written
+    # No two cells share a training size: the size and mixing tables would have nothing to compare.
+    assert "## Architectures × training size" not in page and "## Mixing synthetic and real faces" not in page
     (line,) = [row for row in page.splitlines() if row.startswith("| finetune from 1,000 synthetic | 50 |")]
     assert "| -0.0300 [" in line  # 0.07 against real only's 0.10 with the same 50 real faces
     assert "| 91 [" in line  # worth sqrt(100 * 200) - 50 = 91.4 real faces, with its interval
