@@ -104,6 +104,7 @@ def study(*overrides: str) -> StudyConfig:
         ("train.batch_size=0", "train.batch_size must be at least 1, got 0"),
         ("train.lr=-0.001", "train.lr must be above 0 (e.g. 1e-3), got -0.001"),
         ("train.lr=0", "train.lr must be above 0 (e.g. 1e-3), got 0.0"),
+        ("train.epoch_faces=-1", "train.epoch_faces must be 0 (each training face once) or more, got -1"),
         ("train.epochs=0", "train.epochs must be at least 1, got 0"),
         ("data.train_size=0", "data.train_size must be at least 1, got 0"),
         ("data.val_size=0", "data.val_size must be at least 1, got 0"),

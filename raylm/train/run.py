@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from raylm.config import RunConfig, TrainConfig
+from raylm.data.augment import AugmentConfig
 from raylm.data.pipeline import PreparedData, prepare_data
 from raylm.data.splits import Part
 from raylm.errors import RaylmError
 from raylm.models import create_model
 from raylm.train.checkpoint import TrainingState, load_checkpoint
-from raylm.train.feed import Batches, batches, choose_feed, device_memory, faces_bytes
+from raylm.train.feed import Batches, Feed, batches, choose_feed, device_memory, faces_bytes
 from raylm.train.hardware import Hardware, choose_hardware, grad_scaler
 from raylm.train.loaders import LandmarkDataset, mean_shape
 from raylm.train.losses import build_loss
@@ -123,9 +124,7 @@ def build_run(
     feed, why = choose_feed(train_config.feed, augment, on_device, model, hardware, device_memory(hardware))
     if why:
         print(f"raylm: {why}", flush=True)
-    train_batches = batches(
-        feed, phase.parts, augment, train_config.batch_size, True, hardware, train_config.seed, train_config.epoch_faces
-    )
+    train_batches = training_batches(feed, phase, augment, hardware)
     val_batch = max(64, train_config.batch_size)
     val_sets = {name: batches(feed, [part], augment, val_batch, False, hardware) for name, part in held_out.items()}
 
@@ -142,6 +141,12 @@ def build_run(
     )
 
 
+def training_batches(feed: Feed, phase: Phase, augment: AugmentConfig, hardware: Hardware) -> Batches:
+    """A phase's training batches: its faces, batch size, seed and faces an epoch draws."""
+    train = phase.train
+    return batches(feed, phase.parts, augment, train.batch_size, True, hardware, train.seed, train.epoch_faces)
+
+
 def enter_phase(run: Run, phase: Phase) -> None:
     """Start `phase`: its training batches, and a fresh optimiser, schedule and gradient scaler on the same model.
 
@@ -149,10 +154,7 @@ def enter_phase(run: Run, phase: Phase) -> None:
     checkpoint's stream is restored) continues exactly as one that never stopped.
     """
     with torch.random.fork_rng(devices=[]):
-        augment, train = run.config.data.augment, phase.train
-        run.train_batches = batches(
-            run.feed, phase.parts, augment, train.batch_size, True, run.hardware, train.seed, train.epoch_faces
-        )
+        run.train_batches = training_batches(run.feed, phase, run.config.data.augment, run.hardware)
     optimizer = build_optimizer(run.state.model.parameters(), phase.train)
     schedule = build_schedule(optimizer, phase.train, len(run.train_batches))
     run.state = TrainingState(run.state.model, optimizer, schedule, grad_scaler(run.hardware))
