@@ -4,6 +4,7 @@ what `ray up`'s autoscaler can add, not only the nodes up now)."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -74,27 +75,45 @@ def test_storage_must_outlive_an_autoscaling_cluster_not_one_machine(tmp_path: P
         ray.shutdown()
 
 
-def listening_addresses(process) -> dict[str, set[str]]:
+RAY_LISTENERS = {"gcs_server", "raylet", "ray::IDLE", "ray::RuntimeEnvAgent"}  # IDLE: a worker
+
+
+def listening_addresses() -> dict[str, set[str]]:
     """The addresses each process of this one's tree (the driver, Ray's servers, agents and workers) listens on."""
+    import psutil  # Ray ships it (ray/thirdparty_files, on sys.path once ray is imported)
+
     found: dict[str, set[str]] = {}
-    for each in [process, *process.children(recursive=True)]:
-        listening = {c.laddr.ip for c in each.net_connections(kind="inet") if c.status == "LISTEN"}
+    here = psutil.Process()
+    for each in [here, *here.children(recursive=True)]:
+        try:
+            with each.oneshot():
+                name = each.name()
+                listening = {c.laddr.ip for c in each.net_connections(kind="inet") if c.status == "LISTEN"}
+        except psutil.NoSuchProcess:  # a worker that exited between the listing and the look
+            continue
         if listening:
-            found.setdefault(each.name(), set()).update(listening)
+            found.setdefault(name, set()).update(listening)
     return found
 
 
-def test_a_studys_own_ray_listens_on_127_0_0_1_only():
-    import psutil  # Ray ships it (ray/thirdparty_files, on sys.path once ray is imported)
+def once_all_listen(names: set[str], deadline_s: float = 60) -> dict[str, set[str]]:
+    """`listening_addresses` once every one of `names` listens, or at the deadline: Ray's processes open their
+    servers at their own pace after `ray.init` returns (a snapshot taken at once can miss the runtime-env agent)."""
+    deadline = time.monotonic() + deadline_s
+    while not names <= set(listening := listening_addresses()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return listening
 
+
+def test_a_studys_own_ray_listens_on_127_0_0_1_only():
     with ray_internals.ray_clusters(True):  # as in any process on Linux, tests' aside
         connect(None, smoke())
         try:
             assert ray.get(ray.remote(lambda: "a worker started").remote()) == "a worker started"
-            listening = listening_addresses(psutil.Process())
+            listening = once_all_listen(RAY_LISTENERS)
         finally:
             ray.shutdown()
-    assert {"gcs_server", "raylet", "ray::IDLE", "ray::RuntimeEnvAgent"} <= set(listening), listening  # IDLE: a worker
+    assert RAY_LISTENERS <= set(listening), listening
     loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
     assert {process: addresses - loopback for process, addresses in listening.items() if addresses - loopback} == {}
 
