@@ -4,6 +4,7 @@ by its bootstrap interval, a paired difference marked when not significant, and 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -12,6 +13,7 @@ from raylm.plots import finite_number
 
 NOT_SIGNIFICANT = "n.s."
 MISSING = "—"
+_FILL_ALIGN_SIGN = re.compile(r"^((?:.?[<>=^])?[+\- ]?)")
 
 
 class Column(NamedTuple):
@@ -37,8 +39,8 @@ class Interval:
         if value is None:
             return MISSING
         if low is None or high is None:
-            return format(value, spec)
-        return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+            return number(value, spec)
+        return f"{number(value, spec)} [{number(low, spec)}, {number(high, spec)}]"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,13 @@ def fmt(value: object, spec: str | None) -> str:
     if spec is None:
         return text(value)
     x = finite_number(value)
-    return MISSING if x is None else format(x, spec)
+    return MISSING if x is None else number(x, spec)
+
+
+def number(x: float, spec: str) -> str:
+    """`x` formatted by the float format spec `spec`, without a minus on a value that rounds to zero: a difference of
+    -0.00003 shows as +0.0000 or 0.0000, never -0.0000 (format's `z` option, placed after fill, align and sign)."""
+    return format(x, _FILL_ALIGN_SIGN.sub(r"\1z", spec, count=1))
 
 
 def text(value: object) -> str:
