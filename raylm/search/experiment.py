@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from raylm.config import SearchConfig, StudyConfig
+from raylm.data.config import mix_counts
 from raylm.models import model_flops
 from raylm.search.cluster import trial_slots
 from raylm.search.ending import refusing_restart
@@ -60,11 +61,14 @@ def asha(search: SearchConfig) -> ASHAScheduler:
 
 
 def cell_cost(study: StudyConfig, cell: Cell) -> float:
-    """Relative compute of one epoch of a cell's trial: faces an epoch draws x the model's forward FLOPs."""
+    """Relative compute of a cell's trial run to its end: the faces all its epochs draw, pre-training's included
+    (the phases of raylm.train.run.plan_phases), x the model's forward FLOPs."""
     config = trial_config(study, cell.values())
-    size, channels = config.data.augment.input_size, config.data.crop.channels
-    faces = config.train.epoch_faces or cell.train_size
-    return faces * model_flops(config.model.name, channels, size, **config.model.options)
+    data, train = config.data, config.train
+    synthetic, real = mix_counts(data.train_size, data.real_fraction)
+    phases = [(train.pretrain_epochs, synthetic), (train.epochs, real)] if data.combine == "finetune" else []
+    faces = sum(epochs * (train.epoch_faces or size) for epochs, size in phases or [(train.epochs, data.train_size)])
+    return faces * model_flops(config.model.name, data.crop.channels, data.augment.input_size, **config.model.options)
 
 
 def search_and_schedule(study: StudyConfig) -> tuple[Searcher, TrialScheduler, dict[str, Any] | None]:

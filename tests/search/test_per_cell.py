@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
@@ -80,6 +81,17 @@ def test_the_costliest_cell_is_proposed_first():
     searcher, _, _ = search_and_schedule(config)
     first = [cell_of(searcher.suggest(f"t{i}")).name for i in range(config.search.trials)]
     assert first == ["mobilenetv2_100/n=96/r=0"] * config.search.trials  # ties keep the axes' order
+
+
+def test_a_cells_cost_counts_pre_training_epochs():
+    config = study("search.axes.combine=[mix, finetune]", "train.pretrain_epochs=2", "train.epochs=4")
+    mix, finetune = (cell for cell in cells(config) if cell.real_fraction == 0.25)
+    # 48 faces, 12 real: mix draws 4 x 48; finetune 2 x 36 synthetic, then 4 x 12 real; with epoch_faces 40, each
+    # epoch draws 40
+    assert cell_cost(config, finetune) / cell_cost(config, mix) == pytest.approx((2 * 36 + 4 * 12) / (4 * 48))
+    config = study("search.axes.combine=[mix, finetune]", "train.pretrain_epochs=2", "train.epoch_faces=40")
+    mix, finetune = (cell for cell in cells(config) if cell.real_fraction == 0.25)
+    assert cell_cost(config, finetune) / cell_cost(config, mix) == pytest.approx(6 / 4)
 
 
 def trial(trial_id: str, real_fraction: float) -> SimpleNamespace:
