@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import boto3
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def aws_settings(port: int) -> dict[str, str]:
@@ -31,26 +23,34 @@ def aws_settings(port: int) -> dict[str, str]:
     }
 
 
+# moto's S3 server on a port the kernel picks, printed on its first line: no window in which another process can
+# take a port chosen beforehand
+SERVE = """
+import os
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import make_server
+
+app = DomainDispatcherApplication(create_backend_app)
+server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+print(server.server_port, flush=True)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing more into a pipe no one reads
+server.serve_forever()
+"""
+
+
 @contextmanager
 def s3_server() -> Iterator[dict[str, str]]:
-    """Start moto's S3 server; yields the environment variables that point S3 clients (boto3, pyarrow) at it."""
-    port = free_port()
+    """Start moto's S3 server in its own process; yields the environment variables that point S3 clients (boto3,
+    pyarrow) at it. It listens before it prints its port, so it takes connections from then on."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        [sys.executable, "-c", SERVE], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:  # until the server accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("moto's S3 server did not start") from None
-                time.sleep(0.1)
-        yield aws_settings(port)
+        port = server.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"moto's S3 server did not start (exit status {server.wait()})")
+        yield aws_settings(int(port))
     finally:
         server.terminate()
         server.wait()

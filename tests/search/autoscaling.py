@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,10 +27,17 @@ import ray
 import yaml
 
 from raylm.search import ray_internals
-from tests.s3 import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = "ray.head.default"  # the one head type name the fake provider accepts
+
+
+def free_port() -> int:
+    """A port free now on 127.0.0.1, for `ray start`, which takes ports only as numbers: another process can take it
+    before Ray binds it, a small window this test accepts (moto's server avoids it by binding port 0)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def cluster_config(gcs_address: str, workers: dict[str, dict]) -> dict:
