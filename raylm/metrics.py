@@ -168,7 +168,9 @@ def bootstrap_interval(
     report is the same every time it is written. Any NaN value gives (nan, nan): see the
     module docstring.
     """
-    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    # Sorted: the interval is a function of the values, not of the order a reader listed the faces in (a run's
+    # test split and `raylm.evaluate` on the same folder list them differently)
+    values = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))
     if values.size == 0:
         raise ValueError("no values to bootstrap")
     if not 0 < confidence < 1 or resamples < 1:

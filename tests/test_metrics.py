@@ -146,6 +146,14 @@ def test_bootstrap_interval_is_seeded():
     assert 0.03 <= low < values.mean() < high <= 0.2
 
 
+def test_bootstrap_interval_does_not_depend_on_the_faces_order():
+    # A run's test split and raylm.evaluate on the same folder list the same faces in different orders
+    values = np.random.default_rng(7).gamma(2.0, 0.02, size=337)
+    shuffled = np.random.default_rng(8).permutation(values)
+    assert not np.array_equal(values, shuffled)
+    assert bootstrap_interval(shuffled) == bootstrap_interval(values)
+
+
 def test_bootstrap_interval_of_nan_is_nan():
     low, high = bootstrap_interval(np.array([0.05, np.nan]))
     assert np.isnan(low) and np.isnan(high)
