@@ -65,9 +65,12 @@ def cell_cost(study: StudyConfig, cell: Cell) -> float:
     (the phases of raylm.train.run.plan_phases), x the model's forward FLOPs."""
     config = trial_config(study, cell.values())
     data, train = config.data, config.train
-    synthetic, real = mix_counts(data.train_size, data.real_fraction)
-    phases = [(train.pretrain_epochs, synthetic), (train.epochs, real)] if data.combine == "finetune" else []
-    faces = sum(epochs * (train.epoch_faces or size) for epochs, size in phases or [(train.epochs, data.train_size)])
+    if data.combine == "finetune":  # (epochs, training faces) of each phase
+        synthetic, real = mix_counts(data.train_size, data.real_fraction)
+        phases = [(train.pretrain_epochs, synthetic), (train.epochs, real)]
+    else:
+        phases = [(train.epochs, data.train_size)]
+    faces = sum(epochs * (train.epoch_faces or size) for epochs, size in phases)
     return faces * model_flops(config.model.name, data.crop.channels, data.augment.input_size, **config.model.options)
 
 
