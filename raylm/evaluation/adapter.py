@@ -59,6 +59,7 @@ from raylm.train.checkpoint import checkpoint_file
 
 ADAPTER_FILE = "adapter.json"
 FORMAT = "raylm-adapter/1"
+NO_SPREAD = 1e-9  # a mode's spread at or below this, in units of the face's RMS radius, is rounding noise
 ARRAYS = ("template", "centre", "modes", "spreads", "offset", "slopes")  # the fitted map, in the face frame
 
 
@@ -201,8 +202,12 @@ def fit_adapter(
     basis = np.linalg.svd(x - mean, full_matrices=False)[2][:modes]
     scores = (x - mean) @ basis.T
     spreads = scores.std(axis=0)
-    spreads = np.where(spreads > 0, spreads, 1.0)  # a mode with no spread (identical faces): scores stay 0
-    z = scores / spreads  # zero mean over the fitting faces: the offset is the mean residual
+    # A mode with no spread (identical faces) scores rounding noise (~1e-16 of the face's RMS radius, 1 in this
+    # frame): its scores count as 0, so it gets slope 0, and its scale stays 1 (dividing by that noise would
+    # blow up any other face's score).
+    spread = spreads > NO_SPREAD
+    spreads = np.where(spread, spreads, 1.0)
+    z = np.where(spread, scores / spreads, 0.0)  # zero mean over the fitting faces: the offset is the mean residual
     offset = residual.mean(axis=0)
     # lstsq rather than solve: with ridge 0, a mode without spread has a zero column and gets slope 0.
     slopes = np.linalg.lstsq(z.T @ z + ridge * np.eye(modes), z.T @ (residual - offset), rcond=None)[0]

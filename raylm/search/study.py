@@ -66,9 +66,10 @@ def run_study(
         study = connect(address, study)
         location = storage.outliving(location)
         local_dir = Path(tempfile.mkdtemp(prefix="raylm-run-")) if storage.is_uri(location) else Path(location)
-        resources = study.search.resources
-        storage.check_nodes_see(location, resources.cpu, resources.gpu)
-        storage.check_nodes_read(cell_data(study), resources.cpu, resources.gpu)
+        if not (owns_ray and address is None):  # a Ray of this study's own is this machine: checked above
+            resources = study.search.resources
+            storage.check_nodes_see(location, resources.cpu, resources.gpu)
+            storage.check_nodes_read(cell_data(study), resources.cpu, resources.gpu)
         save_config(study, local_dir / "study.yaml")
         storage.upload(local_dir, location)
         study = with_tracking_uri(study, local_dir)  # after study.yaml: it keeps the URI the user wrote, if any

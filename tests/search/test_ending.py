@@ -26,7 +26,7 @@ from raylm.search.ending import (
 )
 from raylm.search.errors import SearchError
 from raylm.search.recovery import restore_whole_snapshot
-from tests.search.test_study import REPO, SMOKE, kill_tree, wait_for
+from tests.search.smoke import REPO, SMOKE, kill_tree, wait_for
 
 A, B = "ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"
 

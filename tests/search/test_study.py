@@ -1,17 +1,12 @@
-"""End-to-end studies on Ray with experiments/smoke.yaml (tens of seconds each: marked slow), and the
-mistakes a study must reject before Ray starts."""
+"""One run of the smoke study (experiments/smoke.yaml, tens of seconds: marked slow) read by every test of its
+report, trials, trackers and card; and the mistakes a study must reject before Ray starts."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -25,26 +20,14 @@ from raylm.evaluate import main as evaluate_main
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE
 from raylm.metrics import bootstrap_interval
 from raylm.plots import progress_figure
-from raylm.search import SearchError, ray_internals, run_study
+from raylm.search import SearchError, ray_internals, run_study, storage
 from raylm.selection import Selection
-from tests.search.attempts import failures, noting_attempts, session_dir
-from tests.search.hooked import hooked_trial
+from tests.search.smoke import SMOKE, read_csv, smoke
 from tests.search.wandb_offline import offline_run
 from tests.test_plots import pixels_of, read_png
 
-REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "experiments" / "smoke.yaml"
 # mean_shape_nme of the smoke study's cells on their test faces (seeded; recorded 2026-12-02).
 SMOKE_MEAN_SHAPE_NME = {"ours-tiny/n=48/r=0": 0.1973, "ours-tiny/n=48/r=0.25": 0.1945}
-
-
-def smoke(*overrides: str) -> StudyConfig:
-    return load_config(StudyConfig, SMOKE, overrides)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as file:
-        return list(csv.DictReader(file))
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +43,18 @@ def study_run(tmp_path_factory) -> Path:
         "data.tests.held=builtin:realistic?n=40&seed=11", "search.test_set=real",
         "search.loggers=[tensorboard, mlflow, wandb]",
     )  # fmt: skip
+    node_checks: list[str] = []
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WANDB_MODE", "offline")
         env.setenv("WANDB_SILENT", "true")
         env.delenv("MLFLOW_TRACKING_URI", raising=False)
         env.delenv("WANDB_PROJECT", raising=False)
+        for check in ("check_nodes_see", "check_nodes_read"):
+            env.setattr(storage, check, lambda *args, name=check: node_checks.append(name))
         result = run_study(study, run_dir)
     assert result.run_dir == run_dir
+    # Its own Ray is this machine, which the driver checked itself: no per-node checks (seconds of a bare study).
+    assert node_checks == []
     return run_dir
 
 
@@ -159,21 +147,6 @@ def test_trials_summary_plot_and_best_checkpoint_agree_on_the_selection_metric(s
 
 
 @pytest.mark.slow
-def test_a_bf16_study_finds_models_as_good_as_the_fp32_one(tmp_path: Path):
-    # Every trial at full budget (no rung before the last epoch) and two per cell: both studies train the same
-    # configurations (TPE's seeded start-up draws), so their bests differ only by precision.
-    same = ("search.trials=2", "search.grace_period=4", f"data.cache_dir={tmp_path / 'cache'}")
-    best = {}
-    for precision in ("fp32", "bf16"):
-        run_study(smoke(*same, f"train.precision={precision}", "train.channels_last=true"), tmp_path / precision)
-        trials = read_csv(tmp_path / precision / "trials.csv")
-        assert len(trials) == 4 and all(t["status"] == "TERMINATED" and t["epochs"] == "4" for t in trials)
-        assert load_config(StudyConfig, tmp_path / precision / "study.yaml").train.precision == precision
-        best[precision] = min(float(t["val/nme"]) for t in trials)
-    assert best["bf16"] == pytest.approx(best["fp32"], rel=0.1)
-
-
-@pytest.mark.slow
 def test_tensorboard_has_our_metric_names_and_hparams(study_run: Path):
     trial_dirs = [p.parent for p in (study_run / "trials").rglob("events.out.tfevents.*")]
     assert len({d for d in trial_dirs if d.name.startswith("ours-tiny_n=48_r=")}) == 8
@@ -263,168 +236,6 @@ def test_the_model_card_names_the_selection_the_test_nme_with_its_interval_and_a
     assert evaluated["n"] == 80 and evaluated["nme"] == pytest.approx(nme, rel=0.3)
 
 
-def flaky_trial(marker: Path):
-    """A trainable that crashes once, right after its second epoch's checkpoint."""
-
-    def report_then_crash(report, metrics: dict, checkpoint) -> None:
-        report(metrics, checkpoint=checkpoint)
-        if metrics["epoch"] == 2 and not marker.exists():
-            marker.write_text("crashed once")
-            raise RuntimeError("injected failure")
-
-    return hooked_trial(report_then_crash)
-
-
-@pytest.mark.slow
-def test_a_trial_that_raises_once_recovers_from_its_checkpoint(tmp_path: Path):
-    marker = tmp_path / "crashed"
-    study = smoke(
-        "search.axes.real_fraction=[0.0]", "search.trials=1", "search.max_epochs=3", f"data.cache_dir={tmp_path}"
-    )
-    run_study(study, tmp_path / "run", trainable=flaky_trial(marker))
-    assert marker.read_text() == "crashed once"
-    (trial,) = read_csv(tmp_path / "run" / "trials.csv")
-    assert trial["status"] == "TERMINATED" and trial["epochs"] == "3"
-    (result_file,) = (tmp_path / "run" / "trials").rglob("result.json")
-    epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
-    assert epochs[-1] == 3 and epochs.count(1) == 1  # resumed after epoch 2, not restarted from 0
-
-
-@pytest.mark.slow
-def test_a_diverging_trial_stops_the_study_at_its_first_failure(tmp_path: Path):
-    import ray
-
-    study = smoke(
-        "search.axes.real_fraction=[0.0]",
-        "search.space={train.lr: {choice: [3.0e-3, 1.0e+30]}}",  # Adam steps of 1e30 overflow every activation
-        "search.max_epochs=2",
-        "search.grace_period=2",
-        "search.max_failures=2",  # retries are for transient failures; the same configuration diverges again
-        f"data.cache_dir={tmp_path}",
-    )
-    attempts = tmp_path / "attempts"
-    attempts.mkdir()
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        with pytest.raises(SearchError) as caught:
-            run_study(study, tmp_path / "run", trainable=noting_attempts(attempts))
-        session = session_dir()
-    finally:
-        ray.shutdown()
-    message = str(caught.value)
-    assert re.fullmatch(
-        r"trial \w+ on node [\d.]+ \(\w+\): diverged in epoch 1: train/loss became \w+; "
-        r"lower train.lr or set train.grad_clip",
-        message,
-    ), message
-    diverged = message.split()[1]
-    assert (attempts / diverged).read_text() == "attempt\n"  # not retried
-    assert all(path.read_text() == "attempt\n" for path in attempts.iterdir())
-    assert failures(session) == {diverged: 1}
-    assert not (tmp_path / "run" / "trials.csv").exists()  # stopped: no report
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
-
-
-def kill_tree(process: subprocess.Popen, wait: bool = True) -> None:
-    """SIGKILL a driver and every process under it (its Ray workers), as losing its machine would."""
-    for pid in [process.pid, *descendants(process.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if wait:
-        process.wait()
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def trial_results(run_dir: Path, cell_slug: str) -> dict[Path, int]:
-    """A cell's trial result files, with their line counts (one line per epoch reported)."""
-    return {p: len(p.read_text().splitlines()) for p in (run_dir / "trials").glob(f"{cell_slug}__*/result.json")}
-
-
-def saved_rungs(run_dir: Path) -> dict[str, dict[int, set[str]]]:
-    """Each cell's ASHA rungs in the run's last snapshot (via SchedulerState): milestone -> the trial ids there."""
-    import pickle
-
-    path = max((run_dir / "trials").glob(ray_internals.CALLBACK_STATES))  # the latest session's
-    (state,) = [s for s in ray_internals.callback_states(path.read_bytes()) if s and "scheduler" in s]
-    schedulers = pickle.loads(state["scheduler"])
-    return {cell: ray_internals.asha_rungs(s) for cell, s in schedulers.items()}
-
-
-def iterations(result_json: str, progress_csv: str) -> list[int]:
-    """A trial's reported epochs (Tune's training_iteration), in its result.json; progress.csv must agree."""
-    reported = [int(json.loads(line)["training_iteration"]) for line in result_json.splitlines()]
-    assert reported == [int(row["training_iteration"]) for row in csv.DictReader(io.StringIO(progress_csv))]
-    return reported
-
-
-def assert_every_trial_and_epoch_once(trials: list[dict], folders: set[str], read, rungs: dict) -> None:
-    """What an exact resume of the smoke study (4 trials a cell) leaves, whatever moment its driver died at:
-    every trial once and finished, one folder each, each cell's searcher proposing 4 different rates (one
-    restarted from scratch repeats its proposals), every epoch reported once, and ASHA having seen every
-    trial at every rung it reached. `read(path)` reads a file under the experiment folder."""
-    assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials)
-    assert {folder.rpartition("__")[2] for folder in folders if "__" in folder} == {t["trial_id"] for t in trials}
-    for cell in ("ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"):
-        rates = [t["train.lr"] for t in trials if t["cell"] == cell]
-        assert len(rates) == 4 == len(set(rates)), cell
-    reached = {}
-    for trial in trials:
-        (folder,) = [folder for folder in folders if folder.endswith(f"__{trial['trial_id']}")]
-        epochs = iterations(read(f"{folder}/result.json"), read(f"{folder}/progress.csv"))
-        assert epochs == list(range(1, len(epochs) + 1)), folder
-        reached[trial["trial_id"]] = len(epochs)
-    for cell, milestones in rungs.items():
-        for milestone, recorded in milestones.items():
-            expected = {t["trial_id"] for t in trials if t["cell"] == cell and reached[t["trial_id"]] >= milestone}
-            assert recorded == expected, (cell, milestone)
-
-
-@pytest.mark.slow
-def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_rungs(tmp_path: Path):
-    run_dir = tmp_path / "runs" / "killed"
-    command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", str(tmp_path / "runs"),
-               "--name", "killed", "--set", "search.trials=4", "--set", "search.concurrency=1",
-               "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
-        wait_for(lambda: trial_results(run_dir, "ours-tiny_n=48_r=0.25"), 300, "a trial of the second cell")
-    finally:
-        kill_tree(driver)
-    assert not (run_dir / "summary.csv").exists()
-
-    run_study(load_config(StudyConfig, run_dir / "study.yaml"), run_dir)
-    trials = read_csv(run_dir / "trials.csv")
-    errors = [path.read_text()[-2000:] for path in run_dir.rglob(ray_internals.ERROR_FILE)]
-    assert len(trials) == 8, errors
-    folders = {path.name for path in (run_dir / "trials").iterdir() if path.is_dir()}
-    read = (run_dir / "trials").joinpath
-    assert_every_trial_and_epoch_once(trials, folders, lambda path: read(path).read_text(), saved_rungs(run_dir))
-
-
 @pytest.mark.slow
 def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path: Path):
     with pytest.raises(SearchError, match=r"asks 1 CPU \+ 1 GPU per trial, but no node of the cluster has that much"):
@@ -453,37 +264,6 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys):
     assert "search.axes.arch is empty" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_optimize_mode_folds_the_axes_into_one_search(tmp_path: Path):
-    study = smoke("search.mode=optimize", "search.trials=4", "search.max_epochs=2", f"data.cache_dir={tmp_path}")
-    run_study(study, tmp_path / "run")
-    trials = read_csv(tmp_path / "run" / "trials.csv")
-    assert len(trials) == 4 and {t["real_fraction"] for t in trials} <= {"0.0", "0.25"}
-    summary = read_csv(tmp_path / "run" / "summary.csv")
-    assert {row["cell"] for row in summary} == {t["cell"] for t in trials}
-
-
-@pytest.mark.slow
-def test_combine_is_a_search_axis_and_asha_counts_the_fine_tuning_epochs(tmp_path: Path):
-    study = smoke(
-        "search.axes.real_fraction=[0.25]", "search.axes.combine=[mix, finetune]", "search.trials=3",
-        "search.max_epochs=2", "train.pretrain_epochs=1", f"data.cache_dir={tmp_path}",
-        "search.space={train.lr: {loguniform: [1.0e-3, 1.0e-2]}, train.finetune_lr: {loguniform: [1.0e-4, 1.0e-3]}}",
-    )  # fmt: skip
-    run_study(study, tmp_path / "run")
-    trials = read_csv(tmp_path / "run" / "trials.csv")
-    cells = {"ours-tiny/n=48/r=0.25", "ours-tiny/n=48/r=0.25/finetune"}
-    assert {t["cell"] for t in trials} == cells and len(trials) == 6
-    for trial in trials:
-        pretrained = trial["cell"].endswith("/finetune")
-        budget = int(trial["epochs"]) - pretrained  # a pre-trained trial's first epoch is its synthetic phase
-        assert trial["stopped_early"] == str(budget < 2), trial  # ASHA's budget: the fine-tuning epochs
-    summary = read_csv(tmp_path / "run" / "summary.csv")
-    assert {row["cell"] for row in summary} == cells
-    finetuned = [row for row in summary if row["cell"].endswith("/finetune")][0]
-    assert int(finetuned["epochs"]) == 3 and float(finetuned["test_real/nme"]) > 0  # tested like any cell
-
-
 def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Path):
     from raylm.data.record import DataError
 
@@ -492,51 +272,3 @@ def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Pat
     with pytest.raises(DataError, match=r"data.train_size=500 .* needs 524 synthetic faces"):
         run_study(smoke("search.axes.train_size=[48, 500]"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.slow
-def test_a_trial_given_a_gpu_torch_cannot_use_stops_the_study_naming_the_node(tmp_path: Path):
-    """Ray gives a (fake) GPU that torch cannot use: the first trial's node check fails, the study stops with that
-    one line, and no trial is retried for it (nor ever trains on the CPU)."""
-    import ray
-
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
-    try:
-        study = smoke("search.axes.real_fraction=[0.0]", "search.max_failures=2", f"data.cache_dir={tmp_path}")
-        with pytest.raises(SearchError) as caught:
-            run_study(study, tmp_path / "run")
-        assert ray.is_initialized()  # the caller's Ray is left running
-        node = ray.nodes()[0]
-        session = session_dir()
-    finally:
-        ray.shutdown()
-    message = str(caught.value)
-    assert message.startswith("trial ")
-    assert (
-        f" on node {node['NodeManagerAddress']} ({node['NodeID']}): node check failed: Ray gave the trial GPU [0] "
-        "but torch cannot use it: " in message
-    )
-    assert message.endswith("or run CPU trials with search.resources.gpu: 0")
-    assert failures(session) == {message.split()[1]: 1}  # one trial failed, once: not retried
-    assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))  # not one epoch trained
-
-
-@pytest.mark.slow
-def test_repeats_retrain_each_cells_best_configuration_with_other_seeds(tmp_path: Path):
-    study = smoke(
-        "search.axes.real_fraction=[0.0]", "search.trials=2", "search.max_epochs=2", "search.repeats=2",
-        f"data.cache_dir={tmp_path / 'cache'}",
-    )  # fmt: skip
-    run_study(study, tmp_path / "run")
-    (cell,) = read_csv(tmp_path / "run" / "summary.csv")
-    best = [t for t in read_csv(tmp_path / "run" / "trials.csv") if t["trial_id"] == cell["best_trial"]][0]
-    repeats = [json.loads(p.read_text()) for p in (tmp_path / "run" / "repeats").glob("*/params.json")]
-    assert sorted(r["train.seed"] for r in repeats) == [1, 2]  # the study's seed is 0: every search trial used it
-    assert all(r["train.lr"] == pytest.approx(float(best["train.lr"])) and r["train.loss"] == best["train.loss"]
-               for r in repeats)  # fmt: skip
-    scores = [float(x) for x in cell["test_real/nme_seeds"].split(";")]
-    assert len(scores) == 2 and all(0 < score < 5 for score in scores)
-    # The row's mean and std are computed from exactly the values it lists (written at full precision).
-    assert float(cell["test_real/nme_seeds_mean"]) == pytest.approx(sum(scores) / 2, rel=1e-12)
-    assert float(cell["test_real/nme_seeds_std"]) == pytest.approx(abs(scores[0] - scores[1]) / 2**0.5, rel=1e-9)
-    assert "Test NME, other seeds: mean" in (tmp_path / "run" / "summary.md").read_text()

@@ -1,0 +1,138 @@
+"""Whole smoke studies whose trials or driver fail (tens of seconds each: marked slow): a trial that raises once
+recovers, a diverged or GPU-less trial stops the study unretried, a killed driver resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raylm.config import StudyConfig, load_config
+from raylm.search import SearchError, ray_internals, run_study
+from tests.search.attempts import failures, noting_attempts, session_dir
+from tests.search.hooked import hooked_trial
+from tests.search.smoke import (
+    REPO,
+    SMOKE,
+    assert_every_trial_and_epoch_once,
+    kill_tree,
+    read_csv,
+    saved_rungs,
+    smoke,
+    trial_results,
+    wait_for,
+)
+
+
+def flaky_trial(marker: Path):
+    """A trainable that crashes once, right after its second epoch's checkpoint."""
+
+    def report_then_crash(report, metrics: dict, checkpoint) -> None:
+        report(metrics, checkpoint=checkpoint)
+        if metrics["epoch"] == 2 and not marker.exists():
+            marker.write_text("crashed once")
+            raise RuntimeError("injected failure")
+
+    return hooked_trial(report_then_crash)
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_once_recovers_from_its_checkpoint(tmp_path: Path):
+    marker = tmp_path / "crashed"
+    study = smoke(
+        "search.axes.real_fraction=[0.0]", "search.trials=1", "search.max_epochs=3", f"data.cache_dir={tmp_path}"
+    )
+    run_study(study, tmp_path / "run", trainable=flaky_trial(marker))
+    assert marker.read_text() == "crashed once"
+    (trial,) = read_csv(tmp_path / "run" / "trials.csv")
+    assert trial["status"] == "TERMINATED" and trial["epochs"] == "3"
+    (result_file,) = (tmp_path / "run" / "trials").rglob("result.json")
+    epochs = [json.loads(line)["epoch"] for line in result_file.read_text().splitlines()]
+    assert epochs[-1] == 3 and epochs.count(1) == 1  # resumed after epoch 2, not restarted from 0
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_stops_the_study_at_its_first_failure(tmp_path: Path):
+    import ray
+
+    study = smoke(
+        "search.axes.real_fraction=[0.0]",
+        "search.space={train.lr: {choice: [3.0e-3, 1.0e+30]}}",  # Adam steps of 1e30 overflow every activation
+        "search.max_epochs=2",
+        "search.grace_period=2",
+        "search.max_failures=2",  # retries are for transient failures; the same configuration diverges again
+        f"data.cache_dir={tmp_path}",
+    )
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        with pytest.raises(SearchError) as caught:
+            run_study(study, tmp_path / "run", trainable=noting_attempts(attempts))
+        session = session_dir()
+    finally:
+        ray.shutdown()
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"trial \w+ on node [\d.]+ \(\w+\): diverged in epoch 1: train/loss became \w+; "
+        r"lower train.lr or set train.grad_clip",
+        message,
+    ), message
+    diverged = message.split()[1]
+    assert (attempts / diverged).read_text() == "attempt\n"  # not retried
+    assert all(path.read_text() == "attempt\n" for path in attempts.iterdir())
+    assert failures(session) == {diverged: 1}
+    assert not (tmp_path / "run" / "trials.csv").exists()  # stopped: no report
+
+
+@pytest.mark.slow
+def test_a_trial_given_a_gpu_torch_cannot_use_stops_the_study_naming_the_node(tmp_path: Path):
+    """Ray gives a (fake) GPU that torch cannot use: the first trial's node check fails, the study stops with that
+    one line, and no trial is retried for it (nor ever trains on the CPU)."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    try:
+        study = smoke("search.axes.real_fraction=[0.0]", "search.max_failures=2", f"data.cache_dir={tmp_path}")
+        with pytest.raises(SearchError) as caught:
+            run_study(study, tmp_path / "run")
+        assert ray.is_initialized()  # the caller's Ray is left running
+        node = ray.nodes()[0]
+        session = session_dir()
+    finally:
+        ray.shutdown()
+    message = str(caught.value)
+    assert message.startswith("trial ")
+    assert (
+        f" on node {node['NodeManagerAddress']} ({node['NodeID']}): node check failed: Ray gave the trial GPU [0] "
+        "but torch cannot use it: " in message
+    )
+    assert message.endswith("or run CPU trials with search.resources.gpu: 0")
+    assert failures(session) == {message.split()[1]: 1}  # one trial failed, once: not retried
+    assert not list((tmp_path / "run" / "trials").glob("*/checkpoint_*"))  # not one epoch trained
+
+
+@pytest.mark.slow
+def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_rungs(tmp_path: Path):
+    run_dir = tmp_path / "runs" / "killed"
+    command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", str(tmp_path / "runs"),
+               "--name", "killed", "--set", "search.trials=4", "--set", "search.concurrency=1",
+               "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
+        wait_for(lambda: trial_results(run_dir, "ours-tiny_n=48_r=0.25"), 300, "a trial of the second cell")
+    finally:
+        kill_tree(driver)
+    assert not (run_dir / "summary.csv").exists()
+
+    run_study(load_config(StudyConfig, run_dir / "study.yaml"), run_dir)
+    trials = read_csv(run_dir / "trials.csv")
+    errors = [path.read_text()[-2000:] for path in run_dir.rglob(ray_internals.ERROR_FILE)]
+    assert len(trials) == 8, errors
+    folders = {path.name for path in (run_dir / "trials").iterdir() if path.is_dir()}
+    read = (run_dir / "trials").joinpath
+    assert_every_trial_and_epoch_once(trials, folders, lambda path: read(path).read_text(), saved_rungs(run_dir))
