@@ -163,6 +163,7 @@ def start_up(config: StudyConfig, location: Path, slots: int) -> dict[str, float
             prepare_data(data, progress=False)
     with step("ray_start_s"):  # as `connect` starts a local Ray, with this many trial slots and no GPU
         ray.init(
+            address="local",  # a Ray of its own, as `connect` starts: never one `ray start` left on this machine
             num_cpus=slots,
             num_gpus=0,
             dashboard_host="127.0.0.1",

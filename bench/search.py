@@ -193,7 +193,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary, contextlib.redirect_stdout(sys.stderr):
         root = Path(temporary)
         # Two one-CPU trial slots, whatever the machine has: the numbers are in trial-epochs, not seconds.
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
         try:
             for seed in args.seeds:
                 config = connect(None, study(args.trials, args.epochs, seed, root / "cache"))

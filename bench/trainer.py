@@ -248,7 +248,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = study(args, root / "cache")
         prepare_data(config.data, progress=False)  # once, here: trials read the prepared cache
         # As many CPUs as one trial takes: the trials run one at a time.
-        ray.init(num_cpus=args.threads, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(
+            address="local",
+            num_cpus=args.threads,
+            include_dashboard=False,
+            configure_logging=False,
+            log_to_driver=False,
+        )
         try:
             with contextlib.redirect_stdout(sys.stderr):  # Tune's progress tables: stdout holds only the JSON line
                 seconds = measure(config, args.models, root / "runs")

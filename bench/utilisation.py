@@ -80,7 +80,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary:
         root = Path(temporary)
         config = study(args.cells, args.trials, root / "cache")
-        ray.init(num_cpus=args.slots, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        ray.init(
+            address="local", num_cpus=args.slots, include_dashboard=False, configure_logging=False, log_to_driver=False
+        )
         try:
             config = connect(None, config)
             started = time.time()

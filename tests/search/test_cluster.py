@@ -27,7 +27,7 @@ def on_a_head_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A home folder holding the repo's cluster.yaml where `ray up` leaves it on the head, and a CPU-only Ray."""
     shutil.copy(REPO / "cluster.yaml", bootstrap_config(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
     yield
     ray.shutdown()
 
@@ -60,7 +60,7 @@ def test_slots_pack_each_node():
 
 def test_storage_must_outlive_an_autoscaling_cluster_not_one_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
     try:
         assert storage.outliving("results/run") == (tmp_path / "results" / "run").resolve().as_posix()
         assert storage.outliving("s3://bucket/runs") == "s3://bucket/runs"

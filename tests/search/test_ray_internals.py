@@ -264,7 +264,7 @@ def test_asha_records_each_trial_at_the_rungs_it_reached():
 
 @pytest.fixture(scope="module")
 def connected():
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
     yield
     ray.shutdown()
 

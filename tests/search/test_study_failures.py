@@ -69,7 +69,7 @@ def test_a_diverging_trial_stops_the_study_at_its_first_failure(tmp_path: Path):
     )
     attempts = tmp_path / "attempts"
     attempts.mkdir()
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         with pytest.raises(SearchError) as caught:
             run_study(study, tmp_path / "run", trainable=noting_attempts(attempts))
@@ -95,7 +95,7 @@ def test_a_trial_given_a_gpu_torch_cannot_use_stops_the_study_naming_the_node(tm
     one line, and no trial is retried for it (nor ever trains on the CPU)."""
     import ray
 
-    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
         study = smoke("search.axes.real_fraction=[0.0]", "search.max_failures=2", f"data.cache_dir={tmp_path}")
         with pytest.raises(SearchError) as caught:
