@@ -48,9 +48,11 @@ def test_a_one_trial_smoke_study_prints_one_json_line_with_every_phase():
     figures = [result[phase] for phase in PHASES - {"node_checks_s"}]
     assert all(math.isfinite(x) and x > 0 for x in figures), result
     assert result["node_checks_s"] >= 0  # a study's own Ray runs none; what is left is writing study.yaml
+    rounding = 0.005  # each figure is rounded to 0.01 s
     after_import = PHASES - {"import_s", "total_s", "first_trial_s", "trial_build_s", "trial_train_s"}
-    assert sum(result[phase] for phase in after_import) <= result["total_s"]  # the driver's phases, one after another
+    driver = sum(result[phase] for phase in after_import)  # the driver's phases, one after another
+    assert driver <= result["total_s"] + rounding * (len(after_import) + 1)
     # One trial: it starts within the experiment and trains (Tune's clock, from its actor's start) within it.
     assert result["first_trial_s"] < result["experiment_s"]
-    assert result["trial_build_s"] + result["trial_train_s"] <= result["experiment_s"]
+    assert result["trial_build_s"] + result["trial_train_s"] <= result["experiment_s"] + 3 * rounding
     assert 0 < result["ratio"] <= 1
