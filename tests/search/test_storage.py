@@ -17,10 +17,7 @@ from raylm.fs import StorageError
 from raylm.search import SearchError, ray_internals, storage
 from raylm.search.__main__ import main
 from tests.s3 import aws_settings, keys, s3_server_in_process
-from tests.search.smoke import assert_every_trial_and_epoch_once, kill_tree, saved_rungs
-
-REPO = Path(__file__).resolve().parents[2]
-SMOKE = REPO / "experiments" / "smoke.yaml"
+from tests.search.smoke import REPO, SMOKE, assert_every_trial_and_epoch_once, kill_tree, saved_rungs
 
 
 def test_storage_round_trips_and_names_an_unwritable_bucket(bucket):
