@@ -76,7 +76,9 @@ class FaceSet:
     ids: tuple[str, ...]
     subsets: tuple[str, ...]
     load: Callable[[int], Face]  # raises BadSample
-    stamp: Callable[[int], str] = lambda i: ""  # what face i is read from (see `file_stamp`); "" for generated faces
+    stamp: Callable[[int], str] = lambda i: (
+        ""
+    )  # what face i is read from (see `file_stamp`); generated faces: their generator's version
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
-from raylm.data.builtin import STYLES, open_builtin, render_face
-from raylm.data.record import DataError
+from raylm.data.builtin import BROW_HALF_WIDTH, GENERATOR, JAW_INSET, STYLES, open_builtin, render_face
+from raylm.data.builtin_shape import sample_geometry
+from raylm.data.cache import prepare
+from raylm.data.crop import CropConfig
+from raylm.data.record import DataError, FaceSet
 from raylm.data.spec import open_dataset
 
 SIZE = 160
@@ -134,6 +139,38 @@ def test_ibug_order_on_many_faces():
         assert x[17] < x[21] < x[22] < x[26]
         assert y[17:27].mean() < y[36:48].mean() < y[30] < y[[51, 62, 66, 57]].min()
         assert y[57] < y[8]
+
+
+def test_realistic_faces_are_labelled_as_people_mark_photographs():
+    """The annotation gap the built-in study's mixing question rests on: "realistic" brows are marked on their upper
+    edge and jaw points inside the head's outline; "synthetic" points are the drawn geometry's, exactly."""
+    for i in range(20):
+        geometry = sample_geometry(np.random.default_rng([6, i]), SIZE)
+        synthetic = render_face(np.random.default_rng([6, i]), "synthetic", SIZE).landmarks
+        realistic = render_face(np.random.default_rng([6, i]), "realistic", SIZE).landmarks
+        np.testing.assert_array_equal(synthetic, geometry.landmarks)
+        exact = geometry.landmarks
+        up = (exact[27] - exact[8]) / np.linalg.norm(exact[27] - exact[8])
+        np.testing.assert_allclose(
+            realistic[17:27] - exact[17:27], np.tile(BROW_HALF_WIDTH * geometry.scale * up, (10, 1)), atol=1e-4
+        )
+        np.testing.assert_allclose(realistic[:17], exact[:17] + JAW_INSET * (exact[30] - exact[:17]), atol=1e-4)
+        np.testing.assert_array_equal(realistic[27:], exact[27:])  # eyes, nose, mouth and pupils as drawn
+        head = np.linalg.norm(exact[:17] - exact[30], axis=1)
+        assert np.all(np.linalg.norm(realistic[:17] - exact[30], axis=1) < head)  # inside the outline
+
+
+def test_prepared_faces_are_keyed_on_the_generator_version(tmp_path: Path):
+    """A prepared set of built-in faces drawn by another version of the generator is drawn again, not reused."""
+    faces = open_builtin("realistic", n=3, seed=1, size=64)
+    assert [faces.stamp(i) for i in range(3)] == [GENERATOR] * 3
+    prepare(faces, CropConfig(size=32), tmp_path, progress=False)
+    (meta,) = tmp_path.rglob("meta.json")
+    meta.write_text(meta.read_text().replace(GENERATOR, "builtin-1"))  # as an older generator left it
+    loads = []
+    counted = FaceSet(faces.spec, faces.ids, faces.subsets, lambda i: loads.append(i) or faces.load(i), faces.stamp)
+    prepare(counted, CropConfig(size=32), tmp_path, progress=False)
+    assert sorted(loads) == [0, 1, 2]
 
 
 def test_styles_differ_in_noise():
