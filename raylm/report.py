@@ -40,7 +40,12 @@ __all__ = ["PowerLaw", "SizeEstimate", "fit_power_law", "minimum_viable_size", "
 # the validation metrics (the selection metric first) between the reason and the node.
 TRIAL_HEAD = ("trial_id", "cell", "arch", "train_size", "real_fraction")
 # best_epoch: the epoch of the trial's best kept checkpoint, whose metrics the row shows and best/ exports
-TRIAL_STATUS = ("epochs", "best_epoch", "stopped_early", "status", "reason")  # reason: why a trial errored
+# reason: why a trial diverged (status DIVERGED: epoch, metric, value) or errored (ERROR)
+TRIAL_STATUS = ("epochs", "best_epoch", "stopped_early", "status", "reason")
+DIVERGED_NOTE = (
+    " A diverged trial's loss or validation NME became non-finite (trials.csv: the epoch and the value); its"
+    " searcher heard it as failed, and it is never a cell's best."
+)
 TRIAL_TAIL = ("node", "node_id", "compute_s", "started_at", "finished_at")
 TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `test_<set>/<metric>`
 TOLERANCE = 0.10  # n* is where predicted NME is within 10% of the fitted floor
@@ -115,12 +120,14 @@ def _size_points(cells: list[dict], test_set: str, fraction: float) -> dict[str,
 
 def _overview(trials: list[dict], plan: TestPlan) -> list[str]:
     stopped = sum(bool(trial.get("stopped_early")) for trial in trials)
+    diverged = sum(trial.get("status") == "DIVERGED" for trial in trials)
     errored = sum(trial.get("status") == "ERROR" for trial in trials)
     hours = sum(finite_number(trial.get("compute_s")) or 0.0 for trial in trials) / 3600
     return [
         "# Search report",
         "",
-        f"{len(trials)} trials ({stopped} stopped early by ASHA, {errored} errored), {hours:.2f} h of trial compute.",
+        f"{len(trials)} trials ({stopped} stopped early by ASHA, {diverged} diverged, {errored} errored),"
+        f" {hours:.2f} h of trial compute.{DIVERGED_NOTE if diverged else ''}",
         f"Test metrics are on {plan.lead_note()}; summary.csv has every test set's, and each cell's",
         "best/<cell>/test_nme_per_face.csv every test face's NME. NME is normalised by the inter-ocular distance;",
         "FR@0.10 is the fraction of images with NME > 0.10; AUC@0.08 is the area under the CED up to NME 0.08, scaled",
@@ -291,6 +298,7 @@ def _best_section(cells: list[dict], best: dict | None, test_set: str, selection
         markdown.Column(metric, metric, ".4f"),
         *_test_nme_columns(cells, test_set),
         markdown.Column("Trials", "trials", ",.0f"),
+        *([markdown.Column("Diverged", "diverged", ",.0f")] if any(cell.get("diverged") for cell in cells) else []),
         markdown.Column("Best trial", "best_trial", None),
         markdown.Column("Epochs", "epochs", ",.0f"),
         *(markdown.Column(column.removeprefix("config."), column, None) for column in _config_columns(cells)),

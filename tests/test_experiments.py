@@ -128,7 +128,6 @@ GPU_CHANGES = {
     "data.tests": {"real": f"ffhq:{BUCKET}/ffhq/ffhq-dataset-v2.json", "300w": f"pts:{BUCKET}/300W"},
     "data.prepared": f"{BUCKET}/prepared",
     "train.batch_size": 64,
-    "train.precision": "bf16",
     "train.channels_last": True,
     "search.space": {
         "train.lr": {"loguniform": [1e-4, 3e-3]},

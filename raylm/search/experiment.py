@@ -19,12 +19,12 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from raylm.config import SearchConfig, StudyConfig
 from raylm.data.config import mix_counts
 from raylm.models import model_flops
 from raylm.search.cluster import trial_slots
+from raylm.search.divergence import HearsDivergence
 from raylm.search.ending import refusing_restart
 from raylm.search.fatal import StopOnFatal, Trainable, checked
 from raylm.search.per_cell import AsConfigured, CellScheduler, CellSearcher, SchedulerState
@@ -42,11 +42,12 @@ def wrap(trainable: Trainable, study: StudyConfig):
     return tune.with_resources(with_study, {"cpu": resources.cpu, "gpu": resources.gpu})
 
 
-def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> OptunaSearch:
-    """Seeded TPE: its first proposals are random (fewer than Optuna's 10 on small budgets), then model-based."""
+def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> HearsDivergence:
+    """Seeded TPE: its first proposals are random (fewer than Optuna's 10 on small budgets), then model-based; a
+    diverged trial is one it hears as failed."""
     startup = min(10, max(2, search.trials // 3))
     sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
-    return OptunaSearch(space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler)
+    return HearsDivergence(space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler)
 
 
 def asha(search: SearchConfig) -> ASHAScheduler:

@@ -1,8 +1,9 @@
 """Errors retrying cannot fix stop the study at the first one, with one line naming the node, the cause and the fix.
 
 Any `RaylmError` a trial raises is such an error: a node that failed its checks (a
-GPU torch cannot use, storage or data the node cannot see), a diverging loss (the
-same configuration diverges again), a config or data error found inside the trial.
+GPU torch cannot use, storage or data the node cannot see), a config or data error
+found inside the trial. A diverging loss is not: the trainable ends that trial with a
+result saying so, and the search goes on (`divergence`).
 The trial records its line in the experiment's registry (`nodes`) and raises; the
 `StopOnFatal` callback sees the failure and ends the experiment from the driver,
 as a killed driver would (the last snapshot stays resumable with `--resume` once the

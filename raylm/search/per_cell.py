@@ -31,6 +31,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from raylm.search.divergence import has_diverged
 from raylm.search.ray_internals import restore_state, state_of
 from raylm.selection import BUDGET_EPOCH
 
@@ -47,7 +48,7 @@ class CellSearcher(Searcher):
     `max_epochs` without an error was stopped by the scheduler: its searcher hears it
     as pruned (Optuna's TPE then ranks it by how far it got, below every finished
     trial), not as complete with an early value it would compare with final ones; a
-    trial that failed is heard as failed, whatever it reported before.
+    trial that failed or diverged (`divergence`) is heard as failed, whatever it reported before.
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class CellSearcher(Searcher):
         self.searchers[self.cell_of_trial[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        error = error or has_diverged(result)
         stopped = not error and result is not None and result.get(BUDGET_EPOCH, 0) < self.max_epochs
         searcher = self.searchers[self.cell_of_trial[trial_id]]
         searcher.on_trial_complete(trial_id, result=None if stopped or error else result, error=error)

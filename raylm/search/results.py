@@ -8,6 +8,7 @@ from typing import Any
 from ray import tune
 
 from raylm.config import SearchConfig
+from raylm.search.divergence import DIVERGED, has_diverged
 from raylm.search.space import CELL_KEYS, cell_of
 from raylm.selection import BUDGET_EPOCH, VALIDATION_SETS
 
@@ -59,9 +60,9 @@ def best_reported(search: SearchConfig, result: tune.Result) -> Row:
 
 
 def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], dict[str, tune.Result]]:
-    """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, why it failed, the
-    validation metrics at its best epoch by the selection metric and that epoch (`best_reported`), node,
-    compute, start and end), and Tune's result of each trial by id.
+    """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, its status (TERMINATED,
+    DIVERGED or ERROR) and why it diverged or failed, the validation metrics at its best epoch by the selection
+    metric and that epoch (`best_reported`), node, compute, start and end), and Tune's result of each trial by id.
 
     Start and end (`started_at`, `finished_at`) are seconds since the first trial started.
     """
@@ -70,7 +71,8 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
         trial_id = trial_id_of(result)
         metrics = result.metrics or {}
         cell = cell_of(result.config)
-        epochs = int(metrics.get("epoch", 0))
+        epochs = int(metrics.get("epoch", 0))  # a diverged trial's: the epoch it diverged in
+        status = "ERROR" if result.error is not None else "DIVERGED" if has_diverged(metrics) else "TERMINATED"
         compute_s = float(metrics.get("time_total_s", 0.0))
         finished_at = float(metrics.get("reported_at", 0.0))
         results[trial_id] = result
@@ -84,9 +86,9 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
                 **{key: value for key, value in result.config.items() if key not in CELL_KEYS.values()},
                 "epochs": epochs,
                 # The budget is train.epochs: every epoch of a mixed run, the fine-tuning ones of a pre-trained run.
-                "stopped_early": result.error is None and int(metrics.get(BUDGET_EPOCH, 0)) < search.max_epochs,
-                "status": "ERROR" if result.error is not None else "TERMINATED",
-                "reason": error_reason(result.error),
+                "stopped_early": status == "TERMINATED" and int(metrics.get(BUDGET_EPOCH, 0)) < search.max_epochs,
+                "status": status,
+                "reason": metrics[DIVERGED] if status == "DIVERGED" else error_reason(result.error),
                 **best_reported(search, result),
                 "node": metrics.get("node_ip", ""),
                 "node_id": metrics.get("node_id", ""),

@@ -25,6 +25,7 @@ from raylm.report import write_report
 from raylm.search import storage
 from raylm.search.best import best_cell, best_trials
 from raylm.search.cluster import connect
+from raylm.search.divergence import check_every_cell_has_a_trial
 from raylm.search.ending import check_folders_known, check_no_errors, check_not_interrupted, quota, sigterm_stops_tune
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
@@ -117,6 +118,8 @@ def summarise(
     search = study.search
     rows, results = trial_rows(search, grid)
     best = best_trials(search, rows)
+    if search.mode == "compare":  # an optimize study's cells are one more dimension of its one search
+        check_every_cell_has_a_trial(rows, best, grid.experiment_path)
     if not best:
         reasons = [row["reason"] for row in rows if row["reason"]]
         first = f"; the first error: {reasons[0]}" if reasons else ""
@@ -138,6 +141,7 @@ def summarise(
                 "real_fraction": row["real_fraction"],
                 "combine": cell_of(result.config).combine,
                 "trials": len(cell_trials),
+                "diverged": sum(r["status"] == "DIVERGED" for r in cell_trials),
                 "best_trial": row["trial_id"],
                 "epochs": row["epochs"],
                 search.metric: row[search.metric],

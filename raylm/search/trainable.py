@@ -16,9 +16,11 @@ import ray
 from ray import tune
 
 from raylm.config import StudyConfig
+from raylm.search.divergence import diverged_result
 from raylm.search.space import trial_config
 from raylm.selection import SCORE
 from raylm.train import board_report, build_run, fit
+from raylm.train.loop import Diverged
 
 
 def gpu_share() -> float:
@@ -31,7 +33,8 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     """Train one trial; its TensorBoard events (unless search.loggers leaves tensorboard out) go to the trial's
     working directory.
 
-    Tune uploads that directory to the trial's folder in storage (local, NFS or a
+    A trial whose loss or validation NME turns non-finite ends with a last result saying so (`divergence`): the
+    search learns from it and goes on. Tune uploads that directory to the trial's folder in storage (local, NFS or a
     bucket) with every checkpoint, when the trial stops, and before its process is
     reused for the next trial.
     """
@@ -50,8 +53,12 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     else:
         with checkpoint.as_directory() as directory:
             run = build_run(config, resume_from=Path(directory), gpu_share=gpu_share())
-    if "tensorboard" not in study.search.loggers:
-        fit(run, report)
-        return
-    with board_report(Path.cwd(), run, hparams=params) as board:
-        fit(run, board, report)
+    try:
+        if "tensorboard" not in study.search.loggers:
+            fit(run, report)
+            return
+        with board_report(Path.cwd(), run, hparams=params) as board:
+            fit(run, board, report)
+    except Diverged as error:
+        where = {"node_id": node_id, "reported_at": time.time()}
+        tune.report({**diverged_result(study.search.metric, error), **where})

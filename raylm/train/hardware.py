@@ -10,6 +10,7 @@ import torch
 from raylm.config import ConfigError, TrainConfig
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs with bf16 arithmetic; older ones emulate it slowly or refuse it
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ def check_device(config: TrainConfig, cuda_devices: int | None = None) -> None:
 def choose_hardware(config: TrainConfig, share: float = 1.0) -> Hardware:
     """CUDA when available, else a CPU run with a sane thread count; precision and memory format as configured.
 
-    `train.precision: auto` is bf16 on a CUDA device that supports it and fp32
-    elsewhere; fp16 and bf16 can be set on any device (autocast runs on the CPU too).
+    `train.precision: auto` is bf16 on a GPU with bf16 arithmetic (compute capability 8.0 and up),
+    fp16 with a gradient scaler on older ones, fp32 on the CPU; fp16 and bf16 can be set on the CPU too
+    (autocast runs there), bf16 on a GPU only where it has bf16 (`precision_problem`).
     `share` is the fraction of the device a fractional Ray GPU gives this run.
     """
     check_device(config)
@@ -73,11 +75,58 @@ def choose_hardware(config: TrainConfig, share: float = 1.0) -> Hardware:
     if not on_cuda:
         torch.set_num_threads(config.threads or int(os.environ.get("OMP_NUM_THREADS", cpus)))
     precision = config.precision
-    if precision == "auto":
-        precision = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if on_cuda:
+        capability = torch.cuda.get_device_capability(device)
+        problem = precision_problem(precision, capability, torch.cuda.get_device_name(device))
+        if problem is not None:
+            raise ConfigError(problem)
+        precision = gpu_precision(precision, capability)
+    elif precision == "auto":
+        precision = "fp32"
     channels_last = on_cuda if config.channels_last is None else config.channels_last
     workers = config.workers if config.workers >= 0 else (min(4, cpus) if on_cuda else 0)
     return Hardware(device, PRECISIONS[precision], channels_last, workers, share)
+
+
+def gpu_precision(precision: str, capability: tuple[int, int]) -> str:
+    """`train.precision` on a CUDA device of compute `capability`; auto: bf16 where the GPU has it, else fp16 (with
+    the gradient scaler, `grad_scaler`)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if capability >= BF16_CAPABILITY else "fp16"
+
+
+def precision_problem(precision: str, capability: tuple[int, int], name: str) -> str | None:
+    """Why a GPU (`name`, compute `capability`) cannot train in `precision`, with the fix, or None."""
+    if precision != "bf16" or capability >= BF16_CAPABILITY:
+        return None
+    major, minor = capability
+    return (
+        f"train.precision is bf16, but {name} (compute capability {major}.{minor}) has no bf16 arithmetic "
+        f"(8.0 and up: Ampere or newer); set train.precision to auto (fp16 with a gradient scaler there) or fp16"
+    )
+
+
+def build_problem(capability: tuple[int, int], arch_list: list[str], name: str) -> str | None:
+    """Why this torch build has no kernels for a GPU (`name`, compute `capability`), with the fix, or None.
+
+    A build runs its `sm_XY` binaries on GPUs of major version X and minor version at least Y, and JIT-compiles
+    its `compute_XY` PTX for any GPU of capability at least X.Y (`torch.cuda.get_arch_list()` lists both).
+    """
+    major, minor = capability
+    for arch in arch_list:
+        kind, _, version = arch.partition("_")
+        built = (int(version[:-1]), int(version[-1])) if version.isdigit() and len(version) >= 2 else None
+        if built is None:
+            continue
+        if (kind == "sm" and built[0] == major and built[1] <= minor) or (kind == "compute" and built <= capability):
+            return None
+    built = ", ".join(arch_list) or "none"
+    return (
+        f"{name} has compute capability {major}.{minor}, but torch {torch.__version__} has kernels for {built} "
+        "only; run the study on newer GPUs (another node type or instance type), or install a torch build for "
+        f"sm_{major}{minor}"
+    )
 
 
 def grad_scaler(hardware: Hardware) -> torch.amp.GradScaler:

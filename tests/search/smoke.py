@@ -68,6 +68,22 @@ def trial_results(run_dir: Path, cell_slug: str) -> dict[Path, int]:
     return {p: len(p.read_text().splitlines()) for p in (run_dir / "trials").glob(f"{cell_slug}__*/result.json")}
 
 
+def saved_searchers(run_dir: Path) -> dict:
+    """Each cell's searcher (an OptunaSearch) in the run's last snapshot (CellSearcher's state)."""
+    import pickle
+
+    from raylm.search.experiment import optuna_search
+
+    path = max((run_dir / "trials").glob(ray_internals.SEARCHER_STATE))  # the latest session's
+    state = pickle.loads(path.read_bytes())
+    searchers = {}
+    for cell, searcher_state in state["searchers"].items():
+        searcher = optuna_search(load_config(StudyConfig, SMOKE).search)
+        ray_internals.restore_state(searcher, searcher_state)
+        searchers[cell] = searcher
+    return searchers
+
+
 def saved_rungs(run_dir: Path) -> dict[str, dict[int, set[str]]]:
     """Each cell's ASHA rungs in the run's last snapshot (via SchedulerState): milestone -> the trial ids there."""
     import pickle

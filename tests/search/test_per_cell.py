@@ -10,10 +10,12 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from raylm.config import StudyConfig, load_config
+from raylm.search.divergence import diverged_result
 from raylm.search.experiment import asha, cell_cost, optuna_search, search_and_schedule
 from raylm.search.per_cell import CellScheduler, SchedulerState
-from raylm.search.ray_internals import optuna_study
+from raylm.search.ray_internals import asha_rungs, optuna_study, state_of
 from raylm.search.space import cell_of, cells, hyper_space
+from raylm.train.loop import Diverged
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
 
@@ -66,6 +68,38 @@ def test_a_trial_the_scheduler_stopped_reaches_optuna_as_pruned_with_how_far_it_
     assert trials[0].value == 0.125 and trials[1].intermediate_values == {1: 0.5}  # pruned at epoch 1
 
 
+def test_a_diverged_trial_reaches_optuna_as_failed_and_never_as_a_value():
+    """In both modes: the trial's last result (`divergence.diverged_result`) carries a NaN metric, which Optuna
+    would reject (the trial then stays RUNNING in its study, and TPE never learns from it)."""
+    diverged = diverged_result("val/nme", Diverged(2, "train/loss", float("nan")))
+    assert diverged["diverged"] == "diverged in epoch 2: train/loss became nan; lower train.lr or set train.grad_clip"
+    compare = study("search.trials=2", "search.axes.real_fraction=[0.0]")
+    searcher, _, _ = search_and_schedule(compare)
+    (optuna,) = searcher.searchers.values()
+    optimize = optuna_search(compare.search, hyper_space(compare))
+    for proposer, inner in ((searcher, optuna), (optimize, optimize)):
+        proposer.suggest("fine")
+        proposer.on_trial_complete("fine", {"val/nme": 0.2, "budget_epoch": 4})
+        proposer.suggest("blew-up")
+        proposer.on_trial_result("blew-up", {"val/nme": 0.3, "training_iteration": 1, "budget_epoch": 1})
+        proposer.on_trial_complete("blew-up", diverged)
+        states = [trial.state.name for trial in optuna_study(inner).get_trials()]
+        assert states == ["COMPLETE", "FAIL"]
+
+
+def test_asha_never_sees_a_diverged_result():
+    scheduler = cell_scheduler(study("search.reduction_factor=2"))
+    first, blew_up = trial("a", 0.0), trial("b", 0.0)
+    for t in (first, blew_up):
+        scheduler.on_trial_add(None, t)
+    scheduler.on_trial_result(None, first, result(1, 0.05))
+    diverged = diverged_result("val/nme", Diverged(1, "val/nme", float("inf")))
+    assert scheduler.on_trial_result(None, blew_up, diverged) == TrialScheduler.CONTINUE  # it returns by itself
+    scheduler.on_trial_complete(None, blew_up, diverged)
+    (rungs,) = [rungs_of(s) for name, s in scheduler.schedulers.items() if name.endswith("r=0")]
+    assert rungs[1] == {"a"}  # the NaN is in no rung: it moves no cutoff
+
+
 def test_with_no_space_each_cell_trains_the_run_config_as_it_is():
     config = study("search.space={}", "search.trials=1", "search.axes.real_fraction=[0.0, 0.25]")
     searcher, _, _ = search_and_schedule(config)
@@ -98,6 +132,10 @@ def trial(trial_id: str, real_fraction: float) -> SimpleNamespace:
     """What the scheduler reads of a Tune trial: its id and config."""
     config = {"model.name": "ours-tiny", "data.train_size": 48, "data.real_fraction": real_fraction}
     return SimpleNamespace(trial_id=trial_id, config=config)
+
+
+def rungs_of(scheduler: TrialScheduler) -> dict[int, set[str]]:
+    return asha_rungs(state_of(scheduler))
 
 
 def result(epoch: int, nme: float) -> dict:

@@ -1,5 +1,6 @@
 """Whole smoke studies whose trials or driver fail (tens of seconds each: marked slow): a trial that raises once
-recovers, a diverged or GPU-less trial stops the study unretried, a killed driver resumes exactly."""
+recovers, diverged trials are results (a cell with nothing else fails the study), a GPU-less trial stops the study
+unretried, a killed driver resumes exactly."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.search.smoke import (
     kill_tree,
     read_csv,
     saved_rungs,
+    saved_searchers,
     smoke,
     trial_results,
     wait_for,
@@ -55,13 +57,19 @@ def test_a_trial_that_raises_once_recovers_from_its_checkpoint(tmp_path: Path):
     assert epochs[-1] == 3 and epochs.count(1) == 1  # resumed after epoch 2, not restarted from 0
 
 
+DIVERGED = r"diverged in epoch 1: train/loss became nan; lower train.lr or set train.grad_clip"
+
+
 @pytest.mark.slow
-def test_a_diverging_trial_stops_the_study_at_its_first_failure(tmp_path: Path):
+def test_diverged_trials_are_results_the_search_learns_from_and_the_study_completes(tmp_path: Path):
+    """Adam steps of 1e30 make the loss NaN in the first epoch: those trials end DIVERGED (not retried, not fatal),
+    their cell's Optuna study holds them as failed, the report counts them, and resuming the finished study
+    trains nothing again."""
     import ray
 
     study = smoke(
         "search.axes.real_fraction=[0.0]",
-        "search.space={train.lr: {choice: [3.0e-3, 1.0e+30]}}",  # Adam steps of 1e30 overflow every activation
+        "search.space={train.lr: {choice: [3.0e-3, 1.0e+30]}, train.loss: {choice: [mse, l1]}}",
         "search.max_epochs=2",
         "search.grace_period=2",
         "search.max_failures=2",  # retries are for transient failures; the same configuration diverges again
@@ -71,22 +79,55 @@ def test_a_diverging_trial_stops_the_study_at_its_first_failure(tmp_path: Path):
     attempts.mkdir()
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
-        with pytest.raises(SearchError) as caught:
-            run_study(study, tmp_path / "run", trainable=noting_attempts(attempts))
+        run_study(study, tmp_path / "run", trainable=noting_attempts(attempts))
         session = session_dir()
     finally:
         ray.shutdown()
+    trials = read_csv(tmp_path / "run" / "trials.csv")
+    diverged = [t for t in trials if t["status"] == "DIVERGED"]
+    finished = [t for t in trials if t["status"] == "TERMINATED"]
+    assert len(trials) == 4 and diverged and finished, trials
+    assert all(float(t["train.lr"]) == 1e30 and re.fullmatch(DIVERGED, t["reason"]) for t in diverged)
+    assert all(float(t["train.lr"]) == 3e-3 and t["epochs"] == "2" and not t["reason"] for t in finished)
+    assert all(t["epochs"] == "1" and t["stopped_early"] == "False" for t in diverged)
+    assert failures(session) == {}  # no trial failed in Tune's eyes: nothing retried
+    assert sorted(path.read_text() for path in attempts.iterdir()) == ["attempt\n"] * 4
+    (cell,) = read_csv(tmp_path / "run" / "summary.csv")
+    assert cell["diverged"] == str(len(diverged)) and cell["best_trial"] in {t["trial_id"] for t in finished}
+    report = (tmp_path / "run" / "summary.md").read_text()
+    assert f"4 trials (0 stopped early by ASHA, {len(diverged)} diverged, 0 errored)" in report
+    (optuna,) = saved_searchers(tmp_path / "run").values()
+    states = {trial.params["train.lr"]: trial.state.name for trial in ray_internals.optuna_study(optuna).trials}
+    assert states == {3e-3: "COMPLETE", 1e30: "FAIL"}
+
+    resumed = load_config(StudyConfig, tmp_path / "run" / "study.yaml")  # what --resume runs
+    run_study(resumed, tmp_path / "run", trainable=noting_attempts(attempts))
+    again = read_csv(tmp_path / "run" / "trials.csv")
+    assert sorted((t["trial_id"], t["status"]) for t in again) == sorted((t["trial_id"], t["status"]) for t in trials)
+    assert sorted(path.read_text() for path in attempts.iterdir()) == ["attempt\n"] * 4  # none drawn or run again
+
+
+@pytest.mark.slow
+def test_a_cell_whose_every_trial_diverged_fails_the_study_naming_the_cell(tmp_path: Path):
+    study = smoke(
+        "search.axes.real_fraction=[0.0]",
+        "search.space={train.lr: {loguniform: [1.0e+29, 1.0e+30]}}",
+        "search.trials=2",
+        "search.max_epochs=2",
+        f"data.cache_dir={tmp_path}",
+    )
+    with pytest.raises(SearchError) as caught:
+        run_study(study, tmp_path / "run")
     message = str(caught.value)
+    trials = sorted(path.name.rpartition("__")[2] for path in (tmp_path / "run" / "trials").glob("ours-tiny*"))
+    assert len(trials) == 2
+    reasons = ", ".join(f"trial {trial}: {DIVERGED}" for trial in trials)
     assert re.fullmatch(
-        r"trial \w+ on node [\d.]+ \(\w+\): diverged in epoch 1: train/loss became \w+; "
-        r"lower train.lr or set train.grad_clip",
+        rf"cell ours-tiny/n=48/r=0: no trial finished \({reasons}\)\. Narrow search.space \(e.g. a lower upper"
+        rf" bound for train.lr\) or set train.grad_clip, and run the study again; every trial so far is kept in"
+        r" .*/run/trials",
         message,
     ), message
-    diverged = message.split()[1]
-    assert (attempts / diverged).read_text() == "attempt\n"  # not retried
-    assert all(path.read_text() == "attempt\n" for path in attempts.iterdir())
-    assert failures(session) == {diverged: 1}
-    assert not (tmp_path / "run" / "trials.csv").exists()  # stopped: no report
 
 
 @pytest.mark.slow
