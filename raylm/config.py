@@ -233,6 +233,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class NodeType:
+    """One kind of node a cluster runs trials on or can start (a KubeRay worker group, a node pool): what each node
+    offers Ray and how many of them there can be. `search.node_types` names them where no `ray up` config does."""
+
+    cpu: float
+    gpu: float = 0.0
+    max_workers: int = 1  # the most nodes of this type at once (KubeRay: the worker group's maxReplicas)
+
+    def __post_init__(self) -> None:
+        if not self.cpu > 0 or not self.gpu >= 0 or self.max_workers < 1:
+            raise ValueError(
+                f"a node type needs cpu above 0, gpu 0 or more and max_workers at least 1, got cpu {self.cpu}, "
+                f"gpu {self.gpu}, max_workers {self.max_workers}"
+            )
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     mode: Literal["compare", "optimize"] = "compare"  # compare: a search per cell; optimize: one search, axes folded in
     axes: Axes = dataclasses.field(default_factory=Axes)
@@ -246,6 +263,12 @@ class SearchConfig:
     metric_mode: Literal["min", "max"] = "min"
     seed: int = 0  # seeds Optuna's TPE sampler
     resources: Resources = dataclasses.field(default_factory=Resources)
+    # The cluster's node types where no `ray up` config on the head lists them (KubeRay, a node pool scaling from
+    # zero): name -> {cpu, gpu, max_workers}. Empty: a `ray up` cluster's types, else the nodes up now.
+    node_types: dict[str, NodeType] = dataclasses.field(default_factory=dict)
+    # Seconds trials may wait for nodes with none running before the study ends saying why (raylm.search.pending);
+    # 0: wait for ever.
+    pending_timeout: float = 300.0
     concurrency: int = 0  # most trials at once; 0: as many as the resources allow
     storage_path: str = "results"  # a folder, an NFS path, s3://bucket/prefix or gs://bucket/prefix
     name: str = "study"
@@ -273,6 +296,10 @@ class SearchConfig:
         if self.keep_checkpoints < 1:
             raise ValueError(
                 f"search.keep_checkpoints must be at least 1 (the best is exported), got {self.keep_checkpoints}"
+            )
+        if not self.pending_timeout >= 0:
+            raise ValueError(
+                f"search.pending_timeout must be 0 (wait for ever) or more seconds, got {self.pending_timeout}"
             )
         if self.concurrency < 0:
             raise ValueError(

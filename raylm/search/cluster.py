@@ -4,6 +4,8 @@ On a cluster that `ray up` started, resources are counted over what the autoscal
 can grow the cluster to (its node types at their max workers, read from the
 bootstrap config `ray up` leaves on the head, as Tune itself does), not over the
 nodes up right now: GPU workers at `min_workers: 0` are no reason to refuse a GPU study.
+Any other cluster (KubeRay, a node pool) can state its node types in the study
+(`search.node_types`); without either, the nodes up now are all the study counts on.
 
 A Ray the study starts itself listens on 127.0.0.1 only (`start_local_ray`): nothing on
 the network can reach its GCS, raylet, object manager or workers, which run without auth.
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,12 +29,16 @@ import grpc
 import ray
 import yaml
 
-from raylm.config import StudyConfig
+from raylm.config import NodeType, StudyConfig
 from raylm.search import ray_internals
 from raylm.search.errors import SearchError
 
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 LOOPBACK = "127.0.0.1"
+CPU_TRIALS = (
+    "search.resources.gpu is unset and no node up now has a GPU, so trials run on CPUs; if GPU workers start from "
+    "zero nodes on this cluster (KubeRay, a node pool), list their node types in search.node_types"
+)
 CONNECT_DEADLINE_S = 10.0  # for a head to answer `--address`: a GCS answers in milliseconds, even across regions
 
 
@@ -55,15 +62,24 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
             ray.init(address=address, runtime_env=runtime_env)
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise SearchError(f"--address {address}: cannot reach a Ray cluster ({error})") from None
-    shapes = node_shapes()
+    shapes = node_shapes(study.search.node_types)
+    unset = study.search.resources.gpu is None
     study = resolve_gpus(study, max((shape.gpus for shape in shapes), default=0))
     wanted = study.search.resources
+    if unset and wanted.gpu == 0 and address is not None and autoscaler_config() is None:
+        print(CPU_TRIALS, file=sys.stderr, flush=True)  # a cluster it joined: its GPU workers may be at zero
     if not any(shape.cpus >= wanted.cpu and shape.gpus >= wanted.gpu for shape in shapes):
         largest = ", ".join(sorted({f"{shape.cpus:g} CPU + {shape.gpus:g} GPU" for shape in shapes}))
+        if autoscaler_config() is not None:
+            where, fix = "no node type of the cluster (its `ray up` config)", "add a node type that big"
+        elif study.search.node_types:
+            where, fix = "no node type in search.node_types", "add a node type that big to the cluster and to it"
+        else:
+            where = "no node up now"
+            fix = "where worker groups start from zero nodes (KubeRay, a node pool), list them in search.node_types"
         raise SearchError(
-            f"search.resources asks {wanted.cpu:g} CPU + {wanted.gpu:g} GPU per trial, but no node "
-            f"{'type ' if autoscaler_config() else ''}of the cluster has that much ({largest}): no trial could "
-            "ever start; lower search.resources.cpu/gpu or add a node type that big"
+            f"search.resources asks {wanted.cpu:g} CPU + {wanted.gpu:g} GPU per trial, but {where} has that much "
+            f"({largest}): no trial could ever start; lower search.resources.cpu/gpu, or {fix}"
         )
     return study
 
@@ -90,11 +106,15 @@ def loopback_nodes() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class NodeShape:
-    """Nodes of one size: `count` of them are up, or the autoscaler may start that many."""
+    """Nodes of one size: `count` of them are up, or the cluster may start that many."""
 
     cpus: float
     gpus: float
     count: int
+    name: str = ""  # the node type's, or the live node's address
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cpus:g} CPU + {self.gpus:g} GPU{f', up to {self.count}' if self.count > 1 else ''})"
 
     def slots(self, cpu: float, gpu: float) -> int:
         """Trials of `cpu` + `gpu` that all nodes of this shape hold at once."""
@@ -109,12 +129,20 @@ def autoscaler_config() -> Path | None:
     return path if path.is_file() else None
 
 
-def node_shapes() -> list[NodeShape]:
-    """The nodes the cluster has or can grow to: the autoscaler's node types at their max workers, else live nodes."""
+def node_shapes(declared: Mapping[str, NodeType] | None = None) -> list[NodeShape]:
+    """The nodes the cluster has or can grow to: a `ray up` autoscaler's node types at their max workers, else the
+    study's `declared` ones (`search.node_types`), else the live nodes."""
     path = autoscaler_config()
+    if path is None and declared:
+        return [NodeShape(type_.cpu, type_.gpu, type_.max_workers, name) for name, type_ in declared.items()]
     if path is None:
-        live = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-        return [NodeShape(r.get("CPU", 0.0), r.get("GPU", 0.0), 1) for r in live]
+        live = [node for node in ray.nodes() if node["Alive"]]
+        return [
+            NodeShape(
+                node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0), 1, node["NodeManagerAddress"]
+            )
+            for node in live
+        ]
     config = yaml.safe_load(path.read_text())
     cap = config.get("max_workers")
     shapes = []
@@ -122,8 +150,15 @@ def node_shapes() -> list[NodeShape]:
         resources = node_type.get("resources") or {}
         workers = node_type.get("max_workers", cap or 0)
         count = 1 if name == config.get("head_node_type") else min(workers, cap) if cap is not None else workers
-        shapes.append(NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), int(count)))
+        shapes.append(NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), int(count), name))
     return shapes
+
+
+def waiting_for(study: StudyConfig) -> str:
+    """What one trial of a connected `study` asks for and the node types (or nodes) that could hold it."""
+    wanted = study.search.resources
+    holding = [str(shape) for shape in node_shapes(study.search.node_types) if shape.slots(wanted.cpu, wanted.gpu)]
+    return f"each trial asks for {wanted.cpu:g} CPU + {wanted.gpu:g} GPU, which {', '.join(holding)} could hold"
 
 
 def trial_slots(study: StudyConfig) -> int:
@@ -132,7 +167,7 @@ def trial_slots(study: StudyConfig) -> int:
     Tune's concurrency limit: pending trials are what make the autoscaler add nodes.
     """
     wanted = study.search.resources
-    return max(1, sum(shape.slots(wanted.cpu, wanted.gpu) for shape in node_shapes()))
+    return max(1, sum(shape.slots(wanted.cpu, wanted.gpu) for shape in node_shapes(study.search.node_types)))
 
 
 def resolve_gpus(study: StudyConfig, cluster_gpus: float) -> StudyConfig:

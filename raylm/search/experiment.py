@@ -6,7 +6,8 @@ into one space with one searcher and one ASHA. Restoring the experiment keeps
 finished trials, resumes the rest from their checkpoints, and restores the searchers'
 and the schedulers' state, all from the last whole snapshot (`recovery`); a restore Tune cannot do
 stops the study instead of starting it over (`ending`). Every trial
-runs after its node's checks; an error retrying cannot fix ends the experiment (`fatal`).
+runs after its node's checks; an error retrying cannot fix ends the experiment (`fatal`), and
+so do trials that wait for nodes too long (`pending`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from ray.tune.search import Searcher
 from raylm.config import SearchConfig, StudyConfig
 from raylm.data.config import mix_counts
 from raylm.models import model_flops
-from raylm.search.cluster import trial_slots
+from raylm.search.cluster import trial_slots, waiting_for
 from raylm.search.divergence import HearsDivergence
-from raylm.search.ending import refusing_restart
+from raylm.search.ending import refusing_restart, resume_command
 from raylm.search.fatal import StopOnFatal, Trainable, checked
+from raylm.search.pending import PendingWatch
 from raylm.search.per_cell import AsConfigured, CellScheduler, CellSearcher, SchedulerState
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
@@ -148,6 +150,7 @@ def make_tuner(
                 WholeSnapshot(name),
                 RollBack(search.selection),
                 *([SchedulerState(scheduler)] if searching else []),
+                PendingWatch(search.pending_timeout, waiting_for(study), resume_command(storage)),
                 StopOnFatal(),  # last: the other callbacks have seen the step it ends
             ],
             # Files a trial writes in its working directory (TensorBoard events) reach storage with

@@ -9,6 +9,8 @@ private modules, attributes, folders, file names and log lines is here, with why
 - connecting (`cluster`, `nodes`, `storage`): the switch that keeps a node on loopback,
   the variable Ray hands a Job's driver, Ray's temporary folder, the GCS stub asked for
   the cluster id, where `ray up` leaves its config, Tune's storage marker;
+- saying why nodes did not come (`pending`): the autoscaler's status in the GCS's key-value
+  store (v1), its cluster status (v2), the event lines of its monitor's log;
 - carrying searchers' and schedulers' state (`per_cell`): their whole state is their
   `__dict__`, as their own save/restore pickle it;
 - logging a trial resumed by `--resume` to its own MLflow run again (`tagged_loggers`): the
@@ -105,6 +107,65 @@ def default_ssh_rules() -> list[dict[str, Any]]:
     from ray.autoscaler._private.aws.config import _create_default_ssh_inbound_rules
 
     return _create_default_ssh_inbound_rules()
+
+
+# --- The autoscaler's own reports: why nodes did not come ------------------------------------------------------------
+
+AUTOSCALING_STATUS = ray_constants.DEBUG_AUTOSCALING_STATUS  # internal KV (no namespace): the v1 monitor's JSON
+AUTOSCALING_ERROR = ray_constants.DEBUG_AUTOSCALING_ERROR  # internal KV: the v1 monitor's own crash, if any
+MONITOR_LOG = "logs/monitor.log"  # in the head's session folder: the v1 monitor's log
+EVENT_SUMMARY = ray_constants.LOG_PREFIX_EVENT_SUMMARY  # before each event line of the monitor's log
+LAUNCH_EVENTS = ("Failed to launch", "Error: No available node types can fulfill")  # autoscaler.py, node_launcher.py
+
+
+def autoscaler_failures() -> list[str]:
+    """The autoscaler's recent node-launch failures, each one line, as `ray status -v` and the monitor's log say
+    them; [] where it reports none, or no autoscaler runs. Read from the connected driver, on any node; the
+    monitor's log only where the driver runs on the head (`ray job submit`, `--address auto` there)."""
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    lines: list[str] = []
+    try:
+        if is_autoscaler_v2():
+            from ray.autoscaler.v2.sdk import get_cluster_status
+
+            status = get_cluster_status(ray.get_runtime_context().gcs_address)
+            lines += [f"{launch.ray_node_type_name}: {launch.details}" for launch in status.failed_launches]
+        else:
+            raw = _internal_kv_get(AUTOSCALING_STATUS)
+            lines += unavailable_node_types(json.loads(raw)) if raw else []
+        error = _internal_kv_get(AUTOSCALING_ERROR)
+        lines += [error.decode(errors="replace").strip().splitlines()[-1]] if error else []
+    except (ConnectionError, RuntimeError, ValueError, KeyError, TypeError):  # an answer it cannot read: skip it
+        pass
+    try:
+        return lines + launch_events((session_dir() / MONITOR_LOG).read_text(errors="replace"))
+    except (OSError, AttributeError):  # not the head node, or a Ray Client driver (no node of its own)
+        return lines
+
+
+def unavailable_node_types(status: dict[str, Any]) -> list[str]:
+    """Node types the v1 autoscaler last failed to launch, from its status JSON: "<type>: <category>: <description>"
+    (a cloud's error code and message, e.g. VcpuLimitExceeded, for a provider raising NodeLaunchException)."""
+    summary = (status.get("autoscaler_report") or {}).get("node_availability_summary") or {}
+    lines = []
+    for node_type, availability in sorted((summary.get("node_availabilities") or {}).items()):
+        information = availability.get("unavailable_node_information") or {}
+        if not availability.get("is_available", True):
+            lines.append(f"{node_type}: {information.get('category')}: {information.get('description')}")
+    return lines
+
+
+def launch_events(log: str, last: int = 3) -> list[str]:
+    """The monitor log's last `last` distinct launch events (failed launches, demands no node type can hold)."""
+    events: list[str] = []
+    for line in log.splitlines():
+        _, marker, event = line.partition(EVENT_SUMMARY)
+        event = event.strip()
+        if marker and event.startswith(LAUNCH_EVENTS):
+            events = [seen for seen in events if seen != event] + [event]
+    return events[-last:]
 
 
 # --- Tune's storage, staging folders and snapshot files -------------------------------------------------------------

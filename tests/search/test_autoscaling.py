@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -212,3 +213,35 @@ def test_a_node_the_autoscaler_adds_that_cannot_read_the_data_fails_its_check_be
         "data: pts:~/faces: folder not found" in message  # fmt: skip
     assert message.endswith("and set data.prepared")
     assert not [key for key in keys(on_the_head.bucket, "runs/data/trials/") if "checkpoint_" in key]
+
+
+def test_trials_no_node_type_can_launch_end_the_study_naming_the_demand_and_the_failure(
+    cluster: Cluster, tmp_path: Path
+):
+    """A driver off `ray up` (no bootstrap config in its home, as on KubeRay) whose study declares a node type the
+    cluster cannot start (4 GPUs): its trials wait, the autoscaler says why, and the study ends saying it too."""
+    home = tmp_path / "home"
+    home.mkdir()
+    timeout_s = 20
+    sets = [*SMALL, "search.resources={cpu: 4, gpu: 4}", "search.node_types={four_gpu_worker: {cpu: 4, gpu: 4}}"]
+    sets.append(f"search.pending_timeout={timeout_s}")
+    command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--address", cluster.address]
+    command += ["--storage-path", "s3://raylm/runs", "--name", "stuck"]
+    command += [arg for override in sets for arg in ("--set", override)]
+    started = time.monotonic()
+    # The issue's bound: the line comes within search.pending_timeout + 60 s, or the run is killed and this fails.
+    run = subprocess.run(command, env={**cluster.driver_env(), "HOME": str(home)}, capture_output=True, text=True,
+                         timeout=timeout_s + 60)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert run.returncode == 2, run.stderr[-4000:]
+    lines = run.stderr.rstrip().splitlines()
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:]  # one error line, the last
+    assert re.fullmatch(
+        rf"error: no trial has started for {timeout_s} s \(search.pending_timeout\): each trial asks for 4 CPU \+ "
+        r"4 GPU, which four_gpu_worker \(4 CPU \+ 4 GPU\) could hold; the autoscaler reports .*Error: No available "
+        r"node types can fulfill resource request \{[^}]*'GPU': 4\.0[^}]*\}\. Add suitable node types to this "
+        r"cluster to resolve this issue\. Fix the cause \(e\.g\. the cloud account's instance quota for that node "
+        r"type, or search\.resources\), then continue with: python -m raylm\.search --resume s3://raylm/runs/stuck",
+        lines[-1],
+    ), lines[-1]
+    print(f"stuck cluster: {elapsed:.1f} s from submission to the error line (pending_timeout {timeout_s} s)")

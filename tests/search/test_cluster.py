@@ -1,5 +1,5 @@
 """Connecting a study to Ray: its own Ray on loopback only, and resources on an autoscaling cluster (counted over
-what `ray up`'s autoscaler can add, not only the nodes up now)."""
+what `ray up`'s autoscaler can add, or the study's `search.node_types` elsewhere, not only the nodes up now)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,19 @@ from pathlib import Path
 import pytest
 import ray
 
-from raylm.config import StudyConfig, load_config
+from raylm.config import ConfigError, StudyConfig, load_config
 from raylm.search import SearchError, ray_internals, storage
-from raylm.search.cluster import CONNECT_DEADLINE_S, NodeShape, connect, node_shapes, ray_temp_dir, trial_slots
+from raylm.search.cluster import (
+    CONNECT_DEADLINE_S,
+    CPU_TRIALS,
+    NodeShape,
+    connect,
+    node_shapes,
+    ray_temp_dir,
+    trial_slots,
+)
+from raylm.search.experiment import wrap
+from raylm.search.trainable import train_trial
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,8 +58,60 @@ def test_a_gpu_study_starts_while_the_gpu_workers_are_at_zero(on_a_head_node):
 
 
 def test_more_gpus_per_trial_than_any_node_type_has_fails_at_once(on_a_head_node):
-    with pytest.raises(SearchError, match=r"asks 1 CPU \+ 2 GPU per trial, but no node type of the cluster has that"):
+    with pytest.raises(
+        SearchError, match=r"asks 1 CPU \+ 2 GPU per trial, but no node type of the cluster \(its `ray up`"
+    ):
         connect(None, smoke("search.resources.gpu=2"))
+
+
+@pytest.fixture
+def off_ray_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A CPU-only Ray with no `ray up` config on it (as on KubeRay, before its GPU worker group scales up)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+GPU_WORKERS = "search.node_types={head: {cpu: 1}, gpu-workers: {cpu: 8, gpu: 1, max_workers: 3}}"
+
+
+def test_without_a_ray_up_config_the_studys_node_types_place_gpu_trials(off_ray_up):
+    study = connect(None, smoke(GPU_WORKERS, "search.resources.gpu=0.5"))
+    assert study.search.resources.gpu == 0.5 and trial_slots(study) == 6  # two trials per GPU, three workers
+    study = connect(None, smoke(GPU_WORKERS))  # gpu unset: the declared GPU type means GPU trials, not the CPU
+    assert study.search.resources.gpu == 1.0 and trial_slots(study) == 3
+    assert wrap(train_trial, study)._resources.required_resources == {"CPU": 1.0, "GPU": 1.0}
+
+
+def test_without_a_ray_up_config_or_node_types_a_gpu_study_is_refused_naming_node_types(off_ray_up):
+    with pytest.raises(SearchError) as caught:
+        connect(None, smoke("search.resources.gpu=0.5"))
+    assert str(caught.value) == (
+        "search.resources asks 1 CPU + 0.5 GPU per trial, but no node up now has that much (1 CPU + 0 GPU): no trial "
+        "could ever start; lower search.resources.cpu/gpu, or where worker groups start from zero nodes (KubeRay, a "
+        "node pool), list them in search.node_types"
+    )
+    with pytest.raises(SearchError, match=r"but no node type in search.node_types has that much \(1 CPU \+ 0 GPU, 8"):
+        connect(None, smoke(GPU_WORKERS, "search.resources.gpu=2"))
+
+
+def test_cpu_trials_on_a_joined_cluster_with_gpu_unset_are_said_with_the_fix(off_ray_up, capsys):
+    assert connect("auto", smoke()).search.resources.gpu == 0.0  # joined: its GPU workers may be at zero
+    assert capsys.readouterr().err == f"{CPU_TRIALS}\n"
+    connect(None, smoke())  # a Ray of its own: this machine, whose CPUs are what it asked for
+    connect("auto", smoke("search.resources.gpu=0"))  # CPU trials asked for
+    assert connect("auto", smoke(GPU_WORKERS)).search.resources.gpu == 1.0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "node_type, field",
+    [("{cpu: 0}", "cpu above 0"), ("{cpu: 4, gpu: -1}", "gpu 0 or more"), ("{cpu: 4, max_workers: 0}", "max_workers")],
+)
+def test_a_node_type_that_cannot_hold_anything_is_a_config_error(node_type, field):
+    with pytest.raises(ConfigError, match=rf"search.node_types.pool: a node type needs .*{field}"):
+        smoke(f"search.node_types={{pool: {node_type}}}")
 
 
 def test_slots_pack_each_node():

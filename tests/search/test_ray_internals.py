@@ -82,6 +82,42 @@ def test_the_gcs_stub_answers_unavailable_where_nothing_listens():
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_launch_failures_read_back_as_the_v1_autoscaler_records_them():
+    """The status JSON the monitor puts in the GCS's key-value store holds `asdict` of its availability tracker, which
+    records a provider's NodeLaunchException (AWS: its error code and message); a launch that worked clears it."""
+    import dataclasses
+    import time
+
+    from ray.autoscaler._private.node_provider_availability_tracker import NodeProviderAvailabilityTracker
+    from ray.autoscaler.node_launch_exception import NodeLaunchException
+
+    tracker = NodeProviderAvailabilityTracker()
+    quota = "You have requested more vCPU capacity than your current vCPU limit of 0 allows"
+    now = int(time.time())
+    tracker.update_node_availability("gpu-workers", now, NodeLaunchException("VcpuLimitExceeded", quota, None))
+    tracker.update_node_availability("cpu-workers", now, NodeLaunchException("InsufficientInstanceCapacity", "", None))
+    tracker.update_node_availability("cpu-workers", now + 1, None)  # launched after all
+    report = {"autoscaler_report": {"node_availability_summary": dataclasses.asdict(tracker.summary())}}
+    status = json.loads(json.dumps(report))  # as it travels
+    assert ray_internals.unavailable_node_types(status) == [f"gpu-workers: VcpuLimitExceeded: {quota}"]
+    assert ray_internals.unavailable_node_types({"load_metrics_report": {}}) == []  # no autoscaler report yet
+
+
+def test_launch_events_are_the_monitor_logs_event_lines_about_launches():
+    prefix = f"2026-12-07 05:00:00,000\tINFO monitor.py:440 -- {ray_constants.LOG_PREFIX_EVENT_SUMMARY}"
+    infeasible = "Error: No available node types can fulfill resource request {'CPU': 1.0, 'GPU': 1.0}."
+    log = "\n".join(
+        [
+            f"{prefix}Adding 1 node(s) of type gpu.",
+            f"{prefix}Failed to launch 1 node(s) of type gpu.",
+            "Traceback (most recent call last):",
+            f"{prefix}{infeasible}",
+            f"{prefix}Failed to launch 1 node(s) of type gpu.",
+        ]
+    )
+    assert ray_internals.launch_events(log) == [infeasible, "Failed to launch 1 node(s) of type gpu."]
+
+
 def test_the_cluster_launchers_offline_validation_names_a_misspelt_key():
     config = yaml.safe_load((REPO / "cluster.yaml").read_text())
     ray_internals.validate_cluster_config(config)

@@ -10,6 +10,7 @@ import pytest
 
 from raylm.config import StudyConfig, load_config
 from raylm.search import run_study
+from tests.search.fake_cuda import FAKE_CUDA, placement_recording
 from tests.search.smoke import read_csv, smoke
 
 
@@ -78,3 +79,35 @@ def test_a_bf16_study_finds_models_as_good_as_the_fp32_one(tmp_path: Path):
         assert load_config(StudyConfig, tmp_path / precision / "study.yaml").train.precision == precision
         best[precision] = min(float(t["val/nme"]) for t in trials)
     assert best["bf16"] == pytest.approx(best["fp32"], rel=0.1)
+
+
+@pytest.mark.slow
+def test_fractional_gpus_place_each_trial_on_one_gpu_four_to_a_gpu_with_its_share_reaching_fit(tmp_path: Path):
+    """Two fake GPUs, a quarter of one per trial: every trial sees exactly one GPU id (and CUDA_VISIBLE_DEVICES of
+    it), no GPU holds more than four trials at once, and fit's device share is 0.25."""
+    import ray
+
+    placed = tmp_path / "placed"
+    placed.mkdir()
+    study = smoke(
+        "search.axes.real_fraction=[0.0]", "search.trials=8", "search.max_epochs=1", "search.grace_period=1",
+        "search.resources={cpu: 0.25, gpu: 0.25}", "train.device=cpu", f"data.cache_dir={tmp_path}",
+    )  # fmt: skip
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
+             runtime_env={"env_vars": {FAKE_CUDA: "1"}})  # fmt: skip
+    try:
+        run_study(study, tmp_path / "run", trainable=placement_recording(placed))
+    finally:
+        ray.shutdown()
+    trials = read_csv(tmp_path / "run" / "trials.csv")
+    assert len(trials) == 8 and all(t["status"] == "TERMINATED" for t in trials)
+    records = {path.stem: json.loads(path.read_text()) for path in placed.iterdir()}
+    assert set(records) == {t["trial_id"] for t in trials}
+    for record in records.values():
+        (gpu,) = record["gpu_ids"]
+        assert record["visible"] == gpu and record["share"] == 0.25
+    # At no moment does a GPU hold more than four trials' fits (the most at once is at some fit's start).
+    for gpu in {record["gpu_ids"][0] for record in records.values()}:
+        fits = [record["fit"] for record in records.values() if record["gpu_ids"] == [gpu]]
+        most = max(sum(start <= moment < end for start, end in fits) for moment, _ in fits)
+        assert most <= 4, (gpu, fits)
