@@ -74,12 +74,14 @@ def connect(address: str | None, study: StudyConfig) -> StudyConfig:
             where, fix = "no node type of the cluster (its `ray up` config)", "add a node type that big"
         elif study.search.node_types:
             where, fix = "no node type in search.node_types", "add a node type that big to the cluster and to it"
+        elif address is None:  # this machine
+            where, fix = "no node up now", ""
         else:
             where = "no node up now"
             fix = "where worker groups start from zero nodes (KubeRay, a node pool), list them in search.node_types"
         raise SearchError(
             f"search.resources asks {wanted.cpu:g} CPU + {wanted.gpu:g} GPU per trial, but {where} has that much "
-            f"({largest}): no trial could ever start; lower search.resources.cpu/gpu, or {fix}"
+            f"({largest}): no trial could ever start; lower search.resources.cpu/gpu{f', or {fix}' if fix else ''}"
         )
     return study
 

@@ -48,7 +48,9 @@ def smoke(*overrides: str) -> StudyConfig:
 
 def test_node_shapes_are_the_node_types_at_their_max_workers(on_a_head_node):
     # cluster.yaml: an m6i.2xlarge head (no CPU for trials, no GPU) and up to 4 g5.2xlarge workers (8 CPU, 1 GPU each)
-    assert sorted(node_shapes(), key=lambda shape: shape.gpus) == [NodeShape(0, 0, 1), NodeShape(8, 1, 4)]
+    shapes = sorted(node_shapes(), key=lambda shape: shape.gpus)
+    assert shapes == [NodeShape(0, 0, 1, "head"), NodeShape(8, 1, 4, "gpu_worker")]
+    assert str(shapes[1]) == "gpu_worker (8 CPU + 1 GPU, up to 4)"
 
 
 def test_a_gpu_study_starts_while_the_gpu_workers_are_at_zero(on_a_head_node):
@@ -86,12 +88,15 @@ def test_without_a_ray_up_config_the_studys_node_types_place_gpu_trials(off_ray_
 
 def test_without_a_ray_up_config_or_node_types_a_gpu_study_is_refused_naming_node_types(off_ray_up):
     with pytest.raises(SearchError) as caught:
-        connect(None, smoke("search.resources.gpu=0.5"))
+        connect("auto", smoke("search.resources.gpu=0.5"))  # joined, as a driver on a KubeRay head
     assert str(caught.value) == (
         "search.resources asks 1 CPU + 0.5 GPU per trial, but no node up now has that much (1 CPU + 0 GPU): no trial "
         "could ever start; lower search.resources.cpu/gpu, or where worker groups start from zero nodes (KubeRay, a "
         "node pool), list them in search.node_types"
     )
+    with pytest.raises(SearchError) as caught:
+        connect(None, smoke("search.resources.gpu=0.5"))  # this machine: it has no worker groups
+    assert str(caught.value).endswith("(1 CPU + 0 GPU): no trial could ever start; lower search.resources.cpu/gpu")
     with pytest.raises(SearchError, match=r"but no node type in search.node_types has that much \(1 CPU \+ 0 GPU, 8"):
         connect(None, smoke(GPU_WORKERS, "search.resources.gpu=2"))
 

@@ -239,7 +239,7 @@ def test_the_model_card_names_the_selection_the_test_nme_with_its_interval_and_a
 
 @pytest.mark.slow
 def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path: Path):
-    with pytest.raises(SearchError, match=r"asks 1 CPU \+ 1 GPU per trial, but no node of the cluster has that much"):
+    with pytest.raises(SearchError, match=r"asks 1 CPU \+ 1 GPU per trial, but no node up now has that much \(2 CPU"):
         run_study(smoke("search.resources.gpu=1"), tmp_path / "run")
     assert not (tmp_path / "run" / "trials").exists()
 
