@@ -20,6 +20,7 @@ from raylm.search.divergence import diverged_result
 from raylm.search.space import trial_config
 from raylm.selection import SCORE
 from raylm.train import board_report, build_run, fit
+from raylm.train.hardware import release_cached_memory
 from raylm.train.loop import Diverged
 
 
@@ -40,6 +41,7 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     """
     config = trial_config(study, params)
     node_id = ray.get_runtime_context().get_node_id()
+    release_cached_memory()  # a reused process: the previous trial's run is garbage now, its device memory too
 
     def report(epoch: int, metrics: dict[str, float], checkpoint_dir: Path) -> None:
         # Tune's own `timestamp` is whole seconds; `reported_at` times short trials well enough to compare.

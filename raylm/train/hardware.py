@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -127,6 +128,22 @@ def build_problem(capability: tuple[int, int], arch_list: list[str], name: str) 
         "only; run the study on newer GPUs (another node type or instance type), or install a torch build for "
         f"sm_{major}{minor}"
     )
+
+
+def hold_to_share(hardware: Hardware) -> None:
+    """Cap this process's CUDA allocations at its share of the device (a fractional Ray GPU: 0.5 beside another
+    trial), so a trial that outgrows its share fails alone with an out-of-memory error instead of its neighbour.
+    Set at every run, so a reused trial process takes the new trial's share; a no-op off CUDA."""
+    if hardware.device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(hardware.share, hardware.device)
+
+
+def release_cached_memory() -> None:
+    """Free what an ended run left: its objects (cycles included) and, on CUDA, the blocks torch's allocator keeps
+    cached, so the next trial in a reused process starts from an empty device."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def grad_scaler(hardware: Hardware) -> torch.amp.GradScaler:

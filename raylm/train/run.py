@@ -28,7 +28,7 @@ from raylm.errors import RaylmError
 from raylm.models import create_model
 from raylm.train.checkpoint import TrainingState, load_checkpoint
 from raylm.train.feed import Batches, Feed, batches, choose_feed, device_memory, faces_bytes
-from raylm.train.hardware import Hardware, choose_hardware, grad_scaler
+from raylm.train.hardware import Hardware, choose_hardware, grad_scaler, hold_to_share
 from raylm.train.loaders import LandmarkDataset, mean_shape
 from raylm.train.losses import build_loss
 from raylm.train.optim import build_optimizer, build_schedule
@@ -106,6 +106,7 @@ def build_run(
     train_config = config.train
     augment = config.data.augment
     hardware = choose_hardware(train_config, gpu_share)  # before preparing data: a missing device fails fast
+    hold_to_share(hardware)
     data = data or prepare_data(config.data)
     held_out = {"val": data.split.val, "val_real": data.split.val_real}
     held_out = {name: part for name, part in held_out.items() if part is not None}

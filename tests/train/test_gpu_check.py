@@ -3,12 +3,14 @@ for its compute capability, the precision's arithmetic, `train.precision: auto` 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from raylm.config import ConfigError, TrainConfig
 from raylm.search import nodes
-from raylm.train.hardware import build_problem, choose_hardware
+from raylm.train.hardware import Hardware, build_problem, choose_hardware, hold_to_share
 
 BUILD = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]  # the pinned torch's (CUDA 13 wheel)
 
@@ -103,3 +105,15 @@ def test_a_step_that_fails_is_one_line_with_the_fix(monkeypatch):
         "a fp16 convolution and matrix product failed on Tesla P100: CUDA error: no kernel image is available for "
         "execution on the device; run the study on other GPUs (another node type), or set train.precision to fp32"
     )
+
+
+def test_a_run_on_cuda_is_held_to_its_share_of_the_device(monkeypatch):
+    capped = []
+    monkeypatch.setattr(
+        torch.cuda, "set_per_process_memory_fraction", lambda share, device: capped.append((share, device))
+    )
+    half = Hardware(torch.device("cuda", 0), torch.bfloat16, True, 4, share=0.5)
+    hold_to_share(half)
+    hold_to_share(dataclasses.replace(half, share=1.0))  # the next trial in the process: a whole GPU again
+    hold_to_share(dataclasses.replace(half, device=torch.device("cpu")))
+    assert capped == [(0.5, torch.device("cuda", 0)), (1.0, torch.device("cuda", 0))]
