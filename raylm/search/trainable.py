@@ -34,10 +34,10 @@ def train_trial(params: dict[str, Any], study: StudyConfig) -> None:
     """Train one trial; its TensorBoard events (unless search.loggers leaves tensorboard out) go to the trial's
     working directory.
 
-    A trial whose loss or validation NME turns non-finite ends with a last result saying so (`divergence`): the
-    search learns from it and goes on. Tune uploads that directory to the trial's folder in storage (local, NFS or a
+    Tune uploads that directory to the trial's folder in storage (local, NFS or a
     bucket) with every checkpoint, when the trial stops, and before its process is
-    reused for the next trial.
+    reused for the next trial. A trial whose loss or validation NME turns non-finite
+    ends with a last result saying so (`divergence`): the search learns from it and goes on.
     """
     config = trial_config(study, params)
     node_id = ray.get_runtime_context().get_node_id()
