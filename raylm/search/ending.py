@@ -32,6 +32,7 @@ from raylm.config import StudyConfig
 from raylm.errors import RaylmError
 from raylm.fs import filesystem, list_files
 from raylm.search import ray_internals
+from raylm.search.divergence import has_diverged
 from raylm.search.errors import SearchError
 from raylm.search.recovery import trial_folders
 from raylm.search.results import error_reason, trial_id_of
@@ -67,9 +68,17 @@ def quota(study: StudyConfig) -> dict[str, int]:
 
 
 def unfinished(grid: tune.ResultGrid) -> list[str]:
-    """The trials Tune neither finished (`done`: by ASHA or their epoch budget) nor failed: stopped by a signal,
-    or never started."""
-    return [trial_id_of(result) for result in grid if result.error is None and not result.metrics.get("done")]
+    """The trials Tune neither finished (`done`: by ASHA or their epoch budget) nor failed, and that did not
+    diverge: stopped by a signal, or never started.
+
+    A diverged trial's last result is final by itself (its trainable returns right after it); Tune adds `done`
+    only once it has handled that return, which a snapshot taken in between does not hold.
+    """
+    return [
+        trial_id_of(result)
+        for result in grid
+        if result.error is None and not result.metrics.get("done") and not has_diverged(result.metrics)
+    ]
 
 
 def shortfall(grid: tune.ResultGrid, wanted: dict[str, int]) -> dict[str, int]:

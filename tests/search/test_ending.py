@@ -66,6 +66,14 @@ def test_trials_stopped_by_a_signal_or_never_started_make_the_study_interrupted(
     assert caught.value.resume_line == "python -m raylm.search --resume '/runs/x y'"
 
 
+def test_a_diverged_trial_is_finished_even_in_a_snapshot_taken_before_tune_marked_it_done():
+    diverged = result(B, "b2", 1, False)
+    diverged.metrics["diverged"] = "diverged in epoch 1: train/loss became nan; lower train.lr or set train.grad_clip"
+    check_not_interrupted(Grid([*COMPLETE[:3], diverged]), {A: 2, B: 2}, "/runs/x", [])
+    with pytest.raises(Interrupted, match="1 of 4 trials unfinished"):  # the same trial before it diverged
+        check_not_interrupted(Grid([*COMPLETE[:3], result(B, "b2", 1, False)]), {A: 2, B: 2}, "/runs/x", [])
+
+
 def test_a_cell_short_of_its_quota_is_interrupted_and_sigterm_exits_143():
     with pytest.raises(Interrupted) as caught:
         check_not_interrupted(Grid(COMPLETE[:3]), {A: 2, B: 2}, "/runs/x", [signal.SIGTERM])
