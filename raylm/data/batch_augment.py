@@ -7,7 +7,8 @@ are drawn per face, with the distributions `augment.build_transform` gives
 albumentations (`draw`), from a seeded CPU `torch.Generator`: the same seed gives the
 same parameters on any device, every choice (flip or not, which faces to composite,
 which background) is made on the CPU, and a batch's per-face values reach the device
-in one copy, so a GPU is never made to report back and never waited on. Pixel noise
+in one copy from pinned memory that does not wait (`upload`, as every host tensor the
+device path sends), so a GPU is never made to report back and never waited on. Pixel noise
 (Gaussian noise, procedural backgrounds) comes from a generator on the faces' device.
 
 Geometry is one matrix per face: flip, scale and shift (`A.Affine`), rotation
@@ -157,10 +158,18 @@ def geometry(draws: Draws, prepared_size: int) -> torch.Tensor:
     return crop @ rotate @ affine @ flip
 
 
+def upload(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device` without waiting for it: on CUDA, copied from pinned memory with `non_blocking`,
+    queued behind the work already on the stream (a copy from pageable memory would wait for all of it)."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
 def _on(device: torch.device, **values: torch.Tensor) -> dict[str, torch.Tensor]:
     """Small per-face CPU tensors as float32 on `device`, in one copy (one transfer per batch, not one per value)."""
     flat = torch.cat([value.reshape(len(value), -1).to(torch.float32) for value in values.values()], dim=1)
-    flat = flat.to(device)
+    flat = upload(flat, device)
     widths = [value[0].numel() for value in values.values()]
     parts = torch.split(flat, widths, dim=1)
     return {name: part.reshape(value.shape) for (name, value), part in zip(values.items(), parts, strict=True)}
@@ -173,7 +182,7 @@ def warp(images: torch.Tensor, inverse: torch.Tensor, size: int) -> torch.Tensor
     ys, xs = torch.meshgrid(axis, axis, indexing="ij")
     grid = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)
     source = grid @ inverse.transpose(1, 2)  # (B, size*size, 2) in source pixels
-    scale = torch.tensor([2 / (width - 1), 2 / (height - 1)], device=images.device)
+    scale = upload(torch.tensor([2 / (width - 1), 2 / (height - 1)]), images.device)
     normalised = (source * scale - 1).reshape(n, size, size, 2)
     return F.grid_sample(images, normalised, mode="bilinear", padding_mode="zeros", align_corners=True)
 
@@ -182,7 +191,7 @@ def move_points(points: torch.Tensor, matrices: torch.Tensor, flip: torch.Tensor
     """(B, P, 2) landmarks through (B, 2, 3) maps, relabelled (iBUG left <-> right) where `flip` (B,) is set."""
     moved = points @ matrices[:, :, :2].transpose(1, 2) + matrices[:, None, :, 2]
     if any_flip:
-        order = torch.as_tensor(flip_permutation(points.shape[1]), device=points.device)
+        order = upload(torch.as_tensor(flip_permutation(points.shape[1])), points.device)
         moved = torch.where(flip[:, None, None] > 0, moved[:, order], moved)
     return moved
 
@@ -190,7 +199,7 @@ def move_points(points: torch.Tensor, matrices: torch.Tensor, flip: torch.Tensor
 def _grey(images: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:
         return images
-    weights = torch.tensor(GREY, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    weights = upload(torch.tensor(GREY, dtype=images.dtype), images.device).view(1, 3, 1, 1)
     return (images * weights).sum(1, keepdim=True)
 
 
@@ -256,9 +265,10 @@ def gamma(images: torch.Tensor, exponents: torch.Tensor) -> torch.Tensor:
 def composite(images: torch.Tensor, masks: torch.Tensor, draws: Draws, generator: torch.Generator) -> torch.Tensor:
     """Faces `draws.composite` picks, pasted by their masks (B, 1, S, S) uint8 onto new procedural backgrounds."""
     chosen = draws.composite.nonzero().flatten()  # on the CPU: the device is never asked
-    index = chosen.to(images.device)
+    index = upload(chosen, images.device)
     size = images.shape[-1]
-    background = procedural_backgrounds(len(chosen), size, generator, draws.background[chosen], draws.shapes[chosen])
+    choices, shapes = draws.background[chosen], draws.shapes[chosen]
+    background = procedural_backgrounds(len(chosen), size, generator, choices, shapes, images.device)
     if images.shape[1] == 1:
         background = _grey(background)
     spread = FEATHER_SIGMA[1] - FEATHER_SIGMA[0]
@@ -289,11 +299,10 @@ def _muted(n: int, generator: torch.Generator, device: torch.device) -> torch.Te
 
 
 def procedural_backgrounds(
-    n: int, size: int, generator: torch.Generator, choices: torch.Tensor, shapes: torch.Tensor
+    n: int, size: int, generator: torch.Generator, choices: torch.Tensor, shapes: torch.Tensor, device: torch.device
 ) -> torch.Tensor:
-    """(n, 3, size, size) RGB backgrounds in [0, 1] on `generator`'s device, with grain: per `choices` (`Draws`),
-    a gradient, smooth noise or blurred clutter each."""
-    device = generator.device
+    """(n, 3, size, size) RGB backgrounds in [0, 1] on `device` (drawn by `generator`, on it too), with grain: per
+    `choices` (`Draws`), a gradient, smooth noise or blurred clutter each."""
     kind, cells = choices[:, 0], choices[:, 1]
     on_device = _on(device, kind=kind, shape_kinds=choices[:, 2:], shapes=shapes)
     axis = torch.linspace(-0.5, 0.5, size, device=device)
@@ -308,7 +317,7 @@ def procedural_backgrounds(
     tint = 12 / 255 * _rand(n, generator, device)
     textured = _muted(n, generator, device)[:, :, None, None].expand(n, 3, size, size).clone()
     for count in cells.unique().tolist():  # on the CPU
-        rows = (cells == count).nonzero().flatten().to(device)
+        rows = upload((cells == count).nonzero().flatten(), device)
         grid = torch.randn((len(rows), 4, count, count), generator=generator, device=device)
         smooth = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)
         textured[rows] += light[rows, None, None, None] * smooth[:, :1] + tint[rows, None, None, None] * smooth[:, 1:]
@@ -322,8 +331,9 @@ def procedural_backgrounds(
 
 
 def _clutter(size: int, generator: torch.Generator, kinds: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """Rectangles, disks and bars (`kinds` (n, SHAPES), the first `count` of them) over a muted colour, blurred."""
-    n, device = len(kinds), generator.device
+    """Rectangles, disks and bars (`kinds` (n, SHAPES) on the device, the first `count` of them) over a muted
+    colour, blurred."""
+    n, device = len(kinds), kinds.device
     base = _muted(n, generator, device)
     pictures = base[:, :, None, None].expand(n, 3, size, size).clone()
     axis = torch.arange(size, device=device, dtype=torch.float32)
@@ -363,8 +373,8 @@ def augment_batch(
     and the landmarks in input-crop pixels. `masks` (B, 1, S, S) uint8, 255 on the
     person, are what compositing pastes the faces `draws.composite` picks by.
     `generator` (on the faces' device) draws pixel noise. Per-face values reach the
-    device in one copy and every choice is made on the CPU, so the device is never
-    waited on.
+    device in one non-blocking copy and every choice is made on the CPU, so the device
+    is never waited on.
     """
     matrices = geometry(draws, images.shape[-1])
     per_face = _on(

@@ -31,12 +31,12 @@ import torch.nn as nn
 from raylm.config import ConfigError
 from raylm.coords import to_normalised
 from raylm.data.augment import AugmentConfig
-from raylm.data.batch_augment import augment_batch, draw
+from raylm.data.batch_augment import augment_batch, draw, upload
 from raylm.data.composite import PROCEDURAL
 from raylm.data.crop import centre_start
 from raylm.data.record import N_POINTS
 from raylm.data.splits import Part
-from raylm.train.hardware import Hardware, to_device
+from raylm.train.hardware import Hardware, generator_on, to_device
 from raylm.train.loaders import SAMPLE_STREAM, SHUFFLE_STREAM, LandmarkDataset, make_loader, sample_seed, set_epoch
 
 Feed = Literal["device", "loader"]
@@ -97,11 +97,11 @@ class DeviceBatches:
         # Passes over the faces, each in a new order, cut at the epoch's length (as torch's RandomSampler draws).
         order = torch.cat([torch.randperm(count, generator=shuffle) for _ in range(-(-self.drawn // count))])
         order = order[: self.drawn]
-        pixels = torch.Generator(self.images.device).manual_seed(sample_seed(self.seed, self.epoch, 0, SAMPLE_STREAM))
+        pixels = generator_on(self.images.device, sample_seed(self.seed, self.epoch, 0, SAMPLE_STREAM))
         for first in range(0, len(self) * self.batch_size, self.batch_size):
             chosen = order[first : first + self.batch_size]
             draws = draw(self.config, len(chosen), self.images.shape[-1], shuffle)
-            rows, masks = chosen.to(self.images.device), None
+            rows, masks = upload(chosen, self.images.device), None
             if self.masks is not None:  # only faces with a mask are composited
                 draws, masks = replace(draws, composite=draws.composite & self.masked[chosen]), self.masks[rows]
             faces, points = augment_batch(self.images[rows], self.points[rows], self.config, draws, pixels, masks)

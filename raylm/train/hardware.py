@@ -157,6 +157,11 @@ def autocast(hardware: Hardware) -> torch.autocast:
     return torch.autocast(hardware.device.type, dtype=hardware.amp_dtype or torch.float32, enabled=enabled)
 
 
+def generator_on(device: torch.device, seed: int) -> torch.Generator:
+    """A random generator on `device`, seeded: what draws pixel noise where the faces are."""
+    return torch.Generator(device).manual_seed(seed)
+
+
 def to_device(images: torch.Tensor, hardware: Hardware) -> torch.Tensor:
     images = images.to(hardware.device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if hardware.channels_last else images

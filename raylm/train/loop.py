@@ -7,6 +7,7 @@ both add `raylm.train.board.board_report` for TensorBoard. No Ray here.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -54,16 +55,16 @@ def train_one_epoch(
     """One pass over the training batches; returns `train/loss` (mean over samples).
 
     One step for every precision: autocast (a no-op in fp32) and the gradient
-    scaler (a pass-through unless fp16). Raises Diverged, naming `epoch` (counted
-    from 1), on a non-finite batch loss, before it reaches the weights.
+    scaler (a pass-through unless fp16). A step never waits for the device: the
+    loss is summed where it is computed and read once, at the epoch's end, so a
+    non-finite batch loss (which makes the sum non-finite) raises Diverged, naming
+    `epoch` (counted from 1), then; the epoch's weights are never checkpointed.
     """
     state.model.train()
     total, count = torch.zeros((), device=hardware.device), 0
     for images, targets in batches:
         with autocast(hardware):
             loss = loss_fn(state.model(images).float(), targets)
-        if not torch.isfinite(loss):
-            raise Diverged(epoch, "train/loss", loss.item())
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         if grad_clip:
@@ -74,7 +75,10 @@ def train_one_epoch(
         state.schedule.step()
         total += loss.detach() * len(images)
         count += len(images)
-    return {"train/loss": total.item() / max(count, 1)}
+    mean = total.item() / max(count, 1)
+    if not math.isfinite(mean):
+        raise Diverged(epoch, "train/loss", mean)
+    return {"train/loss": mean}
 
 
 def validate(
