@@ -240,12 +240,13 @@ class NodeType:
     cpu: float
     gpu: float = 0.0
     max_workers: int = 1  # the most nodes of this type at once (KubeRay: the worker group's maxReplicas)
+    gpu_memory: float = 0.0  # GiB of one of its GPUs (nvidia-smi: MiB / 1024), for the memory budget; 0: unknown
 
     def __post_init__(self) -> None:
-        if not self.cpu > 0 or not self.gpu >= 0 or self.max_workers < 1:
+        if not self.cpu > 0 or not self.gpu >= 0 or self.max_workers < 1 or not self.gpu_memory >= 0:
             raise ValueError(
-                f"a node type needs cpu above 0, gpu 0 or more and max_workers at least 1, got cpu {self.cpu}, "
-                f"gpu {self.gpu}, max_workers {self.max_workers}"
+                f"a node type needs cpu above 0, gpu 0 or more, max_workers at least 1 and gpu_memory 0 or more, got "
+                f"cpu {self.cpu}, gpu {self.gpu}, max_workers {self.max_workers}, gpu_memory {self.gpu_memory}"
             )
 
 

@@ -30,7 +30,7 @@ import ray
 import yaml
 
 from raylm.config import NodeType, StudyConfig
-from raylm.search import ray_internals
+from raylm.search import gpu_memory, ray_internals
 from raylm.search.errors import SearchError
 
 WORKER_ENV = {"NO_ALBUMENTATIONS_UPDATE": "1", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
@@ -114,6 +114,7 @@ class NodeShape:
     gpus: float
     count: int
     name: str = ""  # the node type's, or the live node's address
+    gpu_memory: float = 0.0  # GiB of one of its GPUs; 0: unknown (raylm.search.gpu_memory)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.cpus:g} CPU + {self.gpus:g} GPU{f', up to {self.count}' if self.count > 1 else ''})"
@@ -136,12 +137,19 @@ def node_shapes(declared: Mapping[str, NodeType] | None = None) -> list[NodeShap
     study's `declared` ones (`search.node_types`), else the live nodes."""
     path = autoscaler_config()
     if path is None and declared:
-        return [NodeShape(type_.cpu, type_.gpu, type_.max_workers, name) for name, type_ in declared.items()]
+        return [
+            NodeShape(type_.cpu, type_.gpu, type_.max_workers, name, type_.gpu_memory)
+            for name, type_ in declared.items()
+        ]
     if path is None:
         live = [node for node in ray.nodes() if node["Alive"]]
         return [
             NodeShape(
-                node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0), 1, node["NodeManagerAddress"]
+                node["Resources"].get("CPU", 0.0),
+                node["Resources"].get("GPU", 0.0),
+                1,
+                node["NodeManagerAddress"],
+                gpu_memory.of_resources(node["Resources"]),
             )
             for node in live
         ]
@@ -152,7 +160,8 @@ def node_shapes(declared: Mapping[str, NodeType] | None = None) -> list[NodeShap
         resources = node_type.get("resources") or {}
         workers = node_type.get("max_workers", cap or 0)
         count = 1 if name == config.get("head_node_type") else min(workers, cap) if cap is not None else workers
-        shapes.append(NodeShape(float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), int(count), name))
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        shapes.append(NodeShape(cpus, gpus, int(count), name, gpu_memory.of_node_type(node_type)))
     return shapes
 
 

@@ -10,6 +10,7 @@ they play no part in selection.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,8 @@ from raylm.data.pipeline import anchored, check_data
 from raylm.report import write_report
 from raylm.search import storage
 from raylm.search.best import best_cell, best_trials
-from raylm.search.cluster import connect
+from raylm.search.budget import check_budget
+from raylm.search.cluster import connect, node_shapes
 from raylm.search.divergence import check_every_cell_has_a_trial
 from raylm.search.ending import check_folders_known, check_no_errors, check_not_interrupted, quota, sigterm_stops_tune
 from raylm.search.errors import SearchError
@@ -65,6 +67,8 @@ def run_study(
     owns_ray = not ray.is_initialized()
     try:
         study = connect(address, study)
+        for line in check_budget(study, node_shapes(study.search.node_types)):
+            print(line, file=sys.stderr, flush=True)
         location = storage.outliving(location)
         local_dir = Path(tempfile.mkdtemp(prefix="raylm-run-")) if storage.is_uri(location) else Path(location)
         if not (owns_ray and address is None):  # a Ray of this study's own is this machine: checked above

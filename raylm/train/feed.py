@@ -13,20 +13,18 @@ and (B, 2 * points) normalised landmarks. Every random choice is a pure function
   processes, no per-face Python.
 - `LoaderBatches`: albumentations one face at a time in DataLoader workers
   (`raylm.train.loaders`). A run takes it only for what the device path cannot do,
-  and says so: a training set larger than its share of the device's memory, or
-  compositing onto a folder of background images.
+  and says so: faces that do not fit beside training in its share of the device's
+  memory (`raylm.train.memory`), or compositing onto a folder of background images.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from raylm.config import ConfigError
 from raylm.coords import to_normalised
@@ -38,10 +36,9 @@ from raylm.data.record import N_POINTS
 from raylm.data.splits import Part
 from raylm.train.hardware import Hardware, generator_on, to_device
 from raylm.train.loaders import SAMPLE_STREAM, SHUFFLE_STREAM, LandmarkDataset, make_loader, sample_seed, set_epoch
+from raylm.train.memory import Estimate, size
 
 Feed = Literal["device", "loader"]
-DEVICE_HEADROOM = 0.5  # of a run's share of device memory, what faces and model states may take; the rest: activations
-MODEL_STATE_COPIES = 4  # weights, gradients and Adam's two moments
 
 
 class Batches(Protocol):
@@ -197,48 +194,50 @@ def device_memory(hardware: Hardware) -> int | None:
 def choose_feed(
     requested: Literal["auto", "device", "loader"],
     config: AugmentConfig,
-    data_bytes: int,
-    model: nn.Module,
+    need: Estimate | None,
     hardware: Hardware,
     memory: int | None,
+    what: str = "this run",
 ) -> tuple[Feed, str]:
     """The executor a run uses and, when it is not the one asked for (auto: device), why: one line for the log.
 
-    With `memory` (the GPU's, `device_memory`) the faces and the model's training states
-    must fit in half of the run's share of it (`hardware.share`, from
-    `search.resources.gpu`); the other half is for activations. When the model's
-    states alone exceed the share, no executor helps: a ConfigError names the share
-    and the sizes.
+    With `memory` (the GPU's, `device_memory`; None on the CPU) the run's estimated peak (`need`,
+    `raylm.train.memory.estimate` with the faces the device path would hold) must fit
+    its share of it (`hardware.share`, from `search.resources.gpu`); when only its
+    faces do not, they come through loader workers. When even the loader path's peak
+    exceeds the share, no executor helps: a ConfigError names `what` runs (a search
+    cell and its worst case), the estimate, the share and the fixes.
     """
+    if need is not None and memory is not None:
+        check_fits(need, hardware.share, memory, f"{hardware.device}", what)
     if requested == "loader":
         return "loader", ""
     if config.composite and config.backgrounds != PROCEDURAL:
         why = f"compositing onto images from {config.backgrounds} runs on the loader path"
         return _refuse(requested, why)
-    if memory is None:
+    if need is None or memory is None or need.total <= hardware.share * memory:
         return "device", ""
-    share = hardware.share * memory
-    states = MODEL_STATE_COPIES * sum(p.numel() * p.element_size() for p in model.parameters())
-    where = f"this trial's share of {hardware.device} ({_size(share)}, {hardware.share:g} of {_size(memory)})"
-    if states > share:
-        raise ConfigError(
-            f"the model's weights, gradients and optimizer states take {_size(states)}, more than {where}: "
-            "raise search.resources.gpu or choose a smaller model"
-        )
-    if data_bytes + states > DEVICE_HEADROOM * share:
-        why = (
-            f"the training and validation faces ({_size(data_bytes)}) and model states ({_size(states)}) exceed "
-            f"half of {where}, so faces come through loader workers"
-        )
-        return _refuse(requested, why)
-    return "device", ""
+    why = (
+        f"the training and validation faces ({size(need.faces)}) do not fit beside training "
+        f"({size(need.without_faces)}) in this trial's share of {hardware.device} "
+        f"({size(hardware.share * memory)}, {hardware.share:g} of {size(memory)}), so faces come through loader workers"
+    )
+    return _refuse(requested, why)
+
+
+def check_fits(need: Estimate, share: float, memory: float, device: str, what: str) -> None:
+    """A ConfigError unless `what` fits `share` of `device`'s `memory` bytes on the loader path (faces on the host)."""
+    budget = share * memory
+    if need.without_faces <= budget:
+        return
+    raise ConfigError(
+        f"{what} needs about {size(need.without_faces)} of GPU memory ({need.parts(faces=False)}), more than a "
+        f"trial's share of {device} ({size(budget)}: {share:g} of {size(memory)}); lower train.batch_size (or its "
+        "largest value in search.space), raise search.resources.gpu, or train on GPUs with more memory"
+    )
 
 
 def _refuse(requested: str, why: str) -> tuple[Feed, str]:
     if requested == "device":
         raise ConfigError(f"train.feed is 'device' but {why}; set train.feed to auto or loader")
     return "loader", why
-
-
-def _size(size: float) -> str:
-    return f"{size / 2**30:.2f} GiB" if size >= 2**27 else f"{math.ceil(size / 2**20)} MiB"

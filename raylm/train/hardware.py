@@ -22,6 +22,11 @@ class Hardware:
     workers: int  # the loader path's processes
     share: float = 1.0  # the fraction of the device's memory this run may use (a fractional Ray GPU)
 
+    @property
+    def precision(self) -> str:
+        """The precision it trains in: fp32, bf16 or fp16."""
+        return next(name for name, dtype in PRECISIONS.items() if dtype == self.amp_dtype)
+
 
 def check_device(config: TrainConfig, cuda_devices: int | None = None) -> None:
     """Fail fast, with a one-line ConfigError, when `train.device` names a device this machine lacks.

@@ -31,6 +31,7 @@ from raylm.train.feed import Batches, Feed, batches, choose_feed, device_memory,
 from raylm.train.hardware import Hardware, choose_hardware, grad_scaler, hold_to_share
 from raylm.train.loaders import LandmarkDataset, mean_shape
 from raylm.train.losses import build_loss
+from raylm.train.memory import combination, estimate
 from raylm.train.optim import build_optimizer, build_schedule
 
 
@@ -122,7 +123,10 @@ def build_run(
     )
     model = model.to(hardware.device, memory_format=torch.channels_last if hardware.channels_last else None)
     on_device = faces_bytes(data.split.train, augment, True) + faces_bytes(held_out.values(), augment, False)
-    feed, why = choose_feed(train_config.feed, augment, on_device, model, hardware, device_memory(hardware))
+    memory = device_memory(hardware)
+    need = None if memory is None else estimate(config, hardware.precision, on_device, points=len(baseline))
+    what = combination(config, hardware.precision)
+    feed, why = choose_feed(train_config.feed, augment, need, hardware, memory, what)
     if why:
         print(f"raylm: {why}", flush=True)
     train_batches = training_batches(feed, phase, augment, hardware)

@@ -49,7 +49,7 @@ def smoke(*overrides: str) -> StudyConfig:
 def test_node_shapes_are_the_node_types_at_their_max_workers(on_a_head_node):
     # cluster.yaml: an m6i.2xlarge head (no CPU for trials, no GPU) and up to 4 g5.2xlarge workers (8 CPU, 1 GPU each)
     shapes = sorted(node_shapes(), key=lambda shape: shape.gpus)
-    assert shapes == [NodeShape(0, 0, 1, "head"), NodeShape(8, 1, 4, "gpu_worker")]
+    assert shapes == [NodeShape(0, 0, 1, "head"), NodeShape(8, 1, 4, "gpu_worker", gpu_memory=22.5)]  # an A10G
     assert str(shapes[1]) == "gpu_worker (8 CPU + 1 GPU, up to 4)"
 
 

@@ -1,17 +1,20 @@
-"""Which executor feeds a run: the device path unless its faces do not fit its share of the GPU."""
+"""Which executor feeds a run: the device path unless its faces do not fit its share of the GPU beside training."""
 
 import pytest
 import torch
-import torch.nn as nn
 
 from raylm.config import ConfigError
 from raylm.data.augment import AugmentConfig
 from raylm.train.feed import choose_feed
 from raylm.train.hardware import Hardware
+from raylm.train.memory import Estimate
 
-GIB = 2**30
-MODEL = nn.Linear(1000, 1000)  # 1,001,000 float32 parameters: 4 states of about 15 MiB
-STATES = 4 * 1_001_000 * 4
+GIB, MIB = 2**30, 2**20
+
+
+def need(faces: int, training: int = 3 * GIB) -> Estimate:
+    """A run whose peak is `training` bytes on the loader path (1 GiB of it the CUDA context) plus `faces`."""
+    return Estimate(16 * MIB, 16 * MIB, 32 * MIB, training - 2 * GIB - 64 * MIB, 0, GIB, faces, GIB)
 
 
 def quarter_gpu(share: float = 0.25) -> Hardware:
@@ -20,37 +23,38 @@ def quarter_gpu(share: float = 0.25) -> Hardware:
 
 def test_the_cpu_and_a_gpu_with_room_take_the_device_path():
     cpu = Hardware(torch.device("cpu"), None, False, 0)
-    assert choose_feed("auto", AugmentConfig(), 50 * GIB, MODEL, cpu, memory=None) == ("device", "")
-    assert choose_feed("auto", AugmentConfig(), GIB, MODEL, quarter_gpu(), memory=16 * GIB) == ("device", "")
-    assert choose_feed("loader", AugmentConfig(), GIB, MODEL, quarter_gpu(), memory=16 * GIB) == ("loader", "")
+    assert choose_feed("auto", AugmentConfig(), None, cpu, memory=None) == ("device", "")
+    assert choose_feed("auto", AugmentConfig(), need(GIB), quarter_gpu(), memory=16 * GIB) == ("device", "")
+    assert choose_feed("loader", AugmentConfig(), need(GIB), quarter_gpu(), memory=16 * GIB) == ("loader", "")
 
 
-def test_faces_beyond_half_of_a_trials_share_fall_back_to_the_loader_saying_why():
-    # A quarter of a 16 GiB GPU is 4 GiB; faces and states may take half of it.
-    feed, why = choose_feed("auto", AugmentConfig(), 2 * GIB, MODEL, quarter_gpu(), memory=16 * GIB)
+def test_faces_that_do_not_fit_beside_training_fall_back_to_the_loader_saying_why():
+    # A quarter of a 16 GiB GPU is 4 GiB; training takes 3, so 1 GiB of faces fits and a byte more does not.
+    assert choose_feed("auto", AugmentConfig(), need(GIB), quarter_gpu(), memory=16 * GIB)[0] == "device"
+    feed, why = choose_feed("auto", AugmentConfig(), need(GIB + 1), quarter_gpu(), memory=16 * GIB)
     assert feed == "loader"
     assert why == (
-        "the training and validation faces (2.00 GiB) and model states (16 MiB) exceed half of this trial's share "
+        "the training and validation faces (1.00 GiB) do not fit beside training (3.00 GiB) in this trial's share "
         "of cuda (4.00 GiB, 0.25 of 16.00 GiB), so faces come through loader workers"
     )
-    just_fits = 2 * GIB - STATES
-    assert choose_feed("auto", AugmentConfig(), just_fits, MODEL, quarter_gpu(), memory=16 * GIB)[0] == "device"
     with pytest.raises(ConfigError, match="^train.feed is 'device' but the training and validation faces"):
-        choose_feed("device", AugmentConfig(), 2 * GIB, MODEL, quarter_gpu(), memory=16 * GIB)
+        choose_feed("device", AugmentConfig(), need(2 * GIB), quarter_gpu(), memory=16 * GIB)
 
 
-def test_a_model_larger_than_the_share_is_an_error_naming_the_fraction_and_sizes():
+def test_training_beyond_the_share_is_an_error_naming_the_run_the_estimate_and_the_fixes():
     with pytest.raises(ConfigError) as caught:
-        choose_feed("auto", AugmentConfig(), 0, MODEL, quarter_gpu(0.001), memory=8 * GIB)
+        choose_feed("loader", AugmentConfig(), need(0, 5 * GIB), quarter_gpu(), 16 * GIB, "ours at batch 512")
     assert str(caught.value) == (
-        "the model's weights, gradients and optimizer states take 16 MiB, more than this trial's share of cuda "
-        "(9 MiB, 0.001 of 8.00 GiB): raise search.resources.gpu or choose a smaller model"
+        "ours at batch 512 needs about 5.00 GiB of GPU memory (weights 16 MiB, gradients 16 MiB, optimizer 32 MiB, "
+        "activations 2.94 GiB, batch 0 MiB, workspace 1.00 GiB, context 1.00 GiB), more than a trial's share "
+        "of cuda (4.00 GiB: 0.25 of 16.00 GiB); lower train.batch_size (or its largest value in search.space), "
+        "raise search.resources.gpu, or train on GPUs with more memory"
     )
 
 
 def test_background_images_are_composited_on_the_loader_path():
     config = AugmentConfig(composite=0.5, backgrounds="/data/backgrounds")
-    feed, why = choose_feed("auto", config, 0, MODEL, quarter_gpu(), memory=16 * GIB)
+    feed, why = choose_feed("auto", config, need(0), quarter_gpu(), memory=16 * GIB)
     assert (feed, why) == ("loader", "compositing onto images from /data/backgrounds runs on the loader path")
     with pytest.raises(ConfigError, match="set train.feed to auto or loader$"):
-        choose_feed("device", config, 0, MODEL, quarter_gpu(), memory=16 * GIB)
+        choose_feed("device", config, need(0), quarter_gpu(), memory=16 * GIB)

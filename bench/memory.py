@@ -1,0 +1,131 @@
+"""Benchmark: raylm's memory estimate against what one real training step allocates.
+
+Prints one JSON line. For each model and batch size, in a process of its own (so no
+other allocation blurs it): a training step's peak memory, measured, beside
+`raylm.train.memory.estimate`'s `step` part (saved activations, batch, backward
+workspace) for the same run; ratio = estimate / measured (goal: within 0.75-1.25).
+
+Measured on the CPU in fp32 as the growth of the process's peak resident memory
+(VmHWM, reset through /proc/self/clear_refs) over its resident memory before the
+step: the second step of `train_one_epoch`'s recipe (forward, zero_grad, backward,
+Adam), so the weights, the previous step's gradients and Adam's moments already
+exist and the growth is what the step itself allocates. glibc is told to map every
+allocation of 64 KiB or more on its own (MALLOC_MMAP_THRESHOLD_) and trimmed before
+the step, so freed memory is returned rather than reused unseen. This is independent
+of the estimate: the kernel counts the pages the step touched, while the estimate
+sums the tensors autograd saves in a forward pass on the meta device, where nothing
+is computed or allocated.
+
+With CUDA (`--device cuda`) the measurement is `torch.cuda.max_memory_allocated`
+over the memory allocated before the step, in the precision the estimate assumes.
+
+    python -m bench.memory [--device cpu] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+from raylm.config import RunConfig, with_values
+from raylm.models import create_model
+from raylm.train.memory import estimate
+
+MODELS = ("ours-tiny", "timm:resnet18", "timm:mobilenetv2_100")
+BATCHES = (8, 32)
+INPUT = 96
+ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
+
+
+def run_config(model: str, batch: int) -> RunConfig:
+    values = {"model.name": model, "train.batch_size": batch, "data.augment.input_size": INPUT, "data.crop.channels": 1}
+    return with_values(RunConfig(), values)
+
+
+def resident(field: str) -> int:
+    """Bytes of this process's `field` (VmRSS, VmHWM) in /proc/self/status."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def measure_step(model_name: str, batch: int, device: str) -> int:
+    """Bytes one training step allocates beyond what is held before it (the second step, as in a run)."""
+    torch.manual_seed(0)
+    model = create_model(model_name, in_channels=1, num_points=68).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images = torch.randn(batch, 1, INPUT, INPUT, device=device)
+    targets = torch.rand(batch, 136, device=device) - 0.5
+    amp = device == "cuda"
+
+    def step() -> None:
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=amp):
+            loss = torch.nn.functional.mse_loss(model(images).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM to VmRSS
+    before = resident("VmRSS")
+    step()
+    return resident("VmHWM") - before
+
+
+def compare(model: str, batch: int, device: str) -> dict:
+    """One model and batch, measured in a fresh process, beside its estimate."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.memory", "--measure", model, str(batch), "--device", device],
+        env={**os.environ, **ALLOCATOR},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured = int(done.stdout.strip().splitlines()[-1])
+    config = run_config(model, batch)
+    precision = "bf16" if device == "cuda" else "fp32"
+    step = estimate(config, precision, faces=0).step
+    return {
+        "model": model,
+        "batch": batch,
+        "estimate_mib": round(step / 2**20, 1),
+        "measured_mib": round(measured / 2**20, 1),
+        "ratio": round(step / measured, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--tiny", action="store_true", help="one model, one batch size (the tests' run)")
+    parser.add_argument("--measure", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:  # the child process: one measurement, printed alone
+        print(measure_step(args.measure[0], int(args.measure[1]), args.device))
+        return
+    models, batches = (MODELS[:1], BATCHES[:1]) if args.tiny else (MODELS, BATCHES)
+    rows = [compare(model, batch, args.device) for model in models for batch in batches]
+    ratios = [row["ratio"] for row in rows]
+    summary = {"name": "memory", "device": args.device, "input_size": INPUT, "min_ratio": min(ratios)}
+    print(json.dumps({**summary, "max_ratio": max(ratios), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
