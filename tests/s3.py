@@ -75,7 +75,8 @@ def keys(client, prefix: str, bucket: str = "raylm") -> list[str]:
 
 class OnPut:
     """WSGI middleware for moto: runs `action` (once) at the `nth` PUT of a key matching `pattern`, before moto
-    stores it, and answers that PUT with an error. What a test does at an exact moment of a client's uploads."""
+    stores it, and answers that PUT with an error. What a test does at an exact moment of a client's uploads.
+    Every request is recorded in `requests` as (method, key, query string): what a test counts."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -83,6 +84,7 @@ class OnPut:
         self.armed: tuple[str, int, Callable[[], None]] | None = None
         self.seen = 0
         self.fired = threading.Event()
+        self.requests: list[tuple[str, str, str]] = []
 
     def arm(self, pattern: str, nth: int, action: Callable[[], None]) -> None:
         with self.lock:
@@ -93,6 +95,7 @@ class OnPut:
         key = environ.get("PATH_INFO", "").lstrip("/").partition("/")[2]  # path-style: /<bucket>/<key>
         fire = None
         with self.lock:
+            self.requests.append((environ["REQUEST_METHOD"], key, environ.get("QUERY_STRING", "")))
             if self.armed and environ["REQUEST_METHOD"] == "PUT" and fnmatch.fnmatch(key, self.armed[0]):
                 self.seen += 1
                 if self.seen == self.armed[1]:

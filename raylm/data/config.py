@@ -93,6 +93,9 @@ class DataConfig:
     # Near-duplicate photos, a group a line (a face named by its path in its dataset's folder, no extension): a face
     # grouped with a test or selection face is used nowhere else (raylm.data.splits). Path or bucket URI.
     groups: str | None = None
+    # Written by a study's driver, not by hand: spec -> the digest of the index it read (raylm.data.indexes), so
+    # every trial on a node reads the index the first one saved instead of listing the dataset again.
+    indexes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Checked where the file is read: a negative size would slice from the end of a shuffled

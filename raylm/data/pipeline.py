@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from raylm.data.cache import PreparedSet, prepare, remote_holds, slug
 from raylm.data.config import DataConfig
+from raylm.data.indexes import digest, read_index, save_index, saved_index
 from raylm.data.record import DataError, Face, FaceSet
 from raylm.data.spec import absolute_spec, open_dataset
 from raylm.data.splits import Groups, Part, Split, make_split, read_groups
@@ -57,8 +58,9 @@ def anchored(config: DataConfig, base: Path) -> DataConfig:
 
 
 def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
-    """Index, split and prepare (cached, or fetched from `config.prepared`) the datasets named by `config`."""
-    split, sources = _split(config, _indexer(config.prepared))
+    """Index (or read the node's saved index, `data.indexes`), split and prepare (cached, or fetched from
+    `config.prepared`) the datasets named by `config`."""
+    split, sources = _split(config, _indexer(config.prepared, config.cache_dir, config.indexes))
     prepared = {
         id(source): prepare(
             source,
@@ -75,17 +77,23 @@ def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
     return PreparedData(rebased, {faces.spec: faces.skipped for faces in prepared.values() if faces.skipped})
 
 
-def check_data(*configs: DataConfig) -> None:
-    """Fail fast (DataError) on a bad spec, a missing or empty dataset, or a split that cannot fit.
+def check_data(*configs: DataConfig) -> dict[str, str]:
+    """Fail fast (DataError) on a bad spec, a missing or empty dataset, or a split that cannot fit; return each
+    dataset's index digest by its spec (what `data.indexes` holds), each index saved in this node's cache.
 
     Only indexes the datasets (no image is decoded; each dataset once), so a study
     can check every cell on every node before any trial starts; skipped bad samples
     can still shrink a dataset later. With `data.prepared`, a dataset whose faces are
     not all prepared there must be readable itself.
     """
-    indexers: dict[str | None, Callable[[str], FaceSet]] = {}
+    indexers: dict[tuple[str | None, str], Callable[[str], FaceSet]] = {}
+    digests: dict[str, str] = {}
     for config in configs:
-        split, sources = _split(config, indexers.setdefault(config.prepared, _indexer(config.prepared)))
+        key = (config.prepared, config.cache_dir)
+        index = indexers.setdefault(key, _indexer(config.prepared, config.cache_dir))
+        split, sources = _split(config, index)
+        written = [config.synthetic, *(spec for spec in (config.real, config.selection) if spec)]
+        digests.update({spec: digest(index(spec)) for spec in [*written, *config.tests.values()]})
         if config.augment.composite and "masks=true" not in sources[0].spec:
             raise DataError(
                 f"data.augment.composite={config.augment.composite} pastes faces onto new backgrounds by their "
@@ -93,6 +101,7 @@ def check_data(*configs: DataConfig) -> None:
             )
         if config.prepared is not None:
             _check_prepared(config, split, sources)
+    return digests
 
 
 def index_split(config: DataConfig) -> Split:
@@ -146,14 +155,26 @@ def index_name(spec: str) -> str:
     return f"{slug(spec)}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
 
 
-def _indexer(prepared: str | None) -> Callable[[str], FaceSet]:
-    """How to index a spec: from the prepared location when it has the spec's index, else the dataset itself."""
+def _indexer(
+    prepared: str | None, cache_dir: str | None = None, known: Mapping[str, str] | None = None
+) -> Callable[[str], FaceSet]:
+    """How to index a spec: from the prepared location when it has the spec's index, else from this node's cache
+    when it saved the index whose digest `known` gives (`raylm.data.indexes`), else the dataset itself (listed,
+    and its index saved in the node's cache)."""
+    node = Path(cache_dir).expanduser() if cache_dir else None
 
     @functools.cache
     def index(spec: str) -> FaceSet:
         location = join(prepared, "indexes", index_name(spec)) if prepared else None
         if location is None or not exists(location):
-            return open_dataset(spec)
+            key = (known or {}).get(spec)
+            saved = saved_index(node, spec, key) if node is not None and key else None
+            if saved is not None and saved.is_file():
+                return read_index(saved, functools.partial(_load_later, spec))
+            faces = open_dataset(spec)
+            if node is not None:
+                save_index(node, spec, faces)
+            return faces
         record = json.loads(read_text(location))
         ids, subsets = tuple(record["ids"]), tuple(record["subsets"])
         stamps = record.get("stamps", [""] * len(ids))  # none in an index exported before faces were stamped

@@ -61,7 +61,8 @@ def run_study(
     study = replace(study, data=anchored(study.data, Path.cwd()))  # trials run in their own folders
     check_space(study)
     study.test_plan()  # a study without test sets fails here, before Ray starts
-    check_data(*cell_data(study))
+    indexes = check_data(*cell_data(study))  # each dataset listed once here; trials read the index their node saved
+    study = replace(study, data=replace(study.data, indexes=indexes))
     storage.check_writable(location)
     check_trackers(study, location)
     owns_ray = not ray.is_initialized()
