@@ -17,9 +17,13 @@ sums the tensors autograd saves in a forward pass on the meta device, where noth
 is computed or allocated.
 
 With CUDA (`--device cuda`) the measurement is `torch.cuda.max_memory_allocated`
-over the memory allocated before the step, in the precision the estimate assumes.
+over the memory allocated before the step, in the precision the estimate assumes,
+and `--pair` adds two trials of the GPU study's largest combination (`ours`, batch 64,
+128 px grey, bf16: experiments/fake_it_gpu.yaml) training at once on the one GPU, each
+held to half of it as a `gpu: 0.5` trial is: each one's `torch.cuda.max_memory_reserved`
+against the estimate without its CUDA context (which torch's counters do not see).
 
-    python -m bench.memory [--device cpu] [--tiny]
+    python -m bench.memory [--device cpu] [--tiny] [--pair]
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from raylm.train.memory import estimate
 MODELS = ("ours-tiny", "timm:resnet18", "timm:mobilenetv2_100")
 BATCHES = (8, 32)
 INPUT = 96
+PAIR_INPUT = 128
 ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
 
 
@@ -89,6 +94,43 @@ def measure_step(model_name: str, batch: int, device: str) -> int:
     return resident("VmHWM") - before
 
 
+def measure_shared(model_name: str, batch: int, steps: int = 5) -> dict:
+    """Peak bytes torch reserved and allocated over `steps` bf16 training steps of `model_name` at `batch`, 128 px
+    grey, in a process held to half of the GPU (a `gpu: 0.5` trial)."""
+    torch.cuda.set_per_process_memory_fraction(0.5)
+    torch.manual_seed(0)
+    model = create_model(model_name, in_channels=1, num_points=68).cuda().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    images = torch.randn(batch, 1, PAIR_INPUT, PAIR_INPUT, device="cuda").to(memory_format=torch.channels_last)
+    targets = torch.rand(batch, 136, device="cuda") - 0.5
+    for _ in range(steps):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.mse_loss(model(images).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    torch.cuda.synchronize()
+    return {"reserved": torch.cuda.max_memory_reserved(), "allocated": torch.cuda.max_memory_allocated()}
+
+
+def pair(model: str, batch: int) -> dict:
+    """Two processes of `measure_shared` at once on the one GPU, beside the estimate of one."""
+    command = [sys.executable, "-m", "bench.memory", "--measure-shared", model, str(batch)]
+    children = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    peaks = [json.loads(child.communicate()[0].strip().splitlines()[-1]) for child in children]
+    config = with_values(run_config(model, batch), {"data.augment.input_size": PAIR_INPUT})
+    need = estimate(config, "bf16", faces=0)
+    counted = need.without_faces - need.context
+    return {
+        "model": model,
+        "batch": batch,
+        "estimate_gib": round(counted / 2**30, 2),
+        "reserved_gib": [round(peak["reserved"] / 2**30, 2) for peak in peaks],
+        "allocated_gib": [round(peak["allocated"] / 2**30, 2) for peak in peaks],
+        "ratio": round(counted / max(peak["reserved"] for peak in peaks), 3),
+    }
+
+
 def compare(model: str, batch: int, device: str) -> dict:
     """One model and batch, measured in a fresh process, beside its estimate."""
     done = subprocess.run(
@@ -115,16 +157,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--tiny", action="store_true", help="one model, one batch size (the tests' run)")
+    parser.add_argument("--pair", action="store_true", help="on CUDA: two trials of ours at batch 64 sharing the GPU")
     parser.add_argument("--measure", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure-shared", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:  # the child process: one measurement, printed alone
         print(measure_step(args.measure[0], int(args.measure[1]), args.device))
+        return
+    if args.measure_shared:
+        print(json.dumps(measure_shared(args.measure_shared[0], int(args.measure_shared[1]))))
         return
     models, batches = (MODELS[:1], BATCHES[:1]) if args.tiny else (MODELS, BATCHES)
     rows = [compare(model, batch, args.device) for model in models for batch in batches]
     ratios = [row["ratio"] for row in rows]
     summary = {"name": "memory", "device": args.device, "input_size": INPUT, "min_ratio": min(ratios)}
-    print(json.dumps({**summary, "max_ratio": max(ratios), "rows": rows}))
+    shared = pair("ours", 64) if args.pair and args.device == "cuda" else None
+    print(json.dumps({**summary, "max_ratio": max(ratios), "rows": rows, "pair": shared}))
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ GPU_CHANGES = {
     "train.channels_last": True,
     "search.space": {
         "train.lr": {"loguniform": [1e-4, 3e-3]},
-        "train.batch_size": {"choice": [32, 64, 128]},
+        "train.batch_size": {"choice": [32, 64]},
         "train.weight_decay": {"loguniform": [1e-6, 1e-3]},
         "train.loss": {"choice": ["mse", "wing"]},
     },
