@@ -59,12 +59,11 @@ def check_budget(study: StudyConfig, shapes: list[NodeShape]) -> list[str]:
     ]
     for cell in cells(study):
         config, need = worst_case(study, trial_config(study, cell.values()))
-        what = f"cell {cell.name} at its largest ({combination(config, precision_of(config))})"
-        check_fits(need, wanted.gpu, memory, f"{smallest.name}'s GPU", what)
+        largest = combination(config, precision_of(config))
+        check_fits(need, wanted.gpu, memory, f"{smallest.name}'s GPU", f"cell {cell.name} at its largest ({largest})")
         fits = need.total <= budget
         loader = "" if fits else "; its faces come through loader workers"
-        peak = need.total if fits else need.without_faces
-        lines.append(f"  {cell.name}: {size(peak)} ({combination(config, precision_of(config))}{loader})")
+        lines.append(f"  {cell.name}: {size(need.total if fits else need.without_faces)} ({largest}{loader})")
     return lines
 
 
