@@ -16,6 +16,15 @@ from raylm.search.study import StudyResult, run_study
 
 RUN_NAME = re.compile(r"[A-Za-z0-9_=-][A-Za-z0-9._=-]*")  # no "/", no "..", not empty
 DEFAULT_STUDY = Path(__file__).resolve().parents[2] / "experiments" / "default.yaml"
+# What a resumed study may change: how it runs, never what its trials train.
+RESUMABLE = (
+    "search.resources",
+    "search.concurrency",
+    "search.loggers",
+    "search.max_failures",
+    "search.pending_timeout",
+    "search.node_types",
+)
 
 
 def fetch_study_file(run_dir: str) -> Path:
@@ -28,6 +37,22 @@ def fetch_study_file(run_dir: str) -> Path:
     local = Path(tempfile.mkdtemp(prefix="raylm-resume-")) / "study.yaml"
     local.write_text(storage.read_text(location))
     return local
+
+
+def check_resume_overrides(study_file: Path, overrides: list[str], run_dir: str) -> None:
+    """Refuse a `--set` on `--resume` that would change what the study trains (its cells, space or runs): a study's
+    definition is fixed when it starts, so its trials stay comparable. Only how it runs may change
+    (`RESUMABLE`); an override that leaves the study as it was is accepted whatever its key."""
+    started = load_config(StudyConfig, study_file)
+    for override in overrides:
+        key = override.partition("=")[0].strip()
+        if key.startswith(RESUMABLE) or load_config(StudyConfig, study_file, [override]) == started:
+            continue
+        raise SearchError(
+            f"--resume {run_dir} --set {override}: {key} is part of the study's definition, fixed when it started "
+            f"(its study.yaml); a resume may change only {', '.join(RESUMABLE)}; to train with it, start a new run "
+            "(--config with the change, or --set without --resume)"
+        )
 
 
 def check_run_name(name: str, field: str) -> str:
@@ -60,7 +85,9 @@ def launch(
         if resume:
             run_dir = resume  # made absolute once connected to Ray, if a local folder will do there
             storage.check_location(run_dir, "--resume")
-            study = load_config(StudyConfig, fetch_study_file(run_dir), overrides)
+            study_file = fetch_study_file(run_dir)
+            check_resume_overrides(study_file, overrides, run_dir)
+            study = load_config(StudyConfig, study_file, overrides)
         else:
             study = load_config(StudyConfig, config or DEFAULT_STUDY, overrides)
             check_run_name(study.search.name, "search.name")

@@ -76,8 +76,9 @@ def run_study(
             resources = study.search.resources
             storage.check_nodes_see(location, resources.cpu, resources.gpu)
             storage.check_nodes_read(cell_data(study), resources.cpu, resources.gpu)
-        save_config(study, local_dir / "study.yaml")
-        storage.upload(local_dir, location)
+        if not storage.exists(storage.join(location, "study.yaml")):  # a resume never rewrites the definition
+            save_config(study, local_dir / "study.yaml")
+            storage.upload(local_dir, location)
         study = with_tracking_uri(study, local_dir)  # after study.yaml: it keeps the URI the user wrote, if any
         with sigterm_stops_tune() as signals:
             grid = run_experiment(study, trainable, location, tracker_dir=local_dir)

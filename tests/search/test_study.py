@@ -273,3 +273,32 @@ def test_missing_data_and_impossible_splits_fail_before_ray_starts(tmp_path: Pat
     with pytest.raises(DataError, match=r"data.train_size=500 .* needs 524 synthetic faces"):
         run_study(smoke("search.axes.train_size=[48, 500]"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.grad_clip=1.0", "train.grad_clip"),  # what every later trial would train with
+        ("search.axes.real_fraction=[0.0, 0.5]", "search.axes.real_fraction"),  # the cells
+        ("search.space.train.lr={loguniform: [1.0e-4, 1.0e-1]}", "search.space.train.lr"),  # the space
+    ],
+)
+def test_a_resume_cannot_change_what_the_study_trains_and_leaves_study_yaml_as_it_was(study_run, override, key, capsys):
+    from raylm.search.__main__ import main
+
+    before = (study_run / "study.yaml").read_bytes()
+    assert main(["--resume", str(study_run), "--set", override]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: --resume {study_run} --set {override}: {key} is part of the study's definition")
+    assert error.endswith("start a new run (--config with the change, or --set without --resume)")
+    assert (study_run / "study.yaml").read_bytes() == before
+
+
+def test_a_resume_may_change_how_the_study_runs_and_a_value_it_already_has(study_run):
+    from raylm.search.launch import check_resume_overrides
+
+    held = load_config(StudyConfig, study_run / "study.yaml")
+    for override in ("search.resources.cpu=1", "search.concurrency=1", "search.max_failures=5",
+                     "search.pending_timeout=0", "search.loggers=[tensorboard]",
+                     f"train.batch_size={held.train.batch_size}"):  # fmt: skip
+        check_resume_overrides(study_run / "study.yaml", [override], str(study_run))

@@ -170,7 +170,9 @@ def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_ru
         kill_tree(driver)
     assert not (run_dir / "summary.csv").exists()
 
+    definition = (run_dir / "study.yaml").read_bytes()
     run_study(load_config(StudyConfig, run_dir / "study.yaml"), run_dir)
+    assert (run_dir / "study.yaml").read_bytes() == definition  # a resume never rewrites it
     trials = read_csv(run_dir / "trials.csv")
     errors = [path.read_text()[-2000:] for path in run_dir.rglob(ray_internals.ERROR_FILE)]
     assert len(trials) == 8, errors
