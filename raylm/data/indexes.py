@@ -1,4 +1,4 @@
-"""A dataset's index (ids, subsets, file stamps), saved once on a node and reused by every later run there.
+"""A dataset's index (ids, subsets, file stamps): written beside prepared faces, and saved once on a node.
 
 Indexing a dataset lists its folder or bucket (about 300k objects for FaceSynthetics)
 or reads its JSON (FFHQ's is ~255 MB); a study's 432 trials would do that 432 times.
@@ -9,6 +9,7 @@ reads the index saved under that digest in its node's cache (`<cache_dir>/indexe
 written by the first run on the node that listed the dataset; only when there is
 none does it list the dataset, and saves what it found. A dataset that changed since
 the driver checked it has another digest, so it is listed again, never read stale.
+`python -m raylm.data prepare` writes the same records into a prepared location.
 """
 
 from __future__ import annotations
@@ -19,41 +20,46 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from raylm.data.cache import slug
 from raylm.data.record import Face, FaceSet
 
 
-def digest(faces: FaceSet) -> str:
-    """What identifies a dataset's index: its ids, subsets and every face's files' stamps."""
-    record = {"ids": faces.ids, "subsets": faces.subsets, "stamps": [faces.stamp(i) for i in range(len(faces))]}
-    return hashlib.sha256(json.dumps(record).encode()).hexdigest()
+def index_name(spec: str) -> str:
+    """The file naming a dataset's index, by the spec as a study file writes it."""
+    return f"{slug(spec)}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
+
+
+def index_record(faces: FaceSet) -> dict[str, Any]:
+    """What an index file holds: the normalised spec, ids, subsets and every face's files' stamps."""
+    stamps = [faces.stamp(i) for i in range(len(faces))]
+    return {"spec": faces.spec, "ids": faces.ids, "subsets": faces.subsets, "stamps": stamps}
+
+
+def index_of(record: dict[str, Any], loader: Callable[[tuple[str, ...]], Callable[[int], Face]]) -> FaceSet:
+    """An index record as a FaceSet whose faces are decoded by `loader(ids)` (which should open the dataset only
+    when a face must be decoded: its prepared faces are missing)."""
+    ids = tuple(record["ids"])
+    stamps = record.get("stamps", [""] * len(ids))  # none in an index exported before faces were stamped
+    return FaceSet(record["spec"], ids, tuple(record["subsets"]), loader(ids), stamps.__getitem__)
 
 
 def saved_index(cache_dir: Path, spec: str, key: str) -> Path:
     """Where a node keeps the index of `spec` (as a study file writes it) whose digest is `key`."""
-    name = f"{slug(spec)}-{hashlib.sha256(spec.encode()).hexdigest()[:12]}-{key[:16]}.json"
-    return cache_dir / "indexes" / name
+    return cache_dir / "indexes" / key[:16] / index_name(spec)
 
 
 def save_index(cache_dir: Path, spec: str, faces: FaceSet) -> str:
-    """Save `faces`' index on this node under its digest (written whole, then renamed: a reader never sees part
-    of one); returns the digest."""
-    key = digest(faces)
+    """Save `faces`' index on this node under its digest (of its ids, subsets and stamps; written whole, then
+    renamed: a reader never sees part of one); returns the digest."""
+    record = index_record(faces)
+    identity = {name: record[name] for name in ("ids", "subsets", "stamps")}
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
     path = saved_index(cache_dir, spec, key)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        stamps = [faces.stamp(i) for i in range(len(faces))]
-        record = {"spec": faces.spec, "ids": faces.ids, "subsets": faces.subsets, "stamps": stamps}
         with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as part:
             json.dump(record, part)
         os.replace(part.name, path)
     return key
-
-
-def read_index(path: Path, loader: Callable[[tuple[str, ...]], Callable[[int], Face]]) -> FaceSet:
-    """A saved index as a FaceSet whose faces are decoded by `loader(ids)` (which should open the dataset only
-    when a face must be decoded: its prepared faces are missing)."""
-    record = json.loads(path.read_text())
-    ids, stamps = tuple(record["ids"]), record["stamps"]
-    return FaceSet(record["spec"], ids, tuple(record["subsets"]), loader(ids), stamps.__getitem__)

@@ -13,17 +13,16 @@ the original dataset nor the time to decode it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from raylm.data.cache import PreparedSet, prepare, remote_holds, slug
+from raylm.data.cache import PreparedSet, prepare, remote_holds
 from raylm.data.config import DataConfig
-from raylm.data.indexes import digest, read_index, save_index, saved_index
+from raylm.data.indexes import index_name, index_of, index_record, save_index, saved_index
 from raylm.data.record import DataError, Face, FaceSet
 from raylm.data.spec import absolute_spec, open_dataset
 from raylm.data.splits import Groups, Part, Split, make_split, read_groups
@@ -60,7 +59,7 @@ def anchored(config: DataConfig, base: Path) -> DataConfig:
 def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
     """Index (or read the node's saved index, `data.indexes`), split and prepare (cached, or fetched from
     `config.prepared`) the datasets named by `config`."""
-    split, sources = _split(config, _indexer(config.prepared, config.cache_dir, config.indexes))
+    split, sources = _split(config, _indexer(config.prepared, config.cache_dir, dict(config.indexes)))
     prepared = {
         id(source): prepare(
             source,
@@ -78,8 +77,9 @@ def prepare_data(config: DataConfig, progress: bool = True) -> PreparedData:
 
 
 def check_data(*configs: DataConfig) -> dict[str, str]:
-    """Fail fast (DataError) on a bad spec, a missing or empty dataset, or a split that cannot fit; return each
-    dataset's index digest by its spec (what `data.indexes` holds), each index saved in this node's cache.
+    """Fail fast (DataError) on a bad spec, a missing or empty dataset, or a split that cannot fit; return the
+    digest of each dataset's index by its spec (what `data.indexes` holds; a dataset whose index comes from
+    `data.prepared` has none), each index saved in this node's cache.
 
     Only indexes the datasets (no image is decoded; each dataset once), so a study
     can check every cell on every node before any trial starts; skipped bad samples
@@ -87,13 +87,10 @@ def check_data(*configs: DataConfig) -> dict[str, str]:
     not all prepared there must be readable itself.
     """
     indexers: dict[tuple[str | None, str], Callable[[str], FaceSet]] = {}
-    digests: dict[str, str] = {}
+    digests: dict[str, str] = {}  # every indexer fills it with the index it saves (a prepared one needs none)
     for config in configs:
         key = (config.prepared, config.cache_dir)
-        index = indexers.setdefault(key, _indexer(config.prepared, config.cache_dir))
-        split, sources = _split(config, index)
-        written = [config.synthetic, *(spec for spec in (config.real, config.selection) if spec)]
-        digests.update({spec: digest(index(spec)) for spec in [*written, *config.tests.values()]})
+        split, sources = _split(config, indexers.setdefault(key, _indexer(config.prepared, config.cache_dir, digests)))
         if config.augment.composite and "masks=true" not in sources[0].spec:
             raise DataError(
                 f"data.augment.composite={config.augment.composite} pastes faces onto new backgrounds by their "
@@ -143,42 +140,32 @@ def export_prepared(configs: Sequence[DataConfig], to: str, progress: bool = Tru
         )
         assert faces.directory is not None
         upload(faces.directory, join(to, faces.directory.parent.name, faces.directory.name))
-        stamps = [source.stamp(i) for i in range(len(source))]
-        index = {"spec": source.spec, "ids": source.ids, "subsets": source.subsets, "stamps": stamps}
-        write_text(join(to, "indexes", index_name(spec)), json.dumps(index))
+        write_text(join(to, "indexes", index_name(spec)), json.dumps(index_record(source)))
         exported.append(faces)
     return exported
 
 
-def index_name(spec: str) -> str:
-    """The file naming a dataset's index in a prepared location, by the spec as a study file writes it."""
-    return f"{slug(spec)}-{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json"
-
-
 def _indexer(
-    prepared: str | None, cache_dir: str | None = None, known: Mapping[str, str] | None = None
+    prepared: str | None, cache_dir: str | None = None, digests: dict[str, str] | None = None
 ) -> Callable[[str], FaceSet]:
     """How to index a spec: from the prepared location when it has the spec's index, else from this node's cache
-    when it saved the index whose digest `known` gives (`raylm.data.indexes`), else the dataset itself (listed,
-    and its index saved in the node's cache)."""
+    when it saved the index whose digest `digests` gives (`raylm.data.indexes`), else the dataset itself (listed,
+    its index saved in the node's cache and its digest put in `digests`)."""
+    digests = {} if digests is None else digests
     node = Path(cache_dir).expanduser() if cache_dir else None
 
     @functools.cache
     def index(spec: str) -> FaceSet:
         location = join(prepared, "indexes", index_name(spec)) if prepared else None
         if location is None or not exists(location):
-            key = (known or {}).get(spec)
-            saved = saved_index(node, spec, key) if node is not None and key else None
+            saved = saved_index(node, spec, digests[spec]) if node is not None and spec in digests else None
             if saved is not None and saved.is_file():
-                return read_index(saved, functools.partial(_load_later, spec))
+                return index_of(json.loads(saved.read_text()), functools.partial(_load_later, spec))
             faces = open_dataset(spec)
             if node is not None:
-                save_index(node, spec, faces)
+                digests[spec] = save_index(node, spec, faces)
             return faces
-        record = json.loads(read_text(location))
-        ids, subsets = tuple(record["ids"]), tuple(record["subsets"])
-        stamps = record.get("stamps", [""] * len(ids))  # none in an index exported before faces were stamped
-        return FaceSet(record["spec"], ids, subsets, _load_later(spec, ids), stamps.__getitem__)
+        return index_of(json.loads(read_text(location)), functools.partial(_load_later, spec))
 
     return index
 

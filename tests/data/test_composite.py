@@ -160,8 +160,8 @@ class MaskedPrepared:
         return len(self.ids)
 
 
-def prepared(n: int, masks: bool) -> MaskedPrepared:
-    image, points, mask = masked_face(channels=1)
+def prepared(n: int, masks: bool, channels: int = 1) -> MaskedPrepared:
+    image, points, mask = masked_face(channels)
     return MaskedPrepared(
         "fake", np.stack([image] * n), np.stack([points] * n), np.stack([mask] * n) if masks else None,
         tuple(f"fake/{i}" for i in range(n)),

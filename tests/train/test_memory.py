@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from raylm.config import RunConfig, with_values
 from raylm.models import create_model
 from raylm.train.memory import CONTEXT_BYTES, combination, estimate, saved_activations
@@ -38,9 +40,7 @@ def test_saved_activations_are_measured_on_the_meta_device_and_cached():
     saved_activations.cache_clear()
     first = estimate(config(**{"data.augment.input_size": 96}), "fp32", 0)
     assert saved_activations.cache_info().misses == 1
-    assert estimate(config(**{"data.augment.input_size": 96}), "fp32", 5) == first.__class__(
-        **{**first.__dict__, "faces": 5}
-    )
+    assert estimate(config(**{"data.augment.input_size": 96}), "fp32", 5) == replace(first, faces=5)
     assert saved_activations.cache_info().hits == 1
     assert first.activations > 10 * first.batch  # a network keeps far more than its input
 

@@ -23,7 +23,7 @@ from raylm.train.hardware import Hardware, grad_scaler
 from raylm.train.loop import train_one_epoch
 from raylm.train.losses import build_loss
 from raylm.train.optim import build_optimizer
-from tests.data.test_composite import MaskedPrepared, masked_face
+from tests.data.test_composite import prepared
 from tests.train.syncs import FakeCuda, HostReads, on_cuda
 
 INPUT = 128
@@ -41,11 +41,7 @@ CONFIGS = {
 
 
 def faces(n: int, channels: int) -> Part:
-    image, points, mask = masked_face(channels)
-    prepared = MaskedPrepared(
-        "fake", np.stack([image] * n), np.stack([points] * n), np.stack([mask] * n), tuple(map(str, range(n)))
-    )
-    return Part(prepared, np.arange(n), "synthetic")
+    return Part(prepared(n, masks=True, channels=channels), np.arange(n), "synthetic")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
