@@ -93,10 +93,31 @@ def shortfall(grid: tune.ResultGrid, wanted: dict[str, int]) -> dict[str, int]:
 def check_not_interrupted(grid: tune.ResultGrid, wanted: dict[str, int], run_dir: str, noted: list[int]) -> None:
     """Raise `Interrupted` unless every trial is done or failed and every cell has its quota of trials; `noted`:
     the signals `sigterm_stops_tune` saw (none: Tune stopped for Ctrl-C, the only other way fit() ends early)."""
+    check_cells_match(grid, wanted, run_dir)
     stopped, never = unfinished(grid), max(0, sum(wanted.values()) - len(grid))
     if stopped or never or shortfall(grid, wanted):
         detail = f"{len(stopped)} of {len(grid)} trials unfinished, {never} more never created"
         raise Interrupted(run_dir, detail, noted[0] if noted else signal.SIGINT)
+
+
+def check_cells_match(grid: tune.ResultGrid, wanted: dict[str, int], run_dir: str) -> None:
+    """Refuse trials the study no longer describes (cells it lacks, more trials than a cell's quota): its study.yaml
+    was changed after it began. A resume cannot change it (raylm.search.launch); an edit by hand can."""
+    if ALL_CELLS in wanted:
+        have = {ALL_CELLS: sum(1 for result in grid if result.config)}
+    else:
+        have = Counter(cell_of(result.config).name for result in grid if result.config)
+    foreign = [
+        f"{cell} ({count} trials, not a cell of it)" for cell, count in sorted(have.items()) if cell not in wanted
+    ]
+    over = [f"{cell} ({count} trials, {wanted[cell]} wanted)" for cell, count in sorted(have.items())
+            if cell in wanted and count > wanted[cell]]  # fmt: skip
+    if foreign or over:
+        raise SearchError(
+            f"{run_dir}: its trials no longer match the cells of its study.yaml ({'; '.join(foreign + over)}): "
+            "study.yaml was changed after the study began; put it back as it was, or start a new run (--name) "
+            "with the changed study"
+        )
 
 
 def check_no_errors(grid: tune.ResultGrid, run_dir: str, max_failures: int) -> None:
@@ -111,15 +132,18 @@ def check_no_errors(grid: tune.ResultGrid, run_dir: str, max_failures: int) -> N
         )
 
 
-def check_folders_known(grid: tune.ResultGrid) -> None:
-    """Every trial folder in the experiment's storage is a trial of `grid`: none was dropped by a restart."""
+def check_folders_known(grid: tune.ResultGrid, run_dir: str) -> None:
+    """Every trial folder in the experiment's storage is a trial of `grid`: none was dropped by a restart, and no
+    other driver wrote trials there."""
     fs, root = grid.filesystem, grid.experiment_path
     known = {posixpath.basename(result.path) for result in grid}
     lost = sorted(folder.base_name for folder in trial_folders(fs, root) if folder.base_name not in known)
     if lost:
         raise SearchError(
             f"{root} holds {len(lost)} trial folders the experiment does not know ({', '.join(lost)}): its state "
-            "was lost or replaced, so a report would leave those trials out; nothing reported"
+            "was lost or replaced, or another driver ran them, so a report would leave those trials out; nothing "
+            f"reported. To report the trials it knows, move those folders out of {root} and run "
+            f"{resume_command(run_dir)}; to search again from scratch, start a new run (--name)"
         )
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from raylm.config import StudyConfig, load_config
-from raylm.search import storage
+from raylm.search import lease, storage
 from raylm.search.ending import Interrupted, resume_command
 from raylm.search.errors import SearchError
 from raylm.search.study import StudyResult, run_study
@@ -30,10 +30,13 @@ RESUMABLE = (
 def fetch_study_file(run_dir: str) -> Path:
     """A run's study.yaml as a local file (downloaded when the run lives in a bucket)."""
     location = storage.join(run_dir, "study.yaml")
+    if not storage.exists(location):
+        raise SearchError(
+            f"--resume {run_dir}: no study.yaml there, so no study began in it (a study that stopped before it "
+            "began leaves none); give the run directory the search printed, or start the study again without --resume"
+        )
     if not storage.is_uri(run_dir):
         return Path(location)
-    if not storage.exists(location):
-        raise SearchError(f"--resume {run_dir}: no study.yaml there; give the run directory the search printed")
     local = Path(tempfile.mkdtemp(prefix="raylm-resume-")) / "study.yaml"
     local.write_text(storage.read_text(location))
     return local
@@ -76,16 +79,17 @@ def launch(
     """Run the study file `config` (default: the built-in study) in a new run folder, or continue `resume`.
 
     The new folder is `<storage path>/<name>` (default `<search.name>-<date-time>`) and must not
-    hold a study yet. The line that continues the study is printed before anything runs (a
-    driver killed outright cannot print it). Ctrl-C outside Tune's experiment (the checks,
-    the test pass, the report) is an Interrupted that names the folder once it holds a study.
+    hold a study yet. The driver holds the folder's lease while it runs (raylm.search.lease).
+    The line that continues the study is printed before anything runs (a driver killed
+    outright cannot print it). Ctrl-C outside Tune's experiment (the checks, the test pass,
+    the report) is an Interrupted that names the folder once it holds a study.
     """
     run_dir = None
     try:
         if resume:
             run_dir = resume  # made absolute once connected to Ray, if a local folder will do there
             storage.check_location(run_dir, "--resume")
-            study_file = fetch_study_file(run_dir)
+            study_file = fetch_study_file(run_dir)  # never rewritten: safe to read before the lease
             check_resume_overrides(study_file, overrides, run_dir)
             study = load_config(StudyConfig, study_file, overrides)
         else:
@@ -95,12 +99,18 @@ def launch(
             storage_path = storage_path or study.search.storage_path  # made absolute as `--resume` is
             storage.check_location(storage_path, "search.storage_path")
             run_dir = storage.join(storage_path, run_name)
-            if storage.exists(storage.join(run_dir, "study.yaml")):
-                raise SearchError(
-                    f"{run_dir} already holds a study; continue it with --resume {run_dir}, or pick --name"
-                )
-        print(f"if this study stops before it ends, continue it with: {resume_command(run_dir)}", flush=True)
-        return run_study(study, run_dir, address=address)
+            check_no_study(run_dir)
+        with lease.held(run_dir) as held:  # one driver per run folder
+            if not resume:
+                check_no_study(run_dir)  # again, now that no other driver can write one
+            print(f"if this study stops before it ends, continue it with: {resume_command(run_dir)}", flush=True)
+            return run_study(study, run_dir, address=address, lease=held)
     except KeyboardInterrupt:
         started = run_dir is not None and storage.exists(storage.join(run_dir, "study.yaml"))
         raise Interrupted(run_dir if started else None) from None
+
+
+def check_no_study(run_dir: str) -> None:
+    """Refuse a new study in a run folder that holds one already (its study.yaml)."""
+    if storage.exists(storage.join(run_dir, "study.yaml")):
+        raise SearchError(f"{run_dir} already holds a study; continue it with --resume {run_dir}, or pick --name")

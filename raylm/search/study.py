@@ -31,6 +31,7 @@ from raylm.search.divergence import check_every_cell_has_a_trial
 from raylm.search.ending import check_folders_known, check_no_errors, check_not_interrupted, quota, sigterm_stops_tune
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
+from raylm.search.lease import Lease
 from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
 from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
@@ -49,13 +50,18 @@ class StudyResult:
 
 
 def run_study(
-    study: StudyConfig, run_dir: Path | str, address: str | None = None, trainable: Trainable = train_trial
+    study: StudyConfig,
+    run_dir: Path | str,
+    address: str | None = None,
+    trainable: Trainable = train_trial,
+    lease: Lease | None = None,
 ) -> StudyResult:
     """Run (or, when `run_dir` holds an interrupted study, continue) `study` and write its report.
 
     `run_dir` is a folder (local or NFS) or a bucket URI; for a URI, the study's own
     files are written to a local folder first and copied there. Only a complete study is
-    reported: a signal raises `ending.Interrupted`, a failed one `SearchError` (see `ending`).
+    reported: a signal raises `ending.Interrupted`, a failed one `SearchError` (see `ending`). Given the `lease`
+    the driver holds on `run_dir` (raylm.search.lease), nothing is reported once another driver has taken it.
     """
     location = str(run_dir)
     study = replace(study, data=anchored(study.data, Path.cwd()))  # trials run in their own folders
@@ -84,11 +90,13 @@ def run_study(
             grid = run_experiment(study, trainable, location, tracker_dir=local_dir)
             check_not_interrupted(grid, quota(study), location, signals)
             check_no_errors(grid, location, study.search.max_failures)
-            check_folders_known(grid)
+            check_folders_known(grid, location)
             repeats = _repeat_best(study, grid, trainable, location, signals) if study.search.repeats else None
     finally:
         if owns_ray:
             ray.shutdown()
+    if lease is not None:
+        lease.check_held()
     # The card's commands need a local path: a bucket's `best/` is named as it is in a copy of the run directory.
     result = summarise(study, local_dir, grid, repeats, "best" if storage.is_uri(location) else None)
     if storage.is_uri(location):
@@ -108,7 +116,7 @@ def _repeat_best(
     best = {cell: results[row["trial_id"]].config for cell, row in best_trials(study.search, rows).items()}
     repeats = run_repeats(study, best, trainable, location)
     check_not_interrupted(repeats, dict.fromkeys(best, study.search.repeats), location, signals)
-    check_folders_known(repeats)  # a repeat that failed is a NaN in its cell's mean: the report says so
+    check_folders_known(repeats, location)  # a repeat that failed is a NaN in its cell's mean: the report says so
     return repeats
 
 

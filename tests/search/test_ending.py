@@ -84,6 +84,23 @@ def test_a_cell_short_of_its_quota_is_interrupted_and_sigterm_exits_143():
         check_not_interrupted(Grid(COMPLETE), {"*": 5}, "/runs/x", [])
 
 
+@pytest.mark.parametrize(
+    ("wanted", "mismatch"),
+    [
+        ({A: 2, "ours-tiny/n=48/r=0.5": 2}, f"{B} (2 trials, not a cell of it)"),  # an axis edited
+        ({A: 2, B: 1}, f"{B} (2 trials, 1 wanted)"),  # search.trials lowered
+        ({"*": 3}, "* (4 trials, 3 wanted)"),  # optimize mode
+    ],
+)
+def test_trials_of_cells_the_study_no_longer_has_are_named_never_called_interrupted(wanted, mismatch):
+    with pytest.raises(SearchError) as caught:
+        check_not_interrupted(Grid(COMPLETE), wanted, "/runs/x", [])
+    assert str(caught.value) == (
+        f"/runs/x: its trials no longer match the cells of its study.yaml ({mismatch}): study.yaml was changed "
+        "after the study began; put it back as it was, or start a new run (--name) with the changed study"
+    )
+
+
 def test_a_trial_that_failed_after_its_retries_fails_the_study_in_one_line():
     failed = [*COMPLETE[:3], result(B, "b2", 2, False, RuntimeError("CUDA out of memory"))]
     check_not_interrupted(Grid(failed), {A: 2, B: 2}, "/runs/x", [])  # ended: not interrupted
@@ -103,15 +120,17 @@ def test_trial_folders_the_result_grid_lacks_are_named_and_refused(tmp_path: Pat
     grid = Grid([result(A, "a1", 4, True)], str(trials))
     grid[0].path = str(trials / "ours-tiny_n=48_r=0__a1")
     with pytest.raises(SearchError) as caught:
-        check_folders_known(grid)
+        check_folders_known(grid, "/runs/x")
     assert str(caught.value) == (
         f"{trials} holds 2 trial folders the experiment does not know (ours-tiny_n=48_r=0__old1, "
-        "ours-tiny_n=48_r=0__old2): its state was lost or replaced, so a report would leave those trials out; "
-        "nothing reported"
+        "ours-tiny_n=48_r=0__old2): its state was lost or replaced, or another driver ran them, so a report would "
+        f"leave those trials out; nothing reported. To report the trials it knows, move those folders out of "
+        f"{trials} and run python -m raylm.search --resume /runs/x; to search again from scratch, start a new run "
+        "(--name)"
     )
     shutil.rmtree(trials / "ours-tiny_n=48_r=0__old1")
     shutil.rmtree(trials / "ours-tiny_n=48_r=0__old2")
-    check_folders_known(grid)
+    check_folders_known(grid, "/runs/x")
 
 
 @pytest.mark.parametrize(
@@ -200,8 +219,8 @@ def test_a_resume_whose_newest_state_is_cut_short_stops_without_starting_over(in
 
 
 def test_ctrl_c_outside_the_experiment_exits_130_with_the_resume_line(tmp_path: Path, capsys, monkeypatch):
-    def stopped_in_the_test_pass(study, run_dir, address=None):
-        (Path(run_dir) / "study.yaml").parent.mkdir(parents=True)
+    def stopped_in_the_test_pass(study, run_dir, address=None, lease=None):
+        (Path(run_dir) / "study.yaml").parent.mkdir(parents=True, exist_ok=True)
         (Path(run_dir) / "study.yaml").write_text("{}")
         raise KeyboardInterrupt
 

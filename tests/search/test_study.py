@@ -251,9 +251,20 @@ def test_unwritable_storage_path_is_named(tmp_path: Path):
         run_study(smoke(), blocker / "run")
 
 
-def test_unreachable_address_fails_in_seconds_naming_the_option(tmp_path: Path):
-    with pytest.raises(SearchError, match=r"--address 127.0.0.1:1: no Ray cluster answers there"):
-        run_study(smoke(), tmp_path / "run", address="127.0.0.1:1")
+def test_unreachable_address_fails_in_seconds_naming_the_option_and_leaves_no_run_folder(tmp_path: Path, capsys):
+    from raylm.search.__main__ import main
+
+    runs = tmp_path / "runs"
+    assert main(["--config", str(SMOKE), "--storage-path", str(runs), "--name", "x", "--address", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err.startswith("error: --address 127.0.0.1:1: no Ray cluster answers there")
+    assert list(runs.iterdir()) == []  # nothing a --resume could mistake for a study
+    (runs / "x").mkdir()  # as a version before this one left it
+    assert main(["--resume", str(runs / "x")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --resume {runs / 'x'}: no study.yaml there, so no study began in it (a study that stopped before "
+        "it began leaves none); give the run directory the search printed, or start the study again without "
+        "--resume\n"
+    )
 
 
 def test_cli_errors_are_one_line_not_tracebacks(tmp_path: Path, capsys):

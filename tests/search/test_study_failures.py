@@ -14,6 +14,7 @@ import pytest
 
 from raylm.config import StudyConfig, load_config
 from raylm.search import SearchError, ray_internals, run_study
+from raylm.search.__main__ import main
 from tests.search.attempts import failures, noting_attempts, session_dir
 from tests.search.hooked import hooked_trial
 from tests.search.smoke import (
@@ -158,21 +159,40 @@ def test_a_trial_given_a_gpu_torch_cannot_use_stops_the_study_naming_the_node(tm
 
 
 @pytest.mark.slow
-def test_resume_after_killing_the_driver_mid_study_keeps_trials_searchers_and_rungs(tmp_path: Path):
+def test_one_driver_per_run_folder_and_a_killed_ones_resume_keeps_trials_searchers_and_rungs(tmp_path: Path, capsys):
+    """Two drivers started at once on one run folder: one runs, the other is refused naming it, and so is a
+    `--resume` while it runs. Then the running one is killed (its lease left behind) and `--resume` continues it."""
     run_dir = tmp_path / "runs" / "killed"
     command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--storage-path", str(tmp_path / "runs"),
                "--name", "killed", "--set", "search.trials=4", "--set", "search.concurrency=1",
                "--set", f"data.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:  # one trial at a time, the first cell's four first: the second cell reporting means the first is done
+    logs = [tmp_path / f"driver-{seed}.log" for seed in (11, 12)]
+    drivers = [
+        subprocess.Popen([*command, "--set", f"search.seed={seed}"], cwd=REPO, stdout=subprocess.DEVNULL,
+                         stderr=log.open("w"))
+        for seed, log in zip((11, 12), logs, strict=True)
+    ]  # fmt: skip
+    try:
+        wait_for(lambda: any(driver.poll() is not None for driver in drivers), 120, "one driver refused")
+        (refused,) = [driver for driver in drivers if driver.poll() is not None]
+        (driver,) = [other for other in drivers if other is not refused]
+        error = logs[drivers.index(refused)].read_text().strip().splitlines()[-1]
+        assert refused.returncode == 2
+        assert error.startswith(f"error: {run_dir} is held by the driver pid {driver.pid} on host "), error
+        # one trial at a time, the first cell's four first: the second cell reporting means the first is done
         wait_for(lambda: trial_results(run_dir, "ours-tiny_n=48_r=0.25"), 300, "a trial of the second cell")
+        definition = (run_dir / "study.yaml").read_bytes()
+        assert main(["--resume", str(run_dir)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {run_dir} is held by the driver pid {driver.pid} on host ")
     finally:
-        kill_tree(driver)
+        for each in drivers:
+            kill_tree(each)
     assert not (run_dir / "summary.csv").exists()
+    assert f"seed: {12 if refused is drivers[0] else 11}\n" in definition.decode()  # the running driver's study
 
-    definition = (run_dir / "study.yaml").read_bytes()
-    run_study(load_config(StudyConfig, run_dir / "study.yaml"), run_dir)
+    assert main(["--resume", str(run_dir)]) == 0  # the killed driver's lease is free: its process is gone
     assert (run_dir / "study.yaml").read_bytes() == definition  # a resume never rewrites it
+    assert not (run_dir / "lease.json").exists()
     trials = read_csv(run_dir / "trials.csv")
     errors = [path.read_text()[-2000:] for path in run_dir.rglob(ray_internals.ERROR_FILE)]
     assert len(trials) == 8, errors

@@ -1,0 +1,196 @@
+"""One driver per run folder: the running driver holds a lease file there and renews it.
+
+`<run folder>/lease.json` names the driver that holds it (host, pid, when it started)
+and its last heartbeat, renewed every `HEARTBEAT_S` while the driver runs. A driver
+starting or resuming a study takes the lease before it reads or writes anything of the
+study; while another driver holds it, it is refused naming the holder. A lease is free
+when its driver released it (on any exit Python sees), when its heartbeat is older than
+`EXPIRES_S` (a lost machine), or at once when its driver was on this host and its
+process is gone (a killed driver's `--resume` does not wait).
+
+Taking it is atomic. In a folder (local or NFS): an exclusive create (a hard link of a
+whole lease file), so of two drivers started together one wins; a lease found expired is first renamed aside (one taker
+wins the rename). In a bucket, which pyarrow cannot write conditionally: write, wait
+`SETTLE_S`, read back; of drivers writing at once the last write is what every reader
+then sees, so exactly one finds its own token. A heartbeat never writes over a lease
+another driver has taken, and the study checks it still holds the lease before it
+writes its report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import pyarrow.fs
+
+from raylm.fs import filesystem, is_uri, join, kind, named, read_bytes
+from raylm.search.errors import SearchError
+
+FILE = "lease.json"
+HEARTBEAT_S = 10.0
+EXPIRES_S = 60.0  # six missed heartbeats: a driver that has stopped renewing it is gone
+SETTLE_S = 1.0  # in a bucket: longer than a driver takes from reading the lease to writing its own
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The driver holding a run folder's lease, as its lease file says."""
+
+    host: str
+    pid: int
+    token: str
+    started: float  # seconds since the epoch, the holder's clock
+    heartbeat: float
+
+    def describe(self, now: float) -> str:
+        since = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        beat = now - self.heartbeat
+        return f"the driver pid {self.pid} on host {self.host} (since {since}, last heartbeat {beat:.0f} s ago)"
+
+    def gone(self, now: float) -> bool:
+        """Whether its driver is gone: a heartbeat older than EXPIRES_S, or a process this host no longer runs."""
+        if now - self.heartbeat > EXPIRES_S:
+            return True
+        if self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # another user's live process
+        return False
+
+
+def read_holder(fs: pyarrow.fs.FileSystem, path: str) -> Holder | None:
+    """The lease at `path`, or None when there is none or it is not a whole lease (then nobody holds it)."""
+    if kind(fs, path) != pyarrow.fs.FileType.File:
+        return None
+    try:
+        return Holder(**json.loads(read_bytes(fs, path)))
+    except (ValueError, TypeError, OSError):
+        return None
+
+
+class Lease:
+    """This driver's lease on `run_dir`: `take()` it, then `release()` it (or use `held`)."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.location = join(run_dir, FILE)
+        self.fs, self.path = filesystem(self.location)
+        now = time.time()
+        self.mine = Holder(socket.gethostname(), os.getpid(), uuid.uuid4().hex, now, now)
+        self._stop = threading.Event()
+        self._beating: threading.Thread | None = None
+
+    def take(self) -> None:
+        """Hold the lease, or raise naming the driver that holds it."""
+        with named(self.run_dir):
+            if not is_uri(self.location):  # a bucket has no folders to make
+                self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
+            won = self._take_in_bucket() if is_uri(self.location) else self._take_in_folder()
+        if not won:
+            self.refuse(read_holder(self.fs, self.path))
+        self._beating = threading.Thread(target=self._beat, name="raylm-lease", daemon=True)
+        self._beating.start()
+
+    def _take_in_folder(self) -> bool:
+        staged = f"{self.path}.{self.mine.token}"
+        with open(staged, "w") as file:
+            file.write(json.dumps(asdict(self.mine)))
+        try:
+            for _ in range(2):  # once more after moving an expired lease aside
+                try:
+                    os.link(staged, self.path)  # exclusive, and whole from the moment it has its name
+                    return True
+                except FileExistsError:
+                    holder = read_holder(self.fs, self.path)
+                    if holder is not None and not holder.gone(time.time()):
+                        return False
+                aside = f"{self.path}.expired-{self.mine.token}"
+                with contextlib.suppress(FileNotFoundError):  # another driver moved it first: race it for the link
+                    os.rename(self.path, aside)
+                    os.remove(aside)
+            return False
+        finally:
+            os.remove(staged)
+
+    def _take_in_bucket(self) -> bool:
+        holder = read_holder(self.fs, self.path)
+        if holder is not None and not holder.gone(time.time()):
+            return False
+        self._write(self.mine)
+        time.sleep(SETTLE_S)  # a driver that read the lease before this write may still write its own
+        return self.holds()
+
+    def holds(self) -> bool:
+        holder = read_holder(self.fs, self.path)
+        return holder is not None and holder.token == self.mine.token
+
+    def check_held(self) -> None:
+        """Raise naming the driver that took the lease over, if this one no longer holds it."""
+        if not self.holds():
+            self.refuse(read_holder(self.fs, self.path), taken=True)
+
+    def refuse(self, holder: Holder | None, taken: bool = False) -> None:
+        who = holder.describe(time.time()) if holder else "another driver"
+        what = "was taken over by" if taken else "is held by"
+        raise SearchError(
+            f"{self.run_dir} {what} {who}: one driver per run folder; wait for it to end or stop it. If it is gone "
+            f"without releasing it (a lost machine), --resume after its heartbeat is {EXPIRES_S:.0f} s old, or "
+            f"delete {self.location} first"
+        )
+
+    def _write(self, holder: Holder) -> None:
+        data = json.dumps(asdict(holder)).encode()
+        if is_uri(self.location):  # a bucket object is replaced whole
+            with self.fs.open_output_stream(self.path) as stream:
+                stream.write(data)
+            return
+        staged = f"{self.path}.{self.mine.token}"
+        with open(staged, "wb") as file:
+            file.write(data)
+        os.replace(staged, self.path)  # readers never see half a lease
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                if not self.holds():
+                    return  # taken over: never written back; the study finds out before its report
+                now = time.time()
+                self._write(Holder(**{**asdict(self.mine), "heartbeat": now}))
+            except (OSError, pyarrow.ArrowException):
+                continue  # storage unreachable for a moment: the next beat tries again
+
+    def release(self) -> None:
+        """Stop renewing it and delete it if this driver still holds it; a local run folder left empty goes too."""
+        self._stop.set()
+        if self._beating is not None:
+            self._beating.join()
+        with contextlib.suppress(OSError, pyarrow.ArrowException):
+            if self.holds():
+                self.fs.delete_file(self.path)
+            if not is_uri(self.location):
+                os.rmdir(posixpath.dirname(self.path))  # only when empty: a driver refused before its study began
+
+
+@contextlib.contextmanager
+def held(run_dir: str) -> Iterator[Lease]:
+    """The lease on `run_dir` for the duration of the block (refused while another driver holds it)."""
+    lease = Lease(run_dir)
+    lease.take()
+    try:
+        yield lease
+    finally:
+        lease.release()
