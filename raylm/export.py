@@ -72,6 +72,21 @@ def metadata(trained: Trained, adapter: str | Path | None) -> dict:
     return {**about, "adapter": None if adapter is None else Path(adapter).name}  # no local path in a shipped file
 
 
+def check_writable(path: Path) -> None:
+    """Fail naming `path` before exporting when it cannot be written (the exporters' own errors do not name it)."""
+    existed = path.exists()
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True)
+        with open(path, "ab"):
+            pass
+    except OSError as error:
+        raise ExportError(f"{path}: cannot write the export there ({error.strerror or error}); give --out FILE in a "
+                          "folder you can write") from None  # fmt: skip
+    if not existed:
+        path.unlink()
+
+
 def export_model(
     checkpoint_path: str | Path,
     form: str = "onnx",
@@ -93,6 +108,7 @@ def export_model(
     if spec is None:
         raise ExportError(f"{checkpoint_path}: its config has no test set to check the export on; pass --data SPEC")
     path = Path(out) if out else checkpoint_file(checkpoint_path).parent / f"model{FORMATS[form]}"
+    check_writable(path)
     wrapped = PixelLandmarks(trained.model, trained.config.data.augment.input_size).eval()
     crops = check_crops(spec, trained)
     if not len(crops):

@@ -44,7 +44,9 @@ def is_uri(location: str) -> bool:
 
 
 def join(location: str, *parts: str) -> str:
-    return "/".join([location.rstrip("/"), *parts])
+    """`location` with `parts` appended to its path; a URI's query (`?endpoint_override=...`) stays at the end."""
+    base, mark, query = location.partition("?") if is_uri(location) else (location, "", "")
+    return "/".join([base.rstrip("/"), *parts]) + mark + query
 
 
 def filesystem(location: str) -> tuple[FileSystem, str]:
@@ -77,6 +79,13 @@ def s3_deadline_s() -> float:
     return S3_ATTEMPTS * (S3_CONNECT_TIMEOUT_S + S3_STALL_TIMEOUT_S)
 
 
+def full_disk(error: BaseException | str) -> bool:
+    """Whether an error (or its text) says a disk is full: as an OSError's errno, or in pyarrow's or Ray's words."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    return "no space left on device" in str(error).lower()
+
+
 @contextmanager
 def named(location: str) -> Iterator[None]:
     """Turn a failure to use `location` into a one-line StorageError naming it: a full disk as such, a storage
@@ -87,7 +96,7 @@ def named(location: str) -> Iterator[None]:
         raise
     except (OSError, pyarrow.ArrowException) as error:
         text = " ".join(str(error).split())
-        if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+        if full_disk(error):
             raise StorageError(f"{location}: the disk is full (no space left on device); free space there") from None
         if "NETWORK_CONNECTION" in text:
             detail = text.rpartition("Details: ")[2] or text

@@ -98,6 +98,13 @@ def test_a_torchscript_export_is_checked_the_same_way(shared_data: Path, tmp_pat
     crops = check_crops(afw(shared_data), trained, count=3)
     expected = evaluated_pixels(trained, afw(shared_data), 3)
     np.testing.assert_allclose(run_export(checkpoint / "model.pt", "torchscript", crops), expected, atol=TOLERANCE_PX)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder would be")
+    assert main([str(checkpoint), "--format", "torchscript", "--out", str(blocker / "model.pt")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {blocker / 'model.pt'}: cannot write the export there (Not a directory); give --out FILE in a folder "
+        "you can write\n"
+    )
 
 
 @pytest.mark.slow

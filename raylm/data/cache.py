@@ -259,8 +259,8 @@ def _fill(
         if isinstance(result, BadSample):
             if not skip_bad:
                 raise DataError(
-                    f"{result} [{result.reason}]. Fix or remove the file, or skip bad samples "
-                    "(data.skip_bad: true in the study file, --skip-bad on the command line)"
+                    f"{result} [{result.reason}]. Fix or remove the file, or skip bad samples (counted): "
+                    "data.skip_bad: true in the config (--set data.skip_bad=true); raylm.evaluate: --skip-bad"
                 )
             skipped[result.reason] += 1
             if len(problems) < MAX_PROBLEMS:

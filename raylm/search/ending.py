@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import json
 import logging
+import pickle
 import posixpath
 import shlex
 import signal
@@ -26,11 +28,12 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 
+import pyarrow.fs
 from ray import tune
 
 from raylm.config import StudyConfig
 from raylm.errors import RaylmError
-from raylm.fs import filesystem, list_files
+from raylm.fs import filesystem, full_disk, list_files
 from raylm.search import ray_internals
 from raylm.search.divergence import has_diverged
 from raylm.search.errors import SearchError
@@ -148,6 +151,46 @@ def check_folders_known(grid: tune.ResultGrid, run_dir: str) -> None:
 
 
 @contextlib.contextmanager
+def full_disk_named(location: str, study: StudyConfig) -> Iterator[None]:
+    """Within it, a study stopped by a full disk (a trial's checkpoint, a snapshot, Tune's result files) ends in one
+    line naming the storage, the space its checkpoints need and the command that continues it once space is freed."""
+    try:
+        yield
+    except (RaylmError, OSError) as error:
+        if not full_disk(error):
+            raise
+        cause = " ".join(str(error).split())
+        raise SearchError(
+            f"{location}: the disk is full ({cause}); {space_needed(location, study)}; free space there, then "
+            f"continue with {resume_command(location)} (every finished trial is kept)"
+        ) from None
+
+
+def space_needed(location: str, study: StudyConfig) -> str:
+    """What the study's checkpoints take in all, from the largest one so far: `search.keep_checkpoints` a trial."""
+    search = study.search
+    trials = search.trials * (len(cells(study)) if search.mode == "compare" else 1)
+    fs, root = filesystem(location)
+    try:
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
+    except (OSError, pyarrow.ArrowException):
+        infos = []
+    sizes: Counter[str] = Counter()
+    for info in infos:
+        folder = posixpath.dirname(info.path)
+        if info.type == pyarrow.fs.FileType.File and posixpath.basename(folder).startswith("checkpoint_"):
+            sizes[folder] += info.size
+    if not sizes:
+        return "no checkpoint reached it"
+    largest = max(sizes.values())
+    total = largest * search.keep_checkpoints * trials
+    return (
+        f"its checkpoints need about {total / 2**20:.0f} MiB there in all ({search.keep_checkpoints} kept for each "
+        f"of {trials} trials, the largest so far {largest / 2**20:.1f} MiB)"
+    )
+
+
+@contextlib.contextmanager
 def sigterm_stops_tune() -> Iterator[list[int]]:
     """While it is open, SIGTERM stops the study as Ctrl-C does (Tune's graceful stop and a last snapshot) instead
     of Ray's exit(1); yields the list the signal is noted in, for the exit code. On leaving, the SIGINT handler is
@@ -202,6 +245,20 @@ def advice(experiment: str) -> str:
             f"{experiment} and --resume again"
         )
     return "nothing was run; no earlier snapshot is there, so this run cannot continue: start a new run (--name)"
+
+
+@contextlib.contextmanager
+def results_read_back(experiment: str, run_dir: str) -> Iterator[None]:
+    """Within it (`Tuner.fit()`), a result file Tune cannot read back when it builds the ResultGrid (one cut short:
+    a full disk, a lost upload) is one line naming the experiment, not Tune's traceback."""
+    try:
+        yield
+    except (EOFError, pickle.UnpicklingError, json.JSONDecodeError) as error:
+        cause = " ".join(f"{type(error).__name__}: {error}".split())
+        raise SearchError(
+            f"{experiment}: Tune cannot read the trials' results back ({cause}): a file there was cut short (a full "
+            f"disk?); free space there if it is full, then continue with {resume_command(run_dir)}"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -23,10 +23,11 @@ from ray.tune.search import Searcher
 
 from raylm.config import SearchConfig, StudyConfig
 from raylm.data.config import mix_counts
+from raylm.fs import join
 from raylm.models import model_flops
 from raylm.search.cluster import trial_slots, waiting_for
 from raylm.search.divergence import HearsDivergence
-from raylm.search.ending import refusing_restart, resume_command
+from raylm.search.ending import refusing_restart, results_read_back, resume_command
 from raylm.search.fatal import StopOnFatal, Trainable, checked
 from raylm.search.pending import PendingWatch
 from raylm.search.per_cell import AsConfigured, CellScheduler, CellSearcher, SchedulerState
@@ -147,7 +148,7 @@ def make_tuner(
                 JsonLoggerCallback(),
                 *(tracker_callbacks(study, tracker_dir) if searching else []),  # search.loggers: MLflow, W&B
                 # A driver killed at any moment resumes exactly from its last whole snapshot (see recovery).
-                WholeSnapshot(name),
+                WholeSnapshot(name, join(storage, name)),
                 RollBack(search.selection),
                 *([SchedulerState(scheduler)] if searching else []),
                 PendingWatch(search.pending_timeout, waiting_for(study), resume_command(storage)),
@@ -177,10 +178,12 @@ def run_experiment(
     tracker_dir: Path | None = None,
 ) -> tune.ResultGrid:
     """Run an experiment of the study (its search, or `plan`) as `storage/name`, or continue an interrupted one."""
-    path = f"{storage.rstrip('/')}/{name}"
+    path = join(storage, name)
     if not tune.Tuner.can_restore(path):
-        return make_tuner(study, trainable, storage, name, plan, tracker_dir=tracker_dir).fit()
+        with results_read_back(path, storage):
+            return make_tuner(study, trainable, storage, name, plan, tracker_dir=tracker_dir).fit()
     restore_whole_snapshot(path)
     tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
-    with refusing_restart(path):  # Tune would start over after a restore it cannot do, dropping finished trials
+    # Tune would start over after a restore it cannot do, dropping finished trials
+    with refusing_restart(path), results_read_back(path, storage):
         return tuner.fit()

@@ -2,7 +2,8 @@
 
 Any `RaylmError` a trial raises is such an error: a node that failed its checks (a
 GPU torch cannot use, storage or data the node cannot see), a config or data error
-found inside the trial. A diverging loss is not: the trainable ends that trial with a
+found inside the trial; so is a full disk (a checkpoint that cannot be saved), which a
+retry would only cut short again. A diverging loss is not: the trainable ends that trial with a
 result saying so, and the search goes on (`divergence`).
 The trial records its line in the experiment's registry (`nodes`) and raises; the
 `StopOnFatal` callback sees the failure and ends the experiment from the driver,
@@ -22,6 +23,7 @@ from ray import tune
 
 from raylm.config import StudyConfig
 from raylm.errors import RaylmError
+from raylm.fs import full_disk
 from raylm.search import cluster, nodes
 from raylm.search.errors import SearchError
 
@@ -37,11 +39,20 @@ def checked(trainable: Trainable) -> Trainable:
             nodes.check_node(study, params)
             trainable(params, study)
         except RaylmError as error:
-            message = f"trial {tune.get_context().get_trial_id()} on node {cluster.this_node()}: {error}"
-            ray.get(nodes.registry().stop.remote(message))
-            raise SearchError(message) from error
+            stop(str(error), error)
+        except OSError as error:  # pyarrow's, torch's and Python's own IO errors
+            if not full_disk(error):
+                raise
+            stop(f"no space left on device ({' '.join(str(error).split())})", error)
 
     return trial
+
+
+def stop(reason: str, error: BaseException) -> None:
+    """Record this trial's fatal error for `StopOnFatal`, naming the trial and its node, and raise it."""
+    message = f"trial {tune.get_context().get_trial_id()} on node {cluster.this_node()}: {reason}"
+    ray.get(nodes.registry().stop.remote(message))
+    raise SearchError(message) from error
 
 
 class StopOnFatal(tune.Callback):

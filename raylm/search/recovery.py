@@ -20,6 +20,12 @@ What raylm adds, so that a resume continues exactly from the last whole snapshot
    snapshot, in one file, so this callback's state carries copies of that snapshot's
    other files. `restore_whole_snapshot` (before `Tuner.restore`) writes them back
    over whatever mix storage holds and removes the state files of other sessions.
+   Tune overwrites that file in place at every snapshot, so a full disk would cut it
+   short together with the snapshot: at each snapshot the callback also copies the
+   previous one's callback-state file, whole in the driver's staging folder, into
+   storage (`ASIDE`: written under another name, then renamed over the last copy; a
+   bucket replaces an object whole), and a restore falls back on it. A copy it cannot
+   write stops the study there, before Tune writes more snapshots over a full disk.
 2. `RollBack`, a callback, at the first step of a restored experiment: folders of
    trials the snapshot does not know are removed (the restored searcher proposes
    them again), and every unfinished trial resumes from its newest checkpoint that
@@ -30,7 +36,7 @@ What raylm adds, so that a resume continues exactly from the last whole snapshot
    would hand the new process a checkpoint cut short by a full disk at every retry.
 What a resume redoes is the work since the last whole snapshot: Tune snapshots every
 10 s or more (19 times what a snapshot takes) and after a trial's `num_to_keep`
-checkpoints. The copy doubles what Tune's snapshots write (the state files and the
+checkpoints. The copies triple what Tune's snapshots write (the state files and the
 result files of every trial this session ran).
 """
 
@@ -51,9 +57,10 @@ from ray.train import Checkpoint
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from raylm.fs import filesystem, kind, list_files, read_bytes
+from raylm.fs import filesystem, full_disk, kind, list_files, read_bytes
 from raylm.search import ray_internals
-from raylm.search.ray_internals import CALLBACK_STATES, TrainingResult
+from raylm.search.errors import SearchError
+from raylm.search.ray_internals import CALLBACK_STATES, TrainingResult, session_of, state_file
 from raylm.selection import SCORE, Selection
 from raylm.train.checkpoint import FILE, load_checkpoint
 
@@ -67,6 +74,7 @@ STATE_FILES = (
     ray_internals.BASIC_VARIANT_STATE,
 )
 KEY = "whole_snapshot"  # this callback's entry in the callbacks' state
+ASIDE = "whole-snapshot-*.pkl"  # a session's callback-state file of the snapshot before its last, kept whole
 
 
 class WholeSnapshot(Callback):
@@ -76,13 +84,15 @@ class WholeSnapshot(Callback):
     trial's result files this session wrote), so the copy doubles a cost Tune has.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, experiment: str) -> None:
         self.name = name  # the experiment's folder name
+        self.experiment = experiment  # where it is stored
 
     def get_state(self) -> dict[str, Any] | None:
         staging = newest_staging(self.name)
         if staging is None:
             return None
+        self.keep_previous(staging)
         files = {}
         for path in sorted(staging.rglob("*")):
             relative = path.relative_to(staging).as_posix()
@@ -90,8 +100,33 @@ class WholeSnapshot(Callback):
                 files[relative] = path.read_bytes()
         return {KEY: files}
 
+    def keep_previous(self, staging: Path) -> None:
+        """Copy the previous snapshot's callback-state file (whole in `staging`, not yet overwritten: Tune writes it
+        after asking the callbacks) into storage as its session's `ASIDE` file, replacing the last copy only once
+        the new one is whole. A copy that cannot be written ends the study (a full disk: one line naming it)."""
+        previous = sorted(staging.glob(CALLBACK_STATES), key=lambda path: path.stat().st_mtime)
+        if not previous:
+            return
+        session = session_of(previous[-1].name, CALLBACK_STATES)
+        fs, root = filesystem(self.experiment)
+        try:
+            write_whole(fs, f"{root}/{state_file(ASIDE, session)}", previous[-1].read_bytes())
+        except (OSError, pyarrow.ArrowException) as error:
+            cause = "the disk is full (no space left on device)" if full_disk(error) else " ".join(str(error).split())
+            raise SearchError(f"{self.experiment}: cannot save the study's snapshot there: {cause}") from None
+
     def set_state(self, state: dict[str, Any]) -> None:
         pass  # restore_whole_snapshot already put the files back before Tune read them
+
+
+def write_whole(fs: pyarrow.fs.FileSystem, path: str, data: bytes) -> None:
+    """Replace the file at `path` with `data` so that a reader finds the old file or the new one, never a part: in a
+    folder, written beside it and renamed over it; in a bucket, one upload (an object is replaced whole)."""
+    partial = f"{path}.partial" if isinstance(fs, pyarrow.fs.LocalFileSystem) else path
+    with fs.open_output_stream(partial) as stream:
+        stream.write(data)
+    if partial != path:
+        fs.move(partial, path)
 
 
 def stagings(name: str) -> list[Path]:
@@ -121,10 +156,11 @@ def is_trial_folder(name: str) -> bool:
 def restore_whole_snapshot(experiment: str) -> None:
     """Make `experiment`'s state files in storage one whole snapshot: the newest one a callback-state file carries.
 
-    A callback-state file that cannot be read (cut short on a local disk) is passed over
-    for the one before it; with none, the files are left as Tune wrote them. A restored
-    run reuses its staging folder's name, so a Ray session that outlived the driver
-    would hand it the dead driver's files: they go first.
+    A callback-state file that cannot be read (cut short by a full disk) is passed over
+    for its session's `ASIDE` copy of the snapshot before it, then for older sessions';
+    with none, the files are left as Tune wrote them. A restored run reuses its staging
+    folder's name, so a Ray session that outlived the driver would hand it the dead
+    driver's files: they go first.
     """
     for folder in stagings(posixpath.basename(experiment.rstrip("/"))):
         shutil.rmtree(folder, ignore_errors=True)
@@ -133,30 +169,38 @@ def restore_whole_snapshot(experiment: str) -> None:
     newest = newest_whole_snapshot(fs, root, names)
     if newest is None:
         return
-    chosen, files = newest
+    chosen, data, files = newest
+    aside = state_file(ASIDE, session_of(chosen, CALLBACK_STATES))
     for name in names:  # other sessions' state files: incomplete uploads, or older than the chosen snapshot
-        ours = any(fnmatch.fnmatch(name, p) for p in (*STATE_FILES, CALLBACK_STATES))
-        if ours and name != chosen and name not in files:
+        ours = any(fnmatch.fnmatch(name, p) for p in (*STATE_FILES, CALLBACK_STATES, ASIDE))
+        if ours and name not in (chosen, aside) and name not in files:
             fs.delete_file(f"{root}/{name}")
-    for name, data in files.items():
+    for name, content in {**files, chosen: data}.items():
         fs.create_dir(posixpath.dirname(f"{root}/{name}"), recursive=True)
         with fs.open_output_stream(f"{root}/{name}") as stream:
-            stream.write(data)
+            stream.write(content)
     trials = len({name.partition("/")[0] for name in files if "/" in name})
     logger.warning("resuming from the whole snapshot in %s/%s (%d trial folders in it)", experiment, chosen, trials)
 
 
-def newest_whole_snapshot(fs: pyarrow.fs.FileSystem, root: str, names: list[str]) -> tuple[str, dict] | None:
-    """The newest callback-state file that loads, and the snapshot copy in it; None when it carries none (taken
-    before the first trial: there is nothing to make whole) or no callback-state file loads."""
-    for name in sorted(fnmatch.filter(names, CALLBACK_STATES), reverse=True):
+def newest_whole_snapshot(fs: pyarrow.fs.FileSystem, root: str, names: list[str]) -> tuple[str, bytes, dict] | None:
+    """The newest callback-state file that loads (a session's own, else its `ASIDE` copy of the snapshot before),
+    as (the name it has for Tune, its bytes, the snapshot copy in it); None when it carries none (taken before the
+    first trial: there is nothing to make whole) or no callback-state file loads."""
+    candidates = [
+        (session_of(name, pattern), pattern == CALLBACK_STATES, name)
+        for pattern in (CALLBACK_STATES, ASIDE)
+        for name in fnmatch.filter(names, pattern)
+    ]
+    for session, _, name in sorted(candidates, reverse=True):  # a session's last snapshot, then the one before
         try:
-            states = ray_internals.callback_states(read_bytes(fs, f"{root}/{name}"))
+            data = read_bytes(fs, f"{root}/{name}")
+            states = ray_internals.callback_states(data)
         except Exception as error:  # a partial file fails in many ways (EOF, pickle)
             logger.warning("%s/%s is not a whole snapshot (%s); trying the one before", root, name, error)
             continue
         found = [state[KEY] for state in states if isinstance(state, dict) and KEY in state]
-        return (name, found[0]) if found else None
+        return (state_file(CALLBACK_STATES, session), data, found[0]) if found else None
     return None
 
 

@@ -28,7 +28,14 @@ from raylm.search.best import best_cell, best_trials
 from raylm.search.budget import check_budget
 from raylm.search.cluster import connect, node_shapes
 from raylm.search.divergence import check_every_cell_has_a_trial
-from raylm.search.ending import check_folders_known, check_no_errors, check_not_interrupted, quota, sigterm_stops_tune
+from raylm.search.ending import (
+    check_folders_known,
+    check_no_errors,
+    check_not_interrupted,
+    full_disk_named,
+    quota,
+    sigterm_stops_tune,
+)
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
 from raylm.search.lease import Lease
@@ -86,7 +93,7 @@ def run_study(
             save_config(study, local_dir / "study.yaml")
             storage.upload(local_dir, location)
         study = with_tracking_uri(study, local_dir)  # after study.yaml: it keeps the URI the user wrote, if any
-        with sigterm_stops_tune() as signals:
+        with sigterm_stops_tune() as signals, full_disk_named(location, study):
             grid = run_experiment(study, trainable, location, tracker_dir=local_dir)
             check_not_interrupted(grid, quota(study), location, signals)
             check_no_errors(grid, location, study.search.max_failures)

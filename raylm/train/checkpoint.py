@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from raylm.config import RunConfig, from_dict, save_config, to_dict
+from raylm.config import ModelConfig, RunConfig, from_dict, save_config, to_dict
 from raylm.errors import RaylmError
 from raylm.models import create_model
 
@@ -75,8 +75,35 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, not a torch file, or unsafe to unpickle: torch raises many kinds
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{file}: does not load as a raylm checkpoint ({reason})") from None
+        raise CheckpointError(f"{file}: does not load as a raylm checkpoint ({why_not(error)})") from None
+
+
+def why_not(error: Exception) -> str:
+    """torch's reason a file does not load, in one line, without its advice to load with weights_only=False: that
+    would run whatever code the file holds, and a file that is not a raylm checkpoint is no file to trust."""
+    text = str(error).strip()
+    if "Weights only load failed" in text:
+        detail = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
+        found = f": {detail[0].strip()}" if detail else ""
+        return f"it holds more than tensors and plain values{found}; raylm loads only what a safe load accepts"
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def check_same_model(checkpoint: dict, config: RunConfig, where: str | Path) -> None:
+    """Refuse to resume `config` from a checkpoint of another model (architecture, options, input channels)."""
+    saved = checkpoint_config(checkpoint)
+    theirs, ours = (saved.model, saved.data.crop.channels), (config.model, config.data.crop.channels)
+    if theirs != ours:
+        raise CheckpointError(
+            f"--resume {where}: a checkpoint of model {describe_model(*theirs)}, not of this run's "
+            f"{describe_model(*ours)}; resume with the config it was trained with (config.yaml beside it: "
+            "--config it), or start a new run without --resume"
+        )
+
+
+def describe_model(model: ModelConfig, channels: int) -> str:
+    options = ", ".join(f"{key}={value}" for key, value in sorted(model.options.items()))
+    return f"{model.name}{f' ({options})' if options else ''} on {channels}-channel crops"
 
 
 def export_checkpoint(source: str | Path, target: str | Path) -> Path:

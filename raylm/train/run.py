@@ -26,7 +26,7 @@ from raylm.data.pipeline import PreparedData, prepare_data
 from raylm.data.splits import Part
 from raylm.errors import RaylmError
 from raylm.models import create_model
-from raylm.train.checkpoint import TrainingState, load_checkpoint
+from raylm.train.checkpoint import TrainingState, check_same_model, load_checkpoint
 from raylm.train.feed import Batches, Feed, batches, choose_feed, device_memory, faces_bytes
 from raylm.train.hardware import Hardware, choose_hardware, grad_scaler, hold_to_share
 from raylm.train.loaders import LandmarkDataset, mean_shape
@@ -114,6 +114,8 @@ def build_run(
     baseline = mean_shape(LandmarkDataset(data.split.train, augment, train=True))
     phases = plan_phases(config, data.split.train)
     checkpoint = None if resume_from is None else load_checkpoint(resume_from)
+    if checkpoint is not None:
+        check_same_model(checkpoint, config, resume_from)
     start_epoch = 0 if checkpoint is None else int(checkpoint["epoch"]) + 1
     phase = phase_at(phases, start_epoch)
 

@@ -80,7 +80,12 @@ def test_bad_sample_stops_the_build_naming_the_file_unless_skipping(tmp_path: Pa
     faces = open_pts(str(tmp_path / "data"))
     with pytest.raises(DataError) as caught:
         prepare(faces, CropConfig(size=32), tmp_path / "cache", progress=False)
-    assert "face_002.pts" in str(caught.value) and "data.skip_bad" in str(caught.value)
+    assert "face_002.pts" in str(caught.value)
+    # what each command has: the config key (search, train and their --set), evaluate's flag
+    assert str(caught.value).endswith(
+        "Fix or remove the file, or skip bad samples (counted): data.skip_bad: true in the config "
+        "(--set data.skip_bad=true); raylm.evaluate: --skip-bad"
+    )
     prepared = prepare(faces, CropConfig(size=32), tmp_path / "cache", skip_bad=True, progress=False)
     assert len(prepared) == 2
     assert prepared.skipped == {"wrong_point_count": 1, "missing_image": 1}

@@ -25,7 +25,7 @@ from raylm.search.ending import (
     sigterm_stops_tune,
 )
 from raylm.search.errors import SearchError
-from raylm.search.recovery import restore_whole_snapshot
+from raylm.search.recovery import ASIDE, restore_whole_snapshot
 from tests.search.smoke import REPO, SMOKE, kill_tree, wait_for
 
 A, B = "ours-tiny/n=48/r=0", "ours-tiny/n=48/r=0.25"
@@ -205,7 +205,9 @@ def test_a_resume_whose_newest_state_is_cut_short_stops_without_starting_over(in
     assert state.read_bytes() == whole and ray_internals.snapshot_trials(whole.decode())
 
     (callback_state,) = trials.glob(ray_internals.CALLBACK_STATES)
-    os.truncate(callback_state, 20)  # no whole snapshot left: a run from before them, or a second file cut short
+    os.truncate(callback_state, 20)  # no whole snapshot left: a run from before them, or every copy cut short
+    for aside in trials.glob(ASIDE):
+        os.truncate(aside, 20)
     os.truncate(state, len(whole) // 2)
     before = sorted(path.relative_to(copy) for path in copy.rglob("*"))
     assert main(["--resume", str(copy)]) == 2

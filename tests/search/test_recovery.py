@@ -12,12 +12,14 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import ray.cloudpickle as cloudpickle
 import torch
 from ray.train import Checkpoint, CheckpointConfig
 from ray.tune.experiment import Trial
 
 from raylm.search import ray_internals
+from raylm.search.errors import SearchError
 from raylm.search.ray_internals import (
     CALLBACK_STATES,
     EXPERIMENT_STATE,
@@ -27,7 +29,7 @@ from raylm.search.ray_internals import (
     TrainingResult,
     state_file,
 )
-from raylm.search.recovery import KEY, RollBack, available, loaded, restore_whole_snapshot
+from raylm.search.recovery import ASIDE, KEY, RollBack, WholeSnapshot, available, loaded, restore_whole_snapshot
 from raylm.selection import SCORE, Selection
 from raylm.train.checkpoint import FILE
 
@@ -200,6 +202,48 @@ def test_a_callback_state_file_cut_short_gives_way_to_the_one_before(tmp_path: P
     restore_whole_snapshot(str(trials))
     assert (trials / state_file(EXPERIMENT_STATE, "A")).read_bytes() == whole
     assert not (trials / state_file(EXPERIMENT_STATE, "B")).exists() and not cut.exists()
+
+
+def test_a_sessions_callback_state_cut_short_by_a_full_disk_gives_way_to_its_copy_of_the_snapshot_before(
+    tmp_path: Path,
+):
+    trials = tmp_path / "trials"
+    trials.mkdir()
+    write_snapshot(trials, "A", 1)  # an older session's last snapshot
+    kept = write_snapshot(trials, "B", 2)
+    before = (trials / state_file(CALLBACK_STATES, "B")).read_bytes()
+    (trials / state_file(ASIDE, "B")).write_bytes(before)  # WholeSnapshot's copy, taken at B's next snapshot
+    write_snapshot(trials, "B", 3)
+    cut = trials / state_file(CALLBACK_STATES, "B")
+    cut.write_bytes(cut.read_bytes()[:20])  # the next snapshot's upload ran out of space
+    restore_whole_snapshot(str(trials))
+    assert (trials / state_file(EXPERIMENT_STATE, "B")).read_bytes() == kept
+    assert cut.read_bytes() == before  # what Tune restores its callbacks (ASHA's rungs) from
+    assert not (trials / state_file(EXPERIMENT_STATE, "A")).exists()
+
+
+def test_the_copy_of_the_snapshot_before_replaces_the_last_copy_whole_or_stops_the_study_naming_a_full_disk(
+    tmp_path: Path, monkeypatch
+):
+    staging, trials = tmp_path / "staging", tmp_path / "trials"
+    staging.mkdir()
+    trials.mkdir()
+    monkeypatch.setattr("raylm.search.recovery.newest_staging", lambda name: staging)
+    snapshot = WholeSnapshot("trials", str(trials))
+    assert snapshot.get_state() == {KEY: {}}  # the first snapshot: no snapshot before it to keep
+    (staging / state_file(CALLBACK_STATES, "S")).write_bytes(b"snapshot 1")
+    snapshot.get_state()
+    assert sorted(path.name for path in trials.iterdir()) == [state_file(ASIDE, "S")]
+    assert (trials / state_file(ASIDE, "S")).read_bytes() == b"snapshot 1"
+
+    (staging / state_file(CALLBACK_STATES, "S")).write_bytes(b"snapshot 2")
+    (trials / f"{state_file(ASIDE, 'S')}.partial").symlink_to("/dev/full")  # every write: no space left on device
+    with pytest.raises(SearchError) as caught:
+        snapshot.get_state()
+    assert str(caught.value) == (
+        f"{trials}: cannot save the study's snapshot there: the disk is full (no space left on device)"
+    )
+    assert (trials / state_file(ASIDE, "S")).read_bytes() == b"snapshot 1"  # the last whole copy survives
 
 
 def test_a_checkpoint_registered_again_from_its_file_gets_the_score_tune_keeps_checkpoints_by(tmp_path: Path):

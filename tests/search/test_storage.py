@@ -28,6 +28,17 @@ def test_storage_round_trips_and_names_an_unwritable_bucket(bucket):
         storage.check_writable("s3://no-such-bucket/x")
 
 
+def test_a_run_under_a_uri_with_a_query_keeps_the_query_at_the_end(bucket, monkeypatch: pytest.MonkeyPatch):
+    endpoint = bucket.meta.endpoint_url.removeprefix("http://")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the endpoint is in the URI only
+    runs = f"s3://raylm/runs?endpoint_override={endpoint}&scheme=http"
+    run_dir = storage.join(runs, "smoke-2")
+    assert run_dir == f"s3://raylm/runs/smoke-2?endpoint_override={endpoint}&scheme=http"
+    storage.write_text(storage.join(run_dir, "study.yaml"), "study: ...")
+    assert storage.exists(storage.join(run_dir, "study.yaml"))
+    assert bucket.get_object(Bucket="raylm", Key="runs/smoke-2/study.yaml")["Body"].read() == b"study: ..."
+
+
 def test_a_full_disk_is_named_with_the_path(tmp_path: Path):
     with pytest.raises(StorageError, match=r"^/dev/full: the disk is full \(no space left on device\); free space"):
         storage.write_text("/dev/full", "study: ...")  # /dev/full: every write fails with ENOSPC

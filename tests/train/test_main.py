@@ -147,6 +147,17 @@ def test_mistakes_fail_with_the_key_or_path(tmp_path: Path, capsys):
     assert evaluate_main([str(cut_short.parent), "--data", "builtin:synthetic"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{cut_short}: does not load as a raylm checkpoint (" in error
+    unsafe = tmp_path / "unsafe" / "checkpoint.pt"
+    unsafe.parent.mkdir()
+    torch.save({"model": Path("/")}, unsafe)  # an object a safe load refuses (code a file could run)
+    assert evaluate_main([str(unsafe.parent), "--data", "builtin:synthetic"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"error: {unsafe}: does not load as a raylm checkpoint (it holds more than tensors and plain values: "
+        "Unsupported global: GLOBAL pathlib"
+    )
+    assert error.endswith("; raylm loads only what a safe load accepts)\n") and error.count("\n") == 1
+    assert "weights_only=False" not in error and "trusted source" not in error  # torch's advice to run its code
 
 
 def fake_run(folder: Path) -> dict[str, bytes]:
@@ -180,6 +191,19 @@ def test_overwrite_replaces_a_run_and_resume_from_inside_continues_it(tmp_path: 
     assert claim_output(tmp_path, None, overwrite=True) is False
     assert sorted(path.name for path in tmp_path.iterdir()) == ["config.yaml"]  # rewritten by the new run
     assert claim_output(tmp_path / "new", None, overwrite=False) is False
+
+
+def test_resuming_with_another_models_checkpoint_is_one_line_naming_both(run_dir: Path, tmp_path: Path, capsys):
+    args = [
+        item for override in [*TINY, "model.name=ours", "model.options={width: 0.25}"] for item in ("--set", override)
+    ]
+    last = run_dir / "checkpoints" / "last"
+    assert train_main([*args, "--resume", str(last), "--output", str(tmp_path / "other")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --resume {last}: a checkpoint of model ours-tiny on 1-channel crops, not of this run's ours "
+        "(width=0.25) on 1-channel crops; resume with the config it was trained with (config.yaml beside it: --config "
+        "it), or start a new run without --resume\n"
+    )
 
 
 def test_resuming_a_run_in_place_keeps_its_best_unless_beaten(run_dir: Path, tmp_path: Path):
