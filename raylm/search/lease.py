@@ -115,16 +115,31 @@ class Lease:
                     os.link(staged, self.path)  # exclusive, and whole from the moment it has its name
                     return True
                 except FileExistsError:
-                    holder = read_holder(self.fs, self.path)
-                    if holder is not None and not holder.gone(time.time()):
+                    expired = read_holder(self.fs, self.path)
+                    if expired is not None and not expired.gone(time.time()):
                         return False
-                aside = f"{self.path}.expired-{self.mine.token}"
-                with contextlib.suppress(FileNotFoundError):  # another driver moved it first: race it for the link
-                    os.rename(self.path, aside)
-                    os.remove(aside)
+                if not self._move_aside(expired):
+                    return False
             return False
         finally:
             os.remove(staged)
+
+    def _move_aside(self, expired: Holder | None) -> bool:
+        """Move the expired lease out of the way; False when what was moved is another driver's fresh lease (it
+        took the expired one over meanwhile), which is put back."""
+        aside = f"{self.path}.expired-{self.mine.token}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return True  # another driver moved it first: race it for the link
+        moved = read_holder(self.fs, aside)
+        if expired is not None and moved is not None and moved.token != expired.token:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, self.path)
+            os.remove(aside)
+            return False
+        os.remove(aside)
+        return True
 
     def _take_in_bucket(self) -> bool:
         holder = read_holder(self.fs, self.path)

@@ -68,6 +68,13 @@ def test_of_drivers_started_at_once_on_one_folder_exactly_one_holds_it(tmp_path:
     assert not (tmp_path / "runs" / "same").exists()  # released, and the folder it made for nothing removed
 
 
+def test_of_drivers_taking_over_one_expired_lease_at_once_exactly_one_holds_it(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    write_lease(run_dir, host="lost-head", heartbeat=time.time() - lease.EXPIRES_S - 5)
+    assert_one_holds_and_the_others_name_it(race(str(run_dir)), str(run_dir))
+    assert not run_dir.exists()  # released, and no copy moved aside left behind
+
+
 def test_of_drivers_started_at_once_on_one_bucket_folder_exactly_one_holds_it(bucket):
     run_dir = "s3://raylm/runs/same"
     assert_one_holds_and_the_others_name_it(race(run_dir), run_dir)
