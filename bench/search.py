@@ -1,38 +1,40 @@
-"""Benchmark: how much compute raylm's search (Optuna TPE + ASHA) needs to match random search.
+"""Benchmark: raylm's search against four baselines, on published problems and on raylm's own faces, replayed.
 
-Prints one JSON line. One cell of `ours-tiny` on the built-in faces (the smoke study's
-32 px crops), a space where the hyperparameters matter (learning rate over two
-decades, loss, batch size), searched three ways with the same trial count, epoch
-budget and search seed:
+Prints one JSON line per problem. Each search runs through raylm's own search stack as a
+study does (`raylm.search.experiment.run_experiment`: a real Tune experiment, per-cell
+Optuna proposals, per-cell ASHA, the study's selection rule), with trials that replay the
+problem's learning curve (`bench.simulated`) instead of training, so a seed takes seconds.
+Problems (`bench.problems`): `faces` (the face trainer's recorded curves), the
+multi-fidelity Hartmann functions with good and bad low-fidelity correlation.
 
-- `tpe_asha`: raylm's own search (`make_tuner` with no plan: per-cell TPE and ASHA);
-- `random_asha`: the same ASHA, random proposals (what TPE adds is the difference);
-- `random_full`: random proposals, every trial run to the full epoch budget.
+Searchers, the same trial count each, seeded alike:
+- `raylm`: raylm's default search (what a study runs: `make_tuner` with no plan);
+- `random_full`: random proposals, every trial at the full epoch budget (the reference);
+- `random_asha`: random proposals, raylm's ASHA;
+- `top_k`: every trial for 1 epoch, then the best quarter again at the full budget;
+- `tpe_full`: Optuna's default TPE, every trial at the full budget.
 
-Compute is counted in trial-epochs (the epochs trials report), so it does not depend on
-how busy the machine is. For each search: its best validation NME by the study's own
-selection rule (the best epoch of the best trial that ran the whole budget) and the
-trial-epochs it spent. For the two ASHA searches, `fraction` is the compute at which
-the search first matched random-full search's final best, over random-full search's
-whole compute (null when it never did):
+Each search seed is a cell of one experiment: raylm runs a study's cells side by side, each
+with its own seeded search and its own ASHA, so a searcher's ten seeds are one Tune
+experiment (`top_k`: two), and trial processes start once per searcher, not per seed.
 
-    fraction = trial-epochs spent when a selectable epoch first reached random_full's best
-               / random_full's trial-epochs
+Compute is the problem's seconds (each epoch's recorded or modelled cost), never the
+machine's. For each searcher and seed, the compute at which its best selectable result
+(a trial run to the full budget, as a study selects) first reached `random_full`'s final
+best, over `random_full`'s whole compute (`fraction`; never reached: null, ranked worst).
+Per problem: each searcher's median and interquartile range of `fraction` over the seeds,
+raylm's paired win rate against each baseline (a seed is a win when raylm's fraction is
+lower, half when equal), its anytime curve (median best-so-far over compute) as a PNG,
+and on `faces` the goal verdict: median <= 0.35 and a win over `random_asha` in >= 8 of 10 seeds.
 
-with the trial-epochs counted in the order epochs were reported, and an epoch selectable
-when its trial ran the whole budget (what the study could pick). "ratio" is the median
-`tpe_asha` fraction over the search seeds (goal: <= 0.35; null when most seeds never
-matched). The three searches of a seed are paired: Optuna's random sampler with the
-search seed proposes what TPE proposes before its model starts, and the trainer is
-seeded, so `random_asha` runs `random_full`'s trials, stopped early.
-
-    python -m bench.search [--seeds 0 1 2] [--trials 16] [--epochs 8] [--tiny]
+    python -m bench.search [--problems faces hartmann6-good ...] [--seeds 10] [--trials 32] [--plots DIR] [--tiny]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -40,184 +42,319 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import ray
 from ray.tune import ResultGrid
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from raylm.config import SearchConfig, StudyConfig, load_config
-from raylm.search.best import best_trials
+from bench.problems import Problem
+from bench.problems.faces import FaceReplay
+from bench.problems.hartmann import Hartmann
+from bench.simulated import COST, PARAMS, replaying
+from raylm.config import StudyConfig, load_config
 from raylm.search.cluster import WORKER_ENV, connect
-from raylm.search.experiment import asha, run_experiment
+from raylm.search.experiment import asha, optuna_search, run_experiment
 from raylm.search.per_cell import CellScheduler, CellSearcher
 from raylm.search.results import trial_rows
 from raylm.search.space import cell_of, cells, hyper_space
-from raylm.search.trainable import train_trial
 
 SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.yaml"
-GOAL = 0.35
-SPACE = {
-    # The best learning rate lies inside two decades (3e-3 to 1e-2 here; 3e-2 and up spike or settle worse),
-    # and smaller batches train further in 8 epochs: a random trial lands in the good region about 1 in 8.
-    "train.lr": {"loguniform": [3.0e-4, 3.0e-2]},
-    "train.loss": {"choice": ["mse", "l1", "wing"]},
-    "train.batch_size": {"choice": [8, 16, 32]},
+STAGE = PARAMS + "stage"  # top_k's stage of a trial, in its config (the replay reads only the problem's keys)
+GOAL, GOAL_WINS = 0.35, 0.8
+SLOTS = 4  # trial slots: the trials sleep, so more slots than cores
+SLEEP_PER_EPOCH = 0.02  # what an average epoch sleeps, in the machine's seconds
+PROBLEMS: dict[str, Callable[[], Problem]] = {
+    "faces": FaceReplay,
+    "hartmann3-good": lambda: Hartmann(3, "good"),
+    "hartmann3-bad": lambda: Hartmann(3, "bad"),
+    "hartmann6-good": lambda: Hartmann(6, "good"),
+    "hartmann6-bad": lambda: Hartmann(6, "bad"),
 }
+SEARCHERS = ("raylm", "random_full", "random_asha", "top_k", "tpe_full")
+BASELINES = SEARCHERS[1:]
 
 
-def study(trials: int, epochs: int, seed: int, cache: Path) -> StudyConfig:
-    """The smoke study's faces and model, one cell, selecting on real validation faces, searched with `seed`."""
-    return load_config(
+def problem_study(problem: Problem, trials: int, runs: int, cache: Path) -> StudyConfig:
+    """The smoke study searching `problem`'s space (under PARAMS) with raylm's default search settings, in `runs`
+    cells (cells differ by training size only, which the replayed trials never read)."""
+    sizes = [48 + i for i in range(runs)]
+    base = load_config(
         StudyConfig,
         SMOKE,
         [
-            "data.synthetic=builtin:synthetic?n=400",
-            "data.real=builtin:realistic?n=300",
-            "data.tests={real: 'builtin:realistic?n=300'}",
-            "data.val_size=48",
-            "data.val_real_size=48",
-            "search.axes.train_size=[160]",
-            "search.axes.real_fraction=[0.25]",
-            f"search.space={json.dumps(SPACE)}",
-            "search.metric=val_real/nme",
-            f"search.trials={trials}",
-            f"search.max_epochs={epochs}",
-            "search.grace_period=1",
-            "search.reduction_factor=3",
-            f"search.seed={seed}",
-            "train.threads=1",
+            f"data.synthetic=builtin:synthetic?n={max(sizes) + 64}",
+            f"search.axes.train_size={sizes}",
+            "search.axes.real_fraction=[0.0]",
             f"data.cache_dir={cache}",
         ],
     )
-
-
-def random_plan(config: StudyConfig, scheduler: TrialScheduler) -> tuple[CellSearcher, TrialScheduler, None, int]:
-    """raylm's per-cell plan (as `search_and_schedule` builds it) with Optuna's random sampler and `scheduler`.
-
-    raylm has no setting for the sampler or the scheduler, so the baselines are built here from its pieces.
-    """
-    search = config.search
-    (cell,) = cells(config)
-    sampler = optuna.samplers.RandomSampler(seed=search.seed)
-    random = OptunaSearch(space=hyper_space(config), metric=search.metric, mode=search.metric_mode, sampler=sampler)
-    constants = {cell.name: cell.values()}
-    searcher = CellSearcher(
-        {cell.name: random}, constants, search.trials, search.max_epochs, search.metric, search.metric_mode
+    default = type(base.search)()  # raylm's defaults, not the smoke study's small-study settings
+    search = dataclasses.replace(
+        base.search,
+        space={PARAMS + key: spec for key, spec in problem.space.items()},
+        trials=trials,
+        max_epochs=problem.max_epochs,
+        grace_period=min(default.grace_period, problem.max_epochs),
+        reduction_factor=default.reduction_factor,
     )
-    return searcher, CellScheduler({cell.name: scheduler}, lambda c: cell_of(c).name), None, search.trials
+    return dataclasses.replace(base, search=search)
 
 
-def outcome(search: SearchConfig, grid: ResultGrid) -> dict[str, Any]:
-    """The best metric by the study's selection rule, the trial-epochs spent, and the best-so-far curve.
+class TopK(Searcher):
+    """`top_k`: `trials - keep` random configs for one epoch (marked STAGE 1), then the `keep` best of them again at
+    the full budget. Waits (proposes None) between the two, as a person running it would. The first stage's
+    values come from its scheduler (`FirstEpochOnly`): Tune tells a searcher nothing of a result it stops a trial at."""
 
-    `curve` is (trial-epochs spent, best selectable epoch so far as `selection.rank`: lower is better)
-    after each reported epoch.
-    """
-    rows, results = trial_rows(search, grid)
-    best = best_trials(search, rows)
+    def __init__(self, random: Searcher, trials: int, keep: int, scores: dict[str, float], metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.random, self.first, self.keep, self.scores = random, trials - keep, keep, scores
+        self.proposed: dict[str, dict[str, Any]] = {}
+        self.done: set[str] = set()
+        self.best: list[dict[str, Any]] | None = None
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if len(self.proposed) < self.first:
+            self.proposed[trial_id] = self.random.suggest(trial_id)
+            return {**self.proposed[trial_id], STAGE: 1}
+        if len(self.done) < self.first:
+            return None  # the first stage is still running
+        if self.best is None:
+            sign = 1 if self.mode == "min" else -1
+            ranked = sorted(self.proposed, key=lambda trial: sign * self.scores.get(trial, sign * math.inf))
+            self.best = [self.proposed[trial] for trial in ranked[: self.keep]]
+        return {**self.best.pop(0), STAGE: 2} if self.best else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.proposed:
+            self.done.add(trial_id)
+
+
+class FirstEpochOnly(FIFOScheduler):
+    """Stops `top_k`'s first-stage trials after their first epoch, noting its value in `scores`; the second stage
+    runs the full budget."""
+
+    def __init__(self, scores: dict[str, float], metric: str) -> None:
+        super().__init__()
+        self.scores, self.watched = scores, metric
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if trial.config.get(STAGE) != 1:
+            return TrialScheduler.CONTINUE
+        self.scores[trial.trial_id] = result[self.watched]
+        return TrialScheduler.STOP
+
+
+def optuna_searcher(config: StudyConfig, sampler: optuna.samplers.BaseSampler) -> OptunaSearch:
+    search = config.search
+    return OptunaSearch(space=hyper_space(config), metric=search.metric, mode=search.metric_mode, sampler=sampler)
+
+
+def searcher(name: str, config: StudyConfig, seed: int) -> tuple[Searcher, TrialScheduler]:
+    """One cell's searcher and scheduler for searcher `name`: raylm's own (`optuna_search`, `asha`) or a baseline's."""
+    search = config.search
+    if name == "raylm":
+        return optuna_search(dataclasses.replace(search, seed=seed), hyper_space(config)), asha(search)
+    if name == "tpe_full":
+        return optuna_searcher(config, optuna.samplers.TPESampler(seed=seed)), FIFOScheduler()
+    random = optuna_searcher(config, optuna.samplers.RandomSampler(seed=seed))
+    if name == "random_full":
+        return random, FIFOScheduler()
+    if name == "random_asha":
+        return random, asha(search)
+    keep, scores = max(1, search.trials // 4), {}
+    stages = TopK(random, search.trials, keep, scores, search.metric, search.metric_mode)
+    return stages, FirstEpochOnly(scores, search.metric)
+
+
+def run(config: StudyConfig, problem: Problem, runs: list[tuple[str, int]], storage: Path, scale: float):
+    """One experiment in which every (searcher, seed) of `runs` is a cell with its own searcher and scheduler, as a
+    study's cells are (`search_and_schedule`); each cell's name -> its (searcher, seed), and the results."""
+    search = config.search
+    named = dict(zip((cell.name for cell in cells(config)), runs, strict=True))
+    constants = {cell.name: cell.values() for cell in cells(config)}
+    built = {cell: searcher(name, config, seed) for cell, (name, seed) in named.items()}
+    routed = CellSearcher(
+        {cell: pair[0] for cell, pair in built.items()},
+        constants,
+        search.trials,
+        search.max_epochs,
+        search.metric,
+        search.metric_mode,
+    )
+    scheduler = CellScheduler({cell: pair[1] for cell, pair in built.items()}, lambda c: cell_of(c).name)
+    plan = (routed, scheduler, None, search.trials * len(runs))
+    return named, run_experiment(config, replaying(problem, scale), str(storage), "search", plan)
+
+
+def curves(config: StudyConfig, grid: ResultGrid) -> dict[str, list[tuple[float, float]]]:
+    """Each cell's (compute spent, best selectable result so far as `selection.rank`) after each epoch it reported,
+    in the order they were reported; an epoch is selectable when its trial ran the full budget."""
+    search = config.search
     reports = []
+    rows, results = trial_rows(search, grid)
     for row in rows:
         frame = results[row["trial_id"]].metrics_dataframe
         if frame is None:
             continue
         selectable = row["status"] == "TERMINATED" and row["epochs"] >= search.max_epochs
-        for reported_at, value in zip(frame["reported_at"], frame[search.metric], strict=True):
-            reports.append((float(reported_at), float(value) if selectable else math.nan))
-    curve, best_so_far = [], math.inf
-    for spent, (_, value) in enumerate(sorted(reports), start=1):
-        best_so_far = min(best_so_far, search.selection.rank(value))
-        curve.append((spent, best_so_far))
-    return {
-        "best": next((row[search.metric] for row in best.values()), math.nan),
-        "trial_epochs": len(reports),
-        "trials": len(rows),
-        "stopped_early": sum(row["stopped_early"] for row in rows),
-        "curve": curve,
+        for at, cost, value in zip(frame["reported_at"], frame[COST], frame[search.metric], strict=True):
+            reports.append((float(at), row["cell"], float(cost), float(value) if selectable else math.nan))
+    spent: dict[str, float] = {}
+    best: dict[str, float] = {}
+    points: dict[str, list[tuple[float, float]]] = {}
+    for _, cell, cost, value in sorted(reports):
+        spent[cell] = spent.get(cell, 0.0) + cost
+        best[cell] = min(best.get(cell, math.inf), search.selection.rank(value))
+        points.setdefault(cell, []).append((spent[cell], best[cell]))
+    return points
+
+
+def fraction(points: list[tuple[float, float]], target: float, reference: float) -> float | None:
+    """The compute at which `points` first reached `target` (a rank), over `reference`; None if it never did."""
+    return next((spent / reference for spent, best in points if best <= target), None)
+
+
+def quartiles(fractions: list[float | None]) -> dict[str, float | None]:
+    """Median and interquartile range, a never-matched seed counting as worse than any (then reported as None)."""
+    values = [math.inf if f is None else f for f in fractions]
+    q1, median, q3 = (float(np.percentile(values, q, method="lower")) for q in (25, 50, 75))
+    finite = lambda v: None if math.isinf(v) else round(v, 3)  # noqa: E731
+    return {"median": finite(median), "q1": finite(q1), "q3": finite(q3)}
+
+
+def win_rate(ours: list[float | None], theirs: list[float | None]) -> float:
+    """The share of seeds where `ours` matched with less compute (a tie: half a win)."""
+    pairs = [(math.inf if a is None else a, math.inf if b is None else b) for a, b in zip(ours, theirs, strict=True)]
+    return round(sum(1.0 if a < b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs), 3)
+
+
+def plot(problem: str, curves: dict[str, list[list[tuple[float, float]]]], references: list[float], path: Path):
+    """Each searcher's median best-so-far (over the seeds) against compute, in units of random_full's compute."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0.0, 1.0, 101)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, seeds in curves.items():
+        sampled = []
+        for points, reference in zip(seeds, references, strict=True):
+            spent = np.array([p[0] for p in points]) / reference
+            best = np.array([p[1] for p in points])
+            at = np.searchsorted(spent, grid, side="right") - 1
+            sampled.append(np.where(at >= 0, best[np.clip(at, 0, None)], np.inf))
+        median = np.median(np.array(sampled), axis=0)
+        axes.plot(grid, np.where(np.isfinite(median), median, np.nan), label=name)
+    axes.set(xlabel="compute / random search's (full budget) compute", ylabel="best selectable metric so far")
+    axes.set_title(problem)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def bench_problem(name: str, seeds: list[int], trials: int, root: Path, plots: Path | None) -> dict[str, Any]:
+    problem = PROBLEMS[name]()
+    costs = [problem.evaluate(config, epoch)[1] for config in samples(problem) for epoch in (1, problem.max_epochs)]
+    scale = SLEEP_PER_EPOCH / statistics.mean(costs)
+    runs = [(searcher, seed) for searcher in SEARCHERS for seed in seeds]
+    config = connect(None, problem_study(problem, trials, len(runs), root / "cache"))
+    named, grid = run(config, problem, runs, root / name, scale)
+    points = {named[cell]: curve for cell, curve in curves(config, grid).items()}
+    fractions: dict[str, list[float | None]] = {searcher: [] for searcher in SEARCHERS}
+    by_seed: dict[str, list] = {searcher: [] for searcher in SEARCHERS}
+    references = []
+    for seed in seeds:
+        reference, target = points["random_full", seed][-1]
+        references.append(reference)
+        for searcher in SEARCHERS:
+            searched = points[searcher, seed]
+            fractions[searcher].append(fraction(searched, target, reference))
+            by_seed[searcher].append(searched)
+    result: dict[str, Any] = {
+        "name": "search",
+        "problem": name,
+        "source": problem.source,
+        "trials": trials,
+        "max_epochs": problem.max_epochs,
+        "seeds": len(seeds),
+        "fraction": {searcher: quartiles(values) for searcher, values in fractions.items()},
+        "raylm_wins": {baseline: win_rate(fractions["raylm"], fractions[baseline]) for baseline in BASELINES},
+        "best": {searcher: [round(curve[-1][1], 5) for curve in runs] for searcher, runs in by_seed.items()},
+        "fractions": {
+            searcher: [None if f is None else round(f, 3) for f in values] for searcher, values in fractions.items()
+        },
     }
+    if name == "faces":
+        median = result["fraction"]["raylm"]["median"]
+        result["goal"] = {
+            "median_at_most": GOAL,
+            "wins_over_random_asha_at_least": GOAL_WINS,
+            "met": median is not None and median <= GOAL and result["raylm_wins"]["random_asha"] >= GOAL_WINS,
+        }
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        plot(name, by_seed, references, plots / f"search_{name}.png")
+    return result
 
 
-def fraction(curve: list[tuple[int, float]], target: float, baseline_epochs: int) -> tuple[int | None, float | None]:
-    """(trial-epochs, fraction of `baseline_epochs`) at which `curve` first reached `target` (a rank), or Nones."""
-    for spent, best in curve:
-        if best <= target:
-            return spent, spent / baseline_epochs
-    return None, None
-
-
-def compare(config: StudyConfig, storage: Path) -> dict[str, Any]:
-    """Run the three searches of one search seed; their bests, compute and the ASHA searches' fractions."""
-    search = config.search
-    plans = {
-        "tpe_asha": None,  # the study's own search
-        "random_asha": random_plan(config, asha(search)),
-        "random_full": random_plan(config, FIFOScheduler()),
-    }
-    grids = {name: run_experiment(config, train_trial, str(storage), name, plan) for name, plan in plans.items()}
-    outcomes = {name: outcome(search, grid) for name, grid in grids.items()}
-    full = outcomes["random_full"]
-    target = search.selection.rank(full["best"])
-    seed_result: dict[str, Any] = {"seed": search.seed}
-    for name, result in outcomes.items():
-        curve = result.pop("curve")
-        summary = {key: round(value, 4) if isinstance(value, float) else value for key, value in result.items()}
-        if name != "random_full":
-            summary["match_trial_epochs"], share = fraction(curve, target, full["trial_epochs"])
-            summary["fraction"] = None if share is None else round(share, 3)
-        seed_result[name] = summary
-    return seed_result
-
-
-def median_fraction(fractions: list[float | None]) -> float | None:
-    """The median, a never-matched seed counting as worse than any; None when the median is a never-matched one."""
-    middle = statistics.median_low([math.inf if f is None else f for f in fractions])
-    return None if math.isinf(middle) else middle
+def samples(problem: Problem, count: int = 8) -> list[dict[str, Any]]:
+    """A few configs of the problem's space (for its typical epoch cost): each distribution's bounds and middle."""
+    configs = []
+    for i in range(count):
+        config = {}
+        for key, spec in problem.space.items():
+            ((kind, arguments),) = spec.items()
+            if kind == "choice":
+                config[key] = arguments[i % len(arguments)]
+            else:
+                low, high = arguments[:2]
+                share = i / max(1, count - 1)
+                config[key] = (
+                    low * (high / low) ** share
+                    if kind.startswith("qlog") or kind == "loguniform"
+                    else low + (high - low) * share
+                )
+        configs.append(config)
+    return configs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="search seeds (TPE's and random's)")
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--tiny", action="store_true", help="for tests (~1 min): 1 seed, 3 trials, 2 epochs")
+    parser.add_argument("--problems", nargs="+", choices=list(PROBLEMS), default=list(PROBLEMS))
+    parser.add_argument("--seeds", type=int, default=10, help="search seeds 0..N-1")
+    parser.add_argument("--trials", type=int, default=32, help="trials of every searcher")
+    parser.add_argument("--slots", type=int, default=SLOTS, help=f"trial slots (default {SLOTS}: trials sleep)")
+    parser.add_argument("--plots", type=Path, help="write each problem's anytime curves there (search_<problem>.png)")
+    parser.add_argument("--tiny", action="store_true", help="for tests (~1 min): hartmann3-good, 2 seeds, 6 trials")
     args = parser.parse_args()
     if args.tiny:
-        args.seeds, args.trials, args.epochs = args.seeds[:1], 3, 2
+        args.problems, args.seeds, args.trials, args.slots = ["hartmann3-good"], 2, 6, 2
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.update(WORKER_ENV)
-    started = time.time()
-    seeds = []
-    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary, contextlib.redirect_stdout(sys.stderr):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary:
         root = Path(temporary)
-        # Two one-CPU trial slots, whatever the machine has: the numbers are in trial-epochs, not seconds.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+        with contextlib.redirect_stdout(sys.stderr):
+            ray.init(
+                address="local", num_cpus=SLOTS, include_dashboard=False, configure_logging=False, log_to_driver=False
+            )
         try:
-            for seed in args.seeds:
-                config = connect(None, study(args.trials, args.epochs, seed, root / "cache"))
-                seeds.append(compare(config, root / f"seed{seed}"))
+            for name in args.problems:
+                started = time.time()
+                with contextlib.redirect_stdout(sys.stderr):
+                    result = bench_problem(name, list(range(args.seeds)), args.trials, root, args.plots)
+                print(json.dumps({**result, "wall_s": round(time.time() - started, 1)}), flush=True)
         finally:
             ray.shutdown()
-    print(
-        json.dumps(
-            {
-                "name": "search",
-                "metric": config.search.metric,
-                "space": SPACE,
-                "trials": args.trials,
-                "max_epochs": args.epochs,
-                "grace_period": config.search.grace_period,
-                "reduction_factor": config.search.reduction_factor,
-                "seeds": seeds,
-                "goal": GOAL,
-                "random_asha_ratio": median_fraction([s["random_asha"]["fraction"] for s in seeds]),
-                "ratio": median_fraction([s["tpe_asha"]["fraction"] for s in seeds]),
-                "wall_s": round(time.time() - started, 1),
-            }
-        )
-    )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from raylm.errors import RaylmError
 from raylm.fs import full_disk
 from raylm.search import cluster, nodes
 from raylm.search.errors import SearchError
+from raylm.search.registry import registry, start_registry
 
 Trainable = Callable[[dict[str, Any], StudyConfig], None]
 
@@ -51,7 +52,7 @@ def checked(trainable: Trainable) -> Trainable:
 def stop(reason: str, error: BaseException) -> None:
     """Record this trial's fatal error for `StopOnFatal`, naming the trial and its node, and raise it."""
     message = f"trial {tune.get_context().get_trial_id()} on node {cluster.this_node()}: {reason}"
-    ray.get(nodes.registry().stop.remote(message))
+    ray.get(registry().stop.remote(message))
     raise SearchError(message) from error
 
 
@@ -75,7 +76,7 @@ class StopOnFatal(tune.Callback):
         self.__init__()
 
     def setup(self, **info: Any) -> None:
-        self.registry = nodes.start_registry()
+        self.registry = start_registry()
         self.fatal = None
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import ray
 import torch
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raylm.config import StudyConfig
 from raylm.data.pipeline import check_data
@@ -25,58 +24,12 @@ from raylm.errors import RaylmError
 from raylm.models import check_pretrained
 from raylm.search import cluster
 from raylm.search.errors import SearchError
+from raylm.search.registry import registry
 from raylm.search.space import trial_config
 from raylm.search.storage import SHARED_DATA_FIX, SHARED_STORAGE_FIX
 from raylm.train.hardware import PRECISIONS, build_problem, gpu_precision, precision_problem
 
 KERNEL_FIX = "run the study on other GPUs (another node type), or set train.precision to fp32"
-REGISTRY = "raylm-node-checks"  # in the driver's namespace: each driver (study) has its own
-
-
-@ray.remote(num_cpus=0)
-class Registry:
-    """One experiment's node verdicts (node id -> None when it passed, else its problem) and its first fatal
-    error (the line the study stops with)."""
-
-    def __init__(self) -> None:
-        self.verdicts: dict[str, str | None] = {}
-        self.fatal: str | None = None
-
-    def reset(self) -> None:
-        self.verdicts, self.fatal = {}, None
-
-    def verdict(self, node_id: str) -> tuple[bool, str | None]:
-        """(whether the node was checked, its problem)."""
-        return node_id in self.verdicts, self.verdicts.get(node_id)
-
-    def record(self, node_id: str, problem: str | None) -> None:
-        self.verdicts[node_id] = problem
-
-    def stop(self, message: str) -> None:
-        self.fatal = self.fatal or message
-
-    def fatal_error(self) -> str | None:
-        return self.fatal
-
-
-def start_registry() -> ray.actor.ActorHandle:
-    """The driver's registry, empty: created on the driver's node (it must outlive any worker) or reused.
-
-    Ray removes it once no handle refers to it: the caller keeps the one returned.
-    """
-    here = ray.get_runtime_context().get_node_id()
-    registry = Registry.options(
-        name=REGISTRY,
-        get_if_exists=True,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-    ).remote()
-    ray.get(registry.reset.remote())
-    return registry
-
-
-def registry() -> ray.actor.ActorHandle:
-    """The registry `start_registry` made for the running experiment (from its driver or any of its trials)."""
-    return ray.get_actor(REGISTRY)
 
 
 def gpu_problem(precision: str) -> str | None:

@@ -68,16 +68,20 @@ class CellSearcher(Searcher):
         self.cell_of_trial: dict[str, str] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        """The next cell's proposal; None while a cell with quota left has nothing to propose yet (Tune asks again),
+        FINISHED once no cell will propose more."""
         used = Counter(self.cell_of_trial.values())
+        waiting = False
         for cell, searcher in self.searchers.items():
             if used[cell] >= self.quota:
                 continue
             proposal = searcher.suggest(trial_id)
+            waiting = waiting or proposal is None
             if proposal is None or proposal == Searcher.FINISHED:
                 continue
             self.cell_of_trial[trial_id] = cell
             return {**proposal, **self.constants[cell]}
-        return Searcher.FINISHED
+        return None if waiting else Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.searchers[self.cell_of_trial[trial_id]].on_trial_result(trial_id, result)

@@ -1,55 +1,55 @@
-"""bench/search.py: its arithmetic on hand-made curves, and a `--tiny` run's JSON line (keys and types, not values)."""
+"""bench/search.py: its arithmetic on hand-made curves, and a `--tiny` run's JSON line."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bench.search import fraction, median_fraction
+from bench.search import BASELINES, SEARCHERS, fraction, quartiles, win_rate
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_fraction_is_the_first_point_at_or_below_the_target_over_the_baseline_compute():
-    curve = [(1, float("inf")), (2, 0.30), (3, 0.20), (4, 0.10)]
-    assert fraction(curve, 0.20, 10) == (3, 0.3)
-    assert fraction(curve, 0.05, 10) == (None, None)
+def test_fraction_is_the_compute_at_the_first_point_at_or_below_the_target_over_the_reference():
+    points = [(10.0, math.inf), (20.0, 0.30), (30.0, 0.20), (40.0, 0.10)]
+    assert fraction(points, 0.20, 100.0) == 0.3
+    assert fraction(points, 0.05, 100.0) is None
 
 
-def test_median_fraction_counts_a_never_matched_seed_as_worst():
-    assert median_fraction([0.5, 0.2, None]) == 0.5
-    assert median_fraction([0.5, None, None]) is None
-    assert median_fraction([0.4]) == 0.4
+def test_quartiles_count_a_never_matched_seed_as_worst():
+    assert quartiles([0.1, 0.2, 0.3, 0.4, None]) == {"median": 0.3, "q1": 0.2, "q3": 0.4}
+    assert quartiles([0.5, None, None]) == {"median": None, "q1": 0.5, "q3": None}
+
+
+def test_win_rate_pairs_seeds_and_counts_ties_as_half():
+    assert win_rate([0.1, 0.5, None, 0.3], [0.2, 0.4, None, 0.3]) == 0.5  # win, loss, tie (never), tie
+    assert win_rate([0.1, 0.2], [None, 0.9]) == 1.0
 
 
 @pytest.mark.slow
-def test_tiny_run_prints_one_json_line_with_every_search():
+def test_tiny_run_prints_one_json_line_with_every_searcher(tmp_path: Path):
     done = subprocess.run(
-        [sys.executable, "-m", "bench.search", "--tiny"], cwd=REPO, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "bench.search", "--tiny", "--plots", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    assert len(lines) == 1, done.stdout
-    result = json.loads(lines[0])
-    assert result["name"] == "search"
-    assert result["metric"] == "val_real/nme"
-    assert (result["trials"], result["max_epochs"]) == (3, 2)
-    assert isinstance(result["ratio"], float | None)
-    assert isinstance(result["random_asha_ratio"], float | None)
-    assert isinstance(result["wall_s"], float)
-    (seed,) = result["seeds"]
-    assert seed["seed"] == 0
-    for name in ("tpe_asha", "random_asha", "random_full"):
-        search = seed[name]
-        assert isinstance(search["best"], float)
-        assert isinstance(search["trial_epochs"], int)
-        assert search["trials"] == 3
-        assert isinstance(search["stopped_early"], int)
-    for name in ("tpe_asha", "random_asha"):
-        assert isinstance(seed[name]["fraction"], float | None)
-        assert isinstance(seed[name]["match_trial_epochs"], int | None)
-    assert "fraction" not in seed["random_full"]
+    (line,) = done.stdout.splitlines()
+    result = json.loads(line)
+    assert (result["name"], result["problem"], result["trials"], result["seeds"]) == ("search", "hartmann3-good", 6, 2)
+    assert set(result["fraction"]) == set(SEARCHERS) and set(result["raylm_wins"]) == set(BASELINES)
+    for searcher, fractions in result["fractions"].items():
+        assert len(fractions) == 2
+        assert all(f is None or f > 0 for f in fractions), searcher
+    assert all(0 < f <= 1 for f in result["fractions"]["random_full"])  # it reaches its own final best
+    assert all(0 <= rate <= 1 for rate in result["raylm_wins"].values())
+    # Hartmann-3's values lie in [-3.87, 0]; a best above that range would be a low-fidelity value, never selectable
+    assert all(-3.87 <= best <= 0 for bests in result["best"].values() for best in bests)
+    assert (tmp_path / "search_hartmann3-good.png").stat().st_size > 10_000

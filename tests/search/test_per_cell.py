@@ -29,6 +29,28 @@ def loss_of(proposal: dict) -> float:
     return abs(proposal["train.lr"] - 0.004) + (0.01 if proposal["train.loss"] == "l1" else 0.0)
 
 
+class Later(Searcher):
+    """A cell's searcher with nothing to propose until `ready` (a staged search waiting for its first stage)."""
+
+    def __init__(self) -> None:
+        super().__init__(metric="val/nme", mode="min")
+        self.ready = False
+
+    def suggest(self, trial_id: str):
+        return {"train.lr": 0.01} if self.ready else None
+
+
+def test_a_cell_with_nothing_to_propose_yet_keeps_the_experiment_going_until_it_has():
+    from raylm.search.per_cell import CellSearcher
+
+    later = Later()
+    searcher = CellSearcher({"a": later}, {"a": {"data.train_size": 48}}, 1, 4, "val/nme", "min")
+    assert searcher.suggest("t0") is None  # Tune asks again; FINISHED would end the search here
+    later.ready = True
+    assert searcher.suggest("t1") == {"train.lr": 0.01, "data.train_size": 48}
+    assert searcher.suggest("t2") == Searcher.FINISHED  # its quota is used
+
+
 def test_each_cell_gets_the_proposals_of_its_own_searcher_run_alone():
     config = study("search.trials=6", "search.seed=3")
     searcher, _, space = search_and_schedule(config)
