@@ -58,7 +58,7 @@ from bench.problems import Problem
 from bench.problems.faces import FaceReplay
 from bench.problems.hartmann import Hartmann
 from bench.simulated import COST, PARAMS, replaying
-from raylm.config import StudyConfig, load_config
+from raylm.config import SearchConfig, StudyConfig, add_set_option, load_config
 from raylm.search.cluster import WORKER_ENV, connect
 from raylm.search.experiment import asha, optuna_search, run_experiment
 from raylm.search.per_cell import CellScheduler, CellSearcher
@@ -81,30 +81,26 @@ SEARCHERS = ("raylm", "random_full", "random_asha", "top_k", "tpe_full")
 BASELINES = SEARCHERS[1:]
 
 
-def problem_study(problem: Problem, trials: int, runs: int, cache: Path) -> StudyConfig:
-    """The smoke study searching `problem`'s space (under PARAMS) with raylm's default search settings, in `runs`
-    cells (cells differ by training size only, which the replayed trials never read)."""
+def problem_study(problem: Problem, trials: int, runs: int, cache: Path, overrides: list[str]) -> StudyConfig:
+    """The smoke study searching `problem`'s space (under PARAMS) with raylm's default search settings and then
+    `overrides` (`search.grace_period=1`: what a study file could set), in `runs` cells (cells differ by training
+    size only, which the replayed trials never read)."""
     sizes = [48 + i for i in range(runs)]
-    base = load_config(
-        StudyConfig,
-        SMOKE,
-        [
-            f"data.synthetic=builtin:synthetic?n={max(sizes) + 64}",
-            f"search.axes.train_size={sizes}",
-            "search.axes.real_fraction=[0.0]",
-            f"data.cache_dir={cache}",
-        ],
-    )
-    default = type(base.search)()  # raylm's defaults, not the smoke study's small-study settings
-    search = dataclasses.replace(
-        base.search,
-        space={PARAMS + key: spec for key, spec in problem.space.items()},
-        trials=trials,
-        max_epochs=problem.max_epochs,
-        grace_period=min(default.grace_period, problem.max_epochs),
-        reduction_factor=default.reduction_factor,
-    )
-    return dataclasses.replace(base, search=search)
+    default = SearchConfig()  # raylm's defaults, not the smoke study's small-study settings
+    settings = [
+        f"data.synthetic=builtin:synthetic?n={max(sizes) + 64}",
+        f"search.axes.train_size={sizes}",
+        "search.axes.real_fraction=[0.0]",
+        f"data.cache_dir={cache}",
+        f"search.trials={trials}",
+        f"search.max_epochs={problem.max_epochs}",
+        f"search.grace_period={min(default.grace_period, problem.max_epochs)}",
+        f"search.reduction_factor={default.reduction_factor}",
+        *overrides,
+    ]
+    base = load_config(StudyConfig, SMOKE, settings)
+    space = {PARAMS + key: spec for key, spec in problem.space.items()}
+    return dataclasses.replace(base, search=dataclasses.replace(base.search, space=space))
 
 
 class TopK(Searcher):
@@ -261,12 +257,14 @@ def plot(problem: str, curves: dict[str, list[list[tuple[float, float]]]], refer
     plt.close(figure)
 
 
-def bench_problem(name: str, seeds: list[int], trials: int, root: Path, plots: Path | None) -> dict[str, Any]:
+def bench_problem(
+    name: str, seeds: list[int], trials: int, root: Path, plots: Path | None, overrides: list[str]
+) -> dict[str, Any]:
     problem = PROBLEMS[name]()
     costs = [problem.evaluate(config, epoch)[1] for config in samples(problem) for epoch in (1, problem.max_epochs)]
     scale = SLEEP_PER_EPOCH / statistics.mean(costs)
     runs = [(searcher, seed) for searcher in SEARCHERS for seed in seeds]
-    config = connect(None, problem_study(problem, trials, len(runs), root / "cache"))
+    config = connect(None, problem_study(problem, trials, len(runs), root / "cache", overrides))
     named, grid = run(config, problem, runs, root / name, scale)
     points = {named[cell]: curve for cell, curve in curves(config, grid).items()}
     fractions: dict[str, list[float | None]] = {searcher: [] for searcher in SEARCHERS}
@@ -286,6 +284,7 @@ def bench_problem(name: str, seeds: list[int], trials: int, root: Path, plots: P
         "trials": trials,
         "max_epochs": problem.max_epochs,
         "seeds": len(seeds),
+        "settings": overrides,
         "fraction": {searcher: quartiles(values) for searcher, values in fractions.items()},
         "raylm_wins": {baseline: win_rate(fractions["raylm"], fractions[baseline]) for baseline in BASELINES},
         "best": {searcher: [round(curve[-1][1], 5) for curve in runs] for searcher, runs in by_seed.items()},
@@ -334,6 +333,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=32, help="trials of every searcher")
     parser.add_argument("--slots", type=int, default=SLOTS, help=f"trial slots (default {SLOTS}: trials sleep)")
     parser.add_argument("--plots", type=Path, help="write each problem's anytime curves there (search_<problem>.png)")
+    add_set_option(parser, "search.grace_period=1")
     parser.add_argument("--tiny", action="store_true", help="for tests (~1 min): hartmann3-good, 2 seeds, 6 trials")
     args = parser.parse_args()
     if args.tiny:
@@ -351,7 +351,7 @@ def main() -> None:
             for name in args.problems:
                 started = time.time()
                 with contextlib.redirect_stdout(sys.stderr):
-                    result = bench_problem(name, list(range(args.seeds)), args.trials, root, args.plots)
+                    result = bench_problem(name, list(range(args.seeds)), args.trials, root, args.plots, args.set)
                 print(json.dumps({**result, "wall_s": round(time.time() - started, 1)}), flush=True)
         finally:
             ray.shutdown()
