@@ -191,7 +191,8 @@ def run(config: StudyConfig, problem: Problem, runs: list[tuple[str, int]], stor
 
 def curves(config: StudyConfig, grid: ResultGrid) -> dict[str, list[tuple[float, float]]]:
     """Each cell's (compute spent, best selectable result so far as `selection.rank`) after each epoch it reported,
-    in the order they were reported; an epoch is selectable when its trial ran the full budget."""
+    in the order they were reported. A trial's epochs become selectable when it ends having run the full budget
+    (what a study stopped at that moment could select): its best epoch counts from its last report on."""
     search = config.search
     reports = []
     rows, results = trial_rows(search, grid)
@@ -199,17 +200,27 @@ def curves(config: StudyConfig, grid: ResultGrid) -> dict[str, list[tuple[float,
         frame = results[row["trial_id"]].metrics_dataframe
         if frame is None:
             continue
-        selectable = row["status"] == "TERMINATED" and row["epochs"] >= search.max_epochs
-        for at, cost, value in zip(frame["reported_at"], frame[COST], frame[search.metric], strict=True):
-            reports.append((float(at), row["cell"], float(cost), float(value) if selectable else math.nan))
+        whole = row["status"] == "TERMINATED" and row["epochs"] >= search.max_epochs
+        ranks = [search.selection.rank(float(value)) for value in frame[search.metric]]
+        last = len(ranks) - 1
+        for epoch, (at, cost) in enumerate(zip(frame["reported_at"], frame[COST], strict=True)):
+            selectable = min(ranks) if whole and epoch == last else math.inf
+            reports.append((float(at), row["cell"], float(cost), selectable))
     spent: dict[str, float] = {}
     best: dict[str, float] = {}
     points: dict[str, list[tuple[float, float]]] = {}
-    for _, cell, cost, value in sorted(reports):
+    for _, cell, cost, rank in sorted(reports):
         spent[cell] = spent.get(cell, 0.0) + cost
-        best[cell] = min(best.get(cell, math.inf), search.selection.rank(value))
+        best[cell] = min(best.get(cell, math.inf), rank)
         points.setdefault(cell, []).append((spent[cell], best[cell]))
     return points
+
+
+def metric_of(config: StudyConfig, rank: float) -> float | None:
+    """The metric value a `selection.rank` stands for (None: nothing selectable)."""
+    if math.isinf(rank):
+        return None
+    return round(rank if config.search.metric_mode == "min" else -rank, 5)
 
 
 def fraction(points: list[tuple[float, float]], target: float, reference: float) -> float | None:
@@ -218,9 +229,11 @@ def fraction(points: list[tuple[float, float]], target: float, reference: float)
 
 
 def quartiles(fractions: list[float | None]) -> dict[str, float | None]:
-    """Median and interquartile range, a never-matched seed counting as worse than any (then reported as None)."""
+    """Median and interquartile range, each the higher of its two middle values (for ten seeds, the 6th best is
+    the median: no credit for a value between two seeds), a never-matched seed counting as worse than any (then
+    reported as None)."""
     values = [math.inf if f is None else f for f in fractions]
-    q1, median, q3 = (float(np.percentile(values, q, method="lower")) for q in (25, 50, 75))
+    q1, median, q3 = (float(np.percentile(values, q, method="higher")) for q in (25, 50, 75))
     finite = lambda v: None if math.isinf(v) else round(v, 3)  # noqa: E731
     return {"median": finite(median), "q1": finite(q1), "q3": finite(q3)}
 
@@ -272,6 +285,8 @@ def bench_problem(
     references = []
     for seed in seeds:
         reference, target = points["random_full", seed][-1]
+        if math.isinf(target):
+            raise SystemExit(f"{name}, seed {seed}: random search ended without a trial run to the full budget")
         references.append(reference)
         for searcher in SEARCHERS:
             searched = points[searcher, seed]
@@ -287,7 +302,7 @@ def bench_problem(
         "settings": overrides,
         "fraction": {searcher: quartiles(values) for searcher, values in fractions.items()},
         "raylm_wins": {baseline: win_rate(fractions["raylm"], fractions[baseline]) for baseline in BASELINES},
-        "best": {searcher: [round(curve[-1][1], 5) for curve in runs] for searcher, runs in by_seed.items()},
+        "best": {searcher: [metric_of(config, curve[-1][1]) for curve in runs] for searcher, runs in by_seed.items()},
         "fractions": {
             searcher: [None if f is None else round(f, 3) for f in values] for searcher, values in fractions.items()
         },
@@ -345,7 +360,11 @@ def main() -> None:
         root = Path(temporary)
         with contextlib.redirect_stdout(sys.stderr):
             ray.init(
-                address="local", num_cpus=SLOTS, include_dashboard=False, configure_logging=False, log_to_driver=False
+                address="local",
+                num_cpus=args.slots,
+                include_dashboard=False,
+                configure_logging=False,
+                log_to_driver=False,
             )
         try:
             for name in args.problems:

@@ -5,9 +5,12 @@ the package (the node registry's actor, a trial's own modules) does not import t
 search layer, the trainer and torch with it.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raylm.search.errors import SearchError
+
+if TYPE_CHECKING:
+    from raylm.search.study import StudyResult, run_study
 
 __all__ = ["SearchError", "StudyResult", "run_study"]
 

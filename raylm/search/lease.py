@@ -3,10 +3,12 @@
 `<run folder>/lease.json` names the driver that holds it (host, pid, when it started)
 and its last heartbeat, renewed every `HEARTBEAT_S` while the driver runs. A driver
 starting or resuming a study takes the lease before it reads or writes anything of the
-study; while another driver holds it, it is refused naming the holder. A lease is free
-when its driver released it (on any exit Python sees), when its heartbeat is older than
-`EXPIRES_S` (a lost machine), or at once when its driver was on this host and its
-process is gone (a killed driver's `--resume` does not wait).
+study (`raylm.search.launch`, what `python -m raylm.search` runs; `run_study` called
+directly takes none); while another driver holds it, it is refused naming the holder. A
+lease is free when its driver released it (on any exit Python sees); when its driver was on
+this host, once its process is gone (a killed driver's `--resume` does not wait); from
+another host, once its heartbeat is older than `EXPIRES_S` (a lost machine; the two
+machines' clocks are compared).
 
 Taking it is atomic. In a folder (local or NFS): an exclusive create (a hard link of a
 whole lease file), so of two drivers started together one wins; a lease found expired is first renamed aside (one taker
@@ -33,7 +35,7 @@ from datetime import UTC, datetime
 
 import pyarrow.fs
 
-from raylm.fs import filesystem, is_uri, join, kind, named, read_bytes
+from raylm.fs import filesystem, is_uri, join, named, read_bytes
 from raylm.search.errors import SearchError
 
 FILE = "lease.json"
@@ -58,11 +60,10 @@ class Holder:
         return f"the driver pid {self.pid} on host {self.host} (since {since}, last heartbeat {beat:.0f} s ago)"
 
     def gone(self, now: float) -> bool:
-        """Whether its driver is gone: a heartbeat older than EXPIRES_S, or a process this host no longer runs."""
-        if now - self.heartbeat > EXPIRES_S:
-            return True
+        """Whether its driver is gone: on this host, its process is; elsewhere, its heartbeat is older than
+        EXPIRES_S (a driver paused on this host, Ctrl-Z or a suspended laptop, still holds it)."""
         if self.host != socket.gethostname():
-            return False
+            return now - self.heartbeat > EXPIRES_S
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -73,13 +74,21 @@ class Holder:
 
 
 def read_holder(fs: pyarrow.fs.FileSystem, path: str) -> Holder | None:
-    """The lease at `path`, or None when there is none or it is not a whole lease (then nobody holds it)."""
-    if kind(fs, path) != pyarrow.fs.FileType.File:
+    """The lease at `path`; None when there is none. A file that is not a lease this raylm reads (another version's,
+    garbage) counts as held by an unknown driver whose heartbeat is the file's time, so it expires like any other.
+    A read that fails (storage unreachable for a moment) raises: it says nothing about who holds the lease."""
+    info = fs.get_file_info(path)
+    if info.type != pyarrow.fs.FileType.File:
         return None
     try:
-        return Holder(**json.loads(read_bytes(fs, path)))
-    except (ValueError, TypeError, OSError):
-        return None
+        data = read_bytes(fs, path)
+    except FileNotFoundError:
+        return None  # released between the two calls
+    try:
+        return Holder(**json.loads(data))
+    except (ValueError, TypeError):
+        written = info.mtime.timestamp() if info.mtime else 0.0
+        return Holder("an unknown host (an unreadable lease)", 0, "unreadable", written, written)
 
 
 class Lease:
@@ -100,40 +109,41 @@ class Lease:
             if not is_uri(self.location):  # a bucket has no folders to make
                 self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
             won = self._take_in_bucket() if is_uri(self.location) else self._take_in_folder()
-        if not won:
-            self.refuse(read_holder(self.fs, self.path))
+            if not won:
+                self.refuse(read_holder(self.fs, self.path))
         self._beating = threading.Thread(target=self._beat, name="raylm-lease", daemon=True)
         self._beating.start()
 
     def _take_in_folder(self) -> bool:
         staged = f"{self.path}.{self.mine.token}"
-        with open(staged, "w") as file:
-            file.write(json.dumps(asdict(self.mine)))
         try:
-            for _ in range(2):  # once more after moving an expired lease aside
+            with open(staged, "w") as file:
+                file.write(json.dumps(asdict(self.mine)))
+            for _ in range(3):  # again after the lease was released meanwhile, or an expired one moved aside
                 try:
                     os.link(staged, self.path)  # exclusive, and whole from the moment it has its name
                     return True
                 except FileExistsError:
-                    expired = read_holder(self.fs, self.path)
-                    if expired is not None and not expired.gone(time.time()):
-                        return False
-                if not self._move_aside(expired):
+                    holder = read_holder(self.fs, self.path)
+                if holder is None:
+                    continue  # released between the link and the read: race for the link again
+                if not holder.gone(time.time()) or not self._move_aside(holder):
                     return False
             return False
         finally:
-            os.remove(staged)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staged)
 
-    def _move_aside(self, expired: Holder | None) -> bool:
-        """Move the expired lease out of the way; False when what was moved is another driver's fresh lease (it
-        took the expired one over meanwhile), which is put back."""
+    def _move_aside(self, expired: Holder) -> bool:
+        """Move the expired lease out of the way; False when what was moved is another lease (a driver took the
+        expired one over meanwhile), which is put back."""
         aside = f"{self.path}.expired-{self.mine.token}"
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return True  # another driver moved it first: race it for the link
         moved = read_holder(self.fs, aside)
-        if expired is not None and moved is not None and moved.token != expired.token:
+        if moved is not None and moved.token != expired.token:
             with contextlib.suppress(FileExistsError):
                 os.link(aside, self.path)
             os.remove(aside)
@@ -155,8 +165,9 @@ class Lease:
 
     def check_held(self) -> None:
         """Raise naming the driver that took the lease over, if this one no longer holds it."""
-        if not self.holds():
-            self.refuse(read_holder(self.fs, self.path), taken=True)
+        with named(self.run_dir):
+            if not self.holds():
+                self.refuse(read_holder(self.fs, self.path), taken=True)
 
     def refuse(self, holder: Holder | None, taken: bool = False) -> None:
         who = holder.describe(time.time()) if holder else "another driver"
@@ -174,19 +185,23 @@ class Lease:
                 stream.write(data)
             return
         staged = f"{self.path}.{self.mine.token}"
-        with open(staged, "wb") as file:
-            file.write(data)
-        os.replace(staged, self.path)  # readers never see half a lease
+        try:
+            with open(staged, "wb") as file:
+                file.write(data)
+            os.replace(staged, self.path)  # readers never see half a lease
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staged)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                if not self.holds():
+                holder = read_holder(self.fs, self.path)
+                if holder is not None and holder.token != self.mine.token:
                     return  # taken over: never written back; the study finds out before its report
-                now = time.time()
-                self._write(Holder(**{**asdict(self.mine), "heartbeat": now}))
+                self._write(Holder(**{**asdict(self.mine), "heartbeat": time.time()}))
             except (OSError, pyarrow.ArrowException):
-                continue  # storage unreachable for a moment: the next beat tries again
+                continue  # storage unreachable for a moment (or full): the next beat tries again
 
     def release(self) -> None:
         """Stop renewing it and delete it if this driver still holds it; a local run folder left empty goes too."""

@@ -162,9 +162,9 @@ def restore_whole_snapshot(experiment: str) -> None:
     folder's name, so a Ray session that outlived the driver would hand it the dead
     driver's files: they go first.
     """
-    for folder in stagings(posixpath.basename(experiment.rstrip("/"))):
-        shutil.rmtree(folder, ignore_errors=True)
     fs, root = filesystem(experiment)
+    for folder in stagings(posixpath.basename(root)):  # the folder's name, without a URI's query
+        shutil.rmtree(folder, ignore_errors=True)
     names = [posixpath.basename(path) for path in list_files(fs, root)]
     newest = newest_whole_snapshot(fs, root, names)
     if newest is None:

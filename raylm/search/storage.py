@@ -93,12 +93,12 @@ def check_writable(location: str) -> None:
 
 
 @ray.remote(num_cpus=0)
-def _sees(marker: str, text: str) -> str | None:
-    """On one node: None when `marker` holds `text` and the storage is writable there, else why not."""
+def _sees(location: str, marker: str, text: str) -> str | None:
+    """On one node: None when `marker` holds `text` and `location` is writable there, else why not."""
     try:
         if read_text(marker) != text:
             return f"{marker} holds other content"
-        check_writable(marker.rpartition("/")[0])
+        check_writable(location)
     except (OSError, pyarrow.ArrowException, SearchError) as error:
         return str(error)
     return None
@@ -115,7 +115,7 @@ def check_nodes_see(location: str, cpu: float = 0.0, gpu: float = 0.0) -> None:
     marker = join(location, f".raylm-marker-{text}")
     write_text(marker, text)
     try:
-        for node, problem in on_each_node(_sees, cpu, gpu, marker, text):
+        for node, problem in on_each_node(_sees, cpu, gpu, location, marker, text):
             if problem is not None:
                 raise SearchError(
                     f"search.storage_path {location!r}: node {node} cannot use it ({problem}); {SHARED_STORAGE_FIX}"

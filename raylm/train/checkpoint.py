@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from raylm.config import ModelConfig, RunConfig, from_dict, save_config, to_dict
+from raylm.config import RunConfig, from_dict, save_config, to_dict
 from raylm.errors import RaylmError
 from raylm.models import create_model
 
@@ -91,8 +92,13 @@ def why_not(error: Exception) -> str:
 
 def check_same_model(checkpoint: dict, config: RunConfig, where: str | Path) -> None:
     """Refuse to resume `config` from a checkpoint of another model (architecture, options, input channels)."""
+
+    def model(run: RunConfig) -> tuple:  # where its pretrained weights came from is not part of the model
+        options = {key: value for key, value in run.model.options.items() if key != "pretrained_path"}
+        return run.model.name, options, run.data.crop.channels
+
     saved = checkpoint_config(checkpoint)
-    theirs, ours = (saved.model, saved.data.crop.channels), (config.model, config.data.crop.channels)
+    theirs, ours = model(saved), model(config)
     if theirs != ours:
         raise CheckpointError(
             f"--resume {where}: a checkpoint of model {describe_model(*theirs)}, not of this run's "
@@ -101,9 +107,9 @@ def check_same_model(checkpoint: dict, config: RunConfig, where: str | Path) -> 
         )
 
 
-def describe_model(model: ModelConfig, channels: int) -> str:
-    options = ", ".join(f"{key}={value}" for key, value in sorted(model.options.items()))
-    return f"{model.name}{f' ({options})' if options else ''} on {channels}-channel crops"
+def describe_model(name: str, options: dict[str, Any], channels: int) -> str:
+    listed = ", ".join(f"{key}={value}" for key, value in sorted(options.items()))
+    return f"{name}{f' ({listed})' if listed else ''} on {channels}-channel crops"
 
 
 def export_checkpoint(source: str | Path, target: str | Path) -> Path:

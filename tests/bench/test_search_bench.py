@@ -21,9 +21,10 @@ def test_fraction_is_the_compute_at_the_first_point_at_or_below_the_target_over_
     assert fraction(points, 0.05, 100.0) is None
 
 
-def test_quartiles_count_a_never_matched_seed_as_worst():
+def test_quartiles_take_the_higher_middle_value_and_count_a_never_matched_seed_as_worst():
     assert quartiles([0.1, 0.2, 0.3, 0.4, None]) == {"median": 0.3, "q1": 0.2, "q3": 0.4}
-    assert quartiles([0.5, None, None]) == {"median": None, "q1": 0.5, "q3": None}
+    assert quartiles([0.4, 0.1, 0.3, 0.2]) == {"median": 0.3, "q1": 0.2, "q3": 0.4}  # ten seeds: the 6th best
+    assert quartiles([0.5, 0.6, None, None]) == {"median": None, "q1": 0.6, "q3": None}
 
 
 def test_win_rate_pairs_seeds_and_counts_ties_as_half():
@@ -51,5 +52,6 @@ def test_tiny_run_prints_one_json_line_with_every_searcher(tmp_path: Path):
     assert all(0 < f <= 1 for f in result["fractions"]["random_full"])  # it reaches its own final best
     assert all(0 <= rate <= 1 for rate in result["raylm_wins"].values())
     # Hartmann-3's values lie in [-3.87, 0]; a best above that range would be a low-fidelity value, never selectable
-    assert all(-3.87 <= best <= 0 for bests in result["best"].values() for best in bests)
+    assert all(best is None or -3.87 <= best <= 0 for bests in result["best"].values() for best in bests)
+    assert all(best is not None for best in result["best"]["random_full"])  # every trial runs the whole budget
     assert (tmp_path / "search_hartmann3-good.png").stat().st_size > 10_000

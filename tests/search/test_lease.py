@@ -102,6 +102,7 @@ def gone_pid() -> int:
         ({"host": "elsewhere"}, False),  # another machine's driver, heartbeat now: its pid cannot be asked
         ({"host": "elsewhere", "heartbeat": time.time() - lease.EXPIRES_S - 5}, True),  # it stopped renewing
         ({"pid": gone_pid()}, True),  # this host's driver, killed: a resume need not wait
+        ({"heartbeat": time.time() - lease.EXPIRES_S - 5}, False),  # this host's driver, alive but paused (Ctrl-Z)
     ],
 )
 def test_a_lease_is_free_once_its_driver_is_gone(tmp_path: Path, fields: dict, free: bool):
