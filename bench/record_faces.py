@@ -27,12 +27,11 @@ import optuna
 import ray
 from ray.tune.schedulers import FIFOScheduler
 
-from bench.search import optuna_searcher
+from bench.search import cell_plan, optuna_searcher
 from raylm.config import StudyConfig, git_commit, load_config
 from raylm.search.cluster import WORKER_ENV, connect
 from raylm.search.experiment import run_experiment
-from raylm.search.per_cell import CellScheduler, CellSearcher
-from raylm.search.space import cell_of, cells
+from raylm.search.space import cells
 from raylm.search.trainable import train_trial
 
 TABLE = Path(__file__).resolve().parent / "problems" / "faces.json"
@@ -72,14 +71,9 @@ def study(trials: int, epochs: int, seed: int, cache: Path) -> StudyConfig:
 
 def random_plan(config: StudyConfig, seed: int) -> tuple:
     """The study's one cell searched by Optuna's random sampler, every trial to the full budget (no ASHA)."""
-    search = config.search
     (cell,) = cells(config)
     random = optuna_searcher(config, optuna.samplers.RandomSampler(seed=seed))
-    constants = {cell.name: cell.values()}
-    searcher = CellSearcher(
-        {cell.name: random}, constants, search.trials, search.max_epochs, search.metric, search.metric_mode
-    )
-    return searcher, CellScheduler({cell.name: FIFOScheduler()}, lambda c: cell_of(c).name), None, search.trials
+    return cell_plan(config, {cell.name: (random, FIFOScheduler())})
 
 
 def curves(grid, metric: str, epochs: int) -> list[dict]:

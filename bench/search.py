@@ -169,13 +169,11 @@ def searcher(name: str, config: StudyConfig, seed: int) -> tuple[Searcher, Trial
     return stages, FirstEpochOnly(scores, search.metric)
 
 
-def run(config: StudyConfig, problem: Problem, runs: list[tuple[str, int]], storage: Path, scale: float):
-    """One experiment in which every (searcher, seed) of `runs` is a cell with its own searcher and scheduler, as a
-    study's cells are (`search_and_schedule`); each cell's name -> its (searcher, seed), and the results."""
+def cell_plan(config: StudyConfig, built: dict[str, tuple[Searcher, TrialScheduler]]) -> tuple:
+    """The plan of an experiment whose cells (names of `cells(config)`) each have their own searcher and scheduler,
+    routed as `search_and_schedule` routes a study's: (searcher, scheduler, param space, trials)."""
     search = config.search
-    named = dict(zip((cell.name for cell in cells(config)), runs, strict=True))
     constants = {cell.name: cell.values() for cell in cells(config)}
-    built = {cell: searcher(name, config, seed) for cell, (name, seed) in named.items()}
     routed = CellSearcher(
         {cell: pair[0] for cell, pair in built.items()},
         constants,
@@ -185,7 +183,14 @@ def run(config: StudyConfig, problem: Problem, runs: list[tuple[str, int]], stor
         search.metric_mode,
     )
     scheduler = CellScheduler({cell: pair[1] for cell, pair in built.items()}, lambda c: cell_of(c).name)
-    plan = (routed, scheduler, None, search.trials * len(runs))
+    return routed, scheduler, None, search.trials * len(built)
+
+
+def run(config: StudyConfig, problem: Problem, runs: list[tuple[str, int]], storage: Path, scale: float):
+    """One experiment in which every (searcher, seed) of `runs` is a cell with its own searcher and scheduler, as a
+    study's cells are; each cell's name -> its (searcher, seed), and the results."""
+    named = dict(zip((cell.name for cell in cells(config)), runs, strict=True))
+    plan = cell_plan(config, {cell: searcher(name, config, seed) for cell, (name, seed) in named.items()})
     return named, run_experiment(config, replaying(problem, scale), str(storage), "search", plan)
 
 
