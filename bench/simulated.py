@@ -9,8 +9,10 @@ is reported as `cost_s`: compute is counted in it, never in the machine's wall t
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -23,8 +25,11 @@ COST = "cost_s"
 PARAMS = "model.options."  # where a problem's parameters sit in a trial's config: a dict the trainer takes as is
 
 
-def replaying(problem: Problem, scale: float) -> Callable[[dict[str, Any], StudyConfig], None]:
-    """The trainable of `problem`: every epoch up to the study's budget, each reported after `cost * scale` s."""
+def replaying(
+    problem: Problem, scale: float, checkpoint_bytes: int = 0
+) -> Callable[[dict[str, Any], StudyConfig], None]:
+    """The trainable of `problem`: every epoch up to the study's budget, each reported after `cost * scale` s,
+    with a checkpoint of `checkpoint_bytes` as a face trial reports one each epoch (0: none)."""
 
     def replay_trial(params: dict[str, Any], study: StudyConfig) -> None:
         config = {key: params[PARAMS + key] for key in problem.space}
@@ -32,7 +37,12 @@ def replaying(problem: Problem, scale: float) -> Callable[[dict[str, Any], Study
             value, cost = problem.evaluate(config, epoch)
             time.sleep(cost * scale)
             metrics = {study.search.metric: value, BUDGET_EPOCH: epoch, "epoch": epoch, COST: cost}
-            score = {SCORE: study.search.selection.score(metrics)}
-            tune.report({**metrics, **score, "reported_at": time.time()})
+            report = {**metrics, SCORE: study.search.selection.score(metrics), "reported_at": time.time()}
+            if not checkpoint_bytes:
+                tune.report(report)
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                (Path(folder) / "state.bin").write_bytes(bytes(checkpoint_bytes))
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     return replay_trial

@@ -49,13 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 import torch
 import torch.nn.functional as F
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
+from bench import local_ray
 from raylm.config import RunConfig, StudyConfig, load_config
 from raylm.coords import to_normalised
 from raylm.data.pipeline import prepare_data
@@ -248,18 +248,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = study(args, root / "cache")
         prepare_data(config.data, progress=False)  # once, here: trials read the prepared cache
         # As many CPUs as one trial takes: the trials run one at a time.
-        ray.init(
-            address="local",
-            num_cpus=args.threads,
-            include_dashboard=False,
-            configure_logging=False,
-            log_to_driver=False,
-        )
-        try:
-            with contextlib.redirect_stdout(sys.stderr):  # Tune's progress tables: stdout holds only the JSON line
-                seconds = measure(config, args.models, root / "runs")
-        finally:
-            ray.shutdown()
+        with local_ray(args.threads), contextlib.redirect_stdout(sys.stderr):  # Tune's tables: stdout is the JSON
+            seconds = measure(config, args.models, root / "runs")
     images_per_epoch = args.train_size // args.batch_size * args.batch_size  # the loader drops a partial batch
     figures = {model: summary(seconds[model], images_per_epoch) for model in args.models}
     print(

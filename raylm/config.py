@@ -258,8 +258,11 @@ class SearchConfig:
     space: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     trials: int = 4  # per cell in compare mode, in all in optimize mode
     max_epochs: int = 10
-    grace_period: int = 2  # ASHA: epochs before a trial can be stopped
+    # ASHA: epochs before a trial can be stopped (1: chosen on bench.search, see bench/README.md)
+    grace_period: int = 1
     reduction_factor: float = 3.0  # ASHA: keep the best 1/reduction_factor at each rung
+    # TPE's random proposals before it models, per search; None: a third of search.trials, 2 to 10
+    startup_trials: int | None = None
     metric: str = "val/nme"  # selection metric (never a test set)
     metric_mode: Literal["min", "max"] = "min"
     seed: int = 0  # seeds Optuna's TPE sampler
@@ -287,6 +290,8 @@ class SearchConfig:
             raise ValueError(f"search.repeats must be 0 (none) or more, got {self.repeats}")
         if self.trials < 1 or self.max_epochs < 1:
             raise ValueError("search.trials and search.max_epochs must be at least 1")
+        if self.startup_trials is not None and self.startup_trials < 1:
+            raise ValueError("search.startup_trials must be at least 1 (or left out: a third of search.trials)")
         if not 1 <= self.grace_period <= self.max_epochs:
             raise ValueError(f"search.grace_period must be between 1 and search.max_epochs ({self.max_epochs})")
         if not self.reduction_factor > 1:

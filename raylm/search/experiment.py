@@ -39,16 +39,17 @@ from raylm.selection import BUDGET_EPOCH, SCORE
 EXPERIMENT = "trials"  # the experiment's folder in the run directory
 
 
-def wrap(trainable: Trainable, study: StudyConfig):
+def wrap(trainable: Trainable, study: StudyConfig, node_checks: bool = True):
     resources = study.search.resources
-    with_study = tune.with_parameters(checked(trainable), study=study)
+    with_study = tune.with_parameters(checked(trainable) if node_checks else trainable, study=study)
     return tune.with_resources(with_study, {"cpu": resources.cpu, "gpu": resources.gpu})
 
 
 def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> HearsDivergence:
-    """Seeded TPE: its first proposals are random (fewer than Optuna's 10 on small budgets), then model-based; a
+    """Seeded TPE: its first `search.startup_trials` proposals are random (unset: a third of the trials, 2 to 10:
+    fewer than Optuna's 10 on small budgets; bench.search measured a sixth no better), then model-based; a
     diverged trial is one it hears as failed."""
-    startup = min(10, max(2, search.trials // 3))
+    startup = search.startup_trials or min(10, max(2, search.trials // 3))
     sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
     return HearsDivergence(space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler)
 
@@ -108,12 +109,15 @@ def make_tuner(
     plan: tuple[Searcher, TrialScheduler, dict[str, Any] | None, int] | None = None,
     reuse_actors: bool = True,
     tracker_dir: Path | None = None,
+    node_checks: bool = True,
 ) -> tune.Tuner:
     """The Tuner of the study's search, or of another `plan` (searcher, scheduler, param space, trials) in `name`.
 
     The search's trials go to the trackers of `search.loggers` (raylm.search.trackers), W&B's files into
     `tracker_dir` (the study's local folder). `reuse_actors=False` (a fresh process per trial) exists for
-    `bench.overhead`, which measures what reuse saves.
+    `bench.overhead`, which measures what reuse saves; `node_checks=False` (no node checks, so a trial process
+    need not import torch) for `bench.utilisation`, whose simulated trials must be light enough for 64 or more
+    to fit in one machine.
     """
     search = study.search
     searching = plan is None  # the search's schedulers keep state (ASHA's rungs) worth checkpointing
@@ -122,7 +126,7 @@ def make_tuner(
         plan = (*search_and_schedule(study), trials)
     searcher, scheduler, space, trials = plan
     return tune.Tuner(
-        wrap(trainable, study),
+        wrap(trainable, study, node_checks),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=search.metric,

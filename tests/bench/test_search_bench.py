@@ -49,9 +49,17 @@ def test_tiny_run_prints_one_json_line_with_every_searcher(tmp_path: Path):
     for searcher, fractions in result["fractions"].items():
         assert len(fractions) == 2
         assert all(f is None or f > 0 for f in fractions), searcher
-    assert all(0 < f <= 1 for f in result["fractions"]["random_full"])  # it reaches its own final best
+    assert result["reference"]["seeds"] == [1000, 1001]  # its own seeds: no searcher shares its proposals
+    reference_best = result["reference"]["best"]
+    for searcher, fractions in result["fractions"].items():  # matched <=> the searcher's best reached the reference's
+        for fraction_, best, target in zip(fractions, result["best"][searcher], reference_best, strict=True):
+            if fraction_ is not None:  # (both rounded to 5 decimals)
+                assert best <= target + 1e-5, (searcher, best, target)
+            else:
+                assert best is None or best >= target - 1e-5, (searcher, best, target)
     assert all(0 <= rate <= 1 for rate in result["raylm_wins"].values())
     # Hartmann-3's values lie in [-3.87, 0]; a best above that range would be a low-fidelity value, never selectable
     assert all(best is None or -3.87 <= best <= 0 for bests in result["best"].values() for best in bests)
     assert all(best is not None for best in result["best"]["random_full"])  # every trial runs the whole budget
+    assert all(-3.87 <= best <= 0 for best in reference_best)
     assert (tmp_path / "search_hartmann3-good.png").stat().st_size > 10_000

@@ -107,6 +107,7 @@ def test_space_mistakes_fail_before_any_trial_naming_the_field(overrides, error,
     [
         ("search.axes.train_size=[]", "search.axes.train_size is empty"),
         ("search.grace_period=9", "search.grace_period must be between 1 and search.max_epochs"),
+        ("search.startup_trials=0", "search.startup_trials must be at least 1"),
         ("search.metric=test_real/nme", "selects on a test set"),
         ("search.mode=fast", "search.mode: 'fast' is not one of"),
         ("search.trails=3", "search.trails: unknown key"),
@@ -152,6 +153,20 @@ def test_a_base_model_the_arch_axis_replaces_is_a_warning(caplog):
         check_space(study("model.name=ours", "search.axes.arch=[ours-tiny]"))
     (message,) = caplog.messages
     assert message.startswith("model.name 'ours' is not trained: search.axes.arch ['ours-tiny'] replaces it")
+
+
+@pytest.mark.parametrize(
+    "overrides, startup",
+    [
+        (["search.trials=4"], 2),
+        (["search.trials=24"], 8),
+        (["search.trials=200"], 10),
+        (["search.startup_trials=7"], 7),
+    ],
+)
+def test_tpe_proposes_at_random_for_a_third_of_the_trials_from_2_to_10_unless_set(overrides, startup):
+    config = study(*overrides)
+    assert optuna_search(config.search, hyper_space(config))._sampler._n_startup_trials == startup
 
 
 def test_an_integer_space_on_an_integer_key_gives_trials_integers():
