@@ -93,7 +93,7 @@ REFERENCE, REFERENCE_SEEDS = "reference", 1000  # the yardstick: random search a
 
 def problem_study(problem: Problem, trials: int, runs: int, cache: Path, overrides: list[str]) -> StudyConfig:
     """The smoke study searching `problem`'s space (under PARAMS) with raylm's default search settings and then
-    `overrides` (`search.grace_period=2`: what a study file could set), in `runs` cells (cells differ by training
+    `overrides` (`search.grace_period=1`: what a study file could set), in `runs` cells (cells differ by training
     size only, which the replayed trials never read)."""
     sizes = [48 + i for i in range(runs)]
     default = SearchConfig()  # raylm's defaults, not the smoke study's small-study settings
@@ -367,7 +367,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=32, help="trials of every searcher")
     parser.add_argument("--slots", type=int, default=SLOTS, help=f"trial slots (default {SLOTS}: trials sleep)")
     parser.add_argument("--plots", type=Path, help="write each problem's anytime curves there (search_<problem>.png)")
-    add_set_option(parser, "search.grace_period=2")
+    add_set_option(parser, "search.grace_period=1")
     parser.add_argument("--tiny", action="store_true", help="for tests (~1 min): hartmann3-good, 2 seeds, 6 trials")
     args = parser.parse_args()
     if args.tiny:

@@ -258,8 +258,8 @@ class SearchConfig:
     space: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     trials: int = 4  # per cell in compare mode, in all in optimize mode
     max_epochs: int = 10
-    # ASHA: epochs before a trial can be stopped (1: chosen on bench.search, see bench/README.md)
-    grace_period: int = 1
+    # ASHA: epochs before a trial can be stopped (bench.search measured 1 against 2: see bench/README.md)
+    grace_period: int = 2
     reduction_factor: float = 3.0  # ASHA: keep the best 1/reduction_factor at each rung
     # TPE's random proposals before it models, per search; None: a third of search.trials, 2 to 10
     startup_trials: int | None = None
