@@ -11,6 +11,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 REGISTRY = "raylm-node-checks"  # in the driver's namespace: each driver (study) has its own
+# The handle that created the registry, with the Ray it lives in (driver job, driver node): held for the driver's
+# life. Ray removes a named actor once its creating handle is gone, whatever handles `get_if_exists` or
+# `get_actor` gave others since, so a second experiment of one driver (a study's repeats, a benchmark's
+# problems) must not let the first one's callback own it.
+_created: tuple[tuple[str, str], ray.actor.ActorHandle] | None = None
 
 
 @ray.remote(num_cpus=0)
@@ -40,16 +45,19 @@ class Registry:
 
 
 def start_registry() -> ray.actor.ActorHandle:
-    """The driver's registry, empty: created on the driver's node (it must outlive any worker) or reused.
-
-    Ray removes it once no handle refers to it: the caller keeps the one returned.
-    """
-    here = ray.get_runtime_context().get_node_id()
-    registry = Registry.options(
-        name=REGISTRY,
-        get_if_exists=True,
-        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-    ).remote()
+    """The driver's registry, empty: created on the driver's node (it must outlive any worker) once per Ray the
+    driver connects to, and kept alive by this module until the driver ends."""
+    global _created
+    context = ray.get_runtime_context()
+    ray_of_driver = (context.get_job_id(), context.get_node_id())
+    if _created is None or _created[0] != ray_of_driver:
+        created = Registry.options(
+            name=REGISTRY,
+            get_if_exists=True,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(ray_of_driver[1], soft=False),
+        ).remote()
+        _created = (ray_of_driver, created)
+    registry = _created[1]
     ray.get(registry.reset.remote())
     return registry
 
