@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
-import json
 import math
 import os
 import statistics
@@ -60,7 +59,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from bench import local_ray
+from bench import emit, local_ray
 from bench.problems import Problem
 from bench.problems.faces import FaceReplay
 from bench.problems.hartmann import Hartmann
@@ -384,7 +383,7 @@ def main() -> None:
                 result = bench_problem(
                     name, list(range(args.seeds)), args.trials, Path(temporary), args.plots, args.set
                 )
-            print(json.dumps({**result, "wall_s": round(time.time() - started, 1)}), flush=True)
+            emit({**result, "wall_s": round(time.time() - started, 1)})
 
 
 if __name__ == "__main__":
