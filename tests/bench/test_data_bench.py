@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,20 +15,13 @@ from raylm.data.crop import CropConfig
 from raylm.data.spec import open_dataset
 from raylm.data.splits import Part
 from raylm.train.loaders import LandmarkDataset
+from tests.bench import bench_json
 from tests.data.fakes import write_pts_dataset
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_tiny(*args: str) -> dict:
-    """`python -m bench.data --tiny` in its own process (Ray, forked loader workers and threads stay there)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.data", "--tiny", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    assert len(lines) == 1, done.stdout
-    return json.loads(lines[0])
+    """`python -m bench.data --tiny`: its JSON line."""
+    return bench_json("data", "--tiny", *args)
 
 
 def test_decoding_dataset_gives_the_cached_datasets_samples(tmp_path):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import timm
@@ -14,19 +10,12 @@ import torch
 
 from bench import gpu
 from raylm.models import list_models
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench import bench_json
 
 
 def run_tiny(*args: str) -> dict:
-    """`python -m bench.gpu --tiny` in its own process (Ray, forked loader workers and threads stay there)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.gpu", "--tiny", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    assert len(lines) == 1, done.stdout
-    return json.loads(lines[0])
+    """`python -m bench.gpu --tiny`: its JSON line."""
+    return bench_json("gpu", "--tiny", *args)
 
 
 def positive(x) -> bool:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from ray import tune
 
 from bench import overhead
 from raylm.search import trainable
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench import bench_json
 
 EXPERIMENT_KEYS = {
     "wall_s",
@@ -28,14 +23,8 @@ EXPERIMENT_KEYS = {
 
 
 def run_tiny(*args: str) -> dict:
-    """`python -m bench.overhead --tiny` in its own process (Ray, forked loader workers and threads stay there)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.overhead", "--tiny", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.splitlines()
-    assert len(lines) == 1, done.stdout
-    return json.loads(lines[0])
+    """`python -m bench.overhead --tiny`: its JSON line."""
+    return bench_json("overhead", "--tiny", *args)
 
 
 def test_between_trials_pairs_each_trial_with_the_next_in_its_process():

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.search import BASELINES, SEARCHERS, fraction, quartiles, win_rate
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench import bench_json
 
 
 def test_fraction_is_the_compute_at_the_first_point_at_or_below_the_target_over_the_reference():
@@ -34,16 +30,7 @@ def test_win_rate_pairs_seeds_and_counts_ties_as_half():
 
 @pytest.mark.slow
 def test_tiny_run_prints_one_json_line_with_every_searcher(tmp_path: Path):
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.search", "--tiny", "--plots", str(tmp_path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (line,) = done.stdout.splitlines()
-    result = json.loads(line)
+    result = bench_json("search", "--tiny", "--plots", str(tmp_path))
     assert (result["name"], result["problem"], result["trials"], result["seeds"]) == ("search", "hartmann3-good", 6, 2)
     assert set(result["fraction"]) == set(SEARCHERS) and set(result["raylm_wins"]) == set(BASELINES)
     for searcher, fractions in result["fractions"].items():

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 import types
-from pathlib import Path
 
 import pytest
 
 from bench.study import Phases
+from tests.bench import bench_json
 
-REPO = Path(__file__).resolve().parents[2]
 PHASES = {
     "import_s", "checks_s", "ray_start_s", "node_checks_s", "first_trial_s", "experiment_s", "trial_build_s",
     "trial_train_s", "ray_stop_s", "test_pass_s", "report_s", "total_s",
@@ -35,14 +31,8 @@ def test_a_timed_function_adds_each_calls_seconds_to_its_phase_and_keeps_its_res
 @pytest.mark.slow
 def test_a_one_trial_smoke_study_prints_one_json_line_with_every_phase():
     overrides = ["search.axes.real_fraction=[0.0]", "search.trials=1", "search.max_epochs=1", "search.grace_period=1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.study", "--config", "experiments/smoke.yaml"]
-        + [f"--set={override}" for override in overrides],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    (line,) = done.stdout.splitlines()  # Tune's and Ray's output went to stderr
-    result = json.loads(line)
+    # Tune's and Ray's output goes to stderr
+    result = bench_json("study", "--config", "experiments/smoke.yaml", *(f"--set={o}" for o in overrides))
     assert (result["name"], result["trials"], result["slots"], result["overrides"]) == ("study", 1, 2, overrides)
     assert set(result) == {"name", "config", "overrides", "trials", "slots", "ratio"} | PHASES
     figures = [result[phase] for phase in PHASES - {"node_checks_s"}]

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from bench.utilisation import busy_share, first_full, private_kib
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench import bench_json
 
 
 def test_busy_share_counts_only_the_part_of_each_trial_inside_the_window():
@@ -35,28 +29,7 @@ def test_private_memory_of_this_process_is_read_and_a_gone_process_has_none():
 
 @pytest.mark.slow
 def test_small_run_prints_both_settings_and_the_memory_bound():
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.utilisation",
-            "--slots",
-            "4",
-            "--cells",
-            "2",
-            "--trials",
-            "4",
-            "--epoch-s",
-            "0.3",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (line,) = done.stdout.splitlines()
-    result = json.loads(line)
+    result = bench_json("utilisation", "--slots", "4", "--cells", "2", "--trials", "4", "--epoch-s", "0.3")
     assert (result["slots"], result["trials"]) == (4, 8)
     for setting in ("raylm", "tune_default_pending"):
         run = result[setting]
