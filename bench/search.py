@@ -32,7 +32,16 @@ raylm's paired win rate against each baseline (a seed is a win when raylm's frac
 lower, half when equal), its anytime curve (median best-so-far over compute) as a PNG,
 and on `faces` the goal verdict: median <= 0.35 and a win over `random_asha` in >= 8 of 10 seeds.
 
-    python -m bench.search [--problems faces hartmann6-good ...] [--seeds 10] [--trials 32] [--plots DIR] [--tiny]
+`--engine simulated` runs the same searcher and scheduler objects in this process on a
+simulated clock instead (`bench.simulated.simulate`: no Tune controller, no Ray): which
+trial ends first is then set by the problem's costs alone, so a run repeats exactly, and a
+problem's 50 seeds take seconds. On four slots of a local Ray the order also depends on
+the driver's latency, which moves a 10-seed median by up to 0.1 between two runs of the
+same settings (bench/README.md): compare settings on many simulated seeds, and check the
+one chosen through Tune.
+
+    python -m bench.search [--problems faces hartmann6-good ...] [--seeds 10] [--trials 32] [--plots DIR]
+                           [--engine tune|simulated] [--set search.reduction_factor=4 ...] [--tiny]
 """
 
 from __future__ import annotations
@@ -64,7 +73,7 @@ from bench.problems import Problem
 from bench.problems.faces import FaceReplay
 from bench.problems.hartmann import Hartmann
 from bench.problems.tables import TABLES, RecordedTable
-from bench.simulated import COST, PARAMS, replaying
+from bench.simulated import COST, PARAMS, replaying, simulate
 from raylm.config import SearchConfig, StudyConfig, add_set_option, load_config
 from raylm.search.cluster import WORKER_ENV, connect
 from raylm.search.experiment import asha, optuna_search, run_experiment
@@ -286,16 +295,42 @@ def plot(problem: str, curves: dict[str, list[list[tuple[float, float]]]], refer
     plt.close(figure)
 
 
+def search_runs(
+    problem: Problem,
+    runs: list[tuple[str, int]],
+    trials: int,
+    root: Path,
+    overrides: list[str],
+    engine: str,
+    slots: int,
+) -> tuple[StudyConfig, dict[tuple[str, int], list[tuple[float, float]]]]:
+    """Every (searcher, seed) of `runs` on `problem`: the study they ran as, and each one's (compute spent, best
+    selectable rank so far) after each report. `engine` "tune": one Tune experiment on the local Ray, a cell per
+    run (as a study runs them); "simulated": each run in this process on a simulated clock (`simulate`)."""
+    config = problem_study(problem, trials, len(runs), root / "cache", overrides)
+    if engine == "simulated":
+        return config, {
+            (name, seed): simulate(problem, *searcher(name, config, seed), config, slots) for name, seed in runs
+        }
+    costs = [problem.evaluate(sample, epoch)[1] for sample in samples(problem) for epoch in (1, problem.max_epochs)]
+    config = connect(None, config)
+    named, grid = run(config, problem, runs, root / problem.name, SLEEP_PER_EPOCH / statistics.mean(costs))
+    return config, {named[cell]: curve for cell, curve in curves(config, grid).items()}
+
+
 def bench_problem(
-    name: str, seeds: list[int], trials: int, root: Path, plots: Path | None, overrides: list[str]
+    name: str,
+    seeds: list[int],
+    trials: int,
+    root: Path,
+    plots: Path | None,
+    overrides: list[str],
+    engine: str = "tune",
+    slots: int = SLOTS,
 ) -> dict[str, Any]:
     problem = PROBLEMS[name]()
-    costs = [problem.evaluate(config, epoch)[1] for config in samples(problem) for epoch in (1, problem.max_epochs)]
-    scale = SLEEP_PER_EPOCH / statistics.mean(costs)
     runs = [(searcher, seed) for searcher in (REFERENCE, *SEARCHERS) for seed in seeds]
-    config = connect(None, problem_study(problem, trials, len(runs), root / "cache", overrides))
-    named, grid = run(config, problem, runs, root / name, scale)
-    points = {named[cell]: curve for cell, curve in curves(config, grid).items()}
+    config, points = search_runs(problem, runs, trials, root, overrides, engine, slots)
     fractions: dict[str, list[float | None]] = {searcher: [] for searcher in SEARCHERS}
     by_seed: dict[str, list] = {searcher: [] for searcher in SEARCHERS}
     references, targets = [], []
@@ -306,9 +341,9 @@ def bench_problem(
         references.append(reference)
         targets.append(metric_of(config, target))
         for searcher in SEARCHERS:
-            searched = points[searcher, seed]
-            fractions[searcher].append(fraction(searched, target, reference))
-            by_seed[searcher].append(searched)
+            curve = points[searcher, seed]
+            fractions[searcher].append(fraction(curve, target, reference))
+            by_seed[searcher].append(curve)
     result: dict[str, Any] = {
         "name": "search",
         "problem": name,
@@ -316,6 +351,7 @@ def bench_problem(
         "trials": trials,
         "max_epochs": problem.max_epochs,
         "seeds": len(seeds),
+        "engine": engine,
         "settings": overrides,
         "reference": {"seeds": [REFERENCE_SEEDS + seed for seed in seeds], "best": targets},
         "fraction": {searcher: quartiles(values) for searcher, values in fractions.items()},
@@ -366,6 +402,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=32, help="trials of every searcher")
     parser.add_argument("--slots", type=int, default=SLOTS, help=f"trial slots (default {SLOTS}: trials sleep)")
     parser.add_argument("--plots", type=Path, help="write each problem's anytime curves there (search_<problem>.png)")
+    parser.add_argument(
+        "--engine",
+        choices=("tune", "simulated"),
+        default="tune",
+        help="tune: every search a cell of a Tune experiment on a local Ray (as a study runs); simulated: the same "
+        "searchers and schedulers in this process on a simulated clock, deterministic and fast (for many seeds)",
+    )
     add_set_option(parser, "search.grace_period=1")
     parser.add_argument("--tiny", action="store_true", help="for tests (~1 min): hartmann3-good, 2 seeds, 6 trials")
     args = parser.parse_args()
@@ -376,12 +419,20 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.update(WORKER_ENV)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary, local_ray(args.slots):
+    ray = local_ray(args.slots) if args.engine == "tune" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="raylm-bench-") as temporary, ray:
         for name in args.problems:
             started = time.time()
             with contextlib.redirect_stdout(sys.stderr):
                 result = bench_problem(
-                    name, list(range(args.seeds)), args.trials, Path(temporary), args.plots, args.set
+                    name,
+                    list(range(args.seeds)),
+                    args.trials,
+                    Path(temporary),
+                    args.plots,
+                    args.set,
+                    args.engine,
+                    args.slots,
                 )
             emit({**result, "wall_s": round(time.time() - started, 1)})
 

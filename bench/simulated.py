@@ -9,6 +9,9 @@ is reported as `cost_s`: compute is counted in it, never in the machine's wall t
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
 
 from bench.problems import Problem
 from raylm.config import StudyConfig
+from raylm.search.per_cell import CellSearcher
 from raylm.selection import BUDGET_EPOCH, SCORE
 
 COST = "cost_s"
@@ -46,3 +53,68 @@ def replaying(
                 tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
 
     return replay_trial
+
+
+@dataclasses.dataclass
+class SimulatedTrial:
+    """What a scheduler reads of a Tune trial: its id and its config."""
+
+    trial_id: str
+    config: dict[str, Any]
+
+
+def simulate(
+    problem: Problem, searcher: Searcher, scheduler: TrialScheduler, study: StudyConfig, slots: int
+) -> list[tuple[float, float]]:
+    """One search of `problem` run in this process on a simulated clock, without Tune's controller or Ray: the
+    searcher and scheduler are the objects a Tune experiment would run (in raylm's per-cell routing, which tells a
+    searcher of a stopped trial as pruned), `slots` trials at a time, each epoch ending its cost after the last, ties
+    in the order trials started. So it is deterministic: the same seed gives the same search, where a Tune
+    experiment's order also depends on its driver's latency. Returns (compute spent, best selectable rank so far)
+    after each report, as `bench.search.curves` does for a Tune experiment."""
+    search = study.search
+    routed = CellSearcher(
+        {"cell": searcher}, {"cell": {}}, search.trials, search.max_epochs, search.metric, search.metric_mode
+    )
+    scheduler.set_search_properties(search.metric, search.metric_mode)
+    trials: list[tuple[SimulatedTrial, dict[str, Any], list[float]]] = []  # (trial, the problem's config, values)
+    events: list[tuple[float, int, int]] = []  # (clock at the epoch's end, trial number, epoch)
+
+    def run_epoch(number: int, epoch: int, clock: float) -> None:
+        heapq.heappush(events, (clock + problem.evaluate(trials[number][1], epoch)[1], number, epoch))
+
+    def start(clock: float) -> bool:
+        proposal = routed.suggest(str(len(trials)))
+        if proposal is None or proposal == Searcher.FINISHED:
+            return False  # waiting for results (a staged searcher), or done
+        trial = SimulatedTrial(str(len(trials)), proposal)
+        scheduler.on_trial_add(None, trial)
+        trials.append((trial, {key: proposal[PARAMS + key] for key in problem.space}, []))
+        run_epoch(len(trials) - 1, 1, clock)
+        return True
+
+    while len(trials) < slots and start(0.0):
+        pass
+    points: list[tuple[float, float]] = []
+    spent, best = 0.0, math.inf
+    while events:
+        clock, number, epoch = heapq.heappop(events)
+        trial, config, values = trials[number]
+        value, cost = problem.evaluate(config, epoch)
+        values.append(value)
+        result = {search.metric: value, BUDGET_EPOCH: epoch, TRAINING_ITERATION: epoch}
+        routed.on_trial_result(trial.trial_id, result)
+        stopped = scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP
+        spent += cost
+        if epoch >= search.max_epochs:  # a trial run to the full budget: what a study may select
+            best = min(best, *(search.selection.rank(v) for v in values))
+        points.append((spent, best))
+        if not stopped and epoch < search.max_epochs:
+            run_epoch(number, epoch + 1, clock)
+            continue
+        scheduler.on_trial_complete(None, trial, result)
+        routed.on_trial_complete(trial.trial_id, result)
+        running = len(events)  # one pending epoch per running trial
+        while running < slots and start(clock):
+            running += 1
+    return points

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.search import BASELINES, SEARCHERS, fraction, quartiles, win_rate
+from bench.problems.hartmann import Hartmann
+from bench.search import BASELINES, SEARCHERS, fraction, problem_study, quartiles, searcher, win_rate
+from bench.simulated import PARAMS, simulate
 from tests.bench import bench_json
 
 
@@ -33,20 +35,70 @@ def test_tiny_run_prints_one_json_line_with_every_searcher(tmp_path: Path):
     result = bench_json("search", "--tiny", "--plots", str(tmp_path))
     assert (result["name"], result["problem"], result["trials"], result["seeds"]) == ("search", "hartmann3-good", 6, 2)
     assert set(result["fraction"]) == set(SEARCHERS) and set(result["raylm_wins"]) == set(BASELINES)
-    for searcher, fractions in result["fractions"].items():
+    for name, fractions in result["fractions"].items():
         assert len(fractions) == 2
-        assert all(f is None or f > 0 for f in fractions), searcher
+        assert all(f is None or f > 0 for f in fractions), name
     assert result["reference"]["seeds"] == [1000, 1001]  # its own seeds: no searcher shares its proposals
     reference_best = result["reference"]["best"]
-    for searcher, fractions in result["fractions"].items():  # matched <=> the searcher's best reached the reference's
-        for fraction_, best, target in zip(fractions, result["best"][searcher], reference_best, strict=True):
+    for name, fractions in result["fractions"].items():  # matched <=> the searcher's best reached the reference's
+        for fraction_, best, target in zip(fractions, result["best"][name], reference_best, strict=True):
             if fraction_ is not None:  # (both rounded to 5 decimals)
-                assert best <= target + 1e-5, (searcher, best, target)
+                assert best <= target + 1e-5, (name, best, target)
             else:
-                assert best is None or best >= target - 1e-5, (searcher, best, target)
+                assert best is None or best >= target - 1e-5, (name, best, target)
     assert all(0 <= rate <= 1 for rate in result["raylm_wins"].values())
     # Hartmann-3's values lie in [-3.87, 0]; a best above that range would be a low-fidelity value, never selectable
     assert all(best is None or -3.87 <= best <= 0 for bests in result["best"].values() for best in bests)
     assert all(best is not None for best in result["best"]["random_full"])  # every trial runs the whole budget
     assert all(-3.87 <= best <= 0 for best in reference_best)
     assert (tmp_path / "search_hartmann3-good.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def hartmann_study(tmp_path_factory):
+    problem = Hartmann(3, "good", max_epochs=4)
+    return problem, problem_study(problem, 8, 1, tmp_path_factory.mktemp("cache"), [])
+
+
+def test_simulated_search_runs_every_trial_to_the_full_budget_without_a_scheduler_and_repeats_exactly(hartmann_study):
+    problem, study = hartmann_study
+    points = simulate(problem, *searcher("random_full", study, 3), study, slots=3)
+    assert len(points) == 8 * 4  # every trial reported every epoch
+    spent = [p[0] for p in points]
+    assert spent == sorted(spent) and math.isclose(spent[-1], sum(_costs(problem, study, "random_full", 3)))
+    assert math.isinf(points[0][1]) and not math.isinf(points[-1][1])  # selectable once a trial ran 4 epochs
+    assert points == simulate(problem, *searcher("random_full", study, 3), study, slots=3)  # deterministic
+
+
+def test_simulated_asha_stops_trials_and_only_a_full_budget_trial_is_selectable(hartmann_study):
+    problem, study = hartmann_study
+    points = simulate(problem, *searcher("raylm", study, 0), study, slots=2)
+    assert 8 * study.search.grace_period <= len(points) < 8 * 4  # ASHA stopped some trials after their grace epochs
+    best = [rank for _, rank in points]
+    assert best == sorted(best, reverse=True)  # best so far never worsens
+    full = simulate(problem, *searcher("tpe_full", study, 0), study, slots=2)
+    assert points[-1][0] < full[-1][0]  # stopping early spent less compute
+
+
+def test_simulated_top_k_waits_for_its_first_stage(hartmann_study):
+    problem, study = hartmann_study
+    points = simulate(problem, *searcher("top_k", study, 1), study, slots=4)
+    assert len(points) == (8 - 2) * 1 + 2 * 4  # 6 one-epoch trials, then the best 2 (a quarter) for 4 epochs
+    assert all(math.isinf(rank) for _, rank in points[:6])
+
+
+def _costs(problem, study, name: str, seed: int) -> list[float]:
+    """The compute of `name`'s proposals run to the full budget, proposed again by a fresh searcher of that seed."""
+    proposals, costs = searcher(name, study, seed)[0], []
+    for number in range(study.search.trials):
+        config = proposals.suggest(str(number))
+        values = {key: config[PARAMS + key] for key in problem.space}
+        costs += [problem.evaluate(values, epoch)[1] for epoch in range(1, study.search.max_epochs + 1)]
+    return costs
+
+
+@pytest.mark.slow
+def test_tiny_simulated_run_gives_the_same_line_twice():
+    first, second = (bench_json("search", "--tiny", "--engine", "simulated") for _ in range(2))
+    assert first["engine"] == "simulated" and set(first["fraction"]) == set(SEARCHERS)
+    assert {**first, "wall_s": None} == {**second, "wall_s": None}
