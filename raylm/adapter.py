@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from raylm.cli import command
 from raylm.data.cache import prepare
 from raylm.data.config import default_cache_dir
 from raylm.data.record import DataError
 from raylm.data.spec import known_forms, open_dataset
 from raylm.data.splits import Part
-from raylm.errors import RaylmError
 from raylm.evaluation.adapter import ADAPTER_FILE, Adapter, AdapterError, adapter_path, checkpoint_digest, fit_adapter
 from raylm.evaluation.trained import Trained, load_trained, predict_trained, seen_ids
 from raylm.metrics import REGIONS, nme, region_nme
@@ -114,6 +114,7 @@ def describe(adapter: Adapter, path: Path) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.adapter",
@@ -143,21 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--skip-bad", action="store_true", help="skip unreadable samples instead of stopping")
     fit.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
-    try:
-        adapter, path, warnings = fit_on_dataset(
-            args.checkpoint,
-            args.data,
-            args.faces,
-            args.seed,
-            args.modes,
-            args.ridge,
-            args.device,
-            args.skip_bad,
-            args.out,
-        )
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    adapter, path, warnings = fit_on_dataset(
+        args.checkpoint,
+        args.data,
+        args.faces,
+        args.seed,
+        args.modes,
+        args.ridge,
+        args.device,
+        args.skip_bad,
+        args.out,
+    )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps({"adapter": str(path), **adapter.report}) if args.json else describe(adapter, path))

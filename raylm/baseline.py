@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raylm.cli import command
 from raylm.config import StudyConfig, add_set_option, load_config
 from raylm.data.crop import crop_box
 from raylm.data.pipeline import DataConfig, anchored, index_split
@@ -279,6 +280,7 @@ def table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.baseline",
@@ -307,12 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", metavar="FILE", help="write the results as JSON")
     add_set_option(parser, "data.test_size=10")
     args = parser.parse_args(argv)
-    try:
-        study = load_config(StudyConfig, args.config, args.set)
-        result = run_baseline(study, args.predictor, args.protocol, args.seed)
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    study = load_config(StudyConfig, args.config, args.set)
+    result = run_baseline(study, args.predictor, args.protocol, args.seed)
     print(table(result["metrics"]))
     print(f"\n{result['how']}")
     if args.output:

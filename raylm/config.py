@@ -23,7 +23,6 @@ import yaml
 
 from raylm import __version__
 from raylm.data.config import DataConfig, mix_counts
-from raylm.evaluation.plan import TestPlan, available_protocols
 from raylm.schema import ConfigError, apply_override, from_dict, parse_override, read_file, set_key, to_dict
 from raylm.selection import Selection, SelectionError
 
@@ -349,16 +348,6 @@ class StudyConfig(RunConfig):
         if self.search.test_set is not None and self.search.test_set not in self.data.tests:
             known = ", ".join(self.data.tests) or "none"
             raise ConfigError(f"search.test_set {self.search.test_set!r} is not a name in data.tests ({known})")
-
-    def test_plan(self) -> TestPlan:
-        """What the study's test pass runs: every test set under every protocol installed, its headline set.
-
-        ConfigError when `data.tests` is empty: a study reports its cells' best models on test faces
-        (checked when a study starts; a config alone, e.g. a benchmark's, may have none).
-        """
-        if not self.data.tests:
-            raise ConfigError("data.tests is empty: a study tests each cell's best model; name at least one test set")
-        return TestPlan(tuple(self.data.tests), available_protocols(), self.search.test_set)
 
     def base(self) -> RunConfig:
         """The run every trial starts from, without the search."""

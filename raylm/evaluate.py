@@ -16,9 +16,9 @@ import argparse
 import json
 import sys
 
+from raylm.cli import command
 from raylm.data.spec import known_forms
 from raylm.detect import BoxToCrop
-from raylm.errors import RaylmError
 from raylm.evaluation.adapter import adapter_path
 from raylm.evaluation.dataset import evaluate_checkpoint
 from raylm.evaluation.plan import HIGH, LOW
@@ -38,6 +38,7 @@ def describe_protocol(metrics: dict) -> str:
     return "boxes: landmarks (the ground-truth landmark box with the checkpoint's crop margin)"
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.evaluate",
@@ -76,16 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         help="do not check for faces the checkpoint trained or selected on; score faces the adapter was fitted on",
     )
     args = parser.parse_args(argv)
-    try:
-        box_fit = BoxToCrop.load(args.box_fit) if args.box_fit else None
-        protocol = CropProtocol(args.boxes, args.jitter, args.seed, box_fit, upsample=args.upsample)
-        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
-        metrics, per_face = evaluate_checkpoint(
-            args.checkpoint, args.data, protocol, args.skip_bad, args.device, not args.allow_overlap, adapter
-        )
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    box_fit = BoxToCrop.load(args.box_fit) if args.box_fit else None
+    protocol = CropProtocol(args.boxes, args.jitter, args.seed, box_fit, upsample=args.upsample)
+    adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
+    metrics, per_face = evaluate_checkpoint(
+        args.checkpoint, args.data, protocol, args.skip_bad, args.device, not args.allow_overlap, adapter
+    )
     if metrics.get("overlap"):
         print(
             f"warning: {metrics['overlap']} of the {len(per_face)} evaluated faces are faces the checkpoint trained "

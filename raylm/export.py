@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from raylm.card import write_card
+from raylm.cli import command
 from raylm.data.cache import prepare
 from raylm.data.config import default_cache_dir
 from raylm.data.crop import centre_start
 from raylm.data.spec import open_dataset
-from raylm.errors import RaylmError
 from raylm.evaluation.adapter import adapter_path
 from raylm.evaluation.trained import Trained, load_trained
 from raylm.exported import FORMATS, ExportError, PixelLandmarks, run_export, write_export
@@ -130,6 +130,7 @@ def export_model(
     return replace(exported, card=write_card(checkpoint_path, path.parent, exported=exported))
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.export",
@@ -149,12 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint; fit it with `python -m raylm.adapter fit`)",
     )
     args = parser.parse_args(argv)
-    try:
-        adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
-        exported = export_model(args.checkpoint, args.format, args.out, args.data, adapter)
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    adapter = None if args.adapter is None else adapter_path(args.checkpoint, args.adapter)
+    exported = export_model(args.checkpoint, args.format, args.out, args.data, adapter)
     adapted = "" if exported.adapter is None else f" with the adapter {exported.adapter}"
     print(
         f"{exported.path}: {exported.format}{adapted}, checked on {exported.faces} real crops: largest point "

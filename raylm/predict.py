@@ -14,10 +14,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from raylm.cli import command
 from raylm.data.crop import CropConfig
 from raylm.data.spec import open_dataset
 from raylm.detect import dlib_detector, fit_on_faces
-from raylm.errors import RaylmError
 from raylm.evaluation.adapter import adapter_path
 from raylm.inference import (
     BOX_MODES,
@@ -36,6 +36,7 @@ USAGE = """python -m raylm.predict CHECKPOINT INPUTS... [--output DIR] [--boxes 
        python -m raylm.predict --fit-boxes SPEC --out FILE [--limit N] [--upsample N]"""
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.predict",
@@ -89,21 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--adapter goes into the exported file: `python -m raylm.export CHECKPOINT --adapter`")
     if not args.fit_boxes and not ((args.checkpoint or args.model) and args.inputs):
         parser.error("give a CHECKPOINT (or --model FILE) and at least one input")
-    try:
-        if args.fit_boxes:
-            return fit_boxes(args.fit_boxes, Path(args.out), args.limit, args.upsample)
-        output = Path(args.output or f"results/predict/{datetime.now():%Y%m%d-%H%M%S}")
-        summary = predict_files(
-            landmarker(args),
-            [Path(p) for p in args.inputs],
-            output,
-            Boxes(args.boxes, Path(args.box_fit) if args.box_fit else None, args.upsample),
-            args.smooth,
-            not args.json_only,
-        )
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.fit_boxes:
+        return fit_boxes(args.fit_boxes, Path(args.out), args.limit, args.upsample)
+    output = Path(args.output or f"results/predict/{datetime.now():%Y%m%d-%H%M%S}")
+    summary = predict_files(
+        landmarker(args),
+        [Path(p) for p in args.inputs],
+        output,
+        Boxes(args.boxes, Path(args.box_fit) if args.box_fit else None, args.upsample),
+        args.smooth,
+        not args.json_only,
+    )
     print(describe(summary, output))
     return 0 if summary.frames else 1
 

@@ -3,7 +3,7 @@
 import pytest
 
 from raylm.config import ConfigError, StudyConfig, load_config
-from raylm.evaluation.plan import TestPlan, result_key
+from raylm.evaluation.plan import TestPlan, result_key, study_plan
 
 SMOKE = "experiments/smoke.yaml"
 
@@ -24,10 +24,10 @@ def test_the_headline_is_the_first_test_set_unless_named_and_the_report_says_whi
 
 def test_a_study_plans_every_test_set_and_names_a_wrong_headline_or_none_at_all():
     study = load_config(StudyConfig, SMOKE, ["data.tests.held=builtin:realistic?n=40&seed=11"])
-    plan = study.test_plan()
+    plan = study_plan(study)
     assert plan.sets == ("real", "held") and plan.lead == "real" and plan.protocols[:2] == ("landmarks", "jitter")
     with pytest.raises(ConfigError, match=r"smoke.yaml: search.test_set 'afw' is not a name in data.tests \(real\)"):
         load_config(StudyConfig, SMOKE, ["search.test_set=afw"])
     untested = load_config(StudyConfig, SMOKE, ["data.tests={}"])  # a benchmark's study needs none
     with pytest.raises(ConfigError, match=r"^data.tests is empty: a study tests each cell's best model"):
-        untested.test_plan()  # what run_study asks before Ray starts
+        study_plan(untested)  # what run_study asks before Ray starts

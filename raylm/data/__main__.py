@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 
 from raylm.cells import cell_data
+from raylm.cli import command
 from raylm.config import StudyConfig, add_set_option, load_config
 from raylm.data.check import check_specs, format_report
 from raylm.data.pipeline import export_prepared
@@ -19,6 +20,7 @@ from raylm.data.spec import known_forms
 from raylm.errors import RaylmError
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.data",
@@ -53,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         return _prepare(args.config, args.to, args.set)
 
-    try:
-        reports = check_specs(args.specs, args.workers, args.sheet, args.sheet_faces)
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    reports = check_specs(args.specs, args.workers, args.sheet, args.sheet_faces)
     if args.json:
         print(json.dumps(_summary(reports)))
     else:
@@ -71,9 +69,8 @@ def _prepare(config: str, to: str, overrides: list[str]) -> int:
     try:
         study = load_config(StudyConfig, config, overrides)
         exported = export_prepared(cell_data(study), to)
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except RaylmError:
+        raise  # its message names what to fix (a StorageError too, though it is an OSError): `command` prints it
     except OSError as error:
         print(f"error: --to {to}: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from raylm.schema import ConfigError
+
+if TYPE_CHECKING:
+    from raylm.config import StudyConfig
 
 LANDMARKS = "landmarks"  # the protocol whose keys carry no suffix: the model alone
 CONFIDENCE = 0.95  # of the bootstrap intervals over test faces
@@ -59,3 +65,14 @@ class TestPlan:
         if self.headline is not None:
             return f"`{self.lead}` (search.test_set)"
         return f"`{self.lead}` (the first of data.tests; search.test_set chooses another)"
+
+
+def study_plan(study: StudyConfig) -> TestPlan:
+    """What a study's test pass runs: every test set under every protocol installed, its headline set.
+
+    ConfigError when `data.tests` is empty: a study reports its cells' best models on test faces
+    (checked when a study starts; a config alone, e.g. a benchmark's, may have none).
+    """
+    if not study.data.tests:
+        raise ConfigError("data.tests is empty: a study tests each cell's best model; name at least one test set")
+    return TestPlan(tuple(study.data.tests), available_protocols(), study.search.test_set)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raylm.cli import command
 from raylm.config import add_set_option
-from raylm.errors import RaylmError
 from raylm.search import storage
 from raylm.search.ending import Interrupted
 from raylm.search.launch import DEFAULT_STUDY, launch
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.search",
@@ -41,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         where = f"; continue with:\n{interrupted.resume_line}" if interrupted.run_dir is not None else ""
         print(f"{interrupted}{where}", file=sys.stderr)
         return interrupted.exit_code
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     print(f"\nbest cell (by {result.metric}): {result.best_cell}")
     for name, path in result.files.items():
         print(f"{name}: {path}")

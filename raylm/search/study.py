@@ -22,6 +22,7 @@ import ray
 from raylm.card import METRICS, PER_FACE, write_card
 from raylm.config import StudyConfig, save_config
 from raylm.data.pipeline import anchored, check_data
+from raylm.evaluation.plan import study_plan
 from raylm.report import write_report
 from raylm.search import storage
 from raylm.search.best import best_cell, best_trials
@@ -73,7 +74,7 @@ def run_study(
     location = str(run_dir)
     study = replace(study, data=anchored(study.data, Path.cwd()))  # trials run in their own folders
     check_space(study)
-    study.test_plan()  # a study without test sets fails here, before Ray starts
+    study_plan(study)  # a study without test sets fails here, before Ray starts
     indexes = check_data(*cell_data(study))  # each dataset listed once here; trials read the index their node saved
     study = replace(study, data=replace(study.data, indexes=indexes))
     storage.check_writable(location)
@@ -145,7 +146,7 @@ def summarise(
         reasons = [row["reason"] for row in rows if row["reason"]]
         first = f"; the first error: {reasons[0]}" if reasons else ""
         raise SearchError(f"no trial of the study finished{first} (all errors: in {grid.experiment_path})")
-    plan = study.test_plan()
+    plan = study_plan(study)
     cell_rows: list[dict[str, Any]] = []
     per_face = {}  # cell -> its best model's per-face NMEs on the headline test set
     for cell_name, row in sorted(best.items()):

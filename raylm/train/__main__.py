@@ -1,17 +1,18 @@
-"""`python -m raylm.train`: one training run from a config file, without Ray (raylm.train.single)."""
+"""`python -m raylm.train`: one training run from a config file, without Ray (raylm.workflows.train_and_test)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from raylm.cli import command
 from raylm.config import add_set_option
-from raylm.errors import RaylmError
 from raylm.evaluation.plan import HIGH, LOW
 from raylm.selection import SelectionError
-from raylm.train.single import train_run
+from raylm.workflows.train_and_test import train_run
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raylm.train",
@@ -41,9 +42,6 @@ def main(argv: list[str] | None = None) -> int:
         done = train_run(args.config, args.set, args.output, args.resume, args.overwrite, args.metric, args.mode)
     except SelectionError as error:  # only --metric can be one: the default rule always fits the run
         print(f"error: --metric {error}", file=sys.stderr)
-        return 2
-    except RaylmError as error:
-        print(f"error: {error}", file=sys.stderr)
         return 2
     print(format_table(done.metrics))
     print(f"best epoch by {done.selection}: {done.metrics['best_epoch']}")

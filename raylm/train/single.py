@@ -1,27 +1,20 @@
-"""One training run outside Ray, as `python -m raylm.train` runs it: a run folder, its last and best checkpoints,
-and the best one tested on the config's test sets.
+"""One training run outside Ray, as `python -m raylm.train` runs it: a run folder, its last and best checkpoints.
 
-The folder holds `config.yaml` (the resolved config), TensorBoard events, `checkpoints/last/`,
-`checkpoints/best/` (by a selection rule, raylm.selection) and `metrics.json` (the best epoch's
-validation metrics and the test plan's results).
+The folder holds `config.yaml` (the resolved config), TensorBoard events, `checkpoints/last/`
+and `checkpoints/best/` (by a selection rule, raylm.selection); testing the best and writing
+`metrics.json` is the layer above's (`raylm.workflows.train_and_test`).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
-from raylm.config import RunConfig, git_commit, load_config, save_config
-from raylm.data.pipeline import check_data, prepare_data
+from raylm.config import RunConfig
+from raylm.data.pipeline import PreparedData, check_data, prepare_data
 from raylm.errors import RaylmError
-from raylm.evaluation.plan import TestPlan
-from raylm.evaluation.testing import run_plan
-from raylm.evaluation.trained import load_trained
 from raylm.models import check_model
-from raylm.selection import Selection, default_selection
+from raylm.selection import Selection
 from raylm.train.board import board_report
 from raylm.train.checkpoint import export_checkpoint, load_checkpoint
 from raylm.train.hardware import check_device
@@ -29,40 +22,6 @@ from raylm.train.loop import fit
 from raylm.train.run import build_run
 
 RUN_FILES = ("config.yaml", "checkpoints", "metrics.json")  # what marks a folder as holding a run
-
-
-@dataclass(frozen=True)
-class SingleRun:
-    """A finished run: its folder, the rule that chose its best checkpoint, and its metrics."""
-
-    output: Path
-    selection: Selection
-    metrics: dict[str, float]
-
-
-def train_run(
-    config_file: str | None,
-    overrides: list[str],
-    output: str | None = None,
-    resume: str | None = None,
-    overwrite: bool = False,
-    metric: str | None = None,
-    mode: str = "min",
-) -> SingleRun:
-    """Train the config in `config_file` (None: built-in defaults) with `overrides` into `output`, test its best.
-
-    `output` defaults to `results/train/<date-time>`; `resume` is a checkpoint to continue
-    from (one inside `output` continues that run in place); `metric` and `mode` choose the
-    best checkpoint (default: `val_real/nme` when real faces are held out, else `val/nme`).
-    """
-    config = load_config(RunConfig, config_file, overrides)
-    selection = Selection(metric, mode) if metric else default_selection(config.data.val_real_size)
-    folder = Path(output or f"results/train/{datetime.now():%Y%m%d-%H%M%S}")
-    checkpoint = Path(resume) if resume else None
-    continuing = claim_output(folder, checkpoint, overwrite)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_config(config, folder / "config.yaml")
-    return SingleRun(folder, selection, train_and_test(config, folder, checkpoint, selection, continuing))
 
 
 def claim_output(output: Path, resume: Path | None, overwrite: bool) -> bool:
@@ -90,10 +49,11 @@ def claim_output(output: Path, resume: Path | None, overwrite: bool) -> bool:
     return False
 
 
-def train_and_test(
+def train_best(
     config: RunConfig, output: Path, resume: Path | None, selection: Selection, continuing: bool = False
-) -> dict[str, float]:
-    """Train, keep the last and the best (by `selection`) checkpoints, then test the best on the real test sets.
+) -> tuple[dict[str, float], PreparedData]:
+    """Train, keeping the last and the best (by `selection`) checkpoints in `output`/checkpoints; the best epoch's
+    metrics (with `best_epoch`) and the data it trained on, whose test sets the best is tested on next.
 
     `continuing` a run in `output`, its best checkpoint so far stays unless a resumed epoch beats it.
     """
@@ -123,18 +83,4 @@ def train_and_test(
         fit(training, board, report)
     if not best:
         raise RaylmError(f"no epoch had a finite {selection.metric}, so there is no best checkpoint; lower train.lr")
-    trained = load_trained(checkpoints / "best", config.train.device)
-    tested = run_plan(trained, data.split.tests, TestPlan(tuple(data.split.tests)))
-    metrics = {**best, **tested.metrics}
-    (output / "metrics.json").write_text(
-        json.dumps(
-            {
-                **metrics,
-                "selection": {"metric": selection.metric, "mode": selection.mode},
-                "skipped": data.skipped,
-                "commit": git_commit(),
-            },
-            indent=2,
-        )
-    )
-    return metrics
+    return best, data
