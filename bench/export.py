@@ -4,7 +4,7 @@ Prints one JSON line. For each model (`mobilenetv2_100` and `ours`, as raylm's m
 registry builds them, untrained: size and latency do not depend on the weights) at the
 shipped study's input (the default config's: `fake_it.yaml`'s 128 px grayscale), the
 model wrapped as `raylm.export` wraps it (`PixelLandmarks`: pixels in, crop pixels out)
-is exported to ONNX in a temporary folder by `raylm.export.write_export`. Then, in the
+is exported to ONNX in a temporary folder by `raylm.inference.exported.write_export`. Then, in the
 same run, taking turns call by call, and with the same number of threads (`--threads`,
 default all cores: both onnxruntime's intra-op pool and torch's):
 
@@ -34,7 +34,7 @@ import onnxruntime
 import torch
 
 from raylm.config import RunConfig
-from raylm.exported import PixelLandmarks, write_export
+from raylm.inference.exported import PixelLandmarks, write_export
 from raylm.models import create_model
 
 BATCHES = (1, 32)

@@ -18,12 +18,12 @@ import sys
 
 from raylm.cli import command
 from raylm.data.spec import known_forms
-from raylm.detect import BoxToCrop
 from raylm.evaluation.adapter import adapter_path
 from raylm.evaluation.dataset import evaluate_checkpoint
+from raylm.evaluation.detect import BoxToCrop
 from raylm.evaluation.plan import HIGH, LOW
 from raylm.evaluation.protocols import PROTOCOLS, CropProtocol
-from raylm.plots import ced_figure
+from raylm.reporting.plots import ced_figure
 
 HEADLINE = ("nme", "nme_inter_pupil", "nme_bbox", "fr@0.08", "fr@0.10", "auc@0.08", "auc@0.10", "mse", "mean_shape_nme")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from raylm.cli import command
 from raylm.data.crop import CropConfig
 from raylm.data.spec import open_dataset
-from raylm.detect import dlib_detector, fit_on_faces
 from raylm.evaluation.adapter import adapter_path
-from raylm.inference import (
+from raylm.evaluation.detect import dlib_detector, fit_on_faces
+from raylm.inference.landmarker import (
     BOX_MODES,
     Boxes,
     Landmarker,

@@ -14,21 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raylm.baseline import (
+from raylm.baseline import main
+from raylm.config import StudyConfig, load_config
+from raylm.data.crop import crop_box
+from raylm.data.pipeline import prepare_data
+from raylm.data.record import Face
+from raylm.evaluation.baseline import (
     BOX_RULES,
     PREDICTOR_VARIABLE,
     corners,
     jitter_rect,
-    main,
     run_baseline,
     score_part,
     split_tests,
     summary,
 )
-from raylm.config import StudyConfig, load_config
-from raylm.data.crop import crop_box
-from raylm.data.pipeline import prepare_data
-from raylm.data.record import Face
 from raylm.evaluation.protocols import MISSED_NME, CropProtocol, in_box, jitter_crops, jitter_offsets, jittered_box
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raylm.curves import REAL_ONLY, curve_points, faces_needed, learning_curves
-from raylm.report import write_report
+from raylm.reporting.curves import REAL_ONLY, curve_points, faces_needed, learning_curves
+from raylm.reporting.report import write_report
 from raylm.selection import Selection
 
 FACES = 400  # test faces shared by every cell

@@ -6,12 +6,12 @@ import pickle
 
 import pytest
 
-from raylm.baseline import BaselineError
 from raylm.config import ConfigError
 from raylm.data.record import DataError
-from raylm.detect import DetectorUnavailable
 from raylm.errors import RaylmError
 from raylm.evaluation.adapter import AdapterError
+from raylm.evaluation.baseline import BaselineError
+from raylm.evaluation.detect import DetectorUnavailable
 from raylm.fs import StorageError
 from raylm.models import UnknownModel
 from raylm.search.errors import SearchError

@@ -6,16 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raylm.adapter import fit_on_dataset
 from raylm.config import RunConfig, load_config
 from raylm.coords import to_pixels
 from raylm.data.cache import prepare
 from raylm.data.config import default_cache_dir
 from raylm.data.spec import open_dataset
 from raylm.data.splits import Part
+from raylm.evaluation.adapter_fit import fit_on_dataset
 from raylm.evaluation.trained import Trained, load_trained, predict_trained
-from raylm.export import TOLERANCE_PX, check_crops, main
-from raylm.exported import run_export
+from raylm.export import main
+from raylm.inference.export import TOLERANCE_PX, check_crops
+from raylm.inference.exported import run_export
 from raylm.train import build_run, fit
 
 # One epoch on built-in faces is enough: the export must reproduce whatever weights it is given.

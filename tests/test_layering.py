@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("raylm.data", "raylm.models"),
     ("raylm.config", "raylm.cells"),
     ("raylm.train",),
-    ("raylm.evaluation", "raylm.detect"),
+    ("raylm.evaluation",),
 )
 ABOVE = len(LAYERS)
 

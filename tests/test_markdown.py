@@ -1,8 +1,8 @@
-"""Tests for raylm.markdown's numbers: intervals, differences and the sign of a value that rounds to zero."""
+"""Tests for raylm.reporting.markdown's numbers: intervals, differences and the sign of a value that rounds to zero."""
 
 import math
 
-from raylm.markdown import MISSING, Difference, Interval, fmt, number
+from raylm.reporting.markdown import MISSING, Difference, Interval, fmt, number
 
 
 def test_a_value_that_rounds_to_zero_has_no_minus():

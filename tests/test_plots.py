@@ -1,4 +1,4 @@
-"""raylm/plots.py: each figure draws the numbers it is given (read back from the Figure), and saves as a PNG
+"""raylm/reporting/plots.py: each figure draws the numbers it is given (read back from the Figure), and saves as a PNG
 whose pixels show them. `read_png` and `pixels_of` also check the PNGs the report and the commands write."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from raylm.plots import ced_figure, fraction_figure, progress_figure
+from raylm.reporting.plots import ced_figure, fraction_figure, progress_figure
 from raylm.selection import Selection
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

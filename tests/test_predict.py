@@ -14,12 +14,12 @@ from raylm.data.augment import AugmentConfig, augment, build_transform
 from raylm.data.builtin import open_builtin
 from raylm.data.crop import CropConfig, crop_box, crop_face, cut_square
 from raylm.data.pts import write_pts
-from raylm.detect import BoxToCrop, fit_box_to_crop
 from raylm.evaluation.adapter import Adapter, checkpoint_digest, fit_adapter
-from raylm.export import TOLERANCE_PX
+from raylm.evaluation.detect import BoxToCrop, fit_box_to_crop
 from raylm.export import main as export_main
-from raylm.exported import FORMATS
-from raylm.inference import Smoother, full_box, input_crop, to_image_pixels
+from raylm.inference.export import TOLERANCE_PX
+from raylm.inference.exported import FORMATS
+from raylm.inference.landmarker import Smoother, full_box, input_crop, to_image_pixels
 from raylm.predict import main
 from raylm.train import build_run, fit
 

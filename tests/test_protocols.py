@@ -9,7 +9,7 @@ from raylm.data.builtin import open_builtin
 from raylm.data.cache import prepare
 from raylm.data.crop import CropConfig, crop_box, crop_face, cut_square
 from raylm.data.splits import Part
-from raylm.detect import BoxToCrop, detection_of
+from raylm.evaluation.detect import BoxToCrop, detection_of
 from raylm.evaluation.protocols import (
     MISSED_NME,
     CropProtocol,

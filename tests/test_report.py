@@ -1,4 +1,4 @@
-"""Tests for raylm.report (and the size fit in raylm.sizefit) on hand-made search results."""
+"""Tests for raylm.reporting.report (and the size fit in raylm.reporting.sizefit) on hand-made search results."""
 
 import csv
 import math
@@ -9,7 +9,8 @@ import pytest
 
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE
 from raylm.metrics import bootstrap_interval
-from raylm.report import PowerLaw, fit_power_law, minimum_viable_size, write_report
+from raylm.reporting.report import write_report
+from raylm.reporting.sizefit import PowerLaw, fit_power_law, minimum_viable_size
 from raylm.selection import Selection
 from tests.test_plots import pixels_of, read_png
 

@@ -7,7 +7,7 @@
   a detector-free stand-in for a real detector's box error. A face's jitter is a pure
   function of (seed, its source id), so the same seed gives the same boxes whichever
   other faces are evaluated with it.
-- `detector`: the box of the optional dlib detector (raylm.detect) that holds the face's
+- `detector`: the box of the optional dlib detector (raylm.evaluation.detect) that holds the face's
   landmarks' centre, mapped to the training crop by the box-to-crop fit. A face it
   misses has no landmarks and is a failure, never dropped: see `evaluate_protocol`.
 
@@ -35,7 +35,7 @@ from raylm.data.cache import PreparedSet
 from raylm.data.crop import CropConfig, cut_square
 from raylm.data.spec import open_dataset
 from raylm.data.splits import Part
-from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, Detector, detection_of, dlib_detector
+from raylm.evaluation.detect import DEFAULT_BOX_FIT, BoxToCrop, Detector, detection_of, dlib_detector
 from raylm.evaluation.trained import Trained, evaluate_trained
 from raylm.metrics import THRESHOLDS, auc, failure_rate
 

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import ray
 
-from raylm.card import METRICS, PER_FACE, write_card
 from raylm.config import StudyConfig, save_config
 from raylm.data.pipeline import anchored, check_data
 from raylm.evaluation.plan import study_plan
-from raylm.report import write_report
+from raylm.reporting.card import METRICS, PER_FACE, write_card
+from raylm.reporting.report import write_report
 from raylm.search import storage
 from raylm.search.best import best_cell, best_trials
 from raylm.search.budget import check_budget

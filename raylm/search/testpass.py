@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from raylm.card import METRICS, PER_FACE
 from raylm.config import SearchConfig, git_commit
 from raylm.data.pipeline import prepare_data
 from raylm.evaluation.plan import TestPlan, result_key
 from raylm.evaluation.testing import run_plan
 from raylm.evaluation.trained import load_trained, log_faces
+from raylm.reporting.card import METRICS, PER_FACE
 from raylm.search.errors import SearchError
 from raylm.search.results import epoch_of, ranked_checkpoints
 from raylm.train.checkpoint import CheckpointError, export_checkpoint

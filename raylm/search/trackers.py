@@ -27,8 +27,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from raylm.card import CARD, CED, METRICS
 from raylm.config import ConfigError, StudyConfig
+from raylm.reporting.card import CARD, CED, METRICS
 from raylm.search import storage
 from raylm.train.checkpoint import FILE
 

@@ -19,7 +19,7 @@ from raylm.config import StudyConfig, load_config
 from raylm.evaluate import main as evaluate_main
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE
 from raylm.metrics import bootstrap_interval
-from raylm.plots import progress_figure
+from raylm.reporting.plots import progress_figure
 from raylm.search import SearchError, ray_internals, run_study, storage
 from raylm.selection import Selection
 from tests.search.smoke import SMOKE, read_csv, smoke

@@ -24,8 +24,8 @@ import numpy as np
 from raylm.config import RunConfig
 from raylm.evaluation.adapter import Adapter
 from raylm.evaluation.plan import HIGH, LOW, result_key
-from raylm.markdown import MISSING, Column, table, text
-from raylm.plots import ced_figure
+from raylm.reporting.markdown import MISSING, Column, table, text
+from raylm.reporting.plots import ced_figure
 from raylm.train.checkpoint import checkpoint_config, checkpoint_file, load_checkpoint, model_from_checkpoint
 
 CARD = "README.md"
@@ -71,7 +71,7 @@ def write_card(checkpoint: str | Path, target: Path, where: str | None = None, e
     """Write the model card of `checkpoint` as `target/README.md` (and its CED plot as `target/ced.png`).
 
     `where` is how the commands name the checkpoint (default: its absolute path); `exported`
-    (raylm.export.Exported) adds the exported file and its check.
+    (raylm.inference.export.Exported) adds the exported file and its check.
     """
     checkpoint_dir = checkpoint_file(checkpoint).parent
     saved = load_checkpoint(checkpoint_dir)

@@ -12,24 +12,14 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from raylm.curves import Point
 from raylm.evaluation.plan import result_key
 from raylm.metrics import auc, ced
+from raylm.reporting.curves import Point
+from raylm.reporting.markdown import finite_number
+from raylm.reporting.sizefit import SizeEstimate
 from raylm.selection import Selection
-from raylm.sizefit import SizeEstimate
 
 CED_MAX = 0.10
-
-
-def finite_number(value: object) -> float | None:
-    """`value` as a finite float, or None when missing, NaN, infinite or not a number."""
-    if value is None or isinstance(value, str | bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def size_label(n: float) -> str:

@@ -9,11 +9,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from raylm.plots import finite_number
-
 NOT_SIGNIFICANT = "n.s."
 MISSING = "—"
 _FILL_ALIGN_SIGN = re.compile(r"^((?:.?[<>=^])?[+\- ]?)")
+
+
+def finite_number(value: object) -> float | None:
+    """`value` as a finite float, or None when missing, NaN, infinite or not a number."""
+    if value is None or isinstance(value, str | bool):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 class Column(NamedTuple):

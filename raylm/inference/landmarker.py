@@ -6,7 +6,7 @@ A face is cut exactly as in training (raylm.data.crop: a square box resized to
 The model's normalised outputs are then mapped back through that chain. Which
 square to cut is the box finder's job: the whole image (inputs that are face
 crops), the landmarks of a `.pts` file beside the image, or a face detector's
-box mapped to the training crop (raylm.detect). A label adapter (raylm.evaluation.adapter),
+box mapped to the training crop (raylm.evaluation.detect). A label adapter (raylm.evaluation.adapter),
 when given, maps the model's landmarks to a target dataset's convention.
 
 The model is either a checkpoint's or a file `raylm.export` wrote (ONNX or TorchScript, run on the
@@ -30,10 +30,10 @@ import torch
 from raylm.data.crop import CropConfig, centre_start, crop_box, cut_square
 from raylm.data.pts import read_pts
 from raylm.data.record import N_POINTS, BadSample, read_image
-from raylm.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
 from raylm.draw import draw_landmarks
+from raylm.evaluation.detect import DEFAULT_BOX_FIT, BoxToCrop, CropBox, dlib_detector, largest
 from raylm.evaluation.trained import load_trained
-from raylm.exported import CropModel, PixelLandmarks, load_export
+from raylm.inference.exported import CropModel, PixelLandmarks, load_export
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")

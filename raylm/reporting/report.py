@@ -18,23 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-from raylm import markdown
-from raylm.curves import Point, curve_points, learning_curves
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE, HIGH, LOW, TestPlan, result_key
 from raylm.metrics import paired_difference
-from raylm.plots import (
+from raylm.reporting import markdown
+from raylm.reporting.curves import Point, curve_points, learning_curves
+from raylm.reporting.markdown import finite_number
+from raylm.reporting.plots import (
     ced_figure,
-    finite_number,
     fraction_figure,
     learning_curve_figure,
     progress_figure,
     size_figure,
     size_label,
 )
+from raylm.reporting.sizefit import SizeEstimate, minimum_viable_size
 from raylm.selection import VALIDATION_SETS, Selection
-from raylm.sizefit import PowerLaw, SizeEstimate, fit_power_law, minimum_viable_size
-
-__all__ = ["PowerLaw", "SizeEstimate", "fit_power_law", "minimum_viable_size", "write_report"]
 
 # trials.csv: the hyperparameters (every other trial key, sorted) go between the head and the status,
 # the validation metrics (the selection metric first) between the reason and the node.
