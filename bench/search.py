@@ -76,6 +76,7 @@ from bench.problems.tables import TABLES, RecordedTable
 from bench.simulated import COST, PARAMS, replaying, simulate
 from raylm.config import SearchConfig, StudyConfig, add_set_option, load_config
 from raylm.search.cluster import WORKER_ENV, connect
+from raylm.search.divergence import HearsDivergence
 from raylm.search.experiment import asha, optuna_search, run_experiment
 from raylm.search.per_cell import CellScheduler, CellSearcher
 from raylm.search.results import trial_rows
@@ -166,8 +167,12 @@ class FirstEpochOnly(FIFOScheduler):
 
 
 def optuna_searcher(config: StudyConfig, sampler: optuna.samplers.BaseSampler) -> OptunaSearch:
+    """A baseline's Optuna searcher, hearing the trials its scheduler stops as raylm's searcher does (pruned)."""
     search = config.search
-    return OptunaSearch(space=hyper_space(config), metric=search.metric, mode=search.metric_mode, sampler=sampler)
+    space = hyper_space(config)
+    return HearsDivergence(
+        space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler, max_epochs=search.max_epochs
+    )
 
 
 def searcher(name: str, config: StudyConfig, seed: int) -> tuple[Searcher, TrialScheduler]:
@@ -198,7 +203,6 @@ def cell_plan(config: StudyConfig, built: dict[str, tuple[Searcher, TrialSchedul
         {cell: pair[0] for cell, pair in built.items()},
         constants,
         search.trials,
-        search.max_epochs,
         search.metric,
         search.metric_mode,
     )
@@ -222,15 +226,15 @@ def curves(config: StudyConfig, grid: ResultGrid) -> dict[str, list[tuple[float,
     reports = []
     rows, results = trial_rows(search, grid)
     for row in rows:
-        frame = results[row["trial_id"]].metrics_dataframe
+        frame = results[row.trial_id].metrics_dataframe
         if frame is None:
             continue
-        whole = row["status"] == "TERMINATED" and row["epochs"] >= search.max_epochs
+        whole = row.status == "TERMINATED" and row.epochs >= search.max_epochs
         ranks = [search.selection.rank(float(value)) for value in frame[search.metric]]
         last = len(ranks) - 1
         for epoch, (at, cost) in enumerate(zip(frame["reported_at"], frame[COST], strict=True)):
             selectable = min(ranks) if whole and epoch == last else math.inf
-            reports.append((float(at), row["cell"], float(cost), selectable))
+            reports.append((float(at), row.cell, float(cost), selectable))
     spent: dict[str, float] = {}
     best: dict[str, float] = {}
     points: dict[str, list[tuple[float, float]]] = {}

@@ -67,15 +67,13 @@ def simulate(
     problem: Problem, searcher: Searcher, scheduler: TrialScheduler, study: StudyConfig, slots: int
 ) -> list[tuple[float, float]]:
     """One search of `problem` run in this process on a simulated clock, without Tune's controller or Ray: the
-    searcher and scheduler are the objects a Tune experiment would run (in raylm's per-cell routing, which tells a
-    searcher of a stopped trial as pruned), `slots` trials at a time, each epoch ending its cost after the last, ties
+    searcher and scheduler are the objects a Tune experiment would run (in raylm's per-cell routing), `slots` trials
+    at a time, each epoch ending its cost after the last, ties
     in the order trials started. So it is deterministic: the same seed gives the same search, where a Tune
     experiment's order also depends on its driver's latency. Returns (compute spent, best selectable rank so far)
     after each report, as `bench.search.curves` does for a Tune experiment."""
     search = study.search
-    routed = CellSearcher(
-        {"cell": searcher}, {"cell": {}}, search.trials, search.max_epochs, search.metric, search.metric_mode
-    )
+    routed = CellSearcher({"cell": searcher}, {"cell": {}}, search.trials, search.metric, search.metric_mode)
     scheduler.set_search_properties(search.metric, search.metric_mode)
     trials: list[tuple[SimulatedTrial, dict[str, Any], list[float]]] = []  # (trial, the problem's config, values)
     events: list[tuple[float, int, int]] = []  # (clock at the epoch's end, trial number, epoch)

@@ -12,6 +12,7 @@ import pytest
 from raylm.reporting.curves import REAL_ONLY, curve_points, faces_needed, learning_curves
 from raylm.reporting.report import write_report
 from raylm.selection import Selection
+from tests.rows import cell_rows
 
 FACES = 400  # test faces shared by every cell
 
@@ -34,7 +35,7 @@ def test_a_curve_needs_the_same_synthetic_faces_and_two_points():
         cell(100, 0, arch="other"),
     ]  # fmt: skip
     cells.append({**cell(0 + 1, 999), "real_fraction": 0.0, "train_size": 1000})  # no real faces: not on a curve
-    curves = learning_curves(cells, "ours")
+    curves = learning_curves(cell_rows(cells), "ours")
     assert [curve.label for curve in curves] == [REAL_ONLY, "finetune from 1,000 synthetic", "mix +1,000 synthetic"]
     assert curves[0].real_faces.tolist() == [50, 100, 200]
     assert curves[1].cells == ("ours/n=1050/r=0.047619/finetune", "ours/n=1100/r=0.0909091/finetune")
@@ -63,7 +64,7 @@ def shared_faces(means: dict[str, float], seed: int = 0) -> dict[str, np.ndarray
 def test_synthetic_faces_worth_real_ones_is_the_horizontal_distance_with_an_interval():
     cells = [cell(50), cell(100), cell(200), cell(50, 1000), cell(100, 1000)]
     means = dict(zip([c["cell"] for c in cells], [0.10, 0.08, 0.06, 0.07, 0.065], strict=True))
-    points = curve_points(learning_curves(cells, "ours"), shared_faces(means), 0.95, 1000)
+    points = curve_points(learning_curves(cell_rows(cells), "ours"), shared_faces(means), 0.95, 1000)
     by_cell = {point.cell: point for point in points}
     real = by_cell[cells[1]["cell"]]
     assert real.nme == pytest.approx(0.08) and real.low < 0.08 < real.high and math.isnan(real.worth)
@@ -84,7 +85,7 @@ def test_the_report_shows_the_curve_the_worth_and_the_figure(tmp_path: Path):
         {**c, "trials": 1, "best_trial": f"t{i}", "epochs": 4, "val/nme": 0.1, "test_real/nme": means[c["cell"]]}
         for i, c in enumerate(cells)
     ]
-    written = write_report(tmp_path, [], rows, per_face, Selection("val/nme", "min"))
+    written = write_report(tmp_path, [], cell_rows(rows), per_face, Selection("val/nme", "min"))
     page = written["summary.md"].read_text()
     assert "## Real faces saved by synthetic data" in page and "learning_curve.png" in written
     # No two cells share a training size: the size and mixing tables would have nothing to compare.

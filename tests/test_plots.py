@@ -4,6 +4,7 @@ whose pixels show them. `read_png` and `pixels_of` also check the PNGs the repor
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 
 from raylm.reporting.plots import ced_figure, fraction_figure, progress_figure
 from raylm.selection import Selection
+from tests.rows import cell_rows, trial_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -69,25 +71,31 @@ def test_progress_follows_the_selection_rule_and_ignores_stopped_trials():
         {"val/nme": 0.4, "finished_at": 3.0, "compute_s": 1800.0, "stopped_early": False},
         {"val/nme": float("nan"), "finished_at": None, "compute_s": None, "stopped_early": False},  # errored: last
     ]
-    figure = progress_figure(trials[::-1], Selection("val/nme", "min"))
+    figure = progress_figure(trial_rows(trials[::-1]), Selection("val/nme", "min"))
     by_trials, by_hours = figure.axes
     assert by_trials.get_ylabel() == "val/nme (selection metric)"
     (best,) = by_trials.lines
     assert list(best.get_xdata()) == [1, 2, 3, 4] and best.get_ydata() == pytest.approx([0.5, 0.5, 0.4, 0.4])
     assert by_hours.lines[0].get_xdata() == pytest.approx([1.0, 2.0, 2.5, 2.5])
     assert by_trials.get_yscale() == "log"
-    assert progress_figure([{"val/nme": None}], Selection("val/nme", "min")) is None
+    assert progress_figure(trial_rows([{"val/nme": math.nan}]), Selection("val/nme", "min")) is None
 
 
 def test_fraction_draws_a_line_per_arch_and_size_with_two_fractions():
     cells = [
-        {"arch": "ours", "train_size": 1000, "real_fraction": 0.0, "test_real/nme": 0.3},
-        {"arch": "ours", "train_size": 1000, "real_fraction": 0.5, "test_real/nme": 0.2},
-        {"arch": "ours", "train_size": 2000, "real_fraction": 0.0, "test_real/nme": float("nan")},  # failed test
+        {"cell": "a", "arch": "ours", "train_size": 1000, "real_fraction": 0.0, "test_real/nme": 0.3},
+        {"cell": "b", "arch": "ours", "train_size": 1000, "real_fraction": 0.5, "test_real/nme": 0.2},
+        {
+            "cell": "c",
+            "arch": "ours",
+            "train_size": 2000,
+            "real_fraction": 0.0,
+            "test_real/nme": float("nan"),
+        },  # failed
     ]
-    (ax,) = fraction_figure(cells, "real").axes
+    (ax,) = fraction_figure(cell_rows(cells), "real").axes
     (line,) = ax.lines
     assert line.get_label() == "ours, n=1,000"
     assert list(line.get_xdata()) == [0.0, 0.5] and list(line.get_ydata()) == [0.3, 0.2]
     assert ax.get_ylabel() == "test_real/nme (inter-ocular)"
-    assert fraction_figure(cells[:1], "real") is None
+    assert fraction_figure(cell_rows(cells[:1]), "real") is None

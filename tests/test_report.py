@@ -12,6 +12,7 @@ from raylm.metrics import bootstrap_interval
 from raylm.reporting.report import write_report
 from raylm.reporting.sizefit import PowerLaw, fit_power_law, minimum_viable_size
 from raylm.selection import Selection
+from tests.rows import cell_rows, trial_rows
 from tests.test_plots import pixels_of, read_png
 
 SIZES = [500, 1000, 2000, 5000, 10000]
@@ -135,10 +136,14 @@ def make_search() -> tuple[list[dict], list[dict], dict[str, np.ndarray]]:
                 cells.append(
                     {
                         **cell,
+                        "combine": "mix",
                         "trials": 2,
+                        "diverged": 0,
                         "best_trial": trials[-2]["trial_id"],
                         "epochs": 30,
+                        "best_epoch": 28,
                         "params": 2_630_888,
+                        "skipped": 0,
                         "val/nme": val,
                         **metrics,
                         "test_real/mean_shape_nme": 0.2,
@@ -160,7 +165,13 @@ def read_csv(path: Path) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     trials, cells, per_image = make_search()
-    return write_report(tmp_path_factory.mktemp("run"), trials, cells[::-1], per_image, Selection("val/nme", "min"))
+    return write_report(
+        tmp_path_factory.mktemp("run"),
+        trial_rows(trials),
+        cell_rows(cells[::-1]),
+        per_image,
+        Selection("val/nme", "min"),
+    )
 
 
 def test_report_writes_every_file_and_its_plots_show_the_search(report):
@@ -205,6 +216,7 @@ def test_summary_csv_columns_and_values(report):
         "test_real/nme", "test_real/fr@0.10", "test_real/auc@0.08", "test_real/mse", "test_real/mean_shape_nme",
         "compute_s", "gpu_hours", "test_real/nme_ci95_low", "test_real/nme_ci95_high",
         "config.batch_size", "config.loss", "config.lr", "config.weight_decay",
+        "best_epoch", "combine", "diverged", "skipped",  # every other value of a cell's row, by name
     ]  # fmt: skip
     assert len(rows) == 12
     by_cell = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
@@ -214,6 +226,7 @@ def test_summary_csv_columns_and_values(report):
     assert float(first["test_real/nme_ci95_low"]) == pytest.approx(0.04 + 2.0 / math.sqrt(1000))
     assert float(first["test_real/nme_ci95_high"]) == pytest.approx(0.06 + 2.0 / math.sqrt(1000))
     assert (first["params"], first["config.loss"], float(first["config.lr"])) == ("2630888", "wing", 1e-3)
+    assert (first["best_epoch"], first["combine"], first["diverged"], first["skipped"]) == ("28", "mix", "0", "0")
     assert by_cell[MISSING_TEST]["test_real/nme"] == ""
     assert by_cell[MISSING_TEST]["test_real/mse"] == ""
     assert by_cell[MISSING_TEST]["test_real/nme_ci95_low"] == ""
@@ -290,10 +303,12 @@ def test_report_follows_the_selection_rule(tmp_path):
     trials, cells, per_image = make_search()
     for k, row in enumerate([*trials, *cells]):
         row["val_real/nme"] = 0.5 if row["cell"] == BEST_BY_TEST else 0.1 + 0.001 * (k % 7)
-    written = write_report(tmp_path, trials, cells, per_image, Selection("val_real/nme", "max"))
+    written = write_report(
+        tmp_path, trial_rows(trials), cell_rows(cells, "val_real/nme"), per_image, Selection("val_real/nme", "max")
+    )
     header = read_csv(written["trials.csv"])[0]
     assert header[header.index("status") :][:4] == ["status", "reason", "val_real/nme", "val/nme"]
-    assert read_csv(written["summary.csv"])[0][8:10] == ["val_real/nme", "val/nme"]
+    assert read_csv(written["summary.csv"])[0][8:10] == ["val_real/nme", "test_real/nme"]  # a cell's: the tested one
     markdown = written["summary.md"].read_text()
     best = markdown_row(markdown, "**Overall best cell:")
     assert best.startswith(f"**Overall best cell: {BEST_BY_TEST}**, val_real/nme 0.5000, test NME 0.0716")
@@ -307,7 +322,7 @@ def test_summary_md_shows_the_jitter_protocol_beside_the_landmarks_protocol(tmp_
     trials, cells, per_image = make_search()
     for cell in cells:
         cell["test_real_jitter/nme"] = cell["test_real/nme"] + 0.005
-    written = write_report(tmp_path, trials, cells, per_image, Selection("val/nme", "min"))
+    written = write_report(tmp_path, trial_rows(trials), cell_rows(cells), per_image, Selection("val/nme", "min"))
     sizes = section(written["summary.md"].read_text(), "Architectures × training size")
     header = "| Arch | Train size | Test NME, landmarks protocol | Test NME, jitter protocol | Mean-shape NME |"
     assert markdown_row(sizes, "| Arch |").startswith(header)
@@ -318,7 +333,9 @@ def test_summary_md_shows_the_jitter_protocol_beside_the_landmarks_protocol(tmp_
 def test_report_skips_plots_without_data(tmp_path):
     trials, cells, _ = make_search()
     one_size = [cell for cell in cells if cell["train_size"] == 1000 and cell["real_fraction"] == 0.0]
-    written = write_report(tmp_path, trials, one_size, per_image_nme={}, selection=Selection("val/nme", "min"))
+    written = write_report(
+        tmp_path, trial_rows(trials), cell_rows(one_size), per_image_nme={}, selection=Selection("val/nme", "min")
+    )
     assert sorted(written) == ["search_progress.png", "summary.csv", "summary.md", "trials.csv"]
     assert not (tmp_path / "nme_vs_size.png").exists()
     markdown = written["summary.md"].read_text()
@@ -330,7 +347,7 @@ def test_a_best_checkpoint_that_did_not_load_is_named_in_the_report(tmp_path: Pa
     trials, cells, per_image = make_search()
     fallback = "checkpoint_000001 (epoch 2) tested instead of the better checkpoint_000002: does not load"
     cells[0]["checkpoint_fallback"] = fallback
-    files = write_report(tmp_path, trials, cells, per_image, Selection("val/nme", "min"))
+    files = write_report(tmp_path, trial_rows(trials), cell_rows(cells), per_image, Selection("val/nme", "min"))
     markdown = files["summary.md"].read_text()
     assert (
         f"Best checkpoints that did not load (the next best kept one was tested):\n- {cells[0]['cell']}: {fallback}\n"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raylm.data.splits import mix_counts
+from raylm.reporting.rows import CellRow
 
 REAL_ONLY = "real only"
 
@@ -36,20 +37,20 @@ class Curve:
     cells: tuple[str, ...]  # the cells' names, in the same order
 
 
-def learning_curves(cells: list[dict], arch: str) -> list[Curve]:
+def learning_curves(cells: list[CellRow], arch: str) -> list[Curve]:
     """The curves of `arch`'s cells (summary rows: cell, arch, train_size, real_fraction, combine), real only
     first; a curve needs two points."""
     groups: dict[str, list[tuple[int, str]]] = {}
     for cell in cells:
-        if cell["arch"] != arch:
+        if cell.arch != arch:
             continue
-        synthetic, real = mix_counts(int(cell["train_size"]), float(cell["real_fraction"]))
+        synthetic, real = mix_counts(int(cell.train_size), float(cell.real_fraction))
         if real == 0:
             continue  # no real faces: not on a curve in real faces
-        pretrained = cell.get("combine", "mix") == "finetune"
+        pretrained = cell.combine == "finetune"
         label = f"finetune from {synthetic:,} synthetic" if pretrained else f"mix +{synthetic:,} synthetic"
         label = REAL_ONLY if synthetic == 0 else label
-        groups.setdefault(label, []).append((real, cell["cell"]))
+        groups.setdefault(label, []).append((real, cell.cell))
     curves = [
         Curve(label, np.array([n for n, _ in sorted(points)], dtype=float), tuple(c for _, c in sorted(points)))
         for label, points in groups.items()

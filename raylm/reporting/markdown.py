@@ -1,13 +1,13 @@
-"""Markdown tables of plain dicts, as the study's report writes them: numbers by format spec, a mean followed
-by its bootstrap interval, a paired difference marked when not significant, and missing values as —."""
+"""Markdown tables of typed or plain dict rows, as the study's report writes them: numbers by format spec, a mean
+followed by its bootstrap interval, a paired difference marked when not significant, and missing values as —."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 NOT_SIGNIFICANT = "n.s."
 MISSING = "—"
@@ -25,14 +25,17 @@ def finite_number(value: object) -> float | None:
     return x if math.isfinite(x) else None
 
 
+Key = str | Callable[[Any], object]  # a dict row's key, or what reads the value off a typed row
+
+
 class Column(NamedTuple):
-    """A markdown column: a title, the row key it shows, a format spec (None for text), and
-    the keys of its bootstrap interval's ends when the value is followed by that interval."""
+    """A markdown column: a title, what it shows of a row (a dict row's key, or a function of a typed row), a format
+    spec (None for text), and the same for its bootstrap interval's ends when the value is followed by that interval."""
 
     title: str
-    key: str
+    key: Key
     spec: str | None
-    interval: tuple[str, str] | None = None
+    interval: tuple[Key, Key] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,20 +90,24 @@ def text(value: object) -> str:
     return text.replace("|", "\\|")
 
 
-def table(rows: Iterable[dict], columns: Sequence[Column]) -> list[str]:
-    """A GitHub markdown table, a line per row dict; text columns left-aligned, numbers right-aligned."""
+def table(rows: Iterable[Any], columns: Sequence[Column]) -> list[str]:
+    """A GitHub markdown table, a line per row; text columns left-aligned, numbers right-aligned."""
     header = [column.title for column in columns]
     align = [":---" if column.spec is None else "---:" for column in columns]
     lines = [[fmt(shown(row, column), column.spec) for column in columns] for row in rows]
     return [f"| {' | '.join(line)} |" for line in (header, align, *lines)]
 
 
-def shown(row: dict, column: Column) -> object:
+def shown(row: Any, column: Column) -> object:
     """What a markdown cell shows: the row's value under the column's key, with its interval if asked for."""
     if column.interval:
         low, high = column.interval
-        return Interval(row.get(column.key), row.get(low), row.get(high))
-    return value_of(row, column.key)
+        return Interval(_value(row, column.key), _value(row, low), _value(row, high))
+    return _value(row, column.key)
+
+
+def _value(row: Any, key: Key) -> object:
+    return key(row) if callable(key) else value_of(row, key)
 
 
 def value_of(cell: dict, column: str) -> object:

@@ -16,6 +16,7 @@ from raylm.evaluation.plan import result_key
 from raylm.metrics import auc, ced
 from raylm.reporting.curves import Point
 from raylm.reporting.markdown import finite_number
+from raylm.reporting.rows import CellRow, TrialRow
 from raylm.reporting.sizefit import SizeEstimate
 from raylm.selection import Selection
 
@@ -85,15 +86,15 @@ def _nme_against_faces(ax: Axes, xlabel: str, test_set: str, title: str) -> None
     ax.legend(fontsize="small")
 
 
-def fraction_figure(cells: list[dict], test_set: str) -> Figure | None:
+def fraction_figure(cells: list[CellRow], test_set: str) -> Figure | None:
     """Test NME on `test_set` (a name in data.tests) against real fraction, a line per (arch, size); None
     without 2 fractions for some line."""
     groups: dict[tuple[str, float], list[tuple[float, float]]] = {}
     for cell in cells:
-        value = finite_number(cell.get(result_key(test_set, "nme")))
+        value = cell.test(test_set).nme
         if value is not None:
-            group = groups.setdefault((str(cell["arch"]), float(cell["train_size"])), [])
-            group.append((float(cell["real_fraction"]), value))
+            group = groups.setdefault((cell.arch, float(cell.train_size)), [])
+            group.append((float(cell.real_fraction), value))
     if not any(len({fraction for fraction, _ in group}) >= 2 for group in groups.values()):
         return None
     archs = sorted({arch for arch, _ in groups})
@@ -138,7 +139,7 @@ def ced_figure(per_image_nme: dict[str, np.ndarray]) -> Figure | None:
     return figure
 
 
-def progress_figure(trials: list[dict], selection: Selection) -> Figure | None:
+def progress_figure(trials: list[TrialRow], selection: Selection) -> Figure | None:
     """The selection metric's best-so-far against trials completed and compute spent; None when no
     trial has a value of it.
 
@@ -147,18 +148,18 @@ def progress_figure(trials: list[dict], selection: Selection) -> Figure | None:
     best early epoch was), and it ends at the selected trial's value."""
     metric = selection.metric
 
-    def finished(trial: dict) -> tuple[bool, float]:
-        at = finite_number(trial.get("finished_at"))
+    def finished(trial: TrialRow) -> tuple[bool, float]:
+        at = finite_number(trial.finished_at)
         return (at is None, at or 0.0)  # trials without a time go last
 
     ordered = sorted(trials, key=finished)
-    values = np.array([finite_number(trial.get(metric)) for trial in ordered], dtype=np.float64)
+    values = np.array([finite_number(trial.value(metric)) for trial in ordered], dtype=np.float64)
     if not np.isfinite(values).any():
         return None
-    selectable = np.where([bool(trial.get("stopped_early")) for trial in ordered], np.nan, values)
+    selectable = np.where([trial.stopped_early for trial in ordered], np.nan, values)
     best = selection.best_so_far(selectable)  # stopped and errored trials (NaN) carry the best forward
     count = np.arange(1, len(ordered) + 1)
-    hours = np.cumsum([finite_number(trial.get("compute_s")) or 0.0 for trial in ordered]) / 3600
+    hours = np.cumsum([finite_number(trial.compute_s) or 0.0 for trial in ordered]) / 3600
     figure = Figure(figsize=(11, 4.5))
     axes = figure.subplots(1, 2, sharey=True)
     labels = ("trials completed", "cumulative trial compute (hours)")

@@ -10,17 +10,16 @@ in the CSVs and "—" in the markdown.
 
 from __future__ import annotations
 
-import csv
-import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
 
-from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE, HIGH, LOW, TestPlan, result_key
+from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE, TestPlan
 from raylm.metrics import paired_difference
 from raylm.reporting import markdown
+from raylm.reporting.csv_files import write_summary, write_trials
 from raylm.reporting.curves import Point, curve_points, learning_curves
 from raylm.reporting.markdown import finite_number
 from raylm.reporting.plots import (
@@ -31,96 +30,42 @@ from raylm.reporting.plots import (
     size_figure,
     size_label,
 )
+from raylm.reporting.rows import CellRow, TrialRow, config_keys
 from raylm.reporting.sizefit import SizeEstimate, minimum_viable_size
-from raylm.selection import VALIDATION_SETS, Selection
+from raylm.selection import Selection
 
-# trials.csv: the hyperparameters (every other trial key, sorted) go between the head and the status,
-# the validation metrics (the selection metric first) between the reason and the node.
-TRIAL_HEAD = ("trial_id", "cell", "arch", "train_size", "real_fraction")
-# best_epoch: the epoch of the trial's best kept checkpoint, whose metrics the row shows and best/ exports
-# reason: why a trial diverged (status DIVERGED: epoch, metric, value) or errored (ERROR)
-TRIAL_STATUS = ("epochs", "best_epoch", "stopped_early", "status", "reason")
 DIVERGED_NOTE = (
     " A diverged trial's loss or validation NME became non-finite (trials.csv: the epoch and the value); its"
     " searcher heard it as failed, and it is never a cell's best."
 )
-TRIAL_TAIL = ("node", "node_id", "compute_s", "started_at", "finished_at")
-TEST_METRICS = ("nme", "fr@0.10", "auc@0.08", "mse")  # summary columns `test_<set>/<metric>`
 TOLERANCE = 0.10  # n* is where predicted NME is within 10% of the fitted floor
 DPI = 100
 SAMPLE_PLAN = TestPlan(("real",))  # write_report's default: one test set, `real`
 
 
-def _cell_order(cell: dict) -> tuple[str, float, float]:
-    return (str(cell["arch"]), float(cell["train_size"]), float(cell["real_fraction"]))
+def _cell_order(cell: CellRow) -> tuple[str, float, float]:
+    return (cell.arch, float(cell.train_size), float(cell.real_fraction))
 
 
-def _csv_value(value: object) -> object:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(columns)
-        writer.writerows([_csv_value(value) for value in row] for row in rows)
-
-
-def _validation_keys(rows: list[dict], metric: str) -> list[str]:
-    """The selection metric, then every other validation metric (`val/...`, `val_real/...`) in the rows, sorted."""
-    others = {key for row in rows for key in row if key.startswith(VALIDATION_SETS)} - {metric}
-    return [metric, *sorted(others)]
-
-
-def _write_trials(path: Path, trials: list[dict], metric: str) -> None:
-    """One row per trial, in the order given; keys absent from a trial are empty cells."""
-    validation = _validation_keys(trials, metric)
-    fixed = {*TRIAL_HEAD, *TRIAL_STATUS, *validation, *TRIAL_TAIL}
-    hyperparameters = sorted({key for trial in trials for key in trial} - fixed)
-    columns = [*TRIAL_HEAD, *hyperparameters, *TRIAL_STATUS, *validation, *TRIAL_TAIL]
-    _write_csv(path, columns, ([trial.get(column) for column in columns] for trial in trials))
-
-
-def _config_columns(cells: list[dict]) -> list[str]:
-    return [f"config.{key}" for key in sorted({key for cell in cells for key in cell.get("config", {})})]
-
-
-def _write_summary(path: Path, cells: list[dict], test_set: str, metric: str) -> None:
-    """One row per cell: fixed columns, then `config.<key>` for the best config, then any other cell keys.
-
-    The fixed columns end with the test NME's interval and, when the cells have them, the
-    jitter protocol's test metrics, so the columns before them keep their places.
-    """
-    fixed = ["cell", "arch", "train_size", "real_fraction", "trials", "best_trial", "epochs", "params"]
-    fixed += _validation_keys(cells, metric)
-    fixed += [result_key(test_set, name) for name in (*TEST_METRICS, "mean_shape_nme")] + ["compute_s", "gpu_hours"]
-    fixed += [result_key(test_set, LOW), result_key(test_set, HIGH)]
-    jitter = [result_key(test_set, name, "jitter") for name in TEST_METRICS]
-    fixed += [key for key in jitter if any(key in cell for cell in cells)]
-    extras = sorted({key for cell in cells for key in cell} - set(fixed) - {"config"})
-    columns = fixed + _config_columns(cells) + extras
-    _write_csv(path, columns, ([markdown.value_of(cell, column) for column in columns] for cell in cells))
-
-
-def _size_points(cells: list[dict], test_set: str, fraction: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _size_points(cells: list[CellRow], test_set: str, fraction: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """arch -> (train sizes, test NMEs) of its cells at `fraction` that have a test NME, in the cells' order."""
     points: dict[str, tuple[list[float], list[float]]] = {}
     for cell in cells:
-        if float(cell["real_fraction"]) != fraction:
+        if float(cell.real_fraction) != fraction:
             continue
-        sizes, nmes = points.setdefault(str(cell["arch"]), ([], []))
-        value = finite_number(cell.get(result_key(test_set, "nme")))
+        sizes, nmes = points.setdefault(cell.arch, ([], []))
+        value = cell.test(test_set).nme
         if value is not None:
-            sizes.append(float(cell["train_size"]))
+            sizes.append(float(cell.train_size))
             nmes.append(value)
     return {arch: (np.array(sizes), np.array(nmes)) for arch, (sizes, nmes) in points.items()}
 
 
-def _overview(trials: list[dict], plan: TestPlan) -> list[str]:
-    stopped = sum(bool(trial.get("stopped_early")) for trial in trials)
-    diverged = sum(trial.get("status") == "DIVERGED" for trial in trials)
-    errored = sum(trial.get("status") == "ERROR" for trial in trials)
-    hours = sum(finite_number(trial.get("compute_s")) or 0.0 for trial in trials) / 3600
+def _overview(trials: list[TrialRow], plan: TestPlan) -> list[str]:
+    stopped = sum(trial.stopped_early for trial in trials)
+    diverged = sum(trial.status == "DIVERGED" for trial in trials)
+    errored = sum(trial.status == "ERROR" for trial in trials)
+    hours = sum(finite_number(trial.compute_s) or 0.0 for trial in trials) / 3600
     return [
         "# Search report",
         "",
@@ -139,67 +84,65 @@ def _overview(trials: list[dict], plan: TestPlan) -> list[str]:
 
 def _test_nme(test_set: str) -> markdown.Column:
     """The headline test NME followed by its bootstrap interval."""
-    return markdown.Column(
-        "Test NME", result_key(test_set, "nme"), ".4f", (result_key(test_set, LOW), result_key(test_set, HIGH))
-    )
+    tested = lambda cell: cell.test(test_set)  # noqa: E731
+    interval = (lambda cell: tested(cell).low, lambda cell: tested(cell).high)
+    return markdown.Column("Test NME", lambda cell: tested(cell).nme, ".4f", interval)
 
 
-def _test_nme_columns(cells: list[dict], test_set: str) -> list[markdown.Column]:
+def _test_nme_columns(cells: list[CellRow], test_set: str) -> list[markdown.Column]:
     """The test NME with its interval and, when the cells have it, the jitter protocol's beside it."""
     landmarks = _test_nme(test_set)
-    jitter = result_key(test_set, "nme", "jitter")
-    mean = result_key(test_set, "nme_seeds_mean")
     repeated = [
-        markdown.Column("Test NME, other seeds: mean", mean, ".4f"),
-        markdown.Column("std", result_key(test_set, "nme_seeds_std"), ".4f"),
+        markdown.Column("Test NME, other seeds: mean", attrgetter("seeds_mean"), ".4f"),
+        markdown.Column("std", attrgetter("seeds_std"), ".4f"),
     ]
-    repeated = repeated if any(mean in cell for cell in cells) else []
-    if not any(jitter in cell for cell in cells):
+    repeated = repeated if any(cell.seeds for cell in cells) else []
+    if not any(cell.test(test_set, "jitter") for cell in cells):
         return [landmarks, *repeated]
     return [
         landmarks._replace(title="Test NME, landmarks protocol"),
-        markdown.Column("Test NME, jitter protocol", jitter, ".4f"),
+        markdown.Column("Test NME, jitter protocol", lambda cell: cell.test(test_set, "jitter").nme, ".4f"),
         *repeated,
     ]
 
 
-def _size_table(cells: list[dict], test_set: str, fraction: float) -> list[str]:
-    shown = [cell for cell in cells if float(cell["real_fraction"]) == fraction]
+def _size_table(cells: list[CellRow], test_set: str, fraction: float) -> list[str]:
+    shown = [cell for cell in cells if float(cell.real_fraction) == fraction]
     columns = [
-        markdown.Column("Arch", "arch", None),
-        markdown.Column("Train size", "train_size", ",.0f"),
+        markdown.Column("Arch", attrgetter("arch"), None),
+        markdown.Column("Train size", attrgetter("train_size"), ",.0f"),
         *_test_nme_columns(shown, test_set),
-        markdown.Column("Mean-shape NME", result_key(test_set, "mean_shape_nme"), ".4f"),
-        markdown.Column("MSE", result_key(test_set, "mse"), ".2e"),  # 3 significant figures
-        markdown.Column("FR@0.10", result_key(test_set, "fr@0.10"), ".4f"),
-        markdown.Column("AUC@0.08", result_key(test_set, "auc@0.08"), ".4f"),
-        markdown.Column("Params", "params", ",.0f"),
-        markdown.Column("Epochs", "epochs", ",.0f"),
-        markdown.Column("GPU-hours", "gpu_hours", ".2f"),
+        markdown.Column("Mean-shape NME", lambda cell: cell.test(test_set).mean_shape_nme, ".4f"),
+        markdown.Column("MSE", lambda cell: cell.test(test_set).mse, ".2e"),  # 3 significant figures
+        markdown.Column("FR@0.10", lambda cell: cell.test(test_set).failure_rate, ".4f"),
+        markdown.Column("AUC@0.08", lambda cell: cell.test(test_set).auc, ".4f"),
+        markdown.Column("Params", attrgetter("params"), ",.0f"),
+        markdown.Column("Epochs", attrgetter("epochs"), ",.0f"),
+        markdown.Column("GPU-hours", attrgetter("gpu_hours"), ".2f"),
     ]
     table = markdown.table(shown, columns)
     intro = f"Cells with real fraction {fraction:g}, the smallest searched."
     return ["## Architectures × training size", "", intro, "", *table]
 
 
-def _mixing_table(cells: list[dict], test_set: str, per_image_nme: dict[str, np.ndarray]) -> list[str]:
+def _mixing_table(cells: list[CellRow], test_set: str, per_image_nme: dict[str, np.ndarray]) -> list[str]:
     lines = ["## Mixing synthetic and real faces", ""]
-    fractions = sorted({float(cell["real_fraction"]) for cell in cells})
+    fractions = sorted({float(cell.real_fraction) for cell in cells})
     if len(fractions) < 2:
         return [*lines, f"Only one real fraction ({fractions[0]:g}) was searched."]
     base = fractions[0]
     # A row per (arch, size): the test NME of each fraction under "r=<fraction>" and, beside it under
     # "Δ r=<fraction>", its paired difference to the base fraction on the same test faces.
-    groups: dict[tuple[str, float], dict[float, dict]] = {}
+    groups: dict[tuple[str, float], dict[float, CellRow]] = {}
     for cell in cells:
-        groups.setdefault((cell["arch"], cell["train_size"]), {})[float(cell["real_fraction"])] = cell
+        groups.setdefault((cell.arch, cell.train_size), {})[float(cell.real_fraction)] = cell
     rows = []
     for (arch, size), by_fraction in groups.items():
         row: dict[str, object] = {"arch": arch, "size": size}
-        base_errors = per_image_nme.get(by_fraction[base]["cell"]) if base in by_fraction else None
+        base_errors = per_image_nme.get(by_fraction[base].cell) if base in by_fraction else None
         for fraction, cell in by_fraction.items():
-            row[f"r={fraction:g}"] = cell.get(result_key(test_set, "nme"))
-            errors = per_image_nme.get(cell["cell"])
+            row[f"r={fraction:g}"] = cell.test(test_set).nme
+            errors = per_image_nme.get(cell.cell)
             if fraction != base and base_errors is not None and errors is not None:
                 row[f"Δ r={fraction:g}"] = markdown.Difference(
                     *paired_difference(base_errors, errors, CONFIDENCE, BOOTSTRAP)
@@ -257,10 +200,10 @@ def _viable_size_section(
     return ["## Minimum viable dataset size", "", intro, "", *bullets]
 
 
-def _crossed(cells: list[dict]) -> bool:
+def _crossed(cells: list[CellRow]) -> bool:
     """Whether some architecture has cells of one training size with different real fractions: the size and mixing
     tables compare those. A learning-curve study (search.axes.real_faces) has none; its curves show its cells."""
-    return any(count > 1 for count in Counter((cell["arch"], int(cell["train_size"])) for cell in cells).values())
+    return any(count > 1 for count in Counter((cell.arch, int(cell.train_size)) for cell in cells).values())
 
 
 def _curve_section(points: list[Point], arch: str) -> list[str]:
@@ -289,34 +232,36 @@ def _curve_section(points: list[Point], arch: str) -> list[str]:
     return ["## Real faces saved by synthetic data", "", intro, "", *markdown.table(rows, columns)]
 
 
-def _best_section(cells: list[dict], best: dict | None, test_set: str, selection: Selection) -> list[str]:
+def _best_section(cells: list[CellRow], best: CellRow | None, test_set: str, selection: Selection) -> list[str]:
     metric = selection.metric
     columns = [
-        markdown.Column("Cell", "cell", None),
-        markdown.Column(metric, metric, ".4f"),
+        markdown.Column("Cell", attrgetter("cell"), None),
+        markdown.Column(metric, attrgetter("selected"), ".4f"),
         *_test_nme_columns(cells, test_set),
-        markdown.Column("Trials", "trials", ",.0f"),
-        *([markdown.Column("Diverged", "diverged", ",.0f")] if any(cell.get("diverged") for cell in cells) else []),
-        markdown.Column("Best trial", "best_trial", None),
-        markdown.Column("Epochs", "epochs", ",.0f"),
-        *(markdown.Column(column.removeprefix("config."), column, None) for column in _config_columns(cells)),
+        markdown.Column("Trials", attrgetter("trials"), ",.0f"),
+        *(
+            [markdown.Column("Diverged", attrgetter("diverged"), ",.0f")]
+            if any(cell.diverged for cell in cells)
+            else []
+        ),
+        markdown.Column("Best trial", attrgetter("best_trial"), None),
+        markdown.Column("Epochs", attrgetter("epochs"), ",.0f"),
+        *(markdown.Column(key, lambda cell, key=key: cell.config.get(key), None) for key in config_keys(cells)),
     ]
     table = markdown.table(cells, columns)
-    fallbacks = [
-        f"- {cell['cell']}: {cell['checkpoint_fallback']}" for cell in cells if cell.get("checkpoint_fallback")
-    ]
+    fallbacks = [f"- {cell.cell}: {cell.checkpoint_fallback}" for cell in cells if cell.checkpoint_fallback]
     if fallbacks:
         table += ["", "Best checkpoints that did not load (the next best kept one was tested):", *fallbacks]
     lines = ["## Best configuration per cell", "", *table, ""]
     if best is None:
         return [*lines, f"No cell has a value of `{metric}`, so there is no overall best cell."]
-    config = ", ".join(f"{key}={markdown.text(value)}" for key, value in sorted(best.get("config", {}).items()))
+    config = ", ".join(f"{key}={markdown.text(value)}" for key, value in sorted(best.config.items()))
     test_nme = markdown.shown(best, _test_nme(test_set))
     return [
         *lines,
-        f"**Overall best cell: {best['cell']}**, {metric} {markdown.fmt(best[metric], '.4f')},"
+        f"**Overall best cell: {best.cell}**, {metric} {markdown.fmt(best.selected, '.4f')},"
         f" test NME {markdown.fmt(test_nme, '.4f')} (mean-shape baseline"
-        f" {markdown.fmt(best.get(result_key(test_set, 'mean_shape_nme')), '.4f')});"
+        f" {markdown.fmt(best.test(test_set).mean_shape_nme, '.4f')});"
         f" config: {config or markdown.MISSING}.",
         f"It is chosen by the {'lowest' if selection.mode == 'min' else 'highest'} `{metric}`"
         " (the study's `search.metric`);"
@@ -326,16 +271,16 @@ def _best_section(cells: list[dict], best: dict | None, test_set: str, selection
 
 def write_report(
     run_dir: Path,
-    trials: list[dict],
-    cells: list[dict],
+    trials: list[TrialRow],
+    cells: list[CellRow],
     per_image_nme: dict[str, np.ndarray],
     selection: Selection,
     plan: TestPlan = SAMPLE_PLAN,
 ) -> dict[str, Path]:
     """Write trials.csv, summary.csv, summary.md and the plots into run_dir; return file name -> path.
 
-    `trials` holds one dict per Tune trial and `cells` one per cell (its best trial with
-    its test results by `result_key`, intervals included), in the caller's order; `selection` is the study's rule
+    `trials` holds one row per Tune trial and `cells` one row per cell (its best trial with
+    its test results, intervals included), in the caller's order; `selection` is the study's rule
     (`search.metric`, `search.metric_mode`), which names the overall best cell exactly as
     the search's own choice of `best/` does. `per_image_nme` maps a cell to its best model's
     per-image NMEs on the plan's headline test set, the same faces in the same order for every cell, which
@@ -348,25 +293,25 @@ def write_report(
     per_image_nme = {cell: np.asarray(errors, dtype=np.float64).reshape(-1) for cell, errors in per_image_nme.items()}
     per_image_nme = {cell: errors for cell, errors in per_image_nme.items() if errors.size}
     test_set = plan.lead
-    best = selection.best(cells, lambda cell: finite_number(cell.get(metric)))  # before sorting: ties as the caller's
+    best = selection.best(cells, lambda cell: finite_number(cell.selected))  # before sorting: ties as the caller's
     cells = sorted(cells, key=_cell_order)
     # Size tables and fits use the r=0 cells, or the smallest real fraction searched.
     # The size and mixing tables and their plots compare mixed cells; pre-trained ones (data.combine) are in the
     # best-configuration table beside them.
-    mixed = [cell for cell in cells if cell.get("combine", "mix") == "mix"]
-    fraction = min((float(cell["real_fraction"]) for cell in mixed), default=None)
+    mixed = [cell for cell in cells if cell.combine == "mix"]
+    fraction = min((float(cell.real_fraction) for cell in mixed), default=None)
     points = _size_points(mixed, test_set, fraction) if fraction is not None else {}
     estimates = {arch: minimum_viable_size(sizes, nmes, TOLERANCE, BOOTSTRAP) for arch, (sizes, nmes) in points.items()}
 
     # The learning curve in real faces of the architecture with the most cells on curves.
-    by_arch = {arch: learning_curves(cells, arch) for arch in dict.fromkeys(str(cell["arch"]) for cell in cells)}
+    by_arch = {arch: learning_curves(cells, arch) for arch in dict.fromkeys(cell.arch for cell in cells)}
     curve_arch = max(by_arch, key=lambda arch: sum(len(curve.cells) for curve in by_arch[arch]), default=None)
     curves = by_arch.get(curve_arch, [])
     on_curves = curve_points(curves, per_image_nme, CONFIDENCE, BOOTSTRAP) if curves else []
 
     written = {"trials.csv": run_dir / "trials.csv", "summary.csv": run_dir / "summary.csv"}
-    _write_trials(written["trials.csv"], trials, metric)
-    _write_summary(written["summary.csv"], cells, test_set, metric)
+    write_trials(written["trials.csv"], trials, metric)
+    write_summary(written["summary.csv"], cells, test_set, metric)
     figures = {
         "nme_vs_size.png": size_figure(points, estimates, test_set, fraction) if fraction is not None else None,
         "nme_vs_real_fraction.png": fraction_figure(mixed, test_set),

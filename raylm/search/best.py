@@ -11,30 +11,28 @@ is the cell whose best trial is best by the same metric.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from raylm.config import SearchConfig
+from raylm.reporting.rows import CellRow, TrialRow
 
-Row = dict[str, Any]
 
-
-def best_trials(search: SearchConfig, rows: list[Row]) -> dict[str, Row]:
+def best_trials(search: SearchConfig, rows: list[TrialRow]) -> dict[str, TrialRow]:
     """Each cell's best trial (rows from `results.trial_rows`): full-budget trials first, then by the metric."""
 
     selection = search.selection
 
-    def key(row: Row) -> tuple[bool, float]:
-        return row["stopped_early"], selection.rank(row[search.metric])
+    def key(row: TrialRow) -> tuple[bool, float]:
+        return row.stopped_early, selection.rank(row.value(search.metric))
 
-    best: dict[str, Row] = {}
+    best: dict[str, TrialRow] = {}
     for row in rows:
-        if row["status"] != "TERMINATED" or math.isinf(selection.rank(row[search.metric])):
+        if row.status != "TERMINATED" or math.isinf(selection.rank(row.value(search.metric))):
             continue
-        if row["cell"] not in best or key(row) < key(best[row["cell"]]):
-            best[row["cell"]] = row
+        if row.cell not in best or key(row) < key(best[row.cell]):
+            best[row.cell] = row
     return best
 
 
-def best_cell(search: SearchConfig, cell_rows: list[Row]) -> Row:
-    """The cell row whose best trial is best by the selection metric (a cell without one: the first)."""
-    return search.selection.best(cell_rows, lambda row: row[search.metric]) or cell_rows[0]
+def best_cell(search: SearchConfig, cell_rows: list[CellRow]) -> CellRow:
+    """The cell whose tested checkpoint is best by the selection metric (a cell without a value: the first)."""
+    return search.selection.best(cell_rows, lambda row: row.selected) or cell_rows[0]

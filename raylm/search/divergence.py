@@ -14,12 +14,16 @@ diverged or failed has nothing to test; the study then ends failed, naming it
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune.search.optuna import OptunaSearch
 
 from raylm.search.errors import SearchError
+from raylm.selection import BUDGET_EPOCH
 from raylm.train.loop import Diverged
+
+if TYPE_CHECKING:
+    from raylm.reporting.rows import TrialRow
 
 DIVERGED = "diverged"  # in a trial's last result: why it diverged
 
@@ -36,21 +40,30 @@ def has_diverged(result: dict[str, Any] | None) -> bool:
 
 
 class HearsDivergence(OptunaSearch):
-    """Optuna's Tune searcher, hearing a diverged trial as failed (Optuna's `FAIL`) instead of telling Optuna a NaN,
-    which Optuna rejects, leaving the trial running in its study for ever."""
+    """Optuna's Tune searcher, hearing a failed or diverged trial as failed (Optuna's `FAIL`) whatever it reported
+    before, never as its last value (a diverged one's is a NaN, which Optuna rejects, leaving the trial running in its
+    study for ever); and a trial the scheduler stopped before `max_epochs` budget epochs as pruned (TPE then ranks it
+    by how far it got, below every finished trial), not as complete with an early value it would compare with final
+    ones. Tune itself tells its searcher every ended trial's last result as complete."""
+
+    def __init__(self, *args: Any, max_epochs: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_epochs = max_epochs
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if has_diverged(result):
-            result, error = None, True
+        error = error or has_diverged(result)
+        stopped = result is not None and self.max_epochs is not None and result.get(BUDGET_EPOCH, 0) < self.max_epochs
+        if error or stopped:
+            result = None  # Optuna hears no value: failed with `error`, else pruned at its last reported epoch
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def check_every_cell_has_a_trial(rows: list[dict[str, Any]], best: dict[str, Any], run: str) -> None:
+def check_every_cell_has_a_trial(rows: list[TrialRow], best: dict[str, TrialRow], run: str) -> None:
     """Fail, naming each cell of `rows` (trials.csv's) with no best trial to test (every one diverged) with its
     trials' reasons and the fix; every trial stays in the run folder `run`."""
     reasons: dict[str, list[str]] = defaultdict(list)
-    for row in sorted(rows, key=lambda row: row["trial_id"]):
-        reasons[row["cell"]].append(f"trial {row['trial_id']}: {row['reason'] or row['status']}")
+    for row in sorted(rows, key=lambda row: row.trial_id):
+        reasons[row.cell].append(f"trial {row.trial_id}: {row.reason or row.status}")
     empty = sorted(cell for cell in reasons if cell not in best)
     if not empty:
         return

@@ -51,7 +51,9 @@ def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> 
     diverged trial is one it hears as failed."""
     startup = search.startup_trials or min(10, max(2, search.trials // 3))
     sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
-    return HearsDivergence(space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler)
+    return HearsDivergence(
+        space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler, max_epochs=search.max_epochs
+    )
 
 
 def asha(search: SearchConfig) -> ASHAScheduler:
@@ -91,7 +93,7 @@ def search_and_schedule(study: StudyConfig) -> tuple[Searcher, TrialScheduler, d
         for cell in longest_first
     }
     constants = {cell.name: cell.values() for cell in longest_first}
-    searcher = CellSearcher(searchers, constants, search.trials, search.max_epochs, search.metric, search.metric_mode)
+    searcher = CellSearcher(searchers, constants, search.trials, search.metric, search.metric_mode)
     scheduler = CellScheduler({cell.name: asha(search) for cell in longest_first}, lambda c: cell_of(c).name)
     return searcher, scheduler, None
 

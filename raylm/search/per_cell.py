@@ -31,9 +31,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from raylm.search.divergence import has_diverged
 from raylm.search.ray_internals import restore_state, state_of
-from raylm.selection import BUDGET_EPOCH
 
 CellOf = Callable[[dict[str, Any]], str]  # a trial's config -> its cell's name
 
@@ -44,11 +42,8 @@ class CellSearcher(Searcher):
     `searchers` maps cell name -> a searcher over that cell's space; `constants` maps
     cell name -> the config values that define the cell, added to every proposal.
     Cells are filled in the order of `searchers` (callers put the longest first, so
-    the study does not end waiting on one long cell). A trial that ends before
-    `max_epochs` without an error was stopped by the scheduler: its searcher hears it
-    as pruned (Optuna's TPE then ranks it by how far it got, below every finished
-    trial), not as complete with an early value it would compare with final ones; a
-    trial that failed or diverged (`divergence`) is heard as failed, whatever it reported before.
+    the study does not end waiting on one long cell). What a searcher hears of a trial
+    that diverged or that the scheduler stopped is its own (`divergence.HearsDivergence`).
     """
 
     def __init__(
@@ -56,7 +51,6 @@ class CellSearcher(Searcher):
         searchers: Mapping[str, Searcher],
         constants: Mapping[str, dict[str, Any]],
         quota: int,
-        max_epochs: int,
         metric: str,
         mode: str,
     ):
@@ -64,7 +58,6 @@ class CellSearcher(Searcher):
         self.searchers = dict(searchers)
         self.constants = dict(constants)
         self.quota = quota
-        self.max_epochs = max_epochs
         self.cell_of_trial: dict[str, str] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
@@ -87,10 +80,7 @@ class CellSearcher(Searcher):
         self.searchers[self.cell_of_trial[trial_id]].on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        error = error or has_diverged(result)
-        stopped = not error and result is not None and result.get(BUDGET_EPOCH, 0) < self.max_epochs
-        searcher = self.searchers[self.cell_of_trial[trial_id]]
-        searcher.on_trial_complete(trial_id, result=None if stopped or error else result, error=error)
+        self.searchers[self.cell_of_trial[trial_id]].on_trial_complete(trial_id, result=result, error=error)
 
     def get_state(self) -> dict:
         return {"cell_of_trial": self.cell_of_trial, "searchers": {c: state_of(s) for c, s in self.searchers.items()}}

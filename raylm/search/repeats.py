@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
@@ -44,12 +43,11 @@ def run_repeats(
     return run_experiment(study, trainable, storage, EXPERIMENT, plan)
 
 
-def evaluate_repeats(study: StudyConfig, plan: TestPlan, grid: tune.ResultGrid, directory: Path) -> dict[str, dict]:
-    """Each cell's repeats on the headline test set: `test_<set>/nme_seeds` (the values, `;`-separated), `_mean`,
-    `_std`.
-
-    The values are written at full precision (`repr`, which round-trips), so the mean and
-    std in the same row can be recomputed from them exactly.
+def evaluate_repeats(
+    study: StudyConfig, plan: TestPlan, grid: tune.ResultGrid, directory: Path
+) -> dict[str, tuple[float, ...]]:
+    """Each cell's repeats' test NMEs on the headline test set (their mean and spread: `CellRow.seeds_mean`,
+    `seeds_std`; summary.csv writes the values at full precision, so the two can be recomputed from them exactly).
 
     Every repeat's best checkpoint (by the selection metric) is tested once, like the
     search's best; a repeat that failed counts as NaN, so the mean says so.
@@ -63,11 +61,4 @@ def evaluate_repeats(study: StudyConfig, plan: TestPlan, grid: tune.ResultGrid, 
             metrics, _ = test_best(study.search, plan, result, folder)
             score = float(metrics[result_key(plan.lead, "nme")])
         values.setdefault(cell.name, []).append(score)
-    return {
-        cell: {
-            result_key(plan.lead, "nme_seeds"): ";".join(repr(score) for score in scores),
-            result_key(plan.lead, "nme_seeds_mean"): float(np.mean(scores)),
-            result_key(plan.lead, "nme_seeds_std"): float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
-        }
-        for cell, scores in values.items()
-    }
+    return {cell: tuple(scores) for cell, scores in values.items()}

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from raylm.config import SearchConfig
+from raylm.reporting.rows import TrialRow
 from raylm.search.divergence import DIVERGED, has_diverged
 from raylm.search.space import CELL_KEYS, cell_of
 from raylm.selection import BUDGET_EPOCH, VALIDATION_SETS
-
-Row = dict[str, Any]
 
 
 def trial_id_of(result: tune.Result) -> str:
@@ -43,8 +43,8 @@ def ranked_checkpoints(search: SearchConfig, result: tune.Result) -> list[tuple[
     return selection.ranked(kept, lambda pair: pair[1].get(search.metric), lambda pair: epoch_of(pair[1]))
 
 
-def best_reported(search: SearchConfig, result: tune.Result) -> Row:
-    """The validation metrics and the epoch (`best_epoch`) of a trial's best kept checkpoint.
+def best_reported(search: SearchConfig, result: tune.Result) -> tuple[dict[str, float], int]:
+    """The validation metrics and the epoch of a trial's best kept checkpoint.
 
     Read from the checkpoints Tune keeps, not from every epoch's results: on a tie, Tune may
     have deleted the first best epoch's checkpoint, and the row must name the epoch `best/`
@@ -53,13 +53,12 @@ def best_reported(search: SearchConfig, result: tune.Result) -> Row:
     """
     ranked = ranked_checkpoints(search, result)
     if not ranked:
-        return {search.metric: float("nan"), "best_epoch": 0}
+        return {search.metric: float("nan")}, 0
     metrics = ranked[0][1]
-    validation = {key: float(value) for key, value in metrics.items() if key.startswith(VALIDATION_SETS)}
-    return {**validation, "best_epoch": epoch_of(metrics)}
+    return {key: float(value) for key, value in metrics.items() if key.startswith(VALIDATION_SETS)}, epoch_of(metrics)
 
 
-def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], dict[str, tune.Result]]:
+def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[TrialRow], dict[str, tune.Result]]:
     """One row per trial (its cell, hyperparameters, epochs, whether ASHA stopped it, its status (TERMINATED,
     DIVERGED or ERROR) and why it diverged or failed, the validation metrics at its best epoch by the selection
     metric and that epoch (`best_reported`), node, compute, start and end), and Tune's result of each trial by id.
@@ -71,34 +70,33 @@ def trial_rows(search: SearchConfig, grid: tune.ResultGrid) -> tuple[list[Row], 
         trial_id = trial_id_of(result)
         metrics = result.metrics or {}
         cell = cell_of(result.config)
-        epochs = int(metrics.get("epoch", 0))  # a diverged trial's: the epoch it diverged in
         status = "ERROR" if result.error is not None else "DIVERGED" if has_diverged(metrics) else "TERMINATED"
         compute_s = float(metrics.get("time_total_s", 0.0))
         finished_at = float(metrics.get("reported_at", 0.0))
+        validation, best_epoch = best_reported(search, result)
         results[trial_id] = result
         rows.append(
-            {
-                "trial_id": trial_id,
-                "cell": cell.name,
-                "arch": cell.arch,
-                "train_size": cell.train_size,
-                "real_fraction": cell.real_fraction,
-                **{key: value for key, value in result.config.items() if key not in CELL_KEYS.values()},
-                "epochs": epochs,
+            TrialRow(
+                trial_id=trial_id,
+                cell=cell.name,
+                arch=cell.arch,
+                train_size=cell.train_size,
+                real_fraction=cell.real_fraction,
+                hyperparameters={key: value for key, value in result.config.items() if key not in CELL_KEYS.values()},
+                epochs=int(metrics.get("epoch", 0)),  # a diverged trial's: the epoch it diverged in
                 # The budget is train.epochs: every epoch of a mixed run, the fine-tuning ones of a pre-trained run.
-                "stopped_early": status == "TERMINATED" and int(metrics.get(BUDGET_EPOCH, 0)) < search.max_epochs,
-                "status": status,
-                "reason": metrics[DIVERGED] if status == "DIVERGED" else error_reason(result.error),
-                **best_reported(search, result),
-                "node": metrics.get("node_ip", ""),
-                "node_id": metrics.get("node_id", ""),
-                "compute_s": compute_s,
-                "started_at": finished_at - compute_s,
-                "finished_at": finished_at,
-            }
+                stopped_early=status == "TERMINATED" and int(metrics.get(BUDGET_EPOCH, 0)) < search.max_epochs,
+                status=status,
+                reason=metrics[DIVERGED] if status == "DIVERGED" else error_reason(result.error),
+                validation=validation,
+                best_epoch=best_epoch,
+                node=metrics.get("node_ip", ""),
+                node_id=metrics.get("node_id", ""),
+                compute_s=compute_s,
+                started_at=finished_at - compute_s,
+                finished_at=finished_at,
+            )
         )
-    start = min((row["started_at"] for row in rows if row["finished_at"]), default=0.0)
-    for row in rows:
-        row["started_at"] -= start
-        row["finished_at"] -= start
-    return rows, results
+    start = min((row.started_at for row in rows if row.finished_at), default=0.0)
+    shifted = [replace(row, started_at=row.started_at - start, finished_at=row.finished_at - start) for row in rows]
+    return shifted, results

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import ray
@@ -24,6 +23,7 @@ from raylm.data.pipeline import anchored, check_data
 from raylm.evaluation.plan import study_plan
 from raylm.reporting.card import METRICS, PER_FACE, write_card
 from raylm.reporting.report import write_report
+from raylm.reporting.rows import CellRow
 from raylm.search import storage
 from raylm.search.best import best_cell, best_trials
 from raylm.search.budget import check_budget
@@ -121,7 +121,7 @@ def _repeat_best(
     study: StudyConfig, grid: ray.tune.ResultGrid, trainable: Trainable, location: str, signals: list[int]
 ) -> ray.tune.ResultGrid:
     rows, results = trial_rows(study.search, grid)
-    best = {cell: results[row["trial_id"]].config for cell, row in best_trials(study.search, rows).items()}
+    best = {cell: results[row.trial_id].config for cell, row in best_trials(study.search, rows).items()}
     repeats = run_repeats(study, best, trainable, location)
     check_not_interrupted(repeats, dict.fromkeys(best, study.search.repeats), location, signals)
     check_folders_known(repeats, location)  # a repeat that failed is a NaN in its cell's mean: the report says so
@@ -143,44 +143,46 @@ def summarise(
     if search.mode == "compare":  # an optimize study's cells are one more dimension of its one search
         check_every_cell_has_a_trial(rows, best, grid.experiment_path)
     if not best:
-        reasons = [row["reason"] for row in rows if row["reason"]]
+        reasons = [row.reason for row in rows if row.reason]
         first = f"; the first error: {reasons[0]}" if reasons else ""
         raise SearchError(f"no trial of the study finished{first} (all errors: in {grid.experiment_path})")
     plan = study_plan(study)
-    cell_rows: list[dict[str, Any]] = []
+    seeds = evaluate_repeats(study, plan, repeats, run_dir / "repeats") if repeats is not None else {}
+    cell_rows: list[CellRow] = []
     per_face = {}  # cell -> its best model's per-face NMEs on the headline test set
     for cell_name, row in sorted(best.items()):
-        result = results[row["trial_id"]]
-        metrics, by_set = test_best(search, plan, result, run_dir / "best" / cell_of(result.config).slug)
+        result = results[row.trial_id]
+        tested, by_set = test_best(search, plan, result, run_dir / "best" / cell_of(result.config).slug)
         per_face[cell_name] = by_set.get(plan.lead, np.array([]))
-        cell_trials = [r for r in rows if r["cell"] == cell_name]
-        compute_s = sum(r["compute_s"] for r in cell_trials)
+        cell_trials = [r for r in rows if r.cell == cell_name]
+        compute_s = sum(r.compute_s for r in cell_trials)
         cell_rows.append(
-            {
-                "cell": cell_name,
-                "arch": row["arch"],
-                "train_size": row["train_size"],
-                "real_fraction": row["real_fraction"],
-                "combine": cell_of(result.config).combine,
-                "trials": len(cell_trials),
-                "diverged": sum(r["status"] == "DIVERGED" for r in cell_trials),
-                "best_trial": row["trial_id"],
-                "epochs": row["epochs"],
-                search.metric: row[search.metric],
-                **metrics,
-                "compute_s": compute_s,
-                "gpu_hours": compute_s * search.resources.gpu / 3600,
-                "config": {k: v for k, v in result.config.items() if k not in CELL_KEYS.values()},
-            }
+            CellRow(
+                cell=cell_name,
+                arch=row.arch,
+                train_size=row.train_size,
+                real_fraction=row.real_fraction,
+                combine=cell_of(result.config).combine,
+                trials=len(cell_trials),
+                diverged=sum(r.status == "DIVERGED" for r in cell_trials),
+                best_trial=row.trial_id,
+                epochs=row.epochs,
+                selected=tested.pop(search.metric),  # the tested checkpoint's, which may not be the trial's best
+                best_epoch=tested.pop("best_epoch"),
+                params=tested.pop("params"),
+                skipped=tested.pop("skipped"),
+                checkpoint_fallback=tested.pop("checkpoint_fallback", None),
+                results=tested,
+                compute_s=compute_s,
+                gpu_hours=compute_s * search.resources.gpu / 3600,
+                config={k: v for k, v in result.config.items() if k not in CELL_KEYS.values()},
+                seeds=seeds.get(cell_name, ()),
+            )
         )
-    if repeats is not None:
-        by_cell = evaluate_repeats(study, plan, repeats, run_dir / "repeats")
-        for cell in cell_rows:
-            cell.update(by_cell.get(cell["cell"], {}))
     overall = best_cell(search, cell_rows)
-    overall_dir = run_dir / "best" / cell_of(results[overall["best_trial"]].config).slug
+    overall_dir = run_dir / "best" / cell_of(results[overall.best_trial].config).slug
     for item in ("checkpoint.pt", "config.yaml", METRICS, PER_FACE):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
     files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
-    return StudyResult(run_dir, files, overall["cell"], search.metric, overall["best_trial"])
+    return StudyResult(run_dir, files, overall.cell, search.metric, overall.best_trial)

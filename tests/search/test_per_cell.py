@@ -44,7 +44,7 @@ def test_a_cell_with_nothing_to_propose_yet_keeps_the_experiment_going_until_it_
     from raylm.search.per_cell import CellSearcher
 
     later = Later()
-    searcher = CellSearcher({"a": later}, {"a": {"data.train_size": 48}}, 1, 4, "val/nme", "min")
+    searcher = CellSearcher({"a": later}, {"a": {"data.train_size": 48}}, 1, "val/nme", "min")
     assert searcher.suggest("t0") is None  # Tune asks again; FINISHED would end the search here
     later.ready = True
     assert searcher.suggest("t1") == {"train.lr": 0.01, "data.train_size": 48}
@@ -75,19 +75,22 @@ def test_each_cell_gets_the_proposals_of_its_own_searcher_run_alone():
 
 
 def test_a_trial_the_scheduler_stopped_reaches_optuna_as_pruned_with_how_far_it_got():
+    """In both modes: a compare study's per-cell searcher and an optimize study's one searcher."""
     config = study("search.trials=3", "search.axes.real_fraction=[0.0]")  # max_epochs 4
     searcher, _, _ = search_and_schedule(config)
-    for trial_id, epochs, error in (("finished", 4, False), ("stopped", 1, False), ("crashed", 2, True)):
-        searcher.suggest(trial_id)
-        for epoch in range(1, epochs + 1):
-            searcher.on_trial_result(
-                trial_id, {"val/nme": 0.5 / epoch, "training_iteration": epoch, "budget_epoch": epoch}
-            )
-        searcher.on_trial_complete(trial_id, {"val/nme": 0.5 / epochs, "budget_epoch": epochs}, error=error)
     (optuna,) = searcher.searchers.values()
-    trials = {trial.number: trial for trial in optuna_study(optuna).get_trials()}
-    assert [trials[n].state.name for n in range(3)] == ["COMPLETE", "PRUNED", "FAIL"]
-    assert trials[0].value == 0.125 and trials[1].intermediate_values == {1: 0.5}  # pruned at epoch 1
+    optimize = optuna_search(config.search, hyper_space(config))
+    for proposer, inner in ((searcher, optuna), (optimize, optimize)):
+        for trial_id, epochs, error in (("finished", 4, False), ("stopped", 1, False), ("crashed", 2, True)):
+            proposer.suggest(trial_id)
+            for epoch in range(1, epochs + 1):
+                proposer.on_trial_result(
+                    trial_id, {"val/nme": 0.5 / epoch, "training_iteration": epoch, "budget_epoch": epoch}
+                )
+            proposer.on_trial_complete(trial_id, {"val/nme": 0.5 / epochs, "budget_epoch": epochs}, error=error)
+        trials = {trial.number: trial for trial in optuna_study(inner).get_trials()}
+        assert [trials[n].state.name for n in range(3)] == ["COMPLETE", "PRUNED", "FAIL"]
+        assert trials[0].value == 0.125 and trials[1].intermediate_values == {1: 0.5}  # pruned at epoch 1
 
 
 def test_a_diverged_trial_reaches_optuna_as_failed_and_never_as_a_value():

@@ -32,18 +32,16 @@ CELL = {"model.name": "ours-tiny", "data.train_size": 48, "data.real_fraction": 
 
 def test_the_best_kept_checkpoint_by_the_selection_rule_gives_the_validation_metrics_and_epoch():
     result = SimpleNamespace(best_checkpoints=KEPT)
-    assert best_reported(SearchConfig(metric="val/nme"), result) == {
-        "val/nme": 0.25, "val_real/nme": 0.40, "best_epoch": 5,
-    }  # fmt: skip
+    assert best_reported(SearchConfig(metric="val/nme"), result) == ({"val/nme": 0.25, "val_real/nme": 0.40}, 5)
     by_real = SearchConfig(metric="val_real/nme", metric_mode="max")
-    assert best_reported(by_real, result) == {"val/nme": 0.25, "val_real/nme": 0.40, "best_epoch": 5}
+    assert best_reported(by_real, result) == ({"val/nme": 0.25, "val_real/nme": 0.40}, 5)
     by_real_min = SearchConfig(metric="val_real/nme")
-    assert best_reported(by_real_min, result) == {"val/nme": 0.30, "val_real/nme": 0.20, "best_epoch": 3}
+    assert best_reported(by_real_min, result) == ({"val/nme": 0.30, "val_real/nme": 0.20}, 3)
 
 
 def test_a_trial_without_checkpoints_has_no_value():
-    row = best_reported(SearchConfig(), SimpleNamespace(best_checkpoints=[]))
-    assert math.isnan(row["val/nme"]) and row["best_epoch"] == 0
+    validation, epoch = best_reported(SearchConfig(), SimpleNamespace(best_checkpoints=[]))
+    assert math.isnan(validation["val/nme"]) and epoch == 0
 
 
 def trained_trial(folder: Path, nmes: list[float], keep: int = 2) -> tune.Result:
@@ -87,9 +85,9 @@ def test_on_a_tie_the_row_and_best_are_the_earliest_kept_epoch(tmp_path: Path):
     (row,), _ = trial_rows(search, Grid([result]))
     exported = export_best(search, result, tmp_path / "best")
     tested = load_checkpoint(tmp_path / "best")
-    assert (row["best_epoch"], row["val/nme"], row["val_real/nme"]) == (3, 0.2, pytest.approx(0.7))
+    assert (row.best_epoch, row.value("val/nme"), row.value("val_real/nme")) == (3, 0.2, pytest.approx(0.7))
     assert exported == {"best_epoch": 3, "val/nme": 0.2}
-    assert tested["epoch"] + 1 == 3 and tested["metrics"]["val_real/nme"] == row["val_real/nme"]
+    assert tested["epoch"] + 1 == 3 and tested["metrics"]["val_real/nme"] == row.value("val_real/nme")
 
 
 def test_a_best_checkpoint_that_does_not_load_gives_way_to_the_next_best_kept_one(tmp_path: Path):

@@ -22,6 +22,7 @@ from raylm.metrics import bootstrap_interval
 from raylm.reporting.plots import progress_figure
 from raylm.search import SearchError, ray_internals, run_study, storage
 from raylm.selection import Selection
+from tests.rows import trial_rows
 from tests.search.smoke import SMOKE, read_csv, smoke
 from tests.search.wandb_offline import offline_run
 from tests.test_plots import pixels_of, read_png
@@ -132,7 +133,7 @@ def test_trials_summary_plot_and_best_checkpoint_agree_on_the_selection_metric(s
          "stopped_early": t["stopped_early"] == "True"}
         for t in trials
     ]  # fmt: skip
-    figure = progress_figure(numbers, Selection("val_real/nme", "min"))
+    figure = progress_figure(trial_rows(numbers), Selection("val_real/nme", "min"))
     assert figure.axes[0].get_ylabel() == "val_real/nme (selection metric)"
     assert figure.axes[0].lines[0].get_ydata()[-1] == pytest.approx(float(winner["val_real/nme"]))
     slug = best_cell["cell"].replace("/", "_")
