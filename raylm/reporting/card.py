@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import shlex
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ import numpy as np
 
 from raylm.config import RunConfig
 from raylm.evaluation.adapter import Adapter
-from raylm.evaluation.plan import HIGH, LOW, result_key
 from raylm.reporting.markdown import MISSING, Column, table, text
 from raylm.reporting.plots import ced_figure
+from raylm.reporting.rows import Recorded
 from raylm.train.checkpoint import checkpoint_config, checkpoint_file, load_checkpoint, model_from_checkpoint
 
 CARD = "README.md"
@@ -54,17 +55,17 @@ KEY_SETTINGS = (
 )  # fmt: skip
 
 
-def recorded_metrics(checkpoint_dir: Path, epoch: int) -> dict[str, Any]:
+def recorded_metrics(checkpoint_dir: Path, epoch: int) -> Recorded:
     """The metrics.json of this tested checkpoint (trained `epoch` epochs): beside it (a search's `best/`) or, for a
-    `raylm.train` run's `checkpoints/best`, in the run's folder; {} when there is none for this checkpoint."""
+    `raylm.train` run's `checkpoints/best`, in the run's folder; empty when there is none for this checkpoint."""
     folders = [checkpoint_dir]
     if (checkpoint_dir.name, checkpoint_dir.parent.name) == ("best", "checkpoints"):
         folders.append(checkpoint_dir.parent.parent)
     for folder in folders:
         if (folder / METRICS).is_file():
-            recorded = json.loads((folder / METRICS).read_text())
-            return recorded if recorded.get("best_epoch") == epoch else {}  # another checkpoint's results
-    return {}
+            recorded = Recorded.of(json.loads((folder / METRICS).read_text()))
+            return recorded if recorded.best_epoch == epoch else Recorded()  # another checkpoint's results
+    return Recorded()
 
 
 def write_card(checkpoint: str | Path, target: Path, where: str | None = None, exported: Any = None) -> Path:
@@ -87,7 +88,7 @@ def write_card(checkpoint: str | Path, target: Path, where: str | None = None, e
         _selection_section(recorded),
         _test_section(config, recorded, plotted, exported),
         _limits_section(config, exported),
-        _use_section(config, where, recorded.get("test_set")),
+        _use_section(config, where, recorded.test_set),
     ]
     page = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"
     path = card_path(target, exported)
@@ -131,7 +132,7 @@ def _model_section(config: RunConfig, params: int, points: int, epoch: int, expo
     return [TITLE, "", *_pairs(rows)]
 
 
-def _training_section(config: RunConfig, recorded: dict[str, Any]) -> list[str]:
+def _training_section(config: RunConfig, recorded: Recorded) -> list[str]:
     data = config.data
     mixed = data.real and data.real_fraction > 0
     real = f"`{data.real}`, fraction {data.real_fraction:g} of the training faces" if mixed else "none"
@@ -147,50 +148,37 @@ def _training_section(config: RunConfig, recorded: dict[str, Any]) -> list[str]:
         ("Real faces", real),
         ("Training faces", f"{data.train_size:,} ({data.val_size} synthetic and {data.val_real_size} real held out)"),
         ("Settings", settings),
-        ("Code", f"raylm commit `{recorded['commit']}`" if recorded.get("commit") else "commit not recorded"),
+        ("Code", f"raylm commit `{recorded.commit}`" if recorded.commit else "commit not recorded"),
     ]
     whole = "The whole resolved configuration is `config.yaml` beside the checkpoint."
     return ["## Training", "", *_pairs(rows), "", whole]
 
 
-def _selection_section(recorded: dict[str, Any]) -> list[str]:
-    selection = recorded.get("selection")
-    if not selection:
+def _selection_section(recorded: Recorded) -> list[str]:
+    if not recorded.metric:
         return ["## Selection", "", "Not recorded: this checkpoint was not chosen by a raylm search or run."]
-    metric, mode = selection["metric"], selection["mode"]
+    metric, mode = recorded.metric, recorded.mode
     held_out = "held-out real faces" if metric.startswith("val_real/") else "held-out synthetic faces"
-    value = recorded.get(metric)
-    shown = f" ({value:.4f} at epoch {recorded.get('best_epoch', MISSING)})" if isinstance(value, float) else ""
+    epoch = MISSING if recorded.best_epoch is None else recorded.best_epoch
+    shown = f" ({recorded.selected:.4f} at epoch {epoch})" if recorded.selected is not None else ""
     lines = [
         "## Selection",
         "",
         f"The checkpoint with the {'lowest' if mode == 'min' else 'highest'} `{metric}`{shown}, measured on "
         f"{held_out} (the validation set). The test sets played no part in choosing it.",
     ]
-    if recorded.get("checkpoint_fallback"):
-        lines += ["", f"The best kept checkpoint did not load: {recorded['checkpoint_fallback']}."]
+    if recorded.checkpoint_fallback:
+        lines += ["", f"The best kept checkpoint did not load: {recorded.checkpoint_fallback}."]
     return lines
 
 
-def _test_section(config: RunConfig, recorded: dict[str, Any], plotted: bool, exported: Any = None) -> list[str]:
-    rows = []
-    for name, spec in config.data.tests.items():
-        for protocol in PROTOCOLS:
-            key = result_key(name, "nme", protocol)
-            if key not in recorded:
-                continue
-            rows.append(
-                {
-                    "set": f"`{name}` (`{spec}`)",
-                    "protocol": protocol,
-                    "n": recorded.get(result_key(name, "n", protocol)),
-                    "nme": recorded[key],
-                    "low": recorded.get(result_key(name, LOW, protocol)),
-                    "high": recorded.get(result_key(name, HIGH, protocol)),
-                    "mean_shape": recorded.get(result_key(name, "mean_shape_nme", protocol)),
-                    "fr": recorded.get(result_key(name, "fr@0.10", protocol)),
-                }
-            )
+def _test_section(config: RunConfig, recorded: Recorded, plotted: bool, exported: Any = None) -> list[str]:
+    rows = [
+        (f"`{name}` (`{spec}`)", protocol, recorded.test(name, protocol))
+        for name, spec in config.data.tests.items()
+        for protocol in PROTOCOLS
+    ]
+    rows = [row for row in rows if "nme" in row[2].metrics]  # tested under that protocol
     if not rows:
         return ["## Test results", "", "Not tested: evaluate it with the command below."]
     adapted = (
@@ -199,9 +187,11 @@ def _test_section(config: RunConfig, recorded: dict[str, Any], plotted: bool, ex
         else []
     )
     columns = [
-        Column("Test set", "set", None), Column("Protocol", "protocol", None), Column("Faces", "n", ",.0f"),
-        Column("NME [95% interval]", "nme", ".4f", ("low", "high")),
-        Column("Mean-shape NME", "mean_shape", ".4f"), Column("FR@0.10", "fr", ".3f"),
+        Column("Test set", itemgetter(0), None), Column("Protocol", itemgetter(1), None),
+        Column("Faces", lambda row: row[2].faces, ",.0f"),
+        Column("NME [95% interval]", lambda row: row[2].nme, ".4f", (lambda row: row[2].low, lambda row: row[2].high)),
+        Column("Mean-shape NME", lambda row: row[2].mean_shape_nme, ".4f"),
+        Column("FR@0.10", lambda row: row[2].failure_rate, ".3f"),
     ]  # fmt: skip
     lines = [
         "## Test results",

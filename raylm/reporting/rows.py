@@ -112,8 +112,20 @@ class Tested:
         """AUC@0.08: the area under the CED up to NME 0.08, in [0, 1]."""
         return self.get("auc@0.08")
 
+    @property
+    def faces(self) -> int | None:
+        """How many test faces the results are over."""
+        n = self.get("n")
+        return None if n is None else int(n)
+
     def __bool__(self) -> bool:
         return bool(self.metrics)
+
+
+def _tested(results: Mapping[str, Any], test_set: str, protocol: str) -> Tested:
+    """The results (by `result_key`) on `test_set` under `protocol`, by metric name."""
+    prefix = result_key(test_set, "", protocol)
+    return Tested({key.removeprefix(prefix): value for key, value in results.items() if key.startswith(prefix)})
 
 
 @dataclass(frozen=True)
@@ -142,8 +154,7 @@ class CellRow:
 
     def test(self, test_set: str, protocol: str = LANDMARKS) -> Tested:
         """The results on `test_set` under `protocol` (empty when not tested so)."""
-        prefix = result_key(test_set, "", protocol)
-        return Tested({key.removeprefix(prefix): v for key, v in self.results.items() if key.startswith(prefix)})
+        return _tested(self.results, test_set, protocol)
 
     @property
     def seeds_mean(self) -> float:
@@ -187,3 +198,38 @@ class CellRow:
 def config_keys(cells: list[CellRow]) -> list[str]:
     """The hyperparameters of the cells' best configs, sorted."""
     return sorted({key for cell in cells for key in cell.config})
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What a tested checkpoint's metrics.json holds (the search's test pass and `raylm.train` write one): the rule
+    that chose it and its value there, the epoch, the commit, the headline test set and every test result."""
+
+    metric: str | None = None  # the selection metric (None: not chosen by a raylm search or run)
+    mode: str = "min"
+    selected: float | None = None  # its value at `best_epoch`
+    best_epoch: int | None = None
+    commit: str | None = None
+    test_set: str | None = None  # the headline test set (a search's; a run's: None)
+    checkpoint_fallback: str | None = None
+    results: Mapping[str, Any] = field(default_factory=dict)  # by `result_key`
+
+    @classmethod
+    def of(cls, saved: Mapping[str, Any]) -> Recorded:
+        """The record of a metrics.json's contents."""
+        selection = saved.get("selection") or {}
+        metric = selection.get("metric")
+        return cls(
+            metric=metric,
+            mode=selection.get("mode", "min"),
+            selected=finite_number(saved.get(metric)) if metric else None,
+            best_epoch=saved.get("best_epoch"),
+            commit=saved.get("commit"),
+            test_set=saved.get("test_set"),
+            checkpoint_fallback=saved.get("checkpoint_fallback"),
+            results={key: value for key, value in saved.items() if key.startswith("test_")},
+        )
+
+    def test(self, test_set: str, protocol: str = LANDMARKS) -> Tested:
+        """The results on `test_set` under `protocol` (empty when not tested so)."""
+        return _tested(self.results, test_set, protocol)
