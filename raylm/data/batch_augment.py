@@ -1,39 +1,33 @@
 """The augmentation recipe (`AugmentConfig`) as batched tensor ops, on whatever device holds the faces.
 
-`raylm.data.augment` runs the recipe with albumentations, one face at a time, in
-DataLoader workers; this module runs the same recipe on a whole batch at once, so a
-GPU trial augments on the GPU and a CPU trial needs no per-face Python. Parameters
-are drawn per face, with the distributions `augment.build_transform` gives
-albumentations (`draw`), from a seeded CPU `torch.Generator`: the same seed gives the
-same parameters on any device, every choice (flip or not, which faces to composite,
-which background) is made on the CPU, and a batch's per-face values reach the device
-in one copy from pinned memory that does not wait (`upload`, as every host tensor the
-device path sends), so a GPU is never made to report back and never waited on. Pixel noise
-(Gaussian noise, procedural backgrounds) comes from a generator on the faces' device.
+`raylm.data.augment` runs the recipe with albumentations, one face at a time, in DataLoader workers; this module
+runs the same recipe on a whole batch at once, so a GPU trial augments on the GPU and a CPU trial needs no per-face
+Python. Parameters are drawn per face, with the distributions `augment.build_transform` gives albumentations
+(`draw`), from a seeded CPU `torch.Generator`: the same seed gives the same parameters on any device, every choice
+(flip or not, which faces to composite, which background) is made on the CPU, and a batch's per-face values reach
+the device in one copy from pinned memory that does not wait (`upload`, as every host tensor the device path sends),
+so a GPU is never made to report back and never waited on. Pixel noise (Gaussian noise, procedural backgrounds)
+comes from a generator on the faces' device.
 
-Geometry is one matrix per face: flip, scale and shift (`A.Affine`), rotation
-(`A.Rotate`) and the random crop (`A.RandomCrop`) compose into a 3x3 map from
-prepared-face pixels to input-crop pixels; the image is resampled once through its
-inverse (one bilinear `grid_sample`, where albumentations interpolates once per
-step) and the landmarks go through the matrix itself, so they move exactly with the
-pixels. Coordinates put pixel (i, j)'s centre at x=i, y=j, as everywhere in raylm.
+Geometry is one matrix per face: flip, scale and shift (`A.Affine`), rotation (`A.Rotate`) and the random crop
+(`A.RandomCrop`) compose into a 3x3 map from prepared-face pixels to input-crop pixels; the image is resampled once
+through its inverse (one bilinear `grid_sample`, where albumentations interpolates once per step) and the landmarks
+go through the matrix itself, so they move exactly with the pixels. Coordinates put pixel (i, j)'s centre at x=i,
+y=j, as everywhere in raylm.
 
 Written here rather than taken from a library, and why:
-- torchvision v2 transforms draw one set of parameters per call, so a batch would
-  share one rotation; per-face parameters need a call per face.
-- kornia's augmentation (per-face parameters, keypoints) resamples once per
-  geometric step and relabels no landmarks on a flip. Its `AugmentationSequential`
-  of the same recipe (flip, affine, crop, colour, gamma; 32 faces of 108 px to
-  96 px) ran at 0.6x this module's rate on one CPU thread (kornia 0.9, 2026-12-02),
-  so it would be a dependency that costs speed.
-- Colour: brightness, contrast and saturation as albumentations' `ColorJitter`
-  defines them, in that fixed order (albumentations shuffles it per face); hue as a
-  rotation of the chroma plane (YIQ), a 3x3 matrix per face, where albumentations
-  shifts HSV hue: the same shift, without a colour-space round trip.
-- Compositing draws procedural backgrounds (gradients, smooth noise, clutter of
-  rectangles, disks and bars) like `composite.procedural_background`, batched; smooth
-  noise takes its grid size from powers of two. A folder of background images is
-  not held on the device: a run with one takes the loader path (`raylm.train.feed`).
+- torchvision v2 transforms draw one set of parameters per call, so a batch would share one rotation; per-face
+  parameters need a call per face.
+- kornia's augmentation (per-face parameters, keypoints) resamples once per geometric step and relabels no landmarks
+  on a flip. Its `AugmentationSequential` of the same recipe (flip, affine, crop, colour, gamma; 32 faces of 108 px
+  to 96 px) ran at 0.6x this module's rate on one CPU thread (kornia 0.9, 2026-12-02), so it would be a dependency
+  that costs speed.
+- Colour: brightness, contrast and saturation as albumentations' `ColorJitter` defines them, in that fixed order
+  (albumentations shuffles it per face); hue as a rotation of the chroma plane (YIQ), a 3x3 matrix per face, where
+  albumentations shifts HSV hue: the same shift, without a colour-space round trip.
+- Compositing draws procedural backgrounds (gradients, smooth noise, clutter of rectangles, disks and bars) like
+  `composite.procedural_background`, batched; smooth noise takes its grid size from powers of two. A folder of
+  background images is not held on the device: a run with one takes the loader path (`raylm.train.feed`).
 """
 
 from __future__ import annotations
