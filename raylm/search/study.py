@@ -40,6 +40,7 @@ from raylm.search.ending import (
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
 from raylm.search.lease import Lease
+from raylm.search.optuna_studies import JOURNAL, write_cell_studies
 from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
 from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
@@ -184,5 +185,8 @@ def summarise(
     for item in ("checkpoint.pt", "config.yaml", METRICS, PER_FACE):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
+    journal = write_cell_studies(run_dir / JOURNAL, study, rows, results)
+    if journal is not None:
+        files[JOURNAL] = journal
     files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
     return StudyResult(run_dir, files, overall.cell, search.metric, overall.best_trial)

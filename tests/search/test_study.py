@@ -238,6 +238,46 @@ def test_the_model_card_names_the_selection_the_test_nme_with_its_interval_and_a
     assert evaluated["n"] == 80 and evaluated["nme"] == pytest.approx(nme, rel=0.3)
 
 
+READ_STUDIES = """
+import json, sys
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+storage = JournalStorage(JournalFileBackend(sys.argv[1]))
+studies = {
+    name: [
+        [t.user_attrs["tune_trial_id"], t.state.name, t.value, {str(k): v for k, v in t.intermediate_values.items()}]
+        for t in optuna.load_study(study_name=name, storage=storage).get_trials()
+    ]
+    for name in optuna.get_all_study_names(storage)
+}
+assert not any(module.startswith("raylm") for module in sys.modules)
+print(json.dumps(studies))
+"""
+
+
+def test_each_cells_search_opens_in_optuna_alone_as_trials_csv_and_result_json_have_it(study_run: Path):
+    done = subprocess.run(
+        [sys.executable, "-c", READ_STUDIES, str(study_run / "optuna.journal")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    studies = json.loads(done.stdout)
+    trials = read_csv(study_run / "trials.csv")
+    assert sorted(studies) == sorted({t["cell"] for t in trials})
+    by_id = {t["trial_id"]: t for t in trials}
+    for cell, heard in studies.items():
+        assert sorted(trial_id for trial_id, *_ in heard) == sorted(t["trial_id"] for t in trials if t["cell"] == cell)
+        for trial_id, state, value, epochs in heard:
+            row = by_id[trial_id]
+            expected = "PRUNED" if row["stopped_early"] == "True" else "COMPLETE"
+            assert state == (expected if row["status"] == "TERMINATED" else "FAIL")
+            if state == "COMPLETE":
+                assert value == pytest.approx(float(row["val_real/nme"]))  # the selection metric at its best epoch
+            (folder,) = (study_run / "trials").glob(f"*__{trial_id}")
+            reported = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+            assert epochs == {str(r["training_iteration"]): pytest.approx(r["val_real/nme"]) for r in reported}
+
+
 @pytest.mark.slow
 def test_resources_the_cluster_can_never_satisfy_fail_before_any_trial(tmp_path: Path):
     with pytest.raises(SearchError, match=r"asks 1 CPU \+ 1 GPU per trial, but no node up now has that much \(2 CPU"):
