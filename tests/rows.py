@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from raylm.reporting.rows import CellRow, TrialRow
+from raylm.selection import VALIDATION_SETS
 
 FIELDS = {field.name for field in dataclasses.fields(CellRow)}
 
@@ -24,7 +25,6 @@ def cell_rows(cells: list[dict[str, Any]], metric: str = "val/nme") -> list[Cell
 
 
 TRIAL_FIELDS = {field.name for field in dataclasses.fields(TrialRow)} - {"hyperparameters", "validation"}
-VALIDATION = ("val/", "val_real/")
 
 
 def trial_row(values: dict[str, Any]) -> TrialRow:
@@ -32,7 +32,7 @@ def trial_row(values: dict[str, Any]) -> TrialRow:
     `val_real/...`) and hyperparameters (every other key) by name."""
     fields = {key: math.nan if value is None else value for key, value in values.items() if key in TRIAL_FIELDS}
     fields = {"trial_id": "", "cell": "", "arch": "", "train_size": 0, "real_fraction": 0.0, **fields}
-    validation = {key: value for key, value in values.items() if key.startswith(VALIDATION)}
+    validation = {key: value for key, value in values.items() if key.startswith(VALIDATION_SETS)}
     hyperparameters = {key: v for key, v in values.items() if key not in TRIAL_FIELDS and key not in validation}
     return TrialRow(**fields, hyperparameters=hyperparameters, validation=validation)
 

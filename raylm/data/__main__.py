@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 
 from raylm.cells import cell_data
-from raylm.cli import command
+from raylm.cli import USER_ERROR, command
 from raylm.config import StudyConfig, add_set_option, load_config
 from raylm.data.check import check_specs, format_report
 from raylm.data.pipeline import export_prepared
@@ -73,7 +73,7 @@ def _prepare(config: str, to: str, overrides: list[str]) -> int:
         raise  # its message names what to fix (a StorageError too, though it is an OSError): `command` prints it
     except OSError as error:
         print(f"error: --to {to}: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     for faces in exported:
         print(f"{faces.spec}: {len(faces)} faces prepared ({sum(faces.skipped.values())} skipped)")
     print(f"uploaded to {to}; runs use it with `data.prepared: {to}` in the study file or --set data.prepared={to}")

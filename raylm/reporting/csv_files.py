@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from raylm.evaluation.plan import HIGH, LOW, result_key
-from raylm.reporting import markdown
 from raylm.reporting.rows import CellRow, TrialRow, config_keys
 from raylm.selection import VALIDATION_SETS
 
@@ -65,4 +64,11 @@ def write_summary(path: Path, rows: list[CellRow], test_set: str, metric: str) -
     fixed += [key for key in jitter if any(key in cell for cell in cells)]
     extras = sorted({key for cell in cells for key in cell} - set(fixed) - {"config"})
     columns = fixed + [f"config.{key}" for key in config_keys(rows)] + extras
-    _write_csv(path, columns, ([markdown.value_of(cell, column) for column in columns] for cell in cells))
+    _write_csv(path, columns, ([_value(cell, column) for column in columns] for cell in cells))
+
+
+def _value(record: dict, column: str) -> object:
+    """A cell's value under a summary.csv column; `config.<key>` reads its best config."""
+    if column.startswith("config."):
+        return record["config"].get(column.removeprefix("config."))
+    return record.get(column)

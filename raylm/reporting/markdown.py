@@ -107,11 +107,4 @@ def shown(row: Any, column: Column) -> object:
 
 
 def _value(row: Any, key: Key) -> object:
-    return key(row) if callable(key) else value_of(row, key)
-
-
-def value_of(cell: dict, column: str) -> object:
-    """A cell's value under a column name; `config.<key>` reads the cell's best config."""
-    if column.startswith("config."):
-        return cell.get("config", {}).get(column.removeprefix("config."))
-    return cell.get(column)
+    return key(row) if callable(key) else row.get(key)

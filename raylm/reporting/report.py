@@ -1,7 +1,7 @@
 """The files a researcher reads after a search: trials.csv, summary.csv, summary.md and PNG plots.
 
-Inputs are plain dicts (one per Tune trial, one per cell's best trial), so this
-module needs neither Ray nor torch. The best cell is chosen by the study's
+Inputs are the study's typed rows (`raylm.reporting.rows`: one per Tune trial, one
+per cell), so this module needs neither Ray nor torch. The best cell is chosen by the study's
 selection rule (`raylm.selection`, the study's `search.metric` and `metric_mode`), on
 validation data alone; test metrics are reported, with bootstrap intervals over
 the test faces, but play no part in any choice. Missing or NaN values are empty

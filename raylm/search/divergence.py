@@ -5,8 +5,9 @@ outcome: retrying the same configuration diverges again, and stopping the study 
 throw away every other trial. So a trial whose training raises `Diverged` reports one
 last result, flagged with `DIVERGED` (the one-line reason: epoch, metric, value, fix)
 and the search metric as NaN, and ends like any finished trial. The search reads the
-flag: its searcher hears the trial as failed (`HearsDivergence`), trials.csv shows it as
-`DIVERGED` with its reason, and it is never a cell's best. A cell in which every trial
+flag: its searcher hears the trial as failed (`HearsDivergence`, which also hears a
+trial the scheduler stopped as pruned), trials.csv shows it as `DIVERGED` with its
+reason, and it is never a cell's best. A cell in which every trial
 diverged or failed has nothing to test; the study then ends failed, naming it
 (`check_every_cell_has_a_trial`).
 """
@@ -46,13 +47,13 @@ class HearsDivergence(OptunaSearch):
     by how far it got, below every finished trial), not as complete with an early value it would compare with final
     ones. Tune itself tells its searcher every ended trial's last result as complete."""
 
-    def __init__(self, *args: Any, max_epochs: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_epochs = max_epochs
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         error = error or has_diverged(result)
-        stopped = result is not None and self.max_epochs is not None and result.get(BUDGET_EPOCH, 0) < self.max_epochs
+        stopped = result is not None and result.get(BUDGET_EPOCH, 0) < self.max_epochs
         if error or stopped:
             result = None  # Optuna hears no value: failed with `error`, else pruned at its last reported epoch
         super().on_trial_complete(trial_id, result=result, error=error)

@@ -48,7 +48,7 @@ def wrap(trainable: Trainable, study: StudyConfig, node_checks: bool = True):
 def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> HearsDivergence:
     """Seeded TPE: its first `search.startup_trials` proposals are random (unset: a third of the trials, 2 to 10:
     fewer than Optuna's 10 on small budgets; bench.search measured a sixth no better), then model-based; a
-    diverged trial is one it hears as failed."""
+    diverged or failed trial is one it hears as failed, a trial ASHA stopped one it hears as pruned."""
     startup = search.startup_trials or min(10, max(2, search.trials // 3))
     sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
     return HearsDivergence(

@@ -4,11 +4,11 @@ raylm's per-cell Optuna studies live in memory inside Tune's searcher (pickled i
 state); this writes what they saw to a journal file Optuna reads with nothing of raylm
 imported: a study per cell, named by the cell, with every trial's hyperparameters, its
 state (complete; pruned when ASHA stopped it; failed when it errored or diverged), its
-value of the selection metric at its best kept epoch (the one trials.csv shows),
-the metric after every epoch (intermediate values, by Tune's iteration, as the searcher
-heard them) and its Tune trial id. It is rebuilt from Tune's results whenever the report
-is written, so it stays exact across `--resume`, and goes wherever the report goes (a
-bucket run folder included).
+value of the selection metric at its best kept epoch (the one trials.csv shows), the
+metric after every epoch Tune recorded (intermediate values, by Tune's iteration; the
+searcher heard all but the one a scheduler stopped the trial at) and its Tune trial id.
+It is rebuilt from Tune's results whenever the report is written, so it stays exact
+across `--resume`, and goes wherever the report goes (a bucket run folder included).
 
     optuna.load_study(study_name=CELL, storage=JournalStorage(JournalFileBackend("RUN/optuna.journal")))
 """

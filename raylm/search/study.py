@@ -43,7 +43,7 @@ from raylm.search.lease import Lease
 from raylm.search.optuna_studies import JOURNAL, write_cell_studies
 from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
-from raylm.search.space import CELL_KEYS, cell_data, cell_of, check_space
+from raylm.search.space import cell_data, cell_of, check_space
 from raylm.search.testpass import test_best
 from raylm.search.trackers import check_trackers, log_best_model, with_tracking_uri
 from raylm.search.trainable import train_trial
@@ -148,7 +148,6 @@ def summarise(
         first = f"; the first error: {reasons[0]}" if reasons else ""
         raise SearchError(f"no trial of the study finished{first} (all errors: in {grid.experiment_path})")
     plan = study_plan(study)
-    seeds = evaluate_repeats(study, plan, repeats, run_dir / "repeats") if repeats is not None else {}
     cell_rows: list[CellRow] = []
     per_face = {}  # cell -> its best model's per-face NMEs on the headline test set
     for cell_name, row in sorted(best.items()):
@@ -176,17 +175,19 @@ def summarise(
                 results=tested,
                 compute_s=compute_s,
                 gpu_hours=compute_s * search.resources.gpu / 3600,
-                config={k: v for k, v in result.config.items() if k not in CELL_KEYS.values()},
-                seeds=seeds.get(cell_name, ()),
+                config=row.hyperparameters,
             )
         )
+    if repeats is not None:  # after every cell's best is tested and exported, as a repeat may fail to load
+        seeds = evaluate_repeats(study, plan, repeats, run_dir / "repeats")
+        cell_rows = [replace(cell, seeds=seeds.get(cell.cell, ())) for cell in cell_rows]
     overall = best_cell(search, cell_rows)
     overall_dir = run_dir / "best" / cell_of(results[overall.best_trial].config).slug
     for item in ("checkpoint.pt", "config.yaml", METRICS, PER_FACE):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
+    files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
     journal = write_cell_studies(run_dir / JOURNAL, study, rows, results)
     if journal is not None:
         files[JOURNAL] = journal
-    files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
     return StudyResult(run_dir, files, overall.cell, search.metric, overall.best_trial)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raylm.cli import command
+from raylm.cli import USER_ERROR, command
 from raylm.config import add_set_option
 from raylm.evaluation.plan import HIGH, LOW
 from raylm.selection import SelectionError
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         done = train_run(args.config, args.set, args.output, args.resume, args.overwrite, args.metric, args.mode)
     except SelectionError as error:  # only --metric can be one: the default rule always fits the run
         print(f"error: --metric {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     print(format_table(done.metrics))
     print(f"best epoch by {done.selection}: {done.metrics['best_epoch']}")
     print(f"checkpoint: {done.output / 'checkpoints' / 'best'}\ntensorboard: tensorboard --logdir {done.output}")
