@@ -27,11 +27,11 @@ import optuna
 from ray.tune.schedulers import FIFOScheduler
 
 from bench import local_ray
-from bench.search import cell_plan, optuna_searcher
+from bench.search import cell_plan
 from raylm.config import StudyConfig, git_commit, load_config
 from raylm.search.cluster import WORKER_ENV, connect
-from raylm.search.experiment import run_experiment
-from raylm.search.space import cells
+from raylm.search.experiment import optuna_search, run_experiment
+from raylm.search.space import cells, hyper_space
 from raylm.search.trainable import train_trial
 
 TABLE = Path(__file__).resolve().parent / "problems" / "faces.json"
@@ -72,7 +72,7 @@ def study(trials: int, epochs: int, seed: int, cache: Path) -> StudyConfig:
 def random_plan(config: StudyConfig, seed: int) -> tuple:
     """The study's one cell searched by Optuna's random sampler, every trial to the full budget (no ASHA)."""
     (cell,) = cells(config)
-    random = optuna_searcher(config, optuna.samplers.RandomSampler(seed=seed))
+    random = optuna_search(config.search, hyper_space(config), optuna.samplers.RandomSampler(seed=seed))
     return cell_plan(config, {cell.name: (random, FIFOScheduler())})
 
 

@@ -9,7 +9,7 @@ multi-fidelity Hartmann functions with good and bad low-fidelity correlation, an
 tables of recorded training runs (FCNet on protein structure, NAS-Bench-201 on CIFAR-100;
 final values only; `pip install 'raylm[bench]'`).
 
-Searchers, the same trial count each, seeded alike:
+Searchers (`bench.searchers`), the same trial count each, seeded alike:
 - `raylm`: raylm's default search (what a study runs: `make_tuner` with no plan);
 - `random_full`: random proposals, every trial at the full epoch budget;
 - `random_asha`: random proposals, raylm's ASHA;
@@ -64,26 +64,24 @@ from typing import Any
 import numpy as np
 import optuna
 from ray.tune import ResultGrid
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from bench import emit, local_ray
 from bench.problems import Problem
 from bench.problems.faces import FaceReplay
 from bench.problems.hartmann import Hartmann
 from bench.problems.tables import TABLES, RecordedTable
+from bench.searchers import BASELINES, REFERENCE, REFERENCE_SEEDS, SEARCHERS, searcher
 from bench.simulated import COST, PARAMS, replaying, simulate
 from raylm.config import SearchConfig, StudyConfig, add_set_option, load_config
 from raylm.search.cluster import WORKER_ENV, connect
-from raylm.search.divergence import HearsDivergence
-from raylm.search.experiment import asha, optuna_search, run_experiment
+from raylm.search.experiment import run_experiment
 from raylm.search.per_cell import CellScheduler, CellSearcher
 from raylm.search.results import trial_rows
-from raylm.search.space import cell_of, cells, hyper_space
+from raylm.search.space import cell_of, cells
 
 SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.yaml"
-STAGE = PARAMS + "stage"  # top_k's stage of a trial, in its config (the replay reads only the problem's keys)
 GOAL, GOAL_WINS = 0.35, 0.8
 SLOTS = 4  # trial slots: the trials sleep, so more slots than cores
 SLEEP_PER_EPOCH = 0.02  # what an average epoch sleeps, in the machine's seconds
@@ -95,9 +93,6 @@ PROBLEMS: dict[str, Callable[[], Problem]] = {
     "hartmann6-bad": lambda: Hartmann(6, "bad"),
     **{name: functools.partial(RecordedTable, name) for name in TABLES},  # pip install 'raylm[bench]'
 }
-SEARCHERS = ("raylm", "random_full", "random_asha", "top_k", "tpe_full")
-BASELINES = SEARCHERS[1:]
-REFERENCE, REFERENCE_SEEDS = "reference", 1000  # the yardstick: random search at full budget, seeds 1000 + seed
 
 
 def problem_study(problem: Problem, trials: int, runs: int, cache: Path, overrides: list[str]) -> StudyConfig:
@@ -120,78 +115,6 @@ def problem_study(problem: Problem, trials: int, runs: int, cache: Path, overrid
     base = load_config(StudyConfig, SMOKE, settings)
     space = {PARAMS + key: spec for key, spec in problem.space.items()}
     return dataclasses.replace(base, search=dataclasses.replace(base.search, space=space))
-
-
-class TopK(Searcher):
-    """`top_k`: `trials - keep` random configs for one epoch (marked STAGE 1), then the `keep` best of them again at
-    the full budget. Waits (proposes None) between the two, as a person running it would. The first stage's
-    values come from its scheduler (`FirstEpochOnly`): Tune tells a searcher nothing of a result it stops a trial at."""
-
-    def __init__(self, random: Searcher, trials: int, keep: int, scores: dict[str, float], metric: str, mode: str):
-        super().__init__(metric=metric, mode=mode)
-        self.random, self.first, self.keep, self.scores = random, trials - keep, keep, scores
-        self.proposed: dict[str, dict[str, Any]] = {}
-        self.done: set[str] = set()
-        self.best: list[dict[str, Any]] | None = None
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if len(self.proposed) < self.first:
-            self.proposed[trial_id] = self.random.suggest(trial_id)
-            return {**self.proposed[trial_id], STAGE: 1}
-        if len(self.done) < self.first:
-            return None  # the first stage is still running
-        if self.best is None:
-            sign = 1 if self.mode == "min" else -1
-            ranked = sorted(self.proposed, key=lambda trial: sign * self.scores.get(trial, sign * math.inf))
-            self.best = [self.proposed[trial] for trial in ranked[: self.keep]]
-        return {**self.best.pop(0), STAGE: 2} if self.best else Searcher.FINISHED
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self.proposed:
-            self.done.add(trial_id)
-
-
-class FirstEpochOnly(FIFOScheduler):
-    """Stops `top_k`'s first-stage trials after their first epoch, noting its value in `scores`; the second stage
-    runs the full budget."""
-
-    def __init__(self, scores: dict[str, float], metric: str) -> None:
-        super().__init__()
-        self.scores, self.watched = scores, metric
-
-    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        if trial.config.get(STAGE) != 1:
-            return TrialScheduler.CONTINUE
-        self.scores[trial.trial_id] = result[self.watched]
-        return TrialScheduler.STOP
-
-
-def optuna_searcher(config: StudyConfig, sampler: optuna.samplers.BaseSampler) -> OptunaSearch:
-    """A baseline's Optuna searcher, hearing the trials its scheduler stops as raylm's searcher does (pruned)."""
-    search = config.search
-    space = hyper_space(config)
-    return HearsDivergence(
-        space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler, max_epochs=search.max_epochs
-    )
-
-
-def searcher(name: str, config: StudyConfig, seed: int) -> tuple[Searcher, TrialScheduler]:
-    """One cell's searcher and scheduler for searcher `name`: raylm's own (`optuna_search`, `asha`) or a baseline's."""
-    search = config.search
-    if name == "raylm":
-        return optuna_search(dataclasses.replace(search, seed=seed), hyper_space(config)), asha(search)
-    if name == REFERENCE:
-        return optuna_searcher(config, optuna.samplers.RandomSampler(seed=REFERENCE_SEEDS + seed)), FIFOScheduler()
-    if name == "tpe_full":
-        return optuna_searcher(config, optuna.samplers.TPESampler(seed=seed)), FIFOScheduler()
-    random = optuna_searcher(config, optuna.samplers.RandomSampler(seed=seed))
-    if name == "random_full":
-        return random, FIFOScheduler()
-    if name == "random_asha":
-        return random, asha(search)
-    keep, scores = max(1, search.trials // 4), {}
-    stages = TopK(random, search.trials, keep, scores, search.metric, search.metric_mode)
-    return stages, FirstEpochOnly(scores, search.metric)
 
 
 def cell_plan(config: StudyConfig, built: dict[str, tuple[Searcher, TrialScheduler]]) -> tuple:
@@ -333,10 +256,10 @@ def bench_problem(
     slots: int = SLOTS,
 ) -> dict[str, Any]:
     problem = PROBLEMS[name]()
-    runs = [(searcher, seed) for searcher in (REFERENCE, *SEARCHERS) for seed in seeds]
+    runs = [(method, seed) for method in (REFERENCE, *SEARCHERS) for seed in seeds]
     config, points = search_runs(problem, runs, trials, root, overrides, engine, slots)
-    fractions: dict[str, list[float | None]] = {searcher: [] for searcher in SEARCHERS}
-    by_seed: dict[str, list] = {searcher: [] for searcher in SEARCHERS}
+    fractions: dict[str, list[float | None]] = {method: [] for method in SEARCHERS}
+    by_seed: dict[str, list] = {method: [] for method in SEARCHERS}
     references, targets = [], []
     for seed in seeds:
         reference, target = points[REFERENCE, seed][-1]
@@ -344,10 +267,10 @@ def bench_problem(
             raise SystemExit(f"{name}, seed {seed}: the reference ended without a trial run to the full budget")
         references.append(reference)
         targets.append(metric_of(config, target))
-        for searcher in SEARCHERS:
-            curve = points[searcher, seed]
-            fractions[searcher].append(fraction(curve, target, reference))
-            by_seed[searcher].append(curve)
+        for method in SEARCHERS:
+            curve = points[method, seed]
+            fractions[method].append(fraction(curve, target, reference))
+            by_seed[method].append(curve)
     result: dict[str, Any] = {
         "name": "search",
         "problem": name,
@@ -358,11 +281,11 @@ def bench_problem(
         "engine": engine,
         "settings": overrides,
         "reference": {"seeds": [REFERENCE_SEEDS + seed for seed in seeds], "best": targets},
-        "fraction": {searcher: quartiles(values) for searcher, values in fractions.items()},
+        "fraction": {method: quartiles(values) for method, values in fractions.items()},
         "raylm_wins": {baseline: win_rate(fractions["raylm"], fractions[baseline]) for baseline in BASELINES},
-        "best": {searcher: [metric_of(config, curve[-1][1]) for curve in runs] for searcher, runs in by_seed.items()},
+        "best": {method: [metric_of(config, curve[-1][1]) for curve in runs] for method, runs in by_seed.items()},
         "fractions": {
-            searcher: [None if f is None else round(f, 3) for f in values] for searcher, values in fractions.items()
+            method: [None if f is None else round(f, 3) for f in values] for method, values in fractions.items()
         },
     }
     if name == "faces":

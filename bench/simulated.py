@@ -101,8 +101,9 @@ def simulate(
         value, cost = problem.evaluate(config, epoch)
         values.append(value)
         result = {search.metric: value, BUDGET_EPOCH: epoch, TRAINING_ITERATION: epoch}
-        routed.on_trial_result(trial.trial_id, result)
         stopped = scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP
+        if not stopped:  # as Tune: a result the scheduler stops the trial at reaches the searcher only as its last
+            routed.on_trial_result(trial.trial_id, result)
         spent += cost
         if epoch >= search.max_epochs:  # a trial run to the full budget: what a study may select
             best = min(best, *(search.selection.rank(v) for v in values))

@@ -45,12 +45,16 @@ def wrap(trainable: Trainable, study: StudyConfig, node_checks: bool = True):
     return tune.with_resources(with_study, {"cpu": resources.cpu, "gpu": resources.gpu})
 
 
-def optuna_search(search: SearchConfig, space: dict[str, Any] | None = None) -> HearsDivergence:
+def optuna_search(
+    search: SearchConfig, space: dict[str, Any] | None = None, sampler: optuna.samplers.BaseSampler | None = None
+) -> HearsDivergence:
     """Seeded TPE: its first `search.startup_trials` proposals are random (unset: a third of the trials, 2 to 10:
     fewer than Optuna's 10 on small budgets; bench.search measured a sixth no better), then model-based; a
-    diverged or failed trial is one it hears as failed, a trial ASHA stopped one it hears as pruned."""
-    startup = search.startup_trials or min(10, max(2, search.trials // 3))
-    sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
+    diverged or failed trial is one it hears as failed, a trial ASHA stopped one it hears as pruned. `sampler`:
+    another Optuna sampler in TPE's place (bench.search's baselines)."""
+    if sampler is None:
+        startup = search.startup_trials or min(10, max(2, search.trials // 3))
+        sampler = optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=startup)
     return HearsDivergence(
         space=space, metric=search.metric, mode=search.metric_mode, sampler=sampler, max_epochs=search.max_epochs
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.problems.hartmann import Hartmann
-from bench.search import BASELINES, SEARCHERS, fraction, problem_study, quartiles, searcher, win_rate
+from bench.search import fraction, problem_study, quartiles, win_rate
+from bench.searchers import BASELINES, SEARCHERS, searcher
 from bench.simulated import PARAMS, simulate
 from tests.bench import bench_json
 
