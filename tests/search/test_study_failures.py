@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from raylm.config import StudyConfig, load_config
 from raylm.search import SearchError, ray_internals, run_study
@@ -199,3 +202,12 @@ def test_one_driver_per_run_folder_and_a_killed_ones_resume_keeps_trials_searche
     folders = {path.name for path in (run_dir / "trials").iterdir() if path.is_dir()}
     read = (run_dir / "trials").joinpath
     assert_every_trial_and_epoch_once(trials, folders, lambda path: read(path).read_text(), saved_rungs(run_dir))
+    storage = JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))  # each cell's search, for Optuna
+    heard = [
+        (trial.user_attrs["tune_trial_id"], trial.state.name)
+        for name in optuna.get_all_study_names(storage)
+        for trial in optuna.load_study(study_name=name, storage=storage).get_trials()
+    ]
+    assert sorted(heard) == sorted(
+        (t["trial_id"], "PRUNED" if t["stopped_early"] == "True" else "COMPLETE") for t in trials
+    )

@@ -1,0 +1,61 @@
+"""Which hyperparameters mattered in a search, and where its good region lies, from an Optuna study of it.
+
+The importance is Optuna's own (`optuna.importance`, with PED-ANOVA, Optuna 5.0's default
+evaluator) over the study's complete trials, normalised to sum to 1; the good region is the
+range of each number, or the values of each choice, among the best tenth of those trials.
+Below `MINIMUM` complete trials an estimate is noise, and the result says so (`enough`)
+instead of carrying numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.importance import PedAnovaImportanceEvaluator
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+
+MINIMUM = 8  # complete trials an importance estimate needs before a report shows it
+BEST_SHARE = 0.1  # the good region: the best tenth of the complete trials
+
+
+@dataclass(frozen=True)
+class Importance:
+    """A search's hyperparameter importances (largest first) and good region, or why there are none."""
+
+    evaluator: str  # the Optuna evaluator's name
+    complete: int  # the complete trials it is over
+    weights: Mapping[str, float] = field(default_factory=dict)  # parameter -> importance; they sum to 1
+    region: Mapping[str, tuple] = field(default_factory=dict)  # parameter -> (low, high) of a number, or its values
+
+    @property
+    def enough(self) -> bool:
+        return self.complete >= MINIMUM
+
+    @property
+    def leading(self) -> str | None:
+        """The parameter that mattered most (None without an estimate)."""
+        return next(iter(self.weights), None)
+
+
+def importance_of(study: optuna.Study) -> Importance:
+    """The importance of each hyperparameter of `study` for its objective, and where its best trials lie."""
+    evaluator = PedAnovaImportanceEvaluator()
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < MINIMUM:
+        return Importance(type(evaluator).__name__, len(complete))
+    weights = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    best_first = sorted(complete, key=lambda trial: trial.value, reverse=study.direction == StudyDirection.MAXIMIZE)
+    best = best_first[: max(1, math.ceil(BEST_SHARE * len(complete)))]
+    region = {param: _region([trial.params[param] for trial in best if param in trial.params]) for param in weights}
+    return Importance(type(evaluator).__name__, len(complete), dict(weights), region)
+
+
+def _region(values: list) -> tuple:
+    """(lowest, highest) of numbers; the distinct values, in order of first appearance, of anything else."""
+    if all(isinstance(value, int | float) and not isinstance(value, bool) for value in values):
+        return (min(values), max(values))
+    return tuple(dict.fromkeys(values))
