@@ -2,6 +2,7 @@
 
 import csv
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from raylm.evaluation.plan import BOOTSTRAP, CONFIDENCE
 from raylm.metrics import bootstrap_interval
+from raylm.reporting.importance import Importance
 from raylm.reporting.report import write_report
 from raylm.reporting.sizefit import PowerLaw, fit_power_law, minimum_viable_size
 from raylm.selection import Selection
@@ -356,3 +358,27 @@ def test_a_best_checkpoint_that_did_not_load_is_named_in_the_report(tmp_path: Pa
     header, *rows = read_csv(files["summary.csv"])
     by_cell = {row[0]: row[header.index("checkpoint_fallback")] for row in rows}
     assert by_cell[cells[0]["cell"]] == fallback and by_cell[cells[1]["cell"]] == ""
+
+
+def test_summary_md_says_what_mattered_in_each_cells_search(tmp_path: Path):
+    trials, cells, per_image = make_search()
+    rows = cell_rows(cells)
+    searched = Importance(
+        "PedAnovaImportanceEvaluator", 12, {"lr": 0.8, "loss": 0.2}, {"lr": (0.005, 0.02), "loss": ("l1",)}
+    )
+    rows = [
+        replace(row, importance=searched if k == 0 else Importance("PedAnovaImportanceEvaluator", 3))
+        for k, row in enumerate(rows)
+    ]
+    written = write_report(tmp_path, trial_rows(trials), rows, per_image, Selection("val/nme", "min"))
+    mattered = section(written["summary.md"].read_text(), "What mattered")
+    assert "for `val/nme` in each cell's search (Optuna's PedAnovaImportanceEvaluator" in mattered
+    assert markdown_row(mattered, "| Cell |") == "| Cell | Complete trials | loss | lr | Best tenth of its trials |"
+    assert (
+        markdown_row(mattered, f"| {rows[0].cell} |")
+        == f"| {rows[0].cell} | 12 | 0.20 | 0.80 | lr 0.005–0.02; loss l1 |"
+    )
+    assert markdown_row(mattered, f"| {rows[1].cell} |") == (
+        f"| {rows[1].cell} | 3 | — | — | too few complete trials for an estimate (under 8) |"
+    )
+    assert "importance" not in read_csv(written["summary.csv"])[0]  # summary.csv keeps its columns

@@ -21,6 +21,7 @@ from raylm.metrics import paired_difference
 from raylm.reporting import markdown
 from raylm.reporting.csv_files import write_summary, write_trials
 from raylm.reporting.curves import Point, curve_points, learning_curves
+from raylm.reporting.importance import MINIMUM, Importance
 from raylm.reporting.markdown import finite_number
 from raylm.reporting.plots import (
     ced_figure,
@@ -269,6 +270,36 @@ def _best_section(cells: list[CellRow], best: CellRow | None, test_set: str, sel
     ]
 
 
+def _importance_section(cells: list[CellRow], metric: str) -> list[str]:
+    """Each cell's hyperparameter importances for the selection metric and its best trials' region, or why none."""
+    rated = [cell for cell in cells if cell.importance is not None]
+    params = sorted({param for cell in rated for param in cell.importance.weights})
+    columns = [
+        markdown.Column("Cell", attrgetter("cell"), None),
+        markdown.Column("Complete trials", lambda cell: cell.importance.complete, ",.0f"),
+        *(markdown.Column(p, lambda cell, p=p: cell.importance.weights.get(p), ".2f") for p in params),
+        markdown.Column("Best tenth of its trials", lambda cell: _region_text(cell.importance), None),
+    ]
+    evaluator = rated[0].importance.evaluator
+    intro = (
+        f"How much each hyperparameter mattered for `{metric}` in each cell's search (Optuna's {evaluator} over the"
+        f" cell's complete trials, summing to 1), and where the best tenth of those trials lie. Each cell's search"
+        " is an Optuna study in optuna.journal."
+    )
+    return ["## What mattered", "", intro, "", *markdown.table(rated, columns)]
+
+
+def _region_text(importance: Importance) -> str:
+    if not importance.enough:
+        return f"too few complete trials for an estimate (under {MINIMUM})"
+    shown = []
+    for param, region in importance.region.items():
+        numbers = len(region) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in region)
+        span = f"{region[0]:.3g}–{region[1]:.3g}" if numbers else ", ".join(markdown.text(v) for v in region)
+        shown.append(f"{param} {span}")
+    return "; ".join(shown)
+
+
 def write_report(
     run_dir: Path,
     trials: list[TrialRow],
@@ -337,6 +368,8 @@ def write_report(
         if on_curves:
             sections.append(_curve_section(on_curves, curve_arch))
         sections.append(_best_section(cells, best, test_set, selection))
+        if any(cell.importance is not None for cell in cells):
+            sections.append(_importance_section(cells, metric))
     if plots:
         sections.append(["## Plots", "", *(f"![{name}]({name})" for name in plots)])
     page = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"

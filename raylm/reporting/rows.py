@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from raylm.evaluation.plan import HIGH, LANDMARKS, LOW, result_key
+from raylm.reporting.importance import Importance
 from raylm.reporting.markdown import finite_number
 
 
@@ -151,6 +152,7 @@ class CellRow:
     results: Mapping[str, Any] = field(default_factory=dict)  # every test result, by `result_key`
     checkpoint_fallback: str | None = None  # which kept checkpoint was tested instead of the best, and why
     seeds: tuple[float, ...] = ()  # search.repeats: the headline test NME of each other seed's training
+    importance: Importance | None = None  # of the cell's hyperparameters, from its Optuna study
 
     def test(self, test_set: str, protocol: str = LANDMARKS) -> Tested:
         """The results on `test_set` under `protocol` (empty when not tested so)."""

@@ -38,24 +38,25 @@ TRIAL_ID = "tune_trial_id"  # each Optuna trial's user attribute naming its Tune
 
 def write_cell_studies(
     path: Path, study: StudyConfig, rows: list[TrialRow], results: dict[str, tune.Result]
-) -> Path | None:
+) -> dict[str, optuna.Study]:
     """Write each cell's trials (`rows`, Tune's `results` by trial id) as an Optuna study into the journal `path`,
-    replacing what it held; None when the study searches no hyperparameters (nothing for Optuna to show)."""
+    replacing what it held; the studies by cell (none, and no file, when the study searches no hyperparameters)."""
     search = study.search
     distributions = OptunaSearch.convert_search_space(hyper_space(study))
-    if not distributions:
-        return None
     path.unlink(missing_ok=True)
+    if not distributions:
+        return {}
     storage = JournalStorage(JournalFileBackend(str(path)))
     direction = "minimize" if search.metric_mode == "min" else "maximize"
     by_cell: dict[str, list[TrialRow]] = defaultdict(list)
     for row in rows:
         by_cell[row.cell].append(row)
+    studies = {}
     for cell, cell_rows in sorted(by_cell.items()):
-        cell_study = optuna.create_study(storage=storage, study_name=cell, direction=direction)
+        studies[cell] = optuna.create_study(storage=storage, study_name=cell, direction=direction)
         for row in sorted(cell_rows, key=lambda row: (row.started_at, row.trial_id)):
-            cell_study.add_trial(_trial(row, results[row.trial_id], search.metric, distributions))
-    return path
+            studies[cell].add_trial(_trial(row, results[row.trial_id], search.metric, distributions))
+    return studies
 
 
 def _trial(row: TrialRow, result: tune.Result, metric: str, distributions: dict[str, Any]) -> optuna.trial.FrozenTrial:

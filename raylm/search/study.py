@@ -22,6 +22,7 @@ from raylm.config import StudyConfig, save_config
 from raylm.data.pipeline import anchored, check_data
 from raylm.evaluation.plan import study_plan
 from raylm.reporting.card import METRICS, PER_FACE, write_card
+from raylm.reporting.importance import importance_of
 from raylm.reporting.report import write_report
 from raylm.reporting.rows import CellRow
 from raylm.search import storage
@@ -185,9 +186,10 @@ def summarise(
     overall_dir = run_dir / "best" / cell_of(results[overall.best_trial].config).slug
     for item in ("checkpoint.pt", "config.yaml", METRICS, PER_FACE):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
+    studies = write_cell_studies(run_dir / JOURNAL, study, rows, results)  # the report's importances come from it
+    cell_rows = [replace(cell, importance=importance_of(studies[cell.cell])) if studies else cell for cell in cell_rows]
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
     files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
-    journal = write_cell_studies(run_dir / JOURNAL, study, rows, results)
-    if journal is not None:
-        files[JOURNAL] = journal
+    if studies:
+        files[JOURNAL] = run_dir / JOURNAL
     return StudyResult(run_dir, files, overall.cell, search.metric, overall.best_trial)
