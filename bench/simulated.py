@@ -68,18 +68,19 @@ def simulate(
 ) -> list[tuple[float, float]]:
     """One search of `problem` run in this process on a simulated clock, without Tune's controller or Ray: the
     searcher and scheduler are the objects a Tune experiment would run (in raylm's per-cell routing), `slots` trials
-    at a time, each epoch ending its cost after the last, ties
-    in the order trials started. So it is deterministic: the same seed gives the same search, where a Tune
-    experiment's order also depends on its driver's latency. Returns (compute spent, best selectable rank so far)
-    after each report, as `bench.search.curves` does for a Tune experiment."""
+    at a time, each epoch ending its cost after the last, ties in the order trials started. So it is deterministic:
+    the same seed gives the same search, where a Tune experiment's order also depends on its driver's latency.
+    Returns (compute spent, best selectable rank so far) after each report, as `bench.search.curves` does for a
+    Tune experiment."""
     search = study.search
     routed = CellSearcher({"cell": searcher}, {"cell": {}}, search.trials, search.metric, search.metric_mode)
     scheduler.set_search_properties(search.metric, search.metric_mode)
     trials: list[tuple[SimulatedTrial, dict[str, Any], list[float]]] = []  # (trial, the problem's config, values)
-    events: list[tuple[float, int, int]] = []  # (clock at the epoch's end, trial number, epoch)
+    events: list[tuple[float, int, int, float, float]] = []  # (clock at the epoch's end, trial, epoch, value, cost)
 
     def run_epoch(number: int, epoch: int, clock: float) -> None:
-        heapq.heappush(events, (clock + problem.evaluate(trials[number][1], epoch)[1], number, epoch))
+        value, cost = problem.evaluate(trials[number][1], epoch)
+        heapq.heappush(events, (clock + cost, number, epoch, value, cost))
 
     def start(clock: float) -> bool:
         proposal = routed.suggest(str(len(trials)))
@@ -96,9 +97,8 @@ def simulate(
     points: list[tuple[float, float]] = []
     spent, best = 0.0, math.inf
     while events:
-        clock, number, epoch = heapq.heappop(events)
-        trial, config, values = trials[number]
-        value, cost = problem.evaluate(config, epoch)
+        clock, number, epoch, value, cost = heapq.heappop(events)
+        trial, _, values = trials[number]
         values.append(value)
         result = {search.metric: value, BUDGET_EPOCH: epoch, TRAINING_ITERATION: epoch}
         stopped = scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP

@@ -10,7 +10,7 @@ instead of carrying numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import optuna
@@ -56,6 +56,11 @@ def importance_of(study: optuna.Study) -> Importance:
 
 def _region(values: list) -> tuple:
     """(lowest, highest) of numbers; the distinct values, in order of first appearance, of anything else."""
-    if all(isinstance(value, int | float) and not isinstance(value, bool) for value in values):
+    if numeric(values):
         return (min(values), max(values))
     return tuple(dict.fromkeys(values))
+
+
+def numeric(values: Iterable[object]) -> bool:
+    """Whether every value is a number (bools, though ints to Python, are choices): a region of them is a range."""
+    return all(isinstance(value, int | float) and not isinstance(value, bool) for value in values)

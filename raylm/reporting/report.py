@@ -21,7 +21,7 @@ from raylm.metrics import paired_difference
 from raylm.reporting import markdown
 from raylm.reporting.csv_files import write_summary, write_trials
 from raylm.reporting.curves import Point, curve_points, learning_curves
-from raylm.reporting.importance import MINIMUM, Importance
+from raylm.reporting.importance import MINIMUM, Importance, numeric
 from raylm.reporting.markdown import finite_number
 from raylm.reporting.plots import (
     ced_figure,
@@ -294,8 +294,7 @@ def _region_text(importance: Importance) -> str:
         return f"too few complete trials for an estimate (under {MINIMUM})"
     shown = []
     for param, region in importance.region.items():
-        numbers = len(region) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in region)
-        span = f"{region[0]:.3g}–{region[1]:.3g}" if numbers else ", ".join(markdown.text(v) for v in region)
+        span = f"{region[0]:.3g}–{region[1]:.3g}" if numeric(region) else ", ".join(markdown.text(v) for v in region)
         shown.append(f"{param} {span}")
     return "; ".join(shown)
 

@@ -229,7 +229,7 @@ class Recorded:
             commit=saved.get("commit"),
             test_set=saved.get("test_set"),
             checkpoint_fallback=saved.get("checkpoint_fallback"),
-            results={key: value for key, value in saved.items() if key.startswith("test_")},
+            results={key: value for key, value in saved.items() if key.startswith("test_") and "/" in key},
         )
 
     def test(self, test_set: str, protocol: str = LANDMARKS) -> Tested:

@@ -74,11 +74,12 @@ def _trial(row: TrialRow, result: tune.Result, metric: str, distributions: dict[
             for step, heard in zip(frame[TRAINING_ITERATION], frame[metric], strict=True)
             if math.isfinite(heard)
         }
+    searched = {key: spec for key, spec in distributions.items() if key in row.hyperparameters}
     return optuna.trial.create_trial(
         state=state,
         value=value if state == TrialState.COMPLETE else None,
-        params={key: row.hyperparameters[key] for key in distributions if key in row.hyperparameters},
-        distributions={key: spec for key, spec in distributions.items() if key in row.hyperparameters},
+        params={key: row.hyperparameters[key] for key in searched},
+        distributions=searched,
         intermediate_values=epochs,
         user_attrs={TRIAL_ID: row.trial_id, "epochs": row.epochs, "best_epoch": row.best_epoch},
     )
