@@ -13,7 +13,8 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
-from raylm.reporting.plots import ced_figure, fraction_figure, progress_figure
+from raylm.reporting.importance import Importance
+from raylm.reporting.plots import ced_figure, fraction_figure, importance_figure, progress_figure
 from raylm.selection import Selection
 from tests.rows import cell_rows, trial_rows
 
@@ -99,3 +100,23 @@ def test_fraction_draws_a_line_per_arch_and_size_with_two_fractions():
     assert list(line.get_xdata()) == [0.0, 0.5] and list(line.get_ydata()) == [0.3, 0.2]
     assert ax.get_ylabel() == "test_real/nme (inter-ocular)"
     assert fraction_figure(cell_rows(cells[:1]), "real") is None
+
+
+def test_the_importance_figure_draws_each_estimates_weights_and_leaves_out_searches_without_one():
+    estimates = {
+        "all cells": Importance("PedAnovaImportanceEvaluator", 9, {"train.lr": 0.7, "real_fraction": 0.3}),
+        "ours-tiny/n=200/r=0": Importance("PedAnovaImportanceEvaluator", 3),  # too few: no bars
+        "ours-tiny/n=500/r=0": Importance("PedAnovaImportanceEvaluator", 8, {"train.lr": 0.4, "train.loss": 0.6}),
+    }
+    (ax,) = importance_figure(estimates).axes
+    params = [label.get_text() for label in ax.get_yticklabels()]
+    assert params == ["train.lr", "train.loss", "real_fraction"]  # bottom to top
+    bars = {(round(bar.get_y() + bar.get_height() / 2), bar.get_facecolor()): bar.get_width() for bar in ax.patches}
+    pooled, cell = (handle.get_facecolor() for handle in ax.get_legend().legend_handles)
+    assert bars == {
+        (0, pooled): 0.7, (1, pooled): 0.0, (2, pooled): 0.3, (0, cell): 0.4, (1, cell): 0.6, (2, cell): 0.0,
+    }  # fmt: skip
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        "all cells (9 complete trials)", "ours-tiny/n=500/r=0 (8 complete trials)"
+    ]  # fmt: skip
+    assert importance_figure({"ours-tiny/n=200/r=0": Importance("PedAnovaImportanceEvaluator", 3)}) is None

@@ -360,7 +360,7 @@ def test_a_best_checkpoint_that_did_not_load_is_named_in_the_report(tmp_path: Pa
     assert by_cell[cells[0]["cell"]] == fallback and by_cell[cells[1]["cell"]] == ""
 
 
-def test_summary_md_says_what_mattered_in_each_cells_search(tmp_path: Path):
+def test_summary_md_says_what_mattered_across_cells_and_in_each_cells_search(tmp_path: Path):
     trials, cells, per_image = make_search()
     rows = cell_rows(cells)
     searched = Importance(
@@ -370,15 +370,39 @@ def test_summary_md_says_what_mattered_in_each_cells_search(tmp_path: Path):
         replace(row, importance=searched if k == 0 else Importance("PedAnovaImportanceEvaluator", 3))
         for k, row in enumerate(rows)
     ]
-    written = write_report(tmp_path, trial_rows(trials), rows, per_image, Selection("val/nme", "min"))
+    across = Importance(
+        "PedAnovaImportanceEvaluator", 20, {"real_fraction": 0.7, "lr": 0.2, "loss": 0.1},
+        {"real_fraction": (0.5, 0.5), "lr": (0.01, 0.01), "loss": ("l1", "l2")},
+    )  # fmt: skip
+    written = write_report(tmp_path, trial_rows(trials), rows, per_image, Selection("val/nme", "min"), across=across)
     mattered = section(written["summary.md"].read_text(), "What mattered")
-    assert "for `val/nme` in each cell's search (Optuna's PedAnovaImportanceEvaluator" in mattered
-    assert markdown_row(mattered, "| Cell |") == "| Cell | Complete trials | loss | lr | Best tenth of its trials |"
+    assert "for `val/nme` (Optuna's PedAnovaImportanceEvaluator over complete trials" in mattered
+    assert "The `all cells` row pools every cell's trials" in mattered
+    assert markdown_row(mattered, "| Search |") == (
+        "| Search | Complete trials | loss | lr | real_fraction | Best tenth of its trials |"
+    )
+    assert markdown_row(mattered, "| all cells |") == (
+        "| all cells | 20 | 0.10 | 0.20 | 0.70 | real_fraction 0.5; lr 0.01; loss l1, l2 |"
+    )  # a range of one number is that number
     assert (
         markdown_row(mattered, f"| {rows[0].cell} |")
-        == f"| {rows[0].cell} | 12 | 0.20 | 0.80 | lr 0.005–0.02; loss l1 |"
+        == f"| {rows[0].cell} | 12 | 0.20 | 0.80 | — | lr 0.005–0.02; loss l1 |"
     )
     assert markdown_row(mattered, f"| {rows[1].cell} |") == (
-        f"| {rows[1].cell} | 3 | — | — | too few complete trials for an estimate (under 8) |"
+        f"| {rows[1].cell} | 3 | — | — | — | too few complete trials for an estimate (under 8) |"
     )
+    assert "importance.png" in written and "![importance.png](importance.png)" in written["summary.md"].read_text()
     assert "importance" not in read_csv(written["summary.csv"])[0]  # summary.csv keeps its columns
+
+
+def test_with_too_few_trials_everywhere_what_mattered_says_how_to_get_an_estimate(tmp_path: Path):
+    trials, cells, per_image = make_search()
+    rows = [replace(row, importance=Importance("PedAnovaImportanceEvaluator", 2)) for row in cell_rows(cells)]
+    few = Importance("PedAnovaImportanceEvaluator", 7)
+    written = write_report(tmp_path, trial_rows(trials), rows, per_image, Selection("val/nme", "min"), across=few)
+    mattered = section(written["summary.md"].read_text(), "What mattered")
+    assert markdown_row(mattered, "| all cells |") == (
+        "| all cells | 7 | too few complete trials for an estimate (under 8) |"
+    )
+    assert mattered.rstrip().endswith("No search has the 8 complete trials an estimate needs: raise `search.trials`.")
+    assert "importance.png" not in written

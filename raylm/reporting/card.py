@@ -24,6 +24,7 @@ import numpy as np
 
 from raylm.config import RunConfig
 from raylm.evaluation.adapter import Adapter
+from raylm.reporting.importance import ALL_CELLS, MINIMUM, Importance
 from raylm.reporting.markdown import MISSING, Column, table, text
 from raylm.reporting.plots import ced_figure
 from raylm.reporting.rows import Recorded
@@ -169,7 +170,21 @@ def _selection_section(recorded: Recorded) -> list[str]:
     ]
     if recorded.checkpoint_fallback:
         lines += ["", f"The best kept checkpoint did not load: {recorded.checkpoint_fallback}."]
+    if recorded.importance is not None:
+        lines += ["", _mattered(recorded.importance, recorded.importance_search)]
     return lines
+
+
+def _mattered(importance: Importance, search: str | None) -> str:
+    """Which hyperparameter mattered most in the search that chose the model, or why that is not known."""
+    where = "every cell's trials pooled" if search == ALL_CELLS else f"its cell's ({search}) search"
+    if not importance.enough:
+        return f"Too few complete trials in {where} ({importance.complete}, under {MINIMUM}) to say what mattered."
+    shares = ", ".join(f"`{param}` {weight:.2f}" for param, weight in importance.weights.items())
+    return (
+        f"The hyperparameter that mattered most for the selection metric was **`{importance.leading}`** (importance"
+        f" over {importance.complete} complete trials of {where}, Optuna's {importance.evaluator}: {shares})."
+    )
 
 
 def _test_section(config: RunConfig, recorded: Recorded, plotted: bool, exported: Any = None) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.importance import PedAnovaImportanceEvaluator
@@ -20,6 +21,8 @@ from optuna.trial import TrialState
 
 MINIMUM = 8  # complete trials an importance estimate needs before a report shows it
 BEST_SHARE = 0.1  # the good region: the best tenth of the complete trials
+JOURNAL = "optuna.journal"  # the run folder's Optuna storage: a study per cell and one of all cells
+ALL_CELLS = "all cells"  # the search of every cell's trials pooled, the cells' axes among its parameters
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,21 @@ class Importance:
     def leading(self) -> str | None:
         """The parameter that mattered most (None without an estimate)."""
         return next(iter(self.weights), None)
+
+    def record(self) -> dict[str, Any]:
+        """The estimate as JSON values (a region's range or values as a list); `of` reads it back."""
+        return {
+            "evaluator": self.evaluator,
+            "complete": self.complete,
+            "weights": dict(self.weights),
+            "region": {param: list(region) for param, region in self.region.items()},
+        }
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> Importance:
+        """The estimate `record` wrote."""
+        region = {param: tuple(values) for param, values in record.get("region", {}).items()}
+        return cls(record["evaluator"], int(record["complete"]), dict(record.get("weights", {})), region)
 
 
 def importance_of(study: optuna.Study) -> Importance:

@@ -1,4 +1,5 @@
-"""The search's plots: test NME against training size, real fraction and real faces, CED curves, search progress.
+"""The search's plots: test NME against training size, real fraction and real faces, CED curves, search progress,
+hyperparameter importance.
 
 Each function returns a matplotlib Figure (no pyplot, no backend needed) or None
 when it has nothing to show; callers decide where to save it.
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from raylm.evaluation.plan import result_key
 from raylm.metrics import auc, ced
 from raylm.reporting.curves import Point
+from raylm.reporting.importance import Importance
 from raylm.reporting.markdown import finite_number
 from raylm.reporting.rows import CellRow, TrialRow
 from raylm.reporting.sizefit import SizeEstimate
@@ -172,4 +174,27 @@ def progress_figure(trials: list[TrialRow], selection: Selection) -> Figure | No
     axes[0].set_ylabel(f"{metric} (selection metric)")
     axes[0].legend()
     figure.suptitle("Search progress")
+    return figure
+
+
+def importance_figure(estimates: dict[str, Importance]) -> Figure | None:
+    """Each parameter's importance, a bar per search with enough complete trials for an estimate (by name, in the
+    given order); None when no search has."""
+    shown = {name: importance for name, importance in estimates.items() if importance.enough}
+    if not shown:
+        return None
+    params = sorted({param for importance in shown.values() for param in importance.weights}, reverse=True)
+    height = 0.8 / len(shown)
+    figure = Figure(figsize=(7, 1.2 + 0.35 * len(params) * max(1, len(shown) / 2)))
+    ax = figure.subplots()
+    for k, (name, importance) in enumerate(shown.items()):
+        rows = np.arange(len(params)) + 0.4 - (k + 0.5) * height
+        weights = [importance.weights.get(param, 0.0) for param in params]
+        ax.barh(rows, weights, height, color=f"C{k % 10}", label=f"{name} ({importance.complete} complete trials)")
+    ax.set_yticks(np.arange(len(params)), params)
+    ax.set_xlim(0, 1)
+    evaluator = next(iter(shown.values())).evaluator
+    ax.set_xlabel(f"importance for the selection metric ({evaluator}; each search's sum to 1)")
+    ax.set_title("What mattered")
+    ax.legend(fontsize="x-small", loc="lower right")
     return figure

@@ -11,7 +11,7 @@ in the CSVs and "—" in the markdown.
 from __future__ import annotations
 
 from collections import Counter
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +21,12 @@ from raylm.metrics import paired_difference
 from raylm.reporting import markdown
 from raylm.reporting.csv_files import write_summary, write_trials
 from raylm.reporting.curves import Point, curve_points, learning_curves
-from raylm.reporting.importance import MINIMUM, Importance, numeric
+from raylm.reporting.importance import ALL_CELLS, MINIMUM, Importance, numeric
 from raylm.reporting.markdown import finite_number
 from raylm.reporting.plots import (
     ced_figure,
     fraction_figure,
+    importance_figure,
     learning_curve_figure,
     progress_figure,
     size_figure,
@@ -270,23 +271,38 @@ def _best_section(cells: list[CellRow], best: CellRow | None, test_set: str, sel
     ]
 
 
-def _importance_section(cells: list[CellRow], metric: str) -> list[str]:
-    """Each cell's hyperparameter importances for the selection metric and its best trials' region, or why none."""
-    rated = [cell for cell in cells if cell.importance is not None]
-    params = sorted({param for cell in rated for param in cell.importance.weights})
+def _importance_section(cells: list[CellRow], across: Importance | None, metric: str) -> list[str]:
+    """Each hyperparameter's importance for the selection metric, over all cells' trials pooled (`across`, the cells'
+    axes among its parameters) and in each cell's search, and where the best trials lie; or why there is none."""
+    estimates = list(_estimates(cells, across).items())
+    params = sorted({param for _, importance in estimates for param in importance.weights})
     columns = [
-        markdown.Column("Cell", attrgetter("cell"), None),
-        markdown.Column("Complete trials", lambda cell: cell.importance.complete, ",.0f"),
-        *(markdown.Column(p, lambda cell, p=p: cell.importance.weights.get(p), ".2f") for p in params),
-        markdown.Column("Best tenth of its trials", lambda cell: _region_text(cell.importance), None),
+        markdown.Column("Search", itemgetter(0), None),
+        markdown.Column("Complete trials", lambda estimate: estimate[1].complete, ",.0f"),
+        *(markdown.Column(p, lambda estimate, p=p: estimate[1].weights.get(p), ".2f") for p in params),
+        markdown.Column("Best tenth of its trials", lambda estimate: _region_text(estimate[1]), None),
     ]
-    evaluator = rated[0].importance.evaluator
-    intro = (
-        f"How much each hyperparameter mattered for `{metric}` in each cell's search (Optuna's {evaluator} over the"
-        f" cell's complete trials, summing to 1), and where the best tenth of those trials lie. Each cell's search"
-        " is an Optuna study in optuna.journal."
+    evaluator = estimates[0][1].evaluator
+    pooled = (
+        f" The `{ALL_CELLS}` row pools every cell's trials, the axes the cells differ in among its parameters."
+        if across is not None
+        else ""
     )
-    return ["## What mattered", "", intro, "", *markdown.table(rated, columns)]
+    intro = (
+        f"How much each hyperparameter mattered for `{metric}` (Optuna's {evaluator} over complete trials, summing to"
+        f" 1 in each row), and where the best tenth of those trials lie.{pooled} Each search is an Optuna study in"
+        f" optuna.journal (`python -m raylm.dashboard RUN` opens them)."
+    )
+    lines = ["## What mattered", "", intro, "", *markdown.table(estimates, columns)]
+    if not any(importance.enough for _, importance in estimates):
+        lines += ["", f"No search has the {MINIMUM} complete trials an estimate needs: raise `search.trials`."]
+    return lines
+
+
+def _estimates(cells: list[CellRow], across: Importance | None) -> dict[str, Importance]:
+    """The importance estimates by search: all cells pooled first, then each cell's."""
+    estimates = {ALL_CELLS: across} if across is not None else {}
+    return estimates | {cell.cell: cell.importance for cell in cells if cell.importance is not None}
 
 
 def _region_text(importance: Importance) -> str:
@@ -294,7 +310,10 @@ def _region_text(importance: Importance) -> str:
         return f"too few complete trials for an estimate (under {MINIMUM})"
     shown = []
     for param, region in importance.region.items():
-        span = f"{region[0]:.3g}–{region[1]:.3g}" if numeric(region) else ", ".join(markdown.text(v) for v in region)
+        if numeric(region) and region[0] != region[1]:
+            span = f"{markdown.text(region[0])}–{markdown.text(region[1])}"
+        else:  # a choice's values, or a range that is one number
+            span = ", ".join(markdown.text(value) for value in dict.fromkeys(region))
         shown.append(f"{param} {span}")
     return "; ".join(shown)
 
@@ -306,6 +325,7 @@ def write_report(
     per_image_nme: dict[str, np.ndarray],
     selection: Selection,
     plan: TestPlan = SAMPLE_PLAN,
+    across: Importance | None = None,
 ) -> dict[str, Path]:
     """Write trials.csv, summary.csv, summary.md and the plots into run_dir; return file name -> path.
 
@@ -316,6 +336,7 @@ def write_report(
     per-image NMEs on the plan's headline test set, the same faces in the same order for every cell, which
     is what makes the mixing table's paired differences valid. A plot without data (one
     training size, one real fraction, no per-image errors) is skipped and left out of the result.
+    Each cell's `importance` and `across` (over every cell's trials pooled) fill "What mattered".
     """
     metric = selection.metric
     run_dir = Path(run_dir)
@@ -348,6 +369,7 @@ def write_report(
         "learning_curve.png": learning_curve_figure(on_curves, test_set, curve_arch or ""),
         "ced.png": ced_figure(per_image_nme),
         "search_progress.png": progress_figure(trials, selection),
+        "importance.png": importance_figure(_estimates(cells, across)),
     }
     for name, figure in figures.items():
         if figure is not None:
@@ -367,8 +389,8 @@ def write_report(
         if on_curves:
             sections.append(_curve_section(on_curves, curve_arch))
         sections.append(_best_section(cells, best, test_set, selection))
-        if any(cell.importance is not None for cell in cells):
-            sections.append(_importance_section(cells, metric))
+        if across is not None or any(cell.importance is not None for cell in cells):
+            sections.append(_importance_section(cells, across, metric))
     if plots:
         sections.append(["## Plots", "", *(f"![{name}]({name})" for name in plots)])
     page = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"

@@ -215,6 +215,8 @@ class Recorded:
     test_set: str | None = None  # the headline test set (a search's; a run's: None)
     checkpoint_fallback: str | None = None
     results: Mapping[str, Any] = field(default_factory=dict)  # by `result_key`
+    importance: Importance | None = None  # what mattered in the search that chose it
+    importance_search: str | None = None  # that search: its cell, or all cells pooled
 
     @classmethod
     def of(cls, saved: Mapping[str, Any]) -> Recorded:
@@ -230,6 +232,8 @@ class Recorded:
             test_set=saved.get("test_set"),
             checkpoint_fallback=saved.get("checkpoint_fallback"),
             results={key: value for key, value in saved.items() if key.startswith("test_") and "/" in key},
+            importance=Importance.of(saved["importance"]) if "importance" in saved else None,
+            importance_search=saved.get("importance", {}).get("search"),
         )
 
     def test(self, test_set: str, protocol: str = LANDMARKS) -> Tested:

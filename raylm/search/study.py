@@ -9,6 +9,7 @@ they play no part in selection.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from raylm.config import StudyConfig, save_config
 from raylm.data.pipeline import anchored, check_data
 from raylm.evaluation.plan import study_plan
 from raylm.reporting.card import METRICS, PER_FACE, write_card
-from raylm.reporting.importance import importance_of
+from raylm.reporting.importance import ALL_CELLS, JOURNAL, Importance, importance_of
 from raylm.reporting.report import write_report
 from raylm.reporting.rows import CellRow
 from raylm.search import storage
@@ -41,7 +42,7 @@ from raylm.search.ending import (
 from raylm.search.errors import SearchError
 from raylm.search.experiment import Trainable, run_experiment
 from raylm.search.lease import Lease
-from raylm.search.optuna_studies import JOURNAL, write_cell_studies
+from raylm.search.optuna_studies import write_cell_studies
 from raylm.search.repeats import evaluate_repeats, run_repeats
 from raylm.search.results import trial_rows
 from raylm.search.space import cell_data, cell_of, check_space
@@ -187,9 +188,21 @@ def summarise(
     for item in ("checkpoint.pt", "config.yaml", METRICS, PER_FACE):
         shutil.copy2(overall_dir / item, run_dir / "best" / item)
     studies = write_cell_studies(run_dir / JOURNAL, study, rows, results)  # the report's importances come from it
-    cell_rows = [replace(cell, importance=importance_of(studies[cell.cell])) if studies else cell for cell in cell_rows]
-    files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan)
+    importances = {name: importance_of(optuna_study) for name, optuna_study in studies.items()}
+    cell_rows = [replace(cell, importance=importances.get(cell.cell)) for cell in cell_rows]
+    _record_importance(run_dir / "best" / METRICS, importances, overall.cell)
+    files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan, importances.get(ALL_CELLS))
     files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
     if studies:
         files[JOURNAL] = run_dir / JOURNAL
     return StudyResult(run_dir, files, overall.cell, search.metric, overall.best_trial)
+
+
+def _record_importance(metrics: Path, importances: dict[str, Importance], cell: str) -> None:
+    """Add what mattered in the search that chose the best model to its metrics.json, for its card: its cell's
+    estimate, or with too few trials there, that of all cells pooled; nothing when the study searched nothing."""
+    chosen = next((name for name in (cell, ALL_CELLS) if name in importances and importances[name].enough), cell)
+    if chosen in importances:
+        saved = json.loads(metrics.read_text())
+        saved["importance"] = {"search": chosen, **importances[chosen].record()}
+        metrics.write_text(json.dumps(saved, indent=2, default=float))

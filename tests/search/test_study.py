@@ -236,6 +236,13 @@ def test_the_model_card_names_the_selection_the_test_nme_with_its_interval_and_a
     evaluated = json.loads(pasted.stdout.strip().splitlines()[-1])
     # The card's command scores the whole test spec (80 faces, the 24 test faces among them): near the test NME.
     assert evaluated["n"] == 80 and evaluated["nme"] == pytest.approx(nme, rel=0.3)
+    # What mattered in the search that chose it: 8 trials, some stopped by ASHA, are too few for an estimate even
+    # pooled, so the card says so of the best cell's own search.
+    trials = read_csv(study_run / "trials.csv")
+    cell = (study_run / "summary.md").read_text().partition("**Overall best cell: ")[2].partition("**")[0]
+    complete = sum(t["stopped_early"] == "False" for t in trials if t["cell"] == cell)
+    assert metrics["importance"] == {**metrics["importance"], "search": cell, "complete": complete, "weights": {}}
+    assert f"Too few complete trials in its cell's ({cell}) search ({complete}, under 8) to say what mattered." in card
 
 
 READ_STUDIES = """
@@ -246,7 +253,8 @@ from optuna.storages.journal import JournalFileBackend
 storage = JournalStorage(JournalFileBackend(sys.argv[1]))
 studies = {
     name: [
-        [t.user_attrs["tune_trial_id"], t.state.name, t.value, {str(k): v for k, v in t.intermediate_values.items()}]
+        [t.user_attrs["tune_trial_id"], t.state.name, t.value, {str(k): v for k, v in t.intermediate_values.items()},
+         t.params]
         for t in optuna.load_study(study_name=name, storage=storage).get_trials()
     ]
     for name in optuna.get_all_study_names(storage)
@@ -263,12 +271,16 @@ def test_each_cells_search_opens_in_optuna_alone_as_trials_csv_and_result_json_h
     assert done.returncode == 0, done.stderr[-2000:]
     studies = json.loads(done.stdout)
     trials = read_csv(study_run / "trials.csv")
-    assert sorted(studies) == sorted({t["cell"] for t in trials})
+    assert sorted(studies) == sorted({t["cell"] for t in trials} | {"all cells"})  # and every cell's trials pooled
     by_id = {t["trial_id"]: t for t in trials}
-    for cell, heard in studies.items():
-        assert sorted(trial_id for trial_id, *_ in heard) == sorted(t["trial_id"] for t in trials if t["cell"] == cell)
-        for trial_id, state, value, epochs in heard:
+    for name, heard in studies.items():
+        members = [t["trial_id"] for t in trials if name in (t["cell"], "all cells")]
+        assert sorted(trial_id for trial_id, *_ in heard) == sorted(members)
+        for trial_id, state, value, epochs, params in heard:
             row = by_id[trial_id]
+            searched = {key: float(row[key]) if key == "train.lr" else row[key] for key in ("train.lr", "train.loss")}
+            pooled = {"real_fraction": float(row["real_fraction"])} if name == "all cells" else {}
+            assert params == {**searched, **pooled}  # the cells differ in their real fraction alone
             expected = "PRUNED" if row["stopped_early"] == "True" else "COMPLETE"
             assert state == (expected if row["status"] == "TERMINATED" else "FAIL")
             if state == "COMPLETE":

@@ -203,11 +203,13 @@ def test_one_driver_per_run_folder_and_a_killed_ones_resume_keeps_trials_searche
     read = (run_dir / "trials").joinpath
     assert_every_trial_and_epoch_once(trials, folders, lambda path: read(path).read_text(), saved_rungs(run_dir))
     storage = JournalStorage(JournalFileBackend(str(run_dir / "optuna.journal")))  # each cell's search, for Optuna
-    heard = [
-        (trial.user_attrs["tune_trial_id"], trial.state.name)
+    heard = {
+        name: sorted(
+            (trial.user_attrs["tune_trial_id"], trial.state.name)
+            for trial in optuna.load_study(study_name=name, storage=storage).get_trials()
+        )
         for name in optuna.get_all_study_names(storage)
-        for trial in optuna.load_study(study_name=name, storage=storage).get_trials()
-    ]
-    assert sorted(heard) == sorted(
-        (t["trial_id"], "PRUNED" if t["stopped_early"] == "True" else "COMPLETE") for t in trials
-    )
+    }
+    expected = sorted((t["trial_id"], "PRUNED" if t["stopped_early"] == "True" else "COMPLETE") for t in trials)
+    assert heard.pop("all cells") == expected  # every cell's trials pooled
+    assert sorted(trial for cell in heard.values() for trial in cell) == expected

@@ -1,0 +1,84 @@
+"""Open a study's searches in optuna-dashboard: `python -m raylm.dashboard RUN`.
+
+RUN is a study's run folder, local or in a bucket (`s3://...`, `gs://...`); its
+`optuna.journal` holds a study per cell and `all cells` (raylm.search.optuna_studies).
+The dashboard reads only local files, so a bucket's journal is downloaded to a temporary
+folder first: what the run folder held then, shown until the command stops. It serves on
+127.0.0.1 (reach it from another machine through an SSH tunnel, e.g. `ray dashboard`'s);
+`--port 0` takes a free port. The line `Listening on http://...` says where, once it
+accepts connections. Needs `pip install 'raylm[dashboard]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from raylm import fs
+from raylm.cli import USER_ERROR, command
+from raylm.errors import RaylmError
+from raylm.reporting.importance import JOURNAL
+
+HOST = "127.0.0.1"
+
+
+class NoJournalError(RaylmError):
+    """A run folder without the journal the dashboard reads."""
+
+
+class QuietHandler(WSGIRequestHandler):
+    """wsgiref's handler without a log line per request."""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+        pass
+
+
+def local_journal(run: str, scratch: Path) -> Path:
+    """The run folder's journal as a local file: itself, or for a bucket run folder a copy in `scratch`."""
+    location = fs.join(run, JOURNAL)
+    if not fs.exists(location):
+        raise NoJournalError(
+            f"{location} does not exist: a run folder holds it once its study has written its report "
+            "(a study that searches no hyperparameters has none)"
+        )
+    if not fs.is_uri(run):
+        return Path(fs.filesystem(location)[1])
+    copy = scratch / JOURNAL
+    copy.write_text(fs.read_text(location), encoding="utf-8")
+    return copy
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m raylm.dashboard",
+        description="Serve a study's searches (a study per cell, and all cells) in optuna-dashboard on 127.0.0.1.",
+    )
+    parser.add_argument("run", metavar="RUN", help="the study's run folder: a folder or s3://..., gs://...")
+    parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default: 8080; 0: a free one)")
+    args = parser.parse_args(argv)
+    try:
+        from optuna_dashboard import wsgi
+    except ImportError:
+        print("error: optuna-dashboard is not installed: pip install 'raylm[dashboard]'", file=sys.stderr)
+        return USER_ERROR
+    with tempfile.TemporaryDirectory(prefix="raylm-dashboard-") as scratch:
+        journal = local_journal(args.run, Path(scratch))
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        with make_server(HOST, args.port, wsgi(storage), handler_class=QuietHandler) as server:
+            print(f"Listening on http://{HOST}:{server.server_port}/ ({journal}); Ctrl-C stops it", flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
