@@ -143,15 +143,22 @@ def exists(location: str) -> bool:
         return kind(fs, path) != FileType.NotFound
 
 
-def upload(local_dir: Path, location: str) -> None:
-    """Copy a local folder's files into `location` (nothing to do when they are the same folder)."""
+def upload(local_dir: Path, location: str, last: str | None = None) -> None:
+    """Copy a local folder's files into `location` (nothing to do when they are the same folder); `last`, an entry
+    of the folder, after every other one, so that whoever finds it there finds the rest."""
     fs, path = filesystem(location)
     if isinstance(fs, pyarrow.fs.LocalFileSystem) and Path(path) == local_dir.resolve():
         return
     with named(location):
         if isinstance(fs, pyarrow.fs.LocalFileSystem):
             Path(path).mkdir(parents=True, exist_ok=True)  # pyarrow copies into a local folder only if it exists
-        pyarrow.fs.copy_files(str(local_dir), path, destination_filesystem=fs)
+        if last is None or not (local_dir / last).exists():
+            pyarrow.fs.copy_files(str(local_dir), path, destination_filesystem=fs)
+            return
+        for entry in sorted(local_dir.iterdir(), key=lambda entry: entry.name == last):
+            if entry.is_dir() and isinstance(fs, pyarrow.fs.LocalFileSystem):
+                Path(path, entry.name).mkdir(exist_ok=True)
+            pyarrow.fs.copy_files(str(entry), f"{path}/{entry.name}", destination_filesystem=fs)
 
 
 def download(location: str, local_dir: Path) -> None:

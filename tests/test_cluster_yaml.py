@@ -34,11 +34,12 @@ def test_cluster_yaml_validates_and_is_safe():
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
 
 
-def test_every_node_runs_rays_gpu_image_for_the_projects_python_and_ray():
+def test_every_node_runs_raylms_image_built_on_rays_for_the_projects_python_and_ray():
     requires_python = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     python = "py" + re.fullmatch(r">=(\d+)\.(\d+)", requires_python).expand(r"\1\2")
     assert python == "py311"
-    assert CONFIG["docker"]["image"] == f"rayproject/ray:{ray.__version__}-{python}-gpu"
+    assert CONFIG["docker"]["image"] == "REPLACE-registry/raylm:REPLACE-tag"  # the Dockerfile's (tests/test_image.py)
+    assert f"FROM rayproject/ray:{ray.__version__}-{python}-gpu\n" in (ROOT / "Dockerfile").read_text()
     assert not {"head_image", "worker_image"} & CONFIG["docker"].keys()  # one image on every node
     assert pins()["ray"] == ray.__version__ == "2.60.0"  # pip keeps the image's Ray
     # Hosts: AWS's Deep Learning Base AMI with the NVIDIA driver, Docker and the NVIDIA container toolkit.

@@ -42,6 +42,7 @@ DIVERGED_NOTE = (
 )
 TOLERANCE = 0.10  # n* is where predicted NME is within 10% of the fitted floor
 DPI = 100
+SUMMARY = "summary.md"  # the report's page, written last: a run folder that has one holds a complete study
 SAMPLE_PLAN = TestPlan(("real",))  # write_report's default: one test set, `real`
 
 
@@ -394,6 +395,6 @@ def write_report(
     if plots:
         sections.append(["## Plots", "", *(f"![{name}]({name})" for name in plots)])
     page = "\n".join(line for section in sections for line in (*section, "")).rstrip() + "\n"
-    written["summary.md"] = run_dir / "summary.md"
-    written["summary.md"].write_text(page, encoding="utf-8")
+    written[SUMMARY] = run_dir / SUMMARY
+    written[SUMMARY].write_text(page, encoding="utf-8")
     return written

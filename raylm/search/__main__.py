@@ -9,11 +9,11 @@ from raylm.cli import command
 from raylm.config import add_set_option
 from raylm.search import storage
 from raylm.search.ending import Interrupted
-from raylm.search.launch import DEFAULT_STUDY, launch
+from raylm.search.launch import DEFAULT_STUDY, Complete, launch
 
 
-@command
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
+    """The command's arguments (also what a manifest's entrypoint is checked against)."""
     parser = argparse.ArgumentParser(
         prog="python -m raylm.search",
         description="Search architectures x training sizes x real fractions for the detector that does best on "
@@ -34,14 +34,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue an interrupted study (a folder or URI); finished trials are kept"
     )
+    parser.add_argument(
+        "--resume-if-exists",
+        action="store_true",
+        help="with --name: start the study in that run folder, continue it if it holds this study unfinished, or "
+        "name its report if finished (safe to run again: a retried Ray Job or RayJob)",
+    )
     add_set_option(parser, "search.trials=8")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     try:
-        result = launch(args.config, args.set, args.name, args.storage_path, args.address, args.resume)
+        result = launch(
+            args.config, args.set, args.name, args.storage_path, args.address, args.resume, args.resume_if_exists
+        )
     except Interrupted as interrupted:
         where = f"; continue with:\n{interrupted.resume_line}" if interrupted.run_dir is not None else ""
         print(f"{interrupted}{where}", file=sys.stderr)
         return interrupted.exit_code
+    if isinstance(result, Complete):
+        print(f"the study in {result.run_dir} is complete; its report: {result.report}")
+        print(result.run_dir)
+        return 0
     print(f"\nbest cell (by {result.metric}): {result.best_cell}")
     for name, path in result.files.items():
         print(f"{name}: {path}")

@@ -1,14 +1,20 @@
 """Where a study started from the command line runs: a new run folder under the storage path, or the one
-`--resume` names; and how an interruption outside Tune's experiment is reported."""
+`--resume` names, or with `--resume-if-exists` whichever of the two the named folder calls for; and how an
+interruption outside Tune's experiment is reported."""
 
 from __future__ import annotations
 
 import re
 import tempfile
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from raylm.config import StudyConfig, load_config
+from raylm.data.pipeline import anchored
+from raylm.reporting.report import SUMMARY
+from raylm.schema import to_dict
 from raylm.search import lease, storage
 from raylm.search.ending import Interrupted, resume_command
 from raylm.search.errors import SearchError
@@ -25,6 +31,20 @@ RESUMABLE = (
     "search.pending_timeout",
     "search.node_types",
 )
+# What identifies a study apart from those: where its folder is (the command says) and what its data held when it
+# began (each start lists it anew).
+NOT_DEFINITION = ("search.storage_path", "data.indexes")
+
+
+@dataclass(frozen=True)
+class Complete:
+    """A run folder whose study completed before: `--resume-if-exists` names its report and runs nothing."""
+
+    run_dir: str
+
+    @property
+    def report(self) -> str:
+        return storage.join(self.run_dir, SUMMARY)
 
 
 def fetch_study_file(run_dir: str) -> Path:
@@ -75,17 +95,25 @@ def launch(
     storage_path: str | None = None,
     address: str | None = None,
     resume: str | None = None,
-) -> StudyResult:
+    resume_if_exists: bool = False,
+) -> StudyResult | Complete:
     """Run the study file `config` (default: the built-in study) in a new run folder, or continue `resume`.
 
     The new folder is `<storage path>/<name>` (default `<search.name>-<date-time>`) and must not
-    hold a study yet. The driver holds the folder's lease while it runs (raylm.search.lease).
-    The line that continues the study is printed before anything runs (a driver killed
-    outright cannot print it). Ctrl-C outside Tune's experiment (the checks, the test pass,
-    the report) is an Interrupted that names the folder once it holds a study.
+    hold a study yet, unless `resume_if_exists`: then a folder holding this same study (its
+    study.yaml, but for `RESUMABLE` settings) is continued, or when complete left as it is
+    (`Complete`), and one holding another study is refused. The driver holds the folder's lease
+    while it runs (raylm.search.lease). The line that continues the study is printed before
+    anything runs (a driver killed outright cannot print it). Ctrl-C outside Tune's experiment
+    (the checks, the test pass, the report) is an Interrupted that names the folder once it holds a study.
     """
     run_dir = None
     try:
+        if resume_if_exists and (resume or not name):
+            raise SearchError(
+                "--resume-if-exists continues the run folder --name names, so it needs --name and no --resume, "
+                "e.g. --name fake-it-1 --resume-if-exists"
+            )
         if resume:
             run_dir = resume  # made absolute once connected to Ray, if a local folder will do there
             storage.check_location(run_dir, "--resume")
@@ -99,7 +127,13 @@ def launch(
             storage_path = storage_path or study.search.storage_path  # made absolute as `--resume` is
             storage.check_location(storage_path, "search.storage_path")
             run_dir = storage.join(storage_path, run_name)
-            check_no_study(run_dir)
+            if resume_if_exists and storage.exists(storage.join(run_dir, "study.yaml")):
+                check_same_study(load_config(StudyConfig, fetch_study_file(run_dir)), study, run_dir)
+                if storage.exists(storage.join(run_dir, SUMMARY)):
+                    return Complete(run_dir)
+                resume = run_dir
+            else:
+                check_no_study(run_dir)
         with lease.held(run_dir) as held:  # one driver per run folder
             if not resume:
                 check_no_study(run_dir)  # again, now that no other driver can write one
@@ -108,6 +142,30 @@ def launch(
     except KeyboardInterrupt:
         started = run_dir is not None and storage.exists(storage.join(run_dir, "study.yaml"))
         raise Interrupted(run_dir if started else None) from None
+
+
+def check_same_study(started: StudyConfig, study: StudyConfig, run_dir: str) -> None:
+    """Refuse to continue the study `started` in `run_dir` as `study` when they differ in what they train."""
+    here = replace(study, data=anchored(study.data, Path.cwd()))  # as run_study saves it
+    saved, wanted = _flat(to_dict(started)), _flat(to_dict(here))
+    for key in sorted(saved.keys() | wanted.keys()):
+        if key.startswith(RESUMABLE + NOT_DEFINITION) or saved.get(key) == wanted.get(key):
+            continue
+        raise SearchError(
+            f"--resume-if-exists: {run_dir} holds another study ({key} is {saved.get(key)!r} in its study.yaml, "
+            f"{wanted.get(key)!r} here); give this study another --name, or run that one's own study file"
+        )
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys -> values."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def check_no_study(run_dir: str) -> None:

@@ -24,7 +24,7 @@ from raylm.data.pipeline import anchored, check_data
 from raylm.evaluation.plan import study_plan
 from raylm.reporting.card import METRICS, PER_FACE, write_card
 from raylm.reporting.importance import ALL_CELLS, JOURNAL, Importance, importance_of
-from raylm.reporting.report import write_report
+from raylm.reporting.report import SUMMARY, write_report
 from raylm.reporting.rows import CellRow
 from raylm.search import storage
 from raylm.search.best import best_cell, best_trials
@@ -111,7 +111,7 @@ def run_study(
     # The card's commands need a local path: a bucket's `best/` is named as it is in a copy of the run directory.
     result = summarise(study, local_dir, grid, repeats, "best" if storage.is_uri(location) else None)
     if storage.is_uri(location):
-        storage.upload(local_dir, location)
+        storage.upload(local_dir, location, last=SUMMARY)  # a run folder with a summary.md holds the whole report
     log_best_model(study, local_dir / "best", result.best_trial)  # after the report is safe in its storage
     if not storage.is_uri(location):
         return result
@@ -191,8 +191,9 @@ def summarise(
     importances = {name: importance_of(optuna_study) for name, optuna_study in studies.items()}
     cell_rows = [replace(cell, importance=importances.get(cell.cell)) for cell in cell_rows]
     _record_importance(run_dir / "best" / METRICS, importances, overall.cell)
+    card = write_card(run_dir / "best", run_dir / "best", best_shown_as)
     files = write_report(run_dir, rows, cell_rows, per_face, search.selection, plan, importances.get(ALL_CELLS))
-    files["best/README.md"] = write_card(run_dir / "best", run_dir / "best", best_shown_as)
+    files["best/README.md"] = card  # after it summary.md, the last file: a folder that has one is complete
     if studies:
         files[JOURNAL] = run_dir / JOURNAL
     return StudyResult(run_dir, files, overall.cell, search.metric, overall.best_trial)

@@ -39,6 +39,25 @@ def test_a_run_under_a_uri_with_a_query_keeps_the_query_at_the_end(bucket, monke
     assert bucket.get_object(Bucket="raylm", Key="runs/smoke-2/study.yaml")["Body"].read() == b"study: ..."
 
 
+def test_an_upload_can_put_one_file_after_every_other_so_its_presence_means_the_rest_are_there(tmp_path: Path):
+    (tmp_path / "run" / "best").mkdir(parents=True)
+    for name in ("summary.md", "trials.csv", "best/README.md", "best/checkpoint.pt", "z.png"):
+        (tmp_path / "run" / name).write_text(name)
+    with s3_server_in_process() as (aws, hook), pytest.MonkeyPatch.context() as patch:
+        for key, value in aws.items():
+            patch.setenv(key, value)
+        boto3.client("s3").create_bucket(Bucket="order")
+        fs.upload(tmp_path / "run", "s3://order/runs/a", last="summary.md")
+        puts = [key for method, key, _ in hook.requests if method == "PUT" and key.startswith("runs/")]
+    assert sorted(puts) == sorted(f"runs/a/{name}" for name in ("summary.md", "trials.csv", "best/README.md",
+                                                                "best/checkpoint.pt", "z.png"))  # fmt: skip
+    assert puts[-1] == "runs/a/summary.md"
+    fs.upload(tmp_path / "run", str(tmp_path / "copy"), last="summary.md")  # a local folder: the same files
+    assert sorted(p.relative_to(tmp_path / "copy").as_posix() for p in (tmp_path / "copy").rglob("*.*")) == sorted(
+        ["summary.md", "trials.csv", "best/README.md", "best/checkpoint.pt", "z.png"]
+    )
+
+
 def test_a_full_disk_is_named_with_the_path(tmp_path: Path):
     with pytest.raises(StorageError, match=r"^/dev/full: the disk is full \(no space left on device\); free space"):
         storage.write_text("/dev/full", "study: ...")  # /dev/full: every write fails with ENOSPC

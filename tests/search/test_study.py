@@ -358,6 +358,36 @@ def test_a_resume_cannot_change_what_the_study_trains_and_leaves_study_yaml_as_i
     assert (study_run / "study.yaml").read_bytes() == before
 
 
+def resume_if_exists(study_run: Path, *more: str) -> list[str]:
+    """The command that runs (again) the study in `study_run`, from its own study.yaml, whatever the folder holds."""
+    return ["--config", str(study_run / "study.yaml"), "--storage-path", str(study_run.parent),
+            "--name", study_run.name, "--resume-if-exists", *more]  # fmt: skip
+
+
+def test_resume_if_exists_on_a_complete_study_names_its_report_and_runs_nothing(study_run, capsys):
+    from raylm.search.__main__ import main
+
+    before = {path: path.stat().st_mtime_ns for path in study_run.rglob("*") if path.is_file()}
+    assert main(resume_if_exists(study_run)) == 0
+    assert capsys.readouterr().out == (
+        f"the study in {study_run} is complete; its report: {study_run}/summary.md\n{study_run}\n"
+    )
+    assert main(resume_if_exists(study_run, "--set", "search.max_failures=5")) == 0  # how it runs: the same study
+    assert {path: path.stat().st_mtime_ns for path in study_run.rglob("*") if path.is_file()} == before
+
+
+def test_resume_if_exists_refuses_a_folder_that_holds_another_study_naming_the_difference(study_run, capsys):
+    from raylm.search.__main__ import main
+
+    assert main(resume_if_exists(study_run, "--set", "search.seed=5")) == 2
+    assert capsys.readouterr().err == (
+        f"error: --resume-if-exists: {study_run} holds another study (search.seed is 0 in its study.yaml, 5 here); "
+        "give this study another --name, or run that one's own study file\n"
+    )
+    assert main(["--config", str(study_run / "study.yaml"), "--resume-if-exists"]) == 2
+    assert capsys.readouterr().err.startswith("error: --resume-if-exists continues the run folder --name names")
+
+
 def test_a_resume_may_change_how_the_study_runs_and_a_value_it_already_has(study_run):
     from raylm.search.launch import check_resume_overrides
 

@@ -193,7 +193,9 @@ def test_one_driver_per_run_folder_and_a_killed_ones_resume_keeps_trials_searche
     assert not (run_dir / "summary.csv").exists()
     assert f"seed: {12 if refused is drivers[0] else 11}\n" in definition.decode()  # the running driver's study
 
-    assert main(["--resume", str(run_dir)]) == 0  # the killed driver's lease is free: its process is gone
+    # The running driver's own command again, as a retried job would run it: it continues the killed one's study.
+    again = [*command[3:], "--set", f"search.seed={12 if refused is drivers[0] else 11}", "--resume-if-exists"]
+    assert main(again) == 0  # the killed driver's lease is free: its process is gone
     assert (run_dir / "study.yaml").read_bytes() == definition  # a resume never rewrites it
     assert not (run_dir / "lease.json").exists()
     trials = read_csv(run_dir / "trials.csv")
@@ -213,3 +215,6 @@ def test_one_driver_per_run_folder_and_a_killed_ones_resume_keeps_trials_searche
     expected = sorted((t["trial_id"], "PRUNED" if t["stopped_early"] == "True" else "COMPLETE") for t in trials)
     assert heard.pop("all cells") == expected  # every cell's trials pooled
     assert sorted(trial for cell in heard.values() for trial in cell) == expected
+    capsys.readouterr()
+    assert main(again) == 0  # a third time, as a job retried after it finished: nothing runs, the report is named
+    assert capsys.readouterr().out.startswith(f"the study in {run_dir} is complete; its report: {run_dir}/summary.md")

@@ -1,0 +1,111 @@
+"""deploy/kuberay/: every manifest is valid for KubeRay (its CRDs' schemas, checked as `kubectl apply` does with
+strict field validation), runs raylm's image with token auth, and the RayJob's entrypoint is a raylm command whose
+study knows the worker groups it can grow. Offline: the CRDs come from the shared data (kuberay/README.md)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from raylm.config import StudyConfig, load_config
+from raylm.search.__main__ import arguments
+from tests.test_cluster_yaml import pins
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy" / "kuberay"
+KUBERAY = "v1.7.0"  # the KubeRay release whose CRD schemas the manifests are validated against
+IMAGE = "REPLACE-registry/raylm:REPLACE-tag"  # the Dockerfile's image, as every manifest and cluster.yaml name it
+CLUSTERS = ("raycluster.yaml", "raycluster-spot.yaml")
+WORKDIR = "/home/ray/raylm"  # the Dockerfile's
+
+
+@pytest.fixture(scope="module")
+def schemas(shared_data: Path) -> dict[str, dict]:
+    """Each CRD's v1 `openAPIV3Schema` by kind, closed as strict validation treats it."""
+    folder = shared_data / "kuberay" / KUBERAY
+    if not folder.is_dir():
+        pytest.skip(f"KubeRay's CRDs not in the shared data ({folder})")
+    found = {}
+    for name in ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml"):
+        crd = yaml.safe_load((folder / name).read_text())
+        (v1,) = [version for version in crd["spec"]["versions"] if version["name"] == "v1"]
+        found[crd["spec"]["names"]["kind"]] = strict(v1["schema"]["openAPIV3Schema"])
+    return found
+
+
+def strict(schema: Any) -> Any:
+    """The schema with every object that lists its fields closed to others, as the API server's strict field
+    validation (kubectl's default) rejects an unknown field, unless it keeps unknown fields."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: strict(value) for key, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            closed["additionalProperties"] = False
+    return closed
+
+
+def manifest(name: str) -> dict:
+    return yaml.safe_load((DEPLOY / name).read_text())
+
+
+def check(manifest: dict, schema: dict) -> None:
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(manifest), key=lambda error: list(error.path))
+    assert not errors, [f"{'.'.join(map(str, error.path))}: {error.message}" for error in errors]
+
+
+def test_the_strict_schema_catches_a_misspelt_field(schemas):
+    cluster = manifest("raycluster.yaml")
+    cluster["spec"]["workerGroupSpecs"][0]["maxReplica"] = 4
+    with pytest.raises(AssertionError, match=r"workerGroupSpecs\.0: Additional properties .*'maxReplica' was"):
+        check(cluster, schemas["RayCluster"])
+
+
+@pytest.mark.parametrize("name", CLUSTERS)
+def test_each_raycluster_is_valid_runs_raylms_image_with_token_auth_and_no_trial_on_the_head(schemas, name):
+    cluster = manifest(name)
+    check(cluster, schemas["RayCluster"])
+    spec = cluster["spec"]
+    assert spec["rayVersion"] == pins()["ray"] and spec["authOptions"] == {"mode": "token"}
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    assert {container["image"] for group in groups for container in group["template"]["spec"]["containers"]} == {IMAGE}
+    assert {group["groupName"]: group["minReplicas"] for group in spec["workerGroupSpecs"]} == {"cpu": 0, "gpu": 0}
+    assert "serviceType" not in spec["headGroupSpec"]  # a ClusterIP Service: the dashboard stays in the cluster
+
+
+def test_the_spot_cluster_differs_only_in_where_its_gpu_workers_are_scheduled():
+    on_demand, spot = manifest("raycluster.yaml"), manifest("raycluster-spot.yaml")
+    gpu = spot["spec"]["workerGroupSpecs"][1]["template"]["spec"]
+    assert gpu.pop("nodeSelector") == {"eks.amazonaws.com/capacityType": "SPOT"}
+    assert spot == on_demand
+
+
+def test_the_rayjob_is_valid_and_its_entrypoint_is_a_study_that_resumes_itself_on_the_cluster(schemas):
+    job = manifest("rayjob.yaml")
+    check(job, schemas["RayJob"])
+    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": manifest("raycluster.yaml")["metadata"]["name"]}
+    assert job["spec"]["backoffLimit"] >= 1
+    python, flag, module, *argv = shlex.split(job["spec"]["entrypoint"])
+    assert (python, flag, module) == ("python", "-m", "raylm.search")
+    args = arguments().parse_args(argv)
+    assert args.resume_if_exists and args.name and args.address == "auto"
+    assert args.storage_path.startswith("s3://") and args.config.startswith(f"{WORKDIR}/")
+    study = load_config(StudyConfig, REPO / Path(args.config).relative_to(WORKDIR), args.set)
+    # The groups the study may grow to, as the cluster defines them (KubeRay has no `ray up` bootstrap file).
+    for group in manifest("raycluster.yaml")["spec"]["workerGroupSpecs"]:
+        declared = study.search.node_types[group["groupName"]]
+        params = group["rayStartParams"]
+        assert (declared.cpu, declared.gpu, declared.max_workers) == (
+            float(params["num-cpus"]), float(params.get("num-gpus", 0)), group["maxReplicas"]
+        )  # fmt: skip
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert declared.gpu == limits.get("nvidia.com/gpu", 0) and declared.cpu == float(limits["cpu"])
+    assert study.search.node_types.keys() == {"cpu", "gpu"}
