@@ -33,6 +33,7 @@ T = TypeVar("T")
 # share of them; a crash that comes back more often is a bug, and retrying it (Tune's -1 retries
 # forever) only spends the cluster's time.
 MAX_FAILURES = 20
+MAX_NODE_LOSSES = 100  # a trial that loses its node this often is killing it (its pod's memory)
 LOGGERS = ("tensorboard", "mlflow", "wandb")  # search.loggers: where trials are logged (raylm.search.trackers)
 
 
@@ -276,6 +277,9 @@ class SearchConfig:
     storage_path: str = "results"  # a folder, an NFS path, s3://bucket/prefix or gs://bucket/prefix
     name: str = "study"
     max_failures: int = 2  # restarts of a crashed trial, from its last checkpoint
+    # Restarts of a trial whose node was lost (a spot node reclaimed, a pod evicted), from its last checkpoint, apart
+    # from max_failures: a preemption costs the trial its current epoch, not its failure budget.
+    max_node_losses: int = 10
     keep_checkpoints: int = 2  # per trial, best by the metric
     repeats: int = 0  # after the search, retrain each cell's best configuration with this many other seeds
     test_set: str | None = None  # the headline test set of the report (a name in data.tests); None: the first
@@ -314,6 +318,11 @@ class SearchConfig:
             raise ValueError(
                 f"search.max_failures must be between 0 and {MAX_FAILURES} (restarts of a crashed trial), "
                 f"got {self.max_failures}"
+            )
+        if not 0 <= self.max_node_losses <= MAX_NODE_LOSSES:
+            raise ValueError(
+                f"search.max_node_losses must be between 0 and {MAX_NODE_LOSSES} (restarts of a trial whose node was "
+                f"lost), got {self.max_node_losses}"
             )
         try:
             Selection(self.metric, self.metric_mode)

@@ -140,6 +140,10 @@ def study(*overrides: str) -> StudyConfig:
             "search.max_failures must be between 0 and 20 (restarts of a crashed trial), got 1000",
         ),
         (
+            "search.max_node_losses=101",
+            "search.max_node_losses must be between 0 and 100 (restarts of a trial whose node was lost), got 101",
+        ),
+        (
             "search.metric=val/nmee",
             "search.metric 'val/nmee' is not a metric the trainer reports; use val/ or val_real/ followed by one of "
             "nme, nme_inter_pupil, nme_bbox, fr@0.08, auc@0.08, fr@0.10, auc@0.10, mse, nme/jaw, nme/brows, nme/nose, "
@@ -164,11 +168,13 @@ def test_settings_at_the_edge_of_their_range_load():
         "data.test_size=0",
         "search.keep_checkpoints=1",
         "search.max_failures=20",
+        "search.max_node_losses=0",
         "search.concurrency=0",
         "search.resources.gpu=0",
         "search.metric=val/fr@0.10",
     )
     assert (config.data.test_size, config.search.max_failures, config.search.metric) == (0, 20, "val/fr@0.10")
+    assert config.search.max_node_losses == 0
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from raylm.search.ending import refusing_restart, results_read_back, resume_comm
 from raylm.search.fatal import StopOnFatal, Trainable, checked
 from raylm.search.pending import PendingWatch
 from raylm.search.per_cell import AsConfigured, CellScheduler, CellSearcher, SchedulerState
+from raylm.search.ray_internals import node_losses_apart
 from raylm.search.recovery import RollBack, WholeSnapshot, restore_whole_snapshot
 from raylm.search.space import Cell, cell_of, cells, folded_space, hyper_space, trial_config
 from raylm.search.trackers import tracker_callbacks
@@ -172,7 +173,8 @@ def make_tuner(
                 checkpoint_score_attribute=SCORE,  # the selection metric, never a pre-training epoch's
                 checkpoint_score_order=search.metric_mode,
             ),
-            # Transient failures only (a lost node, a killed process): StopOnFatal ends the rest at once.
+            # Transient failures only (a killed process; a lost node counts apart, search.max_node_losses):
+            # StopOnFatal ends the rest at once.
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             verbose=1,
         ),
@@ -189,11 +191,12 @@ def run_experiment(
 ) -> tune.ResultGrid:
     """Run an experiment of the study (its search, or `plan`) as `storage/name`, or continue an interrupted one."""
     path = join(storage, name)
+    node_losses = node_losses_apart(study.search.max_node_losses)  # a lost node is no trial's failure
     if not tune.Tuner.can_restore(path):
-        with results_read_back(path, storage):
+        with results_read_back(path, storage), node_losses:
             return make_tuner(study, trainable, storage, name, plan, tracker_dir=tracker_dir).fit()
     restore_whole_snapshot(path)
     tuner = tune.Tuner.restore(path, trainable=wrap(trainable, study), resume_errored=True)
     # Tune would start over after a restore it cannot do, dropping finished trials
-    with refusing_restart(path), results_read_back(path, storage):
+    with refusing_restart(path), results_read_back(path, storage), node_losses:
         return tuner.fit()

@@ -28,6 +28,7 @@ RESUMABLE = (
     "search.concurrency",
     "search.loggers",
     "search.max_failures",
+    "search.max_node_losses",
     "search.pending_timeout",
     "search.node_types",
 )

@@ -15,6 +15,8 @@ private modules, attributes, folders, file names and log lines is here, with why
   `__dict__`, as their own save/restore pickle it;
 - logging a trial resumed by `--resume` to its own MLflow run again (`tagged_loggers`): the
   MLflow callback's map of trials to runs, which its `setup` starts empty;
+- retrying a trial whose node was lost without spending its `max_failures` (`experiment`):
+  where Tune counts a trial's failures, and the cause the GCS gives an actor lost with its node;
 - tests: ASHA's rungs, the Optuna study inside OptunaSearch, a trial's error file, and
   the cluster launcher's offline validation of cluster.yaml.
 
@@ -279,6 +281,44 @@ def replace_checkpoints(trial: Trial, results: list[TrainingResult]) -> None:
 
 CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
 RESTORE_FAILED = "Failed to restore the run state."  # logged with the error, before Tune starts the experiment over
+
+
+# --- A trial's failures: node losses apart -----------------------------------------------------------------------
+
+NODE_DIED = "The actor died because its node has died."  # the GCS's cause of an actor lost with its node
+
+
+def node_lost(error: BaseException) -> bool:
+    """Whether a trial's failure is the loss of its node (preempted, scaled in, its raylet or pod gone)."""
+    return isinstance(error, ray.exceptions.RayActorError) and (error.preempted or NODE_DIED in str(error))
+
+
+@contextmanager
+def node_losses_apart(budget: int) -> Iterator[dict[str, int]]:
+    """Within it, Tune counts a trial's node losses apart from its failures (`FailureConfig.max_failures`): up to
+    `budget` of them per trial are retried from its last checkpoint without counting as failures; yields the
+    losses by trial id.
+
+    Tune counts every failure but a node drained for preemption, which Ray reports only where
+    the node was drained so (`RayActorError.preempted`); a spot node reclaimed, a pod evicted,
+    a raylet lost look like any other failure, and a few of them would end a trial that has
+    nothing wrong. The count is in `Trial._handle_ray_actor_error` (a trial's actor failures,
+    those inside a task error included), which this wraps.
+    """
+    counted = Trial._handle_ray_actor_error
+    losses: dict[str, int] = {}
+
+    def handle(trial: Trial, error: ray.exceptions.RayActorError) -> None:
+        if node_lost(error) and losses.get(trial.trial_id, 0) < budget:
+            losses[trial.trial_id] = losses.get(trial.trial_id, 0) + 1
+            return
+        counted(trial, error)
+
+    Trial._handle_ray_actor_error = handle
+    try:
+        yield losses
+    finally:
+        Trial._handle_ray_actor_error = counted
 
 
 # --- Searchers' and schedulers' state ---------------------------------------------------------------------------------

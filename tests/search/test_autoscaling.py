@@ -29,6 +29,7 @@ from tests.data.fakes import write_pts_dataset
 from tests.s3 import keys, s3_server
 from tests.search.attempts import failures
 from tests.search.autoscaling import autoscaling_cluster
+from tests.search.smoke import iterations, kill_tree, wait_for
 
 pytestmark = pytest.mark.slow  # the module's cluster takes seconds to start, its studies tens of seconds
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
@@ -88,11 +89,16 @@ def live_nodes(address: str) -> dict[str, dict]:
         return {node["NodeID"]: node["Resources"] for node in ray.nodes() if node["Alive"]}
 
 
-def cli(cluster: Cluster, name: str, *overrides: str, **env: str) -> subprocess.CompletedProcess:
-    """`python -m raylm.search` on the smoke study, its run in the bucket at runs/<name>, as a driver on the head."""
+def command_line(cluster: Cluster, name: str, *overrides: str) -> list[str]:
+    """`python -m raylm.search` on the smoke study, its run in the bucket at runs/<name>, joining the cluster."""
     sets = [arg for override in overrides for arg in ("--set", override)]
     command = [sys.executable, "-m", "raylm.search", "--config", str(SMOKE), "--address", cluster.address]
-    command += ["--storage-path", "s3://raylm/runs", "--name", name, *sets]
+    return [*command, "--storage-path", "s3://raylm/runs", "--name", name, *sets]
+
+
+def cli(cluster: Cluster, name: str, *overrides: str, **env: str) -> subprocess.CompletedProcess:
+    """`command_line` run as a driver on the head."""
+    command = command_line(cluster, name, *overrides)
     return subprocess.run(command, env=cluster.driver_env(**env), capture_output=True, text=True, timeout=540)
 
 
@@ -128,6 +134,38 @@ def test_a_cpu_study_run_as_a_job_grows_the_cluster_from_no_workers_and_records_
     added = set(live_nodes(cluster.address)) - head
     assert {t["node_id"] for t in trials} <= added and added  # every trial on a worker the autoscaler added
     assert cluster.read("runs/cpu/study.yaml").splitlines()[0] == f"# raylm 0.1.0, git {commit}"
+
+
+def test_a_job_run_again_after_its_driver_was_killed_finishes_its_study_and_once_more_names_the_report(
+    cluster: Cluster,
+):
+    """What a RayJob's retries (or a job submitted again) do with `--name NAME --resume-if-exists`."""
+    job = {JOB_CONFIG_ENV_VAR: json.dumps({"runtime_env": {}, "metadata": {}})}  # a Ray Job's driver
+    sets = ["search.axes.real_fraction=[0.0]", "search.trials=3", "search.max_epochs=3", "search.grace_period=3",
+            "search.concurrency=1", "search.resources.gpu=0"]  # fmt: skip
+    command = [*command_line(cluster, "again", *sets), "--resume-if-exists"]
+    first = subprocess.Popen(command, env=cluster.driver_env(**job), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:  # killed once its first trial has an epoch in the bucket: two trials and two epochs of it to go
+        wait_for(lambda: any(key.endswith("/result.json") for key in keys(cluster.bucket, "runs/again/trials/")),
+                 300, "the first epoch in the bucket")  # fmt: skip
+    finally:
+        kill_tree(first)
+    assert "runs/again/summary.md" not in keys(cluster.bucket, "runs/again/")
+
+    again = subprocess.run(command, env=cluster.driver_env(**job), capture_output=True, text=True, timeout=540)
+    assert again.returncode == 0, again.stderr[-4000:]
+    trials = list(csv.DictReader(io.StringIO(cluster.read("runs/again/trials.csv"))))
+    assert len(trials) == 3 and all(t["status"] == "TERMINATED" and t["epochs"] == "3" for t in trials)
+    results = [key for key in keys(cluster.bucket, "runs/again/trials/") if key.endswith("/result.json")]
+    assert sorted(key.split("/")[-2].rpartition("__")[2] for key in results) == sorted(t["trial_id"] for t in trials)
+    for key in results:  # every epoch once: the killed trial went on from its checkpoint
+        assert iterations(cluster.read(key), cluster.read(key.replace("result.json", "progress.csv"))) == [1, 2, 3]
+
+    done = subprocess.run(command, env=cluster.driver_env(**job), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.startswith(
+        "the study in s3://raylm/runs/again is complete; its report: s3://raylm/runs/again/summary.md\n"
+    )
 
 
 def unseen_storage_trial(broken: Path):

@@ -24,6 +24,7 @@ from raylm.search import SearchError, run_study, storage
 from tests.data.fakes import write_pts_dataset
 from tests.s3 import keys, s3_server
 from tests.search.hooked import hooked_trial
+from tests.search.smoke import read_csv
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.yaml"
 
@@ -152,6 +153,74 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
         # Each worker prepared the trial's faces in its own home; the driver its test faces in its own.
         assert prepared_sets(homes["doomed"]) and prepared_sets(homes["doomed"]) == prepared_sets(homes["survivor"])
         assert prepared_sets(homes["driver"])
+
+
+def losing_trial(notes: Path, waiting: Path, at_epochs: tuple[int, ...]):
+    """The real trainable, noting each report's node and epoch in `notes/<trial id>`; at each of `at_epochs` (once,
+    having reported and checkpointed it) it says so in `waiting/<epoch>` and waits there until its node is removed
+    under it."""
+
+    def note_then_report(report, metrics: dict, checkpoint) -> None:
+        from ray import tune
+
+        with (notes / tune.get_context().get_trial_id()).open("a") as file:
+            file.write(f"{metrics['node_id']} {metrics['epoch']}\n")
+        report(metrics, checkpoint=checkpoint)
+        mark = waiting / str(metrics["epoch"])
+        if metrics["epoch"] in at_epochs and not mark.exists():
+            mark.touch()
+            threading.Event().wait(timeout=600)  # ends when the node is removed; the timeout only bounds a failure
+
+    return hooked_trial(note_then_report)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_node_is_lost_more_often_than_max_failures_finishes_on_the_nodes_that_come_back(
+    tmp_path: Path,
+):
+    """Spot workers: the one node a trial can run on is removed three times mid-trial, a new one coming up each
+    time; with search.max_failures=1 the trial still finishes, resuming from its last checkpoint each time."""
+    notes, waiting = tmp_path / "notes", tmp_path / "waiting"
+    notes.mkdir()
+    waiting.mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, shutdown_at_exit=False)
+    nodes = [cluster.add_node(num_cpus=1)]
+    finished = threading.Event()
+
+    def replace_the_node_whenever_the_trial_waits() -> None:
+        while not finished.is_set() and len(nodes) < 4:
+            if len(list(waiting.iterdir())) == len(nodes):  # the trial waits at its len(nodes)-th stop
+                cluster.remove_node(nodes[-1])
+                nodes.append(cluster.add_node(num_cpus=1))
+            finished.wait(0.1)
+
+    try:
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        study = load_config(
+            StudyConfig,
+            SMOKE,
+            ["search.axes.real_fraction=[0.0]", "search.trials=1", "search.max_epochs=8", "search.grace_period=8",
+             "search.max_failures=1", f"data.cache_dir={tmp_path / 'cache'}"],
+        )  # fmt: skip
+        watcher = threading.Thread(target=replace_the_node_whenever_the_trial_waits)
+        watcher.start()
+        try:
+            run_study(study, tmp_path / "run", trainable=losing_trial(notes, waiting, (2, 4, 6)))
+        finally:
+            finished.set()
+            watcher.join()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    (trial,) = read_csv(tmp_path / "run" / "trials.csv")
+    assert (trial["status"], trial["epochs"]) == ("TERMINATED", "8")
+    (history,) = reports(notes).values()
+    ids = [node.node_id for node in nodes]
+    # Each node ran it until it was lost; the next resumed from the last checkpoint, so no epoch ran twice.
+    assert history == [(ids[0], 1), (ids[0], 2), (ids[1], 3), (ids[1], 4), (ids[2], 5), (ids[2], 6),
+                       (ids[3], 7), (ids[3], 8)]  # fmt: skip
 
 
 @contextlib.contextmanager

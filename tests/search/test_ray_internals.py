@@ -341,3 +341,23 @@ def test_the_mlflow_callback_maps_trials_to_runs_and_can_adopt_one(tmp_path: Pat
     trial = Trial("f", config={}, stub=True, trial_id="t1")
     ray_internals.adopt_mlflow_run(callback, trial, "run-1")
     assert callback._trial_runs == {trial: "run-1"}  # what log_trial_start reads instead of starting a run
+
+
+def test_within_node_losses_apart_a_lost_node_is_retried_without_counting_up_to_the_budget(connected, tmp_path):
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp", trial_dir_name="t")
+    trial = Trial("train_trial", storage=storage, stub=True)
+    trial.init_local_path()
+    node_died = ray.exceptions.ActorDiedError()
+    node_died.error_msg = f"{node_died.error_msg}\n\tip: 10.0.0.7\n{ray_internals.NODE_DIED} Node Id: 4a5b"
+    preempted = ray.exceptions.RayActorError(preempted=True)
+    crashed = ray.exceptions.ActorDiedError()  # its process died, its node did not
+    handled = Trial._handle_ray_actor_error
+    with ray_internals.node_losses_apart(budget=3) as losses:
+        for error in (node_died, preempted, crashed, node_died):
+            trial.handle_error(error)
+        assert (trial.run_metadata.num_failures, losses) == (1, {trial.trial_id: 3})
+        trial.handle_error(node_died)  # one more than the budget: a failure
+        assert trial.run_metadata.num_failures == 2
+    assert Trial._handle_ray_actor_error is handled
+    trial.handle_error(node_died)
+    assert trial.run_metadata.num_failures == 3  # outside it, Tune counts every failure as before
