@@ -6,12 +6,15 @@
 #   docker push REGISTRY/raylm:$(git rev-parse --short HEAD)
 FROM rayproject/ray:2.60.0-py311-gpu
 
+# Made by the image's user (`ray`): a folder WORKDIR makes would be root's under some builders.
+RUN mkdir -p /home/ray/raylm
 WORKDIR /home/ray/raylm
-# The pins first, with an empty package: this layer (the multi-GB one) is rebuilt only when the pins change.
-COPY --chown=ray:users pyproject.toml constraints.txt README.md ./
-RUN mkdir raylm && touch raylm/__init__.py \
+# The pins first, with an empty package and README: this layer (the multi-GB one) is rebuilt only when the pins
+# change.
+COPY --chown=ray:users pyproject.toml constraints.txt ./
+RUN mkdir raylm && touch raylm/__init__.py README.md \
     && pip install --no-cache-dir -c constraints.txt -e '.[cluster]' \
-    && rm -r raylm
+    && rm -r raylm README.md
 # The code and the study files; the install above is editable, so it runs this code.
 COPY --chown=ray:users raylm ./raylm
 COPY --chown=ray:users experiments ./experiments

@@ -2,8 +2,9 @@
 
 RUN is a study's run folder, local or in a bucket (`s3://...`, `gs://...`); its
 `optuna.journal` holds a study per cell and `all cells` (raylm.search.optuna_studies).
-The dashboard reads only local files, so a bucket's journal is downloaded to a temporary
-folder first: what the run folder held then, shown until the command stops. It serves on
+The dashboard serves a copy in a temporary folder (it reads only local files, and it can
+rename and delete studies, which must not reach the run's own): what the run folder held
+when the command started, shown until it stops. It serves on
 127.0.0.1 (reach it from another machine through an SSH tunnel, e.g. `ray dashboard`'s);
 `--port 0` takes a free port. The line `Listening on http://...` says where, once it
 accepts connections. Needs `pip install 'raylm[dashboard]'`.
@@ -39,16 +40,15 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
-def local_journal(run: str, scratch: Path) -> Path:
-    """The run folder's journal as a local file: itself, or for a bucket run folder a copy in `scratch`."""
+def journal_copy(run: str, scratch: Path) -> Path:
+    """A copy in `scratch` of the run folder's journal (local or in a bucket): what the dashboard serves, so that
+    its edits (it can rename and delete studies) never reach the run's own."""
     location = fs.join(run, JOURNAL)
     if not fs.exists(location):
         raise NoJournalError(
             f"{location} does not exist: a run folder holds it once its study has written its report "
             "(a study that searches no hyperparameters has none)"
         )
-    if not fs.is_uri(run):
-        return Path(fs.filesystem(location)[1])
     copy = scratch / JOURNAL
     copy.write_text(fs.read_text(location), encoding="utf-8")
     return copy
@@ -69,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: optuna-dashboard is not installed: pip install 'raylm[dashboard]'", file=sys.stderr)
         return USER_ERROR
     with tempfile.TemporaryDirectory(prefix="raylm-dashboard-") as scratch:
-        journal = local_journal(args.run, Path(scratch))
+        journal = journal_copy(args.run, Path(scratch))
         storage = JournalStorage(JournalFileBackend(str(journal)))
         with make_server(HOST, args.port, wsgi(storage), handler_class=QuietHandler) as server:
-            print(f"Listening on http://{HOST}:{server.server_port}/ ({journal}); Ctrl-C stops it", flush=True)
+            served = f"a copy of {fs.join(args.run, JOURNAL)}"
+            print(f"Listening on http://{HOST}:{server.server_port}/ ({served}); Ctrl-C stops it", flush=True)
             try:
                 server.serve_forever()
             except KeyboardInterrupt:

@@ -67,10 +67,18 @@ def served_studies(url: str) -> dict[str, list[float]]:
     return studies
 
 
-def test_the_dashboard_serves_a_local_run_folders_studies_on_127_0_0_1(tmp_path: Path):
-    write_journal(tmp_path / "run")
+def test_the_dashboard_serves_a_local_run_folders_studies_on_127_0_0_1_and_its_edits_stay_in_its_copy(
+    tmp_path: Path,
+):
+    journal = write_journal(tmp_path / "run")
+    before = journal.read_bytes()
     with dashboard(str(tmp_path / "run")) as url:
         assert served_studies(url) == {name: [0.01, 0.1] for name in STUDIES}
+        with urllib.request.urlopen(url + "api/studies", timeout=30) as answer:
+            first = json.load(answer)["study_summaries"][0]["study_id"]
+        urllib.request.urlopen(urllib.request.Request(f"{url}api/studies/{first}", method="DELETE"), timeout=30)
+        assert len(served_studies(url)) == len(STUDIES) - 1  # deleted where it serves from
+    assert journal.read_bytes() == before  # not in the run folder
 
 
 def test_the_dashboard_serves_a_bucket_run_folder_from_a_downloaded_copy(tmp_path: Path, bucket):

@@ -35,6 +35,7 @@ def test_raylm_and_every_pin_are_installed_at_build_time_where_the_manifests_run
     (install,) = [run for run in instructions("RUN") if "pip install" in run]
     assert "pip install --no-cache-dir -c constraints.txt -e '.[cluster]'" in install
     assert instructions("WORKDIR") == [WORKDIR]
+    assert f"RUN mkdir -p {WORKDIR}" in DOCKERFILE.splitlines()  # as the image's user, before WORKDIR
     assert yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["image"] == IMAGE
 
 
@@ -50,6 +51,6 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else():
         return verdict
 
     copied = [source for copy in instructions("COPY") for source in shlex.split(copy)[1:-1]]
-    assert copied == ["pyproject.toml", "constraints.txt", "README.md", "raylm", "experiments"]
+    assert copied == ["pyproject.toml", "constraints.txt", "raylm", "experiments"]
     assert all(sent(source) for source in copied)
-    assert not any(sent(path) for path in (".git", ".venv", "results", "tests", "bench", "deploy"))
+    assert not any(sent(path) for path in (".git", ".venv", "results", "tests", "bench", "deploy", "README.md"))

@@ -36,7 +36,21 @@ def test_the_parameter_that_decides_the_metric_ranks_first_with_most_of_the_weig
     assert sum(importance.weights.values()) == pytest.approx(1.0)
     low, high = importance.region["lr"]  # the best tenth of the trials lies around lr = 0.01
     assert 10**-2.5 < low <= high < 10**-1.5
-    assert set(importance.region["loss"]) <= {"l1", "mse"}
+    assert set(importance.region["loss"]) <= {"l1", "mse"} and importance.choices == ("loss",)
+
+
+def test_a_choice_among_numbers_has_its_values_as_its_region_never_a_range():
+    study = optuna.create_study(direction="minimize")
+    distributions = {"train_size": optuna.distributions.CategoricalDistribution([200, 500, 1000])}
+    for k in range(12):
+        size = (200, 1000, 500)[k % 3]
+        value = {200: 0.3, 500: 0.1, 1000: 0.1}[size] + 0.001 * k
+        study.add_trial(
+            optuna.trial.create_trial(params={"train_size": size}, distributions=distributions, value=value)
+        )
+    importance = importance_of(study)
+    assert importance.choices == ("train_size",) and importance.region["train_size"] == (1000, 500)  # best 2 of 12
+    assert type(importance).of(importance.record()) == importance  # through metrics.json and back
 
 
 def test_too_few_complete_trials_give_no_numbers():

@@ -4,6 +4,7 @@ study knows the worker groups it can grow. Offline: the CRDs come from the share
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def schemas(shared_data: Path) -> dict[str, dict]:
         pytest.skip(f"KubeRay's CRDs not in the shared data ({folder})")
     found = {}
     for name in ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml"):
-        crd = yaml.safe_load((folder / name).read_text())
+        crd = yaml.load((folder / name).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         (v1,) = [version for version in crd["spec"]["versions"] if version["name"] == "v1"]
         found[crd["spec"]["names"]["kind"]] = strict(v1["schema"]["openAPIV3Schema"])
     return found
@@ -68,10 +69,48 @@ def test_the_strict_schema_catches_a_misspelt_field(schemas):
         check(cluster, schemas["RayCluster"])
 
 
+def operator_refusals(manifest: dict) -> list[str]:
+    """What KubeRay's operator (v1.7.0, ray-operator/controllers/ray/utils/validation.go) refuses of a RayCluster
+    or RayJob beyond its schema, of the rules a manifest like these can break."""
+    refusals = []
+    name, kind, spec = manifest["metadata"]["name"], manifest["kind"], manifest["spec"]
+    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > (53 if kind == "RayCluster" else 47):
+        refusals.append(f"{kind} name {name!r}: a DNS-1035 label of at most {53 if kind == 'RayCluster' else 47}")
+    if kind == "RayJob":
+        selector = spec.get("clusterSelector")
+        if not selector and not spec.get("rayClusterSpec"):
+            refusals.append("one of rayClusterSpec or clusterSelector must be set")
+        if selector and spec.get("backoffLimit", 0) > 0:
+            refusals.append("backoffLimit is incompatible with clusterSelector")
+        if selector and spec.get("submissionMode") == "SidecarMode":
+            refusals.append("clusterSelector is not supported in SidecarMode")
+        if spec.get("rayClusterSpec", {}).get("authOptions", {}).get("enableK8sTokenAuth"):
+            refusals.append("K8s token auth is not supported for a RayJob")
+        spec = spec.get("rayClusterSpec") or {}
+    if spec.get("authOptions", {}).get("mode") == "token":
+        version = tuple(int(part) for part in spec.get("rayVersion", "0").split("."))
+        if version < (2, 52, 0):
+            refusals.append("token auth needs rayVersion 2.52.0 or later")
+    for group in [spec.get("headGroupSpec", {}), *spec.get("workerGroupSpecs", [])]:
+        params = group.get("rayStartParams", {})
+        if any(params.get(key) for key in ("num-cpus", "num-gpus", "memory", "resources")) and group.get("resources"):
+            refusals.append(f"group {group.get('groupName', 'head')}: resources in both rayStartParams and resources")
+        if group.get("minReplicas", 0) > group.get("maxReplicas", group.get("minReplicas", 0)):
+            refusals.append(f"group {group['groupName']}: minReplicas above maxReplicas")
+    return refusals
+
+
+def test_the_operators_own_rules_are_checked_too():
+    job = manifest("rayjob.yaml")
+    job["spec"]["clusterSelector"] = {"ray.io/cluster": "raylm"}  # a shared cluster cannot be retried on
+    assert operator_refusals(job) == ["backoffLimit is incompatible with clusterSelector"]
+
+
 @pytest.mark.parametrize("name", CLUSTERS)
 def test_each_raycluster_is_valid_runs_raylms_image_with_token_auth_and_no_trial_on_the_head(schemas, name):
     cluster = manifest(name)
     check(cluster, schemas["RayCluster"])
+    assert operator_refusals(cluster) == []
     spec = cluster["spec"]
     assert spec["rayVersion"] == pins()["ray"] and spec["authOptions"] == {"mode": "token"}
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
@@ -88,11 +127,13 @@ def test_the_spot_cluster_differs_only_in_where_its_gpu_workers_are_scheduled():
     assert spot == on_demand
 
 
-def test_the_rayjob_is_valid_and_its_entrypoint_is_a_study_that_resumes_itself_on_the_cluster(schemas):
+def test_the_rayjob_is_valid_and_its_entrypoint_is_a_study_that_resumes_itself_on_its_cluster(schemas):
     job = manifest("rayjob.yaml")
     check(job, schemas["RayJob"])
-    assert job["spec"]["clusterSelector"] == {"ray.io/cluster": manifest("raycluster.yaml")["metadata"]["name"]}
-    assert job["spec"]["backoffLimit"] >= 1
+    assert operator_refusals(job) == []
+    # Its own cluster, raycluster.yaml's, made anew for each retry (backoffLimit) and deleted after the study.
+    assert job["spec"]["rayClusterSpec"] == manifest("raycluster.yaml")["spec"]
+    assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["shutdownAfterJobFinishes"] is True
     python, flag, module, *argv = shlex.split(job["spec"]["entrypoint"])
     assert (python, flag, module) == ("python", "-m", "raylm.search")
     args = arguments().parse_args(argv)
@@ -100,7 +141,7 @@ def test_the_rayjob_is_valid_and_its_entrypoint_is_a_study_that_resumes_itself_o
     assert args.storage_path.startswith("s3://") and args.config.startswith(f"{WORKDIR}/")
     study = load_config(StudyConfig, REPO / Path(args.config).relative_to(WORKDIR), args.set)
     # The groups the study may grow to, as the cluster defines them (KubeRay has no `ray up` bootstrap file).
-    for group in manifest("raycluster.yaml")["spec"]["workerGroupSpecs"]:
+    for group in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
         declared = study.search.node_types[group["groupName"]]
         params = group["rayStartParams"]
         assert (declared.cpu, declared.gpu, declared.max_workers) == (

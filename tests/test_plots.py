@@ -120,3 +120,13 @@ def test_the_importance_figure_draws_each_estimates_weights_and_leaves_out_searc
         "all cells (9 complete trials)", "ours-tiny/n=500/r=0 (8 complete trials)"
     ]  # fmt: skip
     assert importance_figure({"ours-tiny/n=200/r=0": Importance("PedAnovaImportanceEvaluator", 3)}) is None
+
+
+def test_the_importance_figure_draws_the_first_ten_searches_and_says_how_many_more_summary_md_has():
+    estimates = {f"cell {k}": Importance("PedAnovaImportanceEvaluator", 8, {"train.lr": 1.0}) for k in range(12)}
+    (ax,) = importance_figure(estimates).axes
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == [
+        f"cell {k} (8 complete trials)" for k in range(10)
+    ]
+    assert ax.get_title() == "What mattered (the first 10 searches; 2 more in summary.md)"
+    assert len({bar.get_facecolor() for bar in ax.patches}) == 10  # a colour each

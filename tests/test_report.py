@@ -364,7 +364,7 @@ def test_summary_md_says_what_mattered_across_cells_and_in_each_cells_search(tmp
     trials, cells, per_image = make_search()
     rows = cell_rows(cells)
     searched = Importance(
-        "PedAnovaImportanceEvaluator", 12, {"lr": 0.8, "loss": 0.2}, {"lr": (0.005, 0.02), "loss": ("l1",)}
+        "PedAnovaImportanceEvaluator", 12, {"lr": 0.8, "loss": 0.2}, {"lr": (0.005, 0.02), "loss": ("l1",)}, ("loss",)
     )
     rows = [
         replace(row, importance=searched if k == 0 else Importance("PedAnovaImportanceEvaluator", 3))
@@ -372,7 +372,7 @@ def test_summary_md_says_what_mattered_across_cells_and_in_each_cells_search(tmp
     ]
     across = Importance(
         "PedAnovaImportanceEvaluator", 20, {"real_fraction": 0.7, "lr": 0.2, "loss": 0.1},
-        {"real_fraction": (0.5, 0.5), "lr": (0.01, 0.01), "loss": ("l1", "l2")},
+        {"real_fraction": (0.0, 0.5), "lr": (0.01, 0.01), "loss": ("l1", "l2")}, ("real_fraction", "loss"),
     )  # fmt: skip
     written = write_report(tmp_path, trial_rows(trials), rows, per_image, Selection("val/nme", "min"), across=across)
     mattered = section(written["summary.md"].read_text(), "What mattered")
@@ -382,8 +382,8 @@ def test_summary_md_says_what_mattered_across_cells_and_in_each_cells_search(tmp
         "| Search | Complete trials | loss | lr | real_fraction | Best tenth of its trials |"
     )
     assert markdown_row(mattered, "| all cells |") == (
-        "| all cells | 20 | 0.10 | 0.20 | 0.70 | real_fraction 0.5; lr 0.01; loss l1, l2 |"
-    )  # a range of one number is that number
+        "| all cells | 20 | 0.10 | 0.20 | 0.70 | real_fraction 0, 0.5; lr 0.01; loss l1, l2 |"
+    )  # a choice's values, numbers too, never a range of them; a range of one number is that number
     assert (
         markdown_row(mattered, f"| {rows[0].cell} |")
         == f"| {rows[0].cell} | 12 | 0.20 | 0.80 | — | lr 0.005–0.02; loss l1 |"

@@ -176,15 +176,17 @@ def _selection_section(recorded: Recorded) -> list[str]:
 
 
 def _mattered(importance: Importance, search: str | None) -> str:
-    """Which hyperparameter mattered most in the search that chose the model, or why that is not known."""
+    """Which setting mattered most in the search that chose the model (a hyperparameter, or with all cells pooled a
+    cell's axis too), or why that is not known."""
     where = "every cell's trials pooled" if search == ALL_CELLS else f"its cell's ({search}) search"
     if not importance.enough:
         return f"Too few complete trials in {where} ({importance.complete}, under {MINIMUM}) to say what mattered."
+    over = f"over {importance.complete} complete trials of {where}, Optuna's {importance.evaluator}"
+    ranked = sorted(importance.weights.values(), reverse=True)
     shares = ", ".join(f"`{param}` {weight:.2f}" for param, weight in importance.weights.items())
-    return (
-        f"The hyperparameter that mattered most for the selection metric was **`{importance.leading}`** (importance"
-        f" over {importance.complete} complete trials of {where}, Optuna's {importance.evaluator}: {shares})."
-    )
+    if not ranked or (len(ranked) > 1 and ranked[0] - ranked[1] < 0.005):
+        return f"No setting mattered more than the others ({over}: {shares or 'nothing was searched'})."
+    return f"The setting that mattered most for the selection metric was **`{importance.leading}`** ({over}: {shares})."
 
 
 def _test_section(config: RunConfig, recorded: Recorded, plotted: bool, exported: Any = None) -> list[str]:

@@ -2,7 +2,8 @@
 
 The importance is Optuna's own (`optuna.importance`, with PED-ANOVA, Optuna 5.0's default
 evaluator) over the study's complete trials, normalised to sum to 1; the good region is the
-range of each number, or the values of each choice, among the best tenth of those trials.
+range of each number, or the values of each choice (a categorical parameter, numbers
+included), among the best tenth of those trials.
 Below `MINIMUM` complete trials an estimate is noise, and the result says so (`enough`)
 instead of carrying numbers.
 """
@@ -10,11 +11,12 @@ instead of carrying numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.importance import PedAnovaImportanceEvaluator
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
@@ -33,6 +35,7 @@ class Importance:
     complete: int  # the complete trials it is over
     weights: Mapping[str, float] = field(default_factory=dict)  # parameter -> importance; they sum to 1
     region: Mapping[str, tuple] = field(default_factory=dict)  # parameter -> (low, high) of a number, or its values
+    choices: tuple[str, ...] = ()  # the parameters chosen among values (their region lists the values)
 
     @property
     def enough(self) -> bool:
@@ -50,13 +53,15 @@ class Importance:
             "complete": self.complete,
             "weights": dict(self.weights),
             "region": {param: list(region) for param, region in self.region.items()},
+            "choices": list(self.choices),
         }
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> Importance:
         """The estimate `record` wrote."""
         region = {param: tuple(values) for param, values in record.get("region", {}).items()}
-        return cls(record["evaluator"], int(record["complete"]), dict(record.get("weights", {})), region)
+        weights, choices = dict(record.get("weights", {})), tuple(record.get("choices", ()))
+        return cls(record["evaluator"], int(record["complete"]), weights, region, choices)
 
 
 def importance_of(study: optuna.Study) -> Importance:
@@ -68,17 +73,11 @@ def importance_of(study: optuna.Study) -> Importance:
     weights = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
     best_first = sorted(complete, key=lambda trial: trial.value, reverse=study.direction == StudyDirection.MAXIMIZE)
     best = best_first[: max(1, math.ceil(BEST_SHARE * len(complete)))]
-    region = {param: _region([trial.params[param] for trial in best if param in trial.params]) for param in weights}
-    return Importance(type(evaluator).__name__, len(complete), dict(weights), region)
-
-
-def _region(values: list) -> tuple:
-    """(lowest, highest) of numbers; the distinct values, in order of first appearance, of anything else."""
-    if numeric(values):
-        return (min(values), max(values))
-    return tuple(dict.fromkeys(values))
-
-
-def numeric(values: Iterable[object]) -> bool:
-    """Whether every value is a number (bools, though ints to Python, are choices): a region of them is a range."""
-    return all(isinstance(value, int | float) and not isinstance(value, bool) for value in values)
+    choices = tuple(
+        param for param in weights if isinstance(complete[0].distributions.get(param), CategoricalDistribution)
+    )
+    region = {}
+    for param in weights:
+        values = [trial.params[param] for trial in best if param in trial.params]
+        region[param] = tuple(dict.fromkeys(values)) if param in choices else (min(values), max(values))
+    return Importance(type(evaluator).__name__, len(complete), dict(weights), region, choices)

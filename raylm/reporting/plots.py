@@ -177,12 +177,16 @@ def progress_figure(trials: list[TrialRow], selection: Selection) -> Figure | No
     return figure
 
 
+IMPORTANCE_BARS = 10  # searches drawn per parameter: one colour each; summary.md's table has every one
+
+
 def importance_figure(estimates: dict[str, Importance]) -> Figure | None:
-    """Each parameter's importance, a bar per search with enough complete trials for an estimate (by name, in the
-    given order); None when no search has."""
-    shown = {name: importance for name, importance in estimates.items() if importance.enough}
-    if not shown:
+    """Each parameter's importance, a bar per search with enough complete trials for an estimate (by name, the first
+    `IMPORTANCE_BARS` in the given order); None when no search has."""
+    rated = {name: importance for name, importance in estimates.items() if importance.enough}
+    if not rated:
         return None
+    shown = dict(list(rated.items())[:IMPORTANCE_BARS])
     params = sorted({param for importance in shown.values() for param in importance.weights}, reverse=True)
     height = 0.8 / len(shown)
     figure = Figure(figsize=(7, 1.2 + 0.35 * len(params) * max(1, len(shown) / 2)))
@@ -190,11 +194,12 @@ def importance_figure(estimates: dict[str, Importance]) -> Figure | None:
     for k, (name, importance) in enumerate(shown.items()):
         rows = np.arange(len(params)) + 0.4 - (k + 0.5) * height
         weights = [importance.weights.get(param, 0.0) for param in params]
-        ax.barh(rows, weights, height, color=f"C{k % 10}", label=f"{name} ({importance.complete} complete trials)")
+        ax.barh(rows, weights, height, color=f"C{k}", label=f"{name} ({importance.complete} complete trials)")
     ax.set_yticks(np.arange(len(params)), params)
     ax.set_xlim(0, 1)
     evaluator = next(iter(shown.values())).evaluator
     ax.set_xlabel(f"importance for the selection metric ({evaluator}; each search's sum to 1)")
-    ax.set_title("What mattered")
+    more = len(rated) - len(shown)
+    ax.set_title("What mattered" + (f" (the first {len(shown)} searches; {more} more in summary.md)" if more else ""))
     ax.legend(fontsize="x-small", loc="lower right")
     return figure

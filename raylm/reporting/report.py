@@ -21,7 +21,7 @@ from raylm.metrics import paired_difference
 from raylm.reporting import markdown
 from raylm.reporting.csv_files import write_summary, write_trials
 from raylm.reporting.curves import Point, curve_points, learning_curves
-from raylm.reporting.importance import ALL_CELLS, MINIMUM, Importance, numeric
+from raylm.reporting.importance import ALL_CELLS, MINIMUM, Importance
 from raylm.reporting.markdown import finite_number
 from raylm.reporting.plots import (
     ced_figure,
@@ -311,7 +311,7 @@ def _region_text(importance: Importance) -> str:
         return f"too few complete trials for an estimate (under {MINIMUM})"
     shown = []
     for param, region in importance.region.items():
-        if numeric(region) and region[0] != region[1]:
+        if param not in importance.choices and region[0] != region[1]:
             span = f"{markdown.text(region[0])}–{markdown.text(region[1])}"
         else:  # a choice's values, or a range that is one number
             span = ", ".join(markdown.text(value) for value in dict.fromkeys(region))

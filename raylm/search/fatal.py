@@ -8,8 +8,9 @@ result saying so, and the search goes on (`divergence`).
 The trial records its line in the experiment's registry (`nodes`) and raises; the
 `StopOnFatal` callback sees the failure and ends the experiment from the driver,
 as a killed driver would (the last snapshot stays resumable with `--resume` once the
-cause is fixed). Every other failure (a lost node, a killed or OOM-killed process)
-keeps Tune's retries from the last checkpoint (`search.max_failures`).
+cause is fixed). Every other failure (a killed or OOM-killed process) keeps Tune's
+retries from the last checkpoint (`search.max_failures`); a lost node's are counted
+apart (`search.max_node_losses`, `ray_internals.node_losses_apart`).
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ RESUMABLE = (
     "search.pending_timeout",
     "search.node_types",
 )
-# What identifies a study apart from those: where its folder is (the command says) and what its data held when it
-# began (each start lists it anew).
-NOT_DEFINITION = ("search.storage_path", "data.indexes")
+# Not part of its definition either: where its folder is (the command says), what its data held when it began (each
+# start lists it anew) and where a node caches the faces it prepared (RAYLM_CACHE may move it).
+NOT_DEFINITION = ("search.storage_path", "data.indexes", "data.cache_dir")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def launch(
                 resume = run_dir
             else:
                 check_no_study(run_dir)
-        with lease.held(run_dir) as held:  # one driver per run folder
+        with lease.held(run_dir, wait_for_lost=resume_if_exists) as held:  # one driver per run folder
             if not resume:
                 check_no_study(run_dir)  # again, now that no other driver can write one
             print(f"if this study stops before it ends, continue it with: {resume_command(run_dir)}", flush=True)

@@ -8,7 +8,9 @@ directly takes none); while another driver holds it, it is refused naming the ho
 lease is free when its driver released it (on any exit Python sees); when its driver was on
 this host, once its process is gone (a killed driver's `--resume` does not wait); from
 another host, once its heartbeat is older than `EXPIRES_S` (a lost machine; the two
-machines' clocks are compared).
+machines' clocks are compared). A driver that may wait (`--resume-if-exists`, run again
+unattended, e.g. on a new head after the old one was lost) first waits a lease from
+another host out, until it expires or its driver renews it, rather than be refused.
 
 Taking it is atomic. In a folder (local or NFS): an exclusive create (a hard link of a
 whole lease file), so of two drivers started together one wins; a lease found expired is first renamed aside (one taker
@@ -103,14 +105,24 @@ class Lease:
         self._stop = threading.Event()
         self._beating: threading.Thread | None = None
 
-    def take(self) -> None:
-        """Hold the lease, or raise naming the driver that holds it."""
+    def take(self, wait_for_lost: bool = False) -> None:
+        """Hold the lease, or raise naming the driver that holds it. With `wait_for_lost`, a lease held from another
+        host is first waited out until it expires (its driver lost with its machine: a replaced head) or is
+        renewed (its driver alive)."""
         with named(self.run_dir):
             if not is_uri(self.location):  # a bucket has no folders to make
                 self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
             won = self._take_in_bucket() if is_uri(self.location) else self._take_in_folder()
+            holder = None if won else read_holder(self.fs, self.path)
+            if holder is not None and wait_for_lost and holder.host != socket.gethostname():
+                wait = max(holder.heartbeat + EXPIRES_S - time.time(), 0.0) + HEARTBEAT_S / 10
+                print(f"{self.run_dir}: waiting {wait:.0f} s for the lease of {holder.describe(time.time())} to "
+                      "expire, as it does when no driver renews it", flush=True)  # fmt: skip
+                time.sleep(wait)
+                won = self._take_in_bucket() if is_uri(self.location) else self._take_in_folder()
+                holder = None if won else read_holder(self.fs, self.path)
             if not won:
-                self.refuse(read_holder(self.fs, self.path))
+                self.refuse(holder)
         self._beating = threading.Thread(target=self._beat, name="raylm-lease", daemon=True)
         self._beating.start()
 
@@ -216,10 +228,11 @@ class Lease:
 
 
 @contextlib.contextmanager
-def held(run_dir: str) -> Iterator[Lease]:
-    """The lease on `run_dir` for the duration of the block (refused while another driver holds it)."""
+def held(run_dir: str, wait_for_lost: bool = False) -> Iterator[Lease]:
+    """The lease on `run_dir` for the duration of the block (refused while another driver holds it; see `take` for
+    `wait_for_lost`)."""
     lease = Lease(run_dir)
-    lease.take()
+    lease.take(wait_for_lost)
     try:
         yield lease
     finally:

@@ -289,8 +289,17 @@ NODE_DIED = "The actor died because its node has died."  # the GCS's cause of an
 
 
 def node_lost(error: BaseException) -> bool:
-    """Whether a trial's failure is the loss of its node (preempted, scaled in, its raylet or pod gone)."""
-    return isinstance(error, ray.exceptions.RayActorError) and (error.preempted or NODE_DIED in str(error))
+    """Whether a trial's failure is the loss of its node (preempted, scaled in, its raylet or pod gone).
+
+    A node that leaves in order (drained, its raylet stopped) is named so in the actor's death
+    (`NODE_DIED`, or `preempted`); one that vanishes (a spot instance reclaimed, a pod killed)
+    leaves its actors unreachable, `ActorUnavailableError`, until the GCS's health checks notice,
+    after the trial's failure is counted. A process killed on a node that lives is neither: its
+    raylet reports it dead at once."""
+    if not isinstance(error, ray.exceptions.RayActorError):
+        return False
+    unreachable = isinstance(error, ray.exceptions.ActorUnavailableError)
+    return error.preempted or unreachable or NODE_DIED in str(error)
 
 
 @contextmanager
@@ -303,7 +312,8 @@ def node_losses_apart(budget: int) -> Iterator[dict[str, int]]:
     the node was drained so (`RayActorError.preempted`); a spot node reclaimed, a pod evicted,
     a raylet lost look like any other failure, and a few of them would end a trial that has
     nothing wrong. The count is in `Trial._handle_ray_actor_error` (a trial's actor failures,
-    those inside a task error included), which this wraps.
+    those inside a task error included), which this wraps in this process: through Ray Client
+    (`--address ray://...`) Tune's controller runs on the cluster, out of its reach.
     """
     counted = Trial._handle_ray_actor_error
     losses: dict[str, int] = {}

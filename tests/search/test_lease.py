@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -147,3 +148,23 @@ def test_the_holder_renews_its_heartbeat(tmp_path: Path, monkeypatch):
             assert time.monotonic() < deadline, "no heartbeat"
         mine.check_held()
     assert not run_dir.exists()
+
+
+def test_a_driver_that_may_wait_waits_out_a_lease_from_another_host_and_takes_it_unless_renewed(
+    tmp_path: Path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(lease, "EXPIRES_S", 2.0)
+    write_lease(run_dir, host="elsewhere", pid=4242)  # its machine lost just now: nobody renews it
+    with pytest.raises(RaylmError, match=f"^{run_dir} is held by the driver pid 4242 on host elsewhere "):
+        lease.Lease(str(run_dir)).take()  # a driver that may not wait (a user's command) is told at once
+    with lease.held(str(run_dir), wait_for_lost=True) as mine:
+        assert mine.holds()
+    waited = capsys.readouterr().out
+    assert re.match(rf"{run_dir}: waiting [0-9] s for the lease of the driver pid 4242 on host elsewhere .* to "
+                    "expire, as it does when no driver renews it\n$", waited)  # fmt: skip
+
+    write_lease(run_dir, host="elsewhere", pid=4343)
+    monkeypatch.setattr(lease.time, "sleep", lambda seconds: write_lease(run_dir, host="elsewhere", pid=4343))
+    with pytest.raises(RaylmError, match=f"^{run_dir} is held by the driver pid 4343 on host elsewhere "):
+        lease.Lease(str(run_dir)).take(wait_for_lost=True)  # renewed while it waited: alive, so refused

@@ -178,7 +178,8 @@ def losing_trial(notes: Path, waiting: Path, at_epochs: tuple[int, ...]):
 def test_a_trial_whose_node_is_lost_more_often_than_max_failures_finishes_on_the_nodes_that_come_back(
     tmp_path: Path,
 ):
-    """Spot workers: the one node a trial can run on is removed three times mid-trial, a new one coming up each
+    """Spot workers: the one node a trial can run on is removed three times mid-trial (the first and last in
+    order, the second abruptly, its raylet killed as a reclaimed instance's would be), a new one coming up each
     time; with search.max_failures=1 the trial still finishes, resuming from its last checkpoint each time."""
     notes, waiting = tmp_path / "notes", tmp_path / "waiting"
     notes.mkdir()
@@ -190,7 +191,7 @@ def test_a_trial_whose_node_is_lost_more_often_than_max_failures_finishes_on_the
     def replace_the_node_whenever_the_trial_waits() -> None:
         while not finished.is_set() and len(nodes) < 4:
             if len(list(waiting.iterdir())) == len(nodes):  # the trial waits at its len(nodes)-th stop
-                cluster.remove_node(nodes[-1])
+                cluster.remove_node(nodes[-1], allow_graceful=len(nodes) != 2)  # the second vanishes
                 nodes.append(cluster.add_node(num_cpus=1))
             finished.wait(0.1)
 

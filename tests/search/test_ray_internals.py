@@ -350,10 +350,11 @@ def test_within_node_losses_apart_a_lost_node_is_retried_without_counting_up_to_
     node_died = ray.exceptions.ActorDiedError()
     node_died.error_msg = f"{node_died.error_msg}\n\tip: 10.0.0.7\n{ray_internals.NODE_DIED} Node Id: 4a5b"
     preempted = ray.exceptions.RayActorError(preempted=True)
+    vanished = ray.exceptions.ActorUnavailableError("RpcError: Socket closed", None)  # before the GCS knows
     crashed = ray.exceptions.ActorDiedError()  # its process died, its node did not
     handled = Trial._handle_ray_actor_error
     with ray_internals.node_losses_apart(budget=3) as losses:
-        for error in (node_died, preempted, crashed, node_died):
+        for error in (node_died, preempted, crashed, vanished):
             trial.handle_error(error)
         assert (trial.run_metadata.num_failures, losses) == (1, {trial.trial_id: 3})
         trial.handle_error(node_died)  # one more than the budget: a failure
