@@ -123,14 +123,20 @@ def check_cells_match(grid: tune.ResultGrid, wanted: dict[str, int], run_dir: st
         )
 
 
-def check_no_errors(grid: tune.ResultGrid, run_dir: str, max_failures: int) -> None:
-    """A trial that failed after its retries makes the study failed: `--resume` retries it once the cause is fixed."""
+def check_no_errors(grid: tune.ResultGrid, run_dir: str, max_failures: int, max_node_losses: int = 0) -> None:
+    """A trial that failed after its retries makes the study failed: `--resume` retries it once the cause is fixed.
+    A trial whose last failure was the loss of its node had lost more nodes than `max_node_losses` first."""
     failed = [result for result in grid if result.error is not None]
     if failed:
         first = failed[0]
+        lost = (
+            f", which lost its node more often than search.max_node_losses={max_node_losses} allows"
+            if ray_internals.node_lost(first.error)
+            else ""
+        )
         raise SearchError(
             f"{len(failed)} of {len(grid)} trials failed after search.max_failures={max_failures} retries "
-            f"(trial {trial_id_of(first)}: {error_reason(first.error)}); fix the cause and retry them with "
+            f"(trial {trial_id_of(first)}{lost}: {error_reason(first.error)}); fix the cause and retry them with "
             f"{resume_command(run_dir)}"
         )
 

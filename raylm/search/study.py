@@ -100,7 +100,7 @@ def run_study(
         with sigterm_stops_tune() as signals, full_disk_named(location, study):
             grid = run_experiment(study, trainable, location, tracker_dir=local_dir)
             check_not_interrupted(grid, quota(study), location, signals)
-            check_no_errors(grid, location, study.search.max_failures)
+            check_no_errors(grid, location, study.search.max_failures, study.search.max_node_losses)
             check_folders_known(grid, location)
             repeats = _repeat_best(study, grid, trainable, location, signals) if study.search.repeats else None
     finally:

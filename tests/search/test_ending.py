@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow.fs
 import pytest
+import ray
 from ray import tune
 
 from raylm.search import ray_internals
@@ -109,6 +110,17 @@ def test_a_trial_that_failed_after_its_retries_fails_the_study_in_one_line():
     assert str(caught.value) == (
         "1 of 4 trials failed after search.max_failures=2 retries (trial b2: CUDA out of memory); "
         "fix the cause and retry them with python -m raylm.search --resume /runs/x"
+    )
+
+
+def test_a_trial_that_lost_its_node_too_often_is_said_to_have():
+    vanished = ray.exceptions.ActorUnavailableError("RpcError: Socket closed", None)
+    failed = [*COMPLETE[:3], result(B, "b2", 2, False, vanished)]
+    with pytest.raises(SearchError) as caught:
+        check_no_errors(Grid(failed), "/runs/x", 2, 10)
+    assert str(caught.value).startswith(
+        "1 of 4 trials failed after search.max_failures=2 retries (trial b2, which lost its node more often than "
+        "search.max_node_losses=10 allows: "
     )
 
 
