@@ -8,21 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from raylm.config import RunConfig, load_config
 from raylm.reporting.card import write_card
 from raylm.reporting.importance import ALL_CELLS, Importance
-from raylm.train import build_run, fit
-from tests.test_evaluate import OVERRIDES
+from tests.test_evaluate import trained_checkpoint
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of one epoch, as a search's `best/` holds it."""
-    root = tmp_path_factory.mktemp("card")
-    kept = root / "best"
-    config = load_config(RunConfig, None, [*OVERRIDES, f"data.cache_dir={root / 'cache'}"])
-    fit(build_run(config), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
-    return kept
+    """A checkpoint of one epoch (each card is written from a copy of it, as a search's `best/` holds it)."""
+    return trained_checkpoint(tmp_path_factory.mktemp("card"))
 
 
 def card_with(best: Path, tmp_path: Path, search: str, importance: Importance) -> str:

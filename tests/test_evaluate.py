@@ -39,13 +39,17 @@ OVERRIDES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("evaluate")
+def trained_checkpoint(root: Path) -> Path:
+    """A checkpoint trained one epoch at OVERRIDES, kept as `root/checkpoint` (its data cached under `root`)."""
     kept = root / "checkpoint"
     config = load_config(RunConfig, None, [*OVERRIDES, f"data.cache_dir={root / 'cache'}"])
     fit(build_run(config), lambda epoch, metrics, directory: shutil.copytree(directory, kept))
     return kept
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_checkpoint(tmp_path_factory.mktemp("evaluate"))
 
 
 ADAPTER_DATA = "builtin:realistic?n=40&seed=11"  # faces the checkpoint never saw: 20 to fit on, 20 held out

@@ -112,19 +112,23 @@ class Lease:
         with named(self.run_dir):
             if not is_uri(self.location):  # a bucket has no folders to make
                 self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
-            won = self._take_in_bucket() if is_uri(self.location) else self._take_in_folder()
+            won = self._take_once()
             holder = None if won else read_holder(self.fs, self.path)
             if holder is not None and wait_for_lost and holder.host != socket.gethostname():
                 wait = max(holder.heartbeat + EXPIRES_S - time.time(), 0.0) + HEARTBEAT_S / 10
                 print(f"{self.run_dir}: waiting {wait:.0f} s for the lease of {holder.describe(time.time())} to "
                       "expire, as it does when no driver renews it", flush=True)  # fmt: skip
                 time.sleep(wait)
-                won = self._take_in_bucket() if is_uri(self.location) else self._take_in_folder()
+                won = self._take_once()
                 holder = None if won else read_holder(self.fs, self.path)
             if not won:
                 self.refuse(holder)
         self._beating = threading.Thread(target=self._beat, name="raylm-lease", daemon=True)
         self._beating.start()
+
+    def _take_once(self) -> bool:
+        """Whether this driver took the lease, trying once (an expired one is taken over)."""
+        return self._take_in_bucket() if is_uri(self.location) else self._take_in_folder()
 
     def _take_in_folder(self) -> bool:
         staged = f"{self.path}.{self.mine.token}"

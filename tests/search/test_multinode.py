@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -45,12 +45,12 @@ def reports(folder: Path) -> dict[str, list[tuple[str, int]]]:
             for path in folder.iterdir()}  # fmt: skip
 
 
-def recording_trial(notes: Path, waiting: Path, doomed: str):
+def noting_trial(notes: Path, waiting: Path, stop_at: Callable[[str, dict], str | None]):
     """The real trainable, also noting each report's node and epoch in `notes/<trial id>` as it happens.
 
-    A trial that has reported (and checkpointed) its second epoch on node `doomed` says so in
-    `waiting/<trial id>` and waits there until the node is removed under it, so the test never races a
-    fast trial to the end. Only one trial ever gets there: the next one would need the node it holds."""
+    Where `stop_at(trial id, metrics)` names a mark not yet in `waiting`, the trial, having reported (and
+    checkpointed) that epoch, leaves the mark there and waits until its node is removed under it, so the test
+    never races a fast trial to the end."""
 
     def note_then_report(report, metrics: dict, checkpoint) -> None:
         from ray import tune
@@ -59,11 +59,25 @@ def recording_trial(notes: Path, waiting: Path, doomed: str):
         with (notes / trial).open("a") as file:
             file.write(f"{metrics['node_id']} {metrics['epoch']}\n")
         report(metrics, checkpoint=checkpoint)  # returns once the driver took the result (and its checkpoint)
-        if metrics["node_id"] == doomed and metrics["epoch"] == 2:
-            (waiting / trial).touch()
+        mark = stop_at(trial, metrics)
+        if mark is not None and not (waiting / mark).exists():
+            (waiting / mark).touch()
             threading.Event().wait(timeout=600)  # ends when the node is removed; the timeout only bounds a failure
 
     return hooked_trial(note_then_report)
+
+
+@contextlib.contextmanager
+def in_the_background(watch: Callable[[threading.Event], None]) -> Iterator[None]:
+    """`watch(finished)` in a thread while the block runs; `finished` is set when the block ends, then joined."""
+    finished = threading.Event()
+    thread = threading.Thread(target=watch, args=(finished,))
+    thread.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        thread.join()
 
 
 def prepared_sets(home: Path) -> set[str]:
@@ -110,9 +124,8 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
             notes.mkdir()
             waiting.mkdir()
             lost: list[str] = []
-            finished = threading.Event()
 
-            def remove_doomed_mid_trial() -> None:  # until the study ends: a slow, loaded machine only takes longer
+            def remove_doomed_mid_trial(finished: threading.Event) -> None:  # a loaded machine only takes longer
                 while not finished.is_set():
                     survivor_reported = any(
                         node == survivor.node_id for seen in reports(notes).values() for node, _ in seen
@@ -124,13 +137,15 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
                         return
                     finished.wait(0.1)
 
-            watcher = threading.Thread(target=remove_doomed_mid_trial)
-            watcher.start()
-            try:
-                run_study(study, "s3://raylm/runs/multi", trainable=recording_trial(notes, waiting, doomed.node_id))
-            finally:
-                finished.set()
-                watcher.join()
+            doomed_id = doomed.node_id  # the trial carries this, not the node's handle
+
+            def stop_on_doomed_at_epoch_2(trial: str, metrics: dict) -> str | None:
+                """Only one trial ever gets there: the next one would need the node it holds."""
+                return trial if (metrics["node_id"], metrics["epoch"]) == (doomed_id, 2) else None
+
+            with in_the_background(remove_doomed_mid_trial):
+                trainable = noting_trial(notes, waiting, stop_on_doomed_at_epoch_2)
+                run_study(study, "s3://raylm/runs/multi", trainable=trainable)
         finally:
             ray.shutdown()
             cluster.shutdown()
@@ -155,25 +170,6 @@ def test_trials_spread_over_nodes_and_a_lost_node_loses_nothing(tmp_path: Path, 
         assert prepared_sets(homes["driver"])
 
 
-def losing_trial(notes: Path, waiting: Path, at_epochs: tuple[int, ...]):
-    """The real trainable, noting each report's node and epoch in `notes/<trial id>`; at each of `at_epochs` (once,
-    having reported and checkpointed it) it says so in `waiting/<epoch>` and waits there until its node is removed
-    under it."""
-
-    def note_then_report(report, metrics: dict, checkpoint) -> None:
-        from ray import tune
-
-        with (notes / tune.get_context().get_trial_id()).open("a") as file:
-            file.write(f"{metrics['node_id']} {metrics['epoch']}\n")
-        report(metrics, checkpoint=checkpoint)
-        mark = waiting / str(metrics["epoch"])
-        if metrics["epoch"] in at_epochs and not mark.exists():
-            mark.touch()
-            threading.Event().wait(timeout=600)  # ends when the node is removed; the timeout only bounds a failure
-
-    return hooked_trial(note_then_report)
-
-
 @pytest.mark.slow
 def test_a_trial_whose_node_is_lost_more_often_than_max_failures_finishes_on_the_nodes_that_come_back(
     tmp_path: Path,
@@ -186,9 +182,8 @@ def test_a_trial_whose_node_is_lost_more_often_than_max_failures_finishes_on_the
     waiting.mkdir()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0}, shutdown_at_exit=False)
     nodes = [cluster.add_node(num_cpus=1)]
-    finished = threading.Event()
 
-    def replace_the_node_whenever_the_trial_waits() -> None:
+    def replace_the_node_whenever_the_trial_waits(finished: threading.Event) -> None:
         while not finished.is_set() and len(nodes) < 4:
             if len(list(waiting.iterdir())) == len(nodes):  # the trial waits at its len(nodes)-th stop
                 cluster.remove_node(nodes[-1], allow_graceful=len(nodes) != 2)  # the second vanishes
@@ -204,13 +199,12 @@ def test_a_trial_whose_node_is_lost_more_often_than_max_failures_finishes_on_the
             ["search.axes.real_fraction=[0.0]", "search.trials=1", "search.max_epochs=8", "search.grace_period=8",
              "search.max_failures=1", f"data.cache_dir={tmp_path / 'cache'}"],
         )  # fmt: skip
-        watcher = threading.Thread(target=replace_the_node_whenever_the_trial_waits)
-        watcher.start()
-        try:
-            run_study(study, tmp_path / "run", trainable=losing_trial(notes, waiting, (2, 4, 6)))
-        finally:
-            finished.set()
-            watcher.join()
+
+        def stop_at_epochs_2_4_6(trial: str, metrics: dict) -> str | None:
+            return str(metrics["epoch"]) if metrics["epoch"] in (2, 4, 6) else None
+
+        with in_the_background(replace_the_node_whenever_the_trial_waits):
+            run_study(study, tmp_path / "run", trainable=noting_trial(notes, waiting, stop_at_epochs_2_4_6))
     finally:
         ray.shutdown()
         cluster.shutdown()
